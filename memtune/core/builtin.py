@@ -1,0 +1,56 @@
+"""The core's own settings and knobs, declared through the same hooks plugins use."""
+
+from __future__ import annotations
+
+from memtune.core.hookspecs import hookimpl
+from memtune.core.knobs import Knob
+from memtune.core.settings import Setting
+
+SETTINGS = (
+    Setting("Mem.IdleTax", "percent", 75, "Idle memory tax rate tau, percent (k = 1/(1 - tau)).",
+            "Waldspurger OSDI 2002 s.5.2; ESXi default Mem.IdleTax = 75", minimum=0, maximum=99,
+            tunable=True),
+    Setting("Mem.SamplePeriod", "seconds", 60, "Working-set sampling period.",
+            "ESXi default Mem.SamplePeriod = 60 s", minimum=1),
+    Setting("Mem.SampleSize", "int", 100, "Pages watched per VM per sampling period.",
+            "Waldspurger OSDI 2002 s.5.3 (n = 100)", minimum=1),
+    Setting("Mem.AllocGuestLargePage", "bool", True,
+            "Back guest memory with 2 MB large pages (not shareable until broken).",
+            "ESXi default Mem.AllocGuestLargePage = 1", tunable=True),
+    Setting("memtune.sample_alpha_fast", "float", 0.5, "Weight of a new sample in the fast average.",
+            "model choice: rises within about two periods", minimum=0.01, maximum=1),
+    Setting("memtune.sample_alpha_slow", "float", 0.1, "Weight of a new sample in the slow average.",
+            "model choice: falls over about ten periods", minimum=0.001, maximum=1),
+    Setting("memtune.state_hysteresis", "float", 0.06,
+            "Margin (share of minFree) by which free memory must pass a threshold to leave a state upward.",
+            "model choice; ESXi keeps an undocumented margin", minimum=0, maximum=1),
+    Setting("memtune.touch_samples", "int", 64,
+            "Touch draws per VM per simulated second; each stands for touch_rate/touch_samples touches.",
+            "model choice: cost follows activity, not memory size", minimum=1),
+    Setting("latency.dram", "seconds", 100e-9, "DRAM access, the baseline every touch pays.",
+            "common figure: ~100 ns loaded latency"),
+    Setting("latency.page_alloc", "seconds", 1e-6,
+            "First touch of a page with no machine page: EPT/NPT violation exit plus zeroing 4 KiB.",
+            "KVM/ESX nested-paging fault ~1 us"),
+    Setting("latency.blocked_alloc", "seconds", 1e-3,
+            "A fault that needs a machine page while the VM is blocked (low state, or at its limit "
+            "with nothing to page out) waits this long.",
+            "model choice: one reclamation round (ESX low state blocks VMs above target)"),
+)
+
+
+@hookimpl
+def memtune_register_settings(register):
+    for s in SETTINGS:
+        register(s)
+
+
+@hookimpl
+def memtune_register_knobs(register, scenario):
+    register(Knob("Mem.IdleTax", kind="int", low=0, high=95, help="idle memory tax, percent"))
+    register(Knob("reservation", target="vm", kind="real", low=0.0, high=0.9,
+                  help="sched.mem.min as a share of configured memory"))
+    register(Knob("limit", target="vm", kind="real", low=0.3, high=1.0,
+                  help="sched.mem.max as a share of configured memory"))
+    register(Knob("shares", target="vm", kind="int", low=5, high=40, prior="log-uniform",
+                  help="sched.mem.shares per MB of configured memory"))

@@ -1,0 +1,279 @@
+"""The simulation tick: touches, faults, background work, allocation, memory state, reclamation.
+
+Cost per tick follows activity: a bounded number of touch draws per VM (each standing for
+``touch_rate * dt / draws`` real touches), the pages that fault, and the pages plugins move. Nothing
+here walks all pages.
+
+Fault counting. A draw that lands on a non-resident page ``p`` (per-touch probability ``pi``) stands
+for the real faults on that page this tick. With ``lam`` real touches in the tick and ``n`` draws, the
+importance-sampling estimate of 4 KiB faults is ``scale * (1 - exp(-lam * pi / scale)) / (n * pi)``:
+about the draw's weight ``lam / n`` for a cold page, and about one fault per 4 KiB page for a hot one
+(it faults once, then stays resident). This keeps latency unbiased however coarse the sampling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from memtune.core.allocation import allocation_targets
+from memtune.core.host import Host
+from memtune.core.latency import LatencyBook
+from memtune.core.memstate import LARGE_PAGE_BREAK, MemState, next_state
+from memtune.core.pages import FREE, RESIDENT, unique_content
+from memtune.core.report import Timeline, build_result
+from memtune.errors import PluginError
+
+MAX_COMPANIONS = 256
+
+
+class Engine:
+    """Runs a :class:`Host` tick by tick."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        h = host
+        st = h.states
+        n = len(st)
+        self.read_fault = np.zeros(256, dtype=bool)
+        self.write_fault = np.zeros(256, dtype=bool)
+        self.allocates = np.zeros(256, dtype=bool)
+        self.private = np.zeros(256, dtype=bool)
+        self.read_fault[:n] = st.mask(lambda s: s.read_fault)
+        self.write_fault[:n] = st.mask(lambda s: s.write_fault)
+        self.allocates[:n] = st.mask(lambda s: s.fault_allocates)
+        self.private[:n] = st.mask(lambda s: s.private_frame)
+        self.resident_only = np.zeros(256, dtype=bool)
+        self.resident_only[RESIDENT] = True
+        self.timeline = Timeline(h)
+        self._next_report = 0.0
+        self._warm = h.scenario.warmup <= 0
+        h.hook.memtune_configure(host=h)
+        self._policy_event()
+
+    def _policy_event(self) -> None:
+        h = self.host
+        h.emit("policy", None, settings={k: v for k, v in h.settings.items()},
+               vms={v.name: {"reservation": v.reservation, "limit": v.limit, "shares": v.shares,
+                             "maxmemctl": v.maxmemctl, "salt": v.salt} for v in h.vms})
+
+    # --- one tick ------------------------------------------------------------------------------
+
+    def step(self, dt: float) -> None:
+        h = self.host
+        now = h.now + dt
+        wl = h.workload
+        wl.advance(h.now)
+        on = wl.on & h.powered
+        lam = np.where(on, wl.rate * dt, 0.0)
+        per_tick = max(1, int(round(h.settings["memtune.touch_samples"] * dt)))
+        draws = np.where(lam > 0, np.minimum(np.ceil(lam), per_tick), 0).astype(np.int64)
+        self._touch(now, dt, lam, draws, on)
+        h.sampler.observe_touches(lam)
+        h.hook.memtune_tick(host=h, now=now, dt=dt)
+        period = h.settings["Mem.SamplePeriod"]
+        if np.floor(now / period) > np.floor(h.now / period):
+            h.sampler.close_period(h.rng("sampling"), wl.probability, h.vm_pages, on, h.pages.scale)
+        self._allocate(on)
+        self._update_state(dt)
+        need = np.maximum(h.held() - h.targets, 0.0)
+        h.hook.memtune_reclaim(host=h, state=int(h.state), need=need)
+        h.book.running += np.where(on, dt, 0.0)
+        h.now = now
+        h.ticks += 1
+        if not self._warm and now >= h.scenario.warmup:
+            self._warm = True
+            h.book = LatencyBook(h.nvm)
+            h.time_in_state[:] = 0
+            h.counters.clear()
+        if now >= self._next_report:
+            self.timeline.record()
+            self._next_report = now + h.scenario.report_interval
+
+    def _touch(self, now: float, dt: float, lam: np.ndarray, draws: np.ndarray, on: np.ndarray) -> None:
+        h = self.host
+        pg = h.pages
+        wl = h.workload
+        rng = h.rng("touch")
+        vm, rank = wl.draw(rng, draws)
+        if vm.size == 0:
+            return
+        page = pg.base[vm] + rank
+        write = rng.random(vm.size) < wl.writes[vm]
+        st = pg.state[page]
+        rf = self.read_fault[st]
+        faulting = rf | (write & self.write_fault[st])
+        weight = lam[vm] / draws[vm]
+        faults = np.zeros(vm.size)
+        latency = np.zeros(vm.size)
+        served = np.ones(vm.size, dtype=bool)
+        fi = np.flatnonzero(faulting)
+        if fi.size:
+            vf = vm[fi]
+            pi = wl.probability(vf, rank[fi])
+            sel = np.maximum(pi * np.where(rf[fi], 1.0, wl.writes[vf]), 1e-300)
+            scale = pg.scale
+            nd = draws[vf]
+            faults[fi] = np.minimum(scale * -np.expm1(-lam[vf] * sel / scale) / (nd * sel), weight[fi])
+            # simulated pages this draw stands for bringing in; the drawn page is one of them
+            pages_in = -np.expm1(-lam[vf] * sel) / (nd * sel)
+            extra = np.floor(pages_in + rng.random(fi.size)).astype(np.int64) - 1
+            extra = np.clip(extra, 0, MAX_COMPANIONS)
+            cpage, cstate, cvm = self._companions(page[fi], rank[fi], vf, st[fi], extra)
+            lat_f, ok_f = self._serve_faults(np.concatenate([page[fi], cpage]),
+                                             np.concatenate([st[fi], cstate]),
+                                             np.concatenate([write[fi], np.zeros(cpage.size, dtype=bool)]),
+                                             np.concatenate([vf, cvm]))
+            latency[fi] = lat_f[: fi.size]
+            served[fi] = ok_f[: fi.size]
+        # touches that found their page mapped (or had it brought back)
+        pg.last_touch[page[served]] = now
+        wr = write & served
+        if wr.any():
+            wp = page[wr]
+            wp = wp[self.private[pg.state[wp]]]
+            pg.content[wp] = unique_content(wp)
+        # latency accounting
+        overhead = np.zeros(h.nvm)
+        for extra in h.hook.memtune_access_overhead(host=h):
+            if extra is not None:
+                overhead += np.asarray(extra, dtype=np.float64)
+        book = h.book
+        nvm = h.nvm
+        if fi.size:
+            book.add(vm[fi], latency[fi] + overhead[vm[fi]], faults[fi])
+            for code in np.unique(st[fi]):
+                m = st[fi] == code
+                book.count_faults(h.states[int(code)].name, vm[fi][m], faults[fi][m])
+        plain = np.bincount(vm, weights=weight - faults, minlength=nvm)
+        book.add(np.arange(nvm), overhead, plain)
+        book.touches += np.bincount(vm, weights=weight, minlength=nvm)
+        stall = np.bincount(vm, weights=faults * latency, minlength=nvm) + overhead * lam
+        book.stall += np.minimum(stall, np.where(on, dt, 0.0))
+
+    def _companions(self, pages: np.ndarray, ranks: np.ndarray, vms: np.ndarray, states: np.ndarray,
+                    extra: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The next ``extra[i]`` pages after each faulting draw (same VM, same state): the other
+        pages of similar heat that the touches this draw stands for brought in."""
+        h = self.host
+        total = int(extra.sum())
+        if total == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty.astype(np.uint8), empty
+        rep = np.repeat(np.arange(pages.size), extra)
+        step = np.arange(total) - np.repeat(np.cumsum(extra) - extra, extra) + 1
+        v = vms[rep]
+        alloc = np.maximum(h.workload.allocated[v], 1)
+        crank = (ranks[rep] + step) % alloc
+        cpage = h.pages.base[v] + crank
+        keep = h.pages.state[cpage] == states[rep]
+        return cpage[keep], states[rep][keep], v[keep]
+
+    def _serve_faults(self, pages: np.ndarray, states: np.ndarray, writes: np.ndarray,
+                      vms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bring faulting pages back; latency per draw and whether its page is now mapped."""
+        h = self.host
+        s = h.settings
+        uniq, inv = np.unique(pages, return_inverse=True)
+        ustate = h.pages.state[uniq]
+        uwrite = np.zeros(uniq.size, dtype=bool)
+        np.logical_or.at(uwrite, inv, writes)
+        ulat = np.zeros(uniq.size)
+        uok = np.ones(uniq.size, dtype=bool)
+        alloc = self.allocates[ustate]
+        if alloc.any():
+            uok[alloc] = self._admit_allocations(uniq[alloc])
+        blocked = ~uok
+        ulat[blocked] = s["latency.blocked_alloc"]
+        for code in np.unique(ustate[uok]):
+            m = uok & (ustate == code)
+            idx = uniq[m]
+            if code == FREE:
+                h.pages.set_state(idx, RESIDENT)
+                ulat[m] = s["latency.page_alloc"]
+                continue
+            lat = h.hook.memtune_page_fault(host=h, state=int(code), pages=idx, write=uwrite[m])
+            if lat is None:
+                info = h.states[int(code)]
+                raise PluginError(info.owner, "memtune_page_fault",
+                                  RuntimeError(f"no plugin serves faults on {info.name!r} pages"))
+            lat = np.broadcast_to(np.asarray(lat, dtype=np.float64), idx.shape).copy()
+            for extra in h.hook.memtune_fault_latency(host=h, state=int(code), pages=idx, latency=lat):
+                if extra is not None:
+                    lat += extra
+            ulat[m] = lat
+        return ulat[inv], uok[inv]
+
+    def _admit_allocations(self, pages: np.ndarray) -> np.ndarray:
+        """Which faults needing a machine page may have one now (host free memory, VM limit, low state)."""
+        h = self.host
+        pg = h.pages
+        vm = pg.vm[pages]
+        ok = ~h.blocked[vm]
+        # VM limits: a VM at its limit must give a page back (hypervisor page-out) to take one
+        held = h.held()
+        order = np.argsort(vm, kind="stable")
+        svm = vm[order]
+        first = np.searchsorted(svm, np.arange(h.nvm))
+        pos = np.empty(pages.size, dtype=np.int64)
+        pos[order] = np.arange(pages.size) - first[svm]
+        room = np.floor(h.limit - held).astype(np.int64)
+        over = ok & (pos >= room[vm])
+        if over.any():
+            excess = np.bincount(vm[over], minlength=h.nvm)
+            victims = pg.pick_random(h.rng("limit"), excess, self.resident_only)
+            victims = victims[~np.isin(victims, pages)]
+            taken = h.page_out(victims) if victims.size else np.zeros(0, dtype=bool)
+            freed = np.bincount(pg.vm[victims[taken]], minlength=h.nvm) if victims.size else np.zeros(h.nvm)
+            ok &= pos < room[vm] + freed[vm]
+        # host free memory, first come first served in page order
+        free = max(h.free_pages(), 0)
+        cum = np.cumsum(ok)
+        ok &= cum <= free
+        return ok
+
+    def _allocate(self, on: np.ndarray) -> None:
+        h = self.host
+        active = h.sampler.estimate
+        tau = h.settings["Mem.IdleTax"] / 100.0
+        pb = h.page_bytes
+        available = (h.memory - h.overhead_bytes - h.min_free) / pb - sum(h.host_pools.values())
+        floor = np.where(on, h.reservation, 0.0)
+        cap = np.where(on, np.minimum(np.minimum(h.limit, h.vm_pages),
+                                      np.maximum(h.workload.allocated, h.reservation)), 0.0)
+        h.targets = allocation_targets(max(available, 0.0), h.shares, active, tau, floor, cap)
+
+    def _update_state(self, dt: float) -> None:
+        h = self.host
+        ratio = h.free_ratio
+        new = next_state(h.state, ratio, h.settings["memtune.state_hysteresis"])
+        h.time_in_state[h.state] += dt
+        if new != h.state:
+            old = h.state
+            h.state = new
+            h.emit("state-change", None, old=old.label, new=new.label, free_bytes=h.free_bytes(),
+                   min_free=h.min_free, time=h.now)
+        if new.label not in h.states_visited:
+            h.states_visited.append(new.label)
+        if not h.large_pages_broken and ratio < LARGE_PAGE_BREAK and h.large_pages.any():
+            h.large_pages_broken = True
+            h.emit("large-pages-broken", None, free_bytes=h.free_bytes(), time=h.now)
+        h.blocked = (h.state == MemState.LOW) & (h.held() > h.targets + 1)
+
+    # --- whole run ----------------------------------------------------------------------------
+
+    def run(self, duration: float | None = None,
+            progress: Callable[[float], None] | None = None) -> dict:
+        h = self.host
+        duration = h.scenario.duration if duration is None else duration
+        tick = h.scenario.tick
+        steps = int(round(duration / tick))
+        for i in range(steps):
+            self.step(tick)
+            if progress is not None:
+                progress((i + 1) / steps)
+        self.timeline.record()
+        result = build_result(h, self.timeline)
+        h.hook.memtune_finish(host=h, result=result)
+        return result

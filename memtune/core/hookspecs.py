@@ -1,0 +1,167 @@
+"""Hook specifications: everything a memtune plugin can do.
+
+The core calls these hooks with keyword arguments only, so a spec may grow new arguments without
+breaking plugins that do not take them. Built-in techniques (balloon, tps, compression, swap,
+encryption, audit) implement exactly these hooks and nothing else.
+
+Order within one simulated tick (``Engine.step``):
+
+1. workloads advance and touches are drawn; touches of pages in a faulting state go to
+   ``memtune_page_fault`` (then ``memtune_fault_latency``); ``memtune_access_overhead`` may add
+   a cost to every touch;
+2. ``memtune_tick`` (background work such as page-sharing scans);
+3. working-set sampling and share-based allocation targets; the memory state is updated
+   (``memtune_event`` with kind ``state-change``);
+4. ``memtune_reclaim`` with what each VM holds above its target.
+
+Registration hooks (``memtune_register_*``) run once when a host is built.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from memtune.core.host import Host
+    from memtune.core.scenario import Scenario
+
+hookspec = pluggy.HookspecMarker("memtune")
+hookimpl = pluggy.HookimplMarker("memtune")
+
+
+# --- registration ------------------------------------------------------------------------------
+
+@hookspec
+def memtune_register_settings(register: Any) -> None:
+    """Declare host settings (``register(Setting(...))``).
+
+    Called once when a plugin manager is built. Each setting names the real option it mirrors
+    (``Mem.ShareScanTime``, ``Mem.CtlMaxPercent`` ...) or a ``latency.*`` cost, its default and
+    the source of that default. Scenarios and policies may only set declared settings.
+    """
+
+
+@hookspec
+def memtune_register_page_states(register: Any) -> None:
+    """Declare page states this plugin owns (``code = register(name, **flags)``).
+
+    ``register`` takes the flags of :class:`memtune.core.pages.PageStateInfo` (``private_frame``,
+    ``mapped``, ``read_fault``, ``write_fault``, ``fault_allocates``) and returns the state code.
+    Called when a host is built; keep the codes on the host's plugin data, not in globals.
+    """
+
+
+@hookspec
+def memtune_register_page_out(register: Any) -> None:
+    """Declare a page-out tier: ``register(name, priority, func)``.
+
+    ``func(host=..., pages=...)`` takes hypervisor-chosen victim pages (resident, private) and
+    returns a boolean mask of the pages it took. ``Host.page_out`` offers victims to tiers in
+    rising priority (compression 10, swap 90), each seeing what the earlier ones left.
+    """
+
+
+@hookspec
+def memtune_register_knobs(register: Any, scenario: Scenario) -> None:
+    """Contribute dimensions to the tuner's search space: ``register(Knob(...))``.
+
+    Called when the tuner builds its space for ``scenario``. A knob names a host setting or a
+    per-VM field and its range; the tuner validates names against the settings registry.
+    """
+
+
+@hookspec
+def memtune_register_metrics(register: Any) -> None:
+    """Declare metric families this plugin exports: ``register(name, type, help, labels)``.
+
+    Used by ``memtune plugins`` and the docs; values come from ``memtune_collect_metrics``.
+    """
+
+
+# --- lifecycle -----------------------------------------------------------------------------------
+
+@hookspec
+def memtune_configure(host: Host) -> None:
+    """A host was built and is about to run its first tick.
+
+    Allocate per-host plugin state here and keep it in ``host.plugin_data[<name>]``; plugins must
+    not keep state in module globals, so several hosts can run in one process.
+    """
+
+
+@hookspec
+def memtune_tick(host: Host, now: float, dt: float) -> None:
+    """Background work once per tick after touches were served (e.g. a page-sharing scan).
+
+    ``now`` is the simulated time at the end of the tick, ``dt`` its length in seconds.
+    """
+
+
+@hookspec
+def memtune_reclaim(host: Host, state: int, need: np.ndarray) -> None:
+    """Reclaim memory from VMs above their allocation target.
+
+    ``state`` is the host memory state (:class:`memtune.core.memstate.MemState`), ``need[v]`` the
+    pages VM ``v`` holds above its target. Subtract what you reclaim from ``need`` in place; later
+    implementations see the rest. Order: ``tryfirst`` (balloon), default (compression), ``trylast``
+    (hypervisor swap).
+    """
+
+
+@hookspec(firstresult=True)
+def memtune_page_fault(host: Host, state: int, pages: np.ndarray, write: np.ndarray) -> np.ndarray | None:
+    """Serve touches of pages in a faulting ``state`` this plugin owns.
+
+    ``pages`` are unique page indices, ``write`` says which touches write. Bring the pages back to a
+    mapped state and return the extra latency per page in seconds; return ``None`` for states you
+    do not own. The first non-None result wins.
+    """
+
+
+@hookspec
+def memtune_fault_latency(host: Host, state: int, pages: np.ndarray, latency: np.ndarray) -> np.ndarray | None:
+    """Extra seconds for faults another plugin served (e.g. decrypting a page swapped in).
+
+    Called after ``memtune_page_fault`` for the same ``pages`` (which were in ``state``);
+    ``latency`` is what the owner charged. Return an array to add, or None.
+    """
+
+
+@hookspec
+def memtune_access_overhead(host: Host) -> np.ndarray | None:
+    """Extra seconds every touch of each VM pays (e.g. memory encryption), one value per VM.
+
+    Called once per tick. Return an array of ``host.nvm`` values to add, or None.
+    """
+
+
+@hookspec
+def memtune_event(host: Host, kind: str, vm: int | None, data: dict) -> None:
+    """Something worth recording happened: ``state-change``, ``policy``, ``admission-refused``,
+    ``reclaim``, ``share``, ``cow-break``, ``anomaly`` ...
+
+    ``vm`` is a VM index or None for host-wide events. Plugins may emit their own kinds with
+    ``host.emit``. Keep implementations cheap: the core calls this at most a few times per tick.
+    """
+
+
+@hookspec
+def memtune_vm_columns(host: Host) -> dict[str, np.ndarray] | None:
+    """Per-VM amounts in bytes for reports and metrics, e.g. ``{"shared_saved": array}``.
+
+    Called when a snapshot is taken (reporting interval and end of run), not every tick.
+    """
+
+
+@hookspec
+def memtune_collect_metrics(host: Host) -> list | None:
+    """Prometheus metric families (prometheus_client.core) describing this plugin's state now."""
+
+
+@hookspec
+def memtune_finish(host: Host, result: dict) -> None:
+    """The run ended; ``result`` is the report being returned. Flush and close files here."""

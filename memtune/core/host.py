@@ -1,0 +1,307 @@
+"""The host: VMs, their pages, free memory, the memory state, and the accounting plugins use.
+
+A :class:`Host` is built from a :class:`~memtune.core.scenario.Scenario` and a plugin manager. It
+holds every piece of run state (no globals), so many hosts can run in one process. Plugins keep
+their own state in ``host.plugin_data[name]`` and draw random numbers from ``host.rng(name)``, a
+stream of its own derived from the scenario seed, so adding a plugin never shifts another's draws.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from memtune.core.latency import LatencyBook
+from memtune.core.memstate import MemState, min_free
+from memtune.core.pages import (
+    FREE,
+    RESIDENT,
+    PageStates,
+    PageTable,
+    duplicate_content,
+    template_content,
+    unique_content,
+)
+from memtune.core.plugins import MemtunePluginManager
+from memtune.core.sampling import WorkingSetSampler
+from memtune.core.scenario import Scenario
+from memtune.core.settings import SettingsRegistry
+from memtune.core.workload import WorkloadState
+from memtune.errors import AdmissionError
+
+PAGE_4K = 4096
+AUTO_PAGE_BUDGET = 1 << 21     # simulated pages a host gets when page_scale is "auto"
+
+
+@dataclass(frozen=True)
+class PageOutTier:
+    """A place hypervisor-chosen victim pages can go (compression cache, swap file ...)."""
+
+    name: str
+    priority: int
+    func: Callable[..., np.ndarray]
+    owner: str
+
+
+def auto_page_scale(total_bytes: int) -> int:
+    """Smallest power of two keeping the host's simulated pages within the budget."""
+    scale = 1
+    while total_bytes / (PAGE_4K * scale) > AUTO_PAGE_BUDGET:
+        scale *= 2
+    return scale
+
+
+def call_each(pm: MemtunePluginManager, hook: str, make_kwargs: Callable[[str], dict]) -> None:
+    """Call every implementation of a registration hook with arguments that know the caller."""
+    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
+        impl.function(**make_kwargs(impl.plugin_name))
+
+
+def settings_registry(pm: MemtunePluginManager) -> SettingsRegistry:
+    """Every setting the loaded plugins declare."""
+    reg = SettingsRegistry()
+
+    def make(owner: str) -> dict:
+        def register(setting):
+            from dataclasses import replace
+
+            reg.register(replace(setting, owner=owner))
+        return {"register": register}
+
+    call_each(pm, "memtune_register_settings", make)
+    return reg
+
+
+class Host:
+    """One simulated hypervisor host and everything running on it."""
+
+    def __init__(self, scenario: Scenario, pm: MemtunePluginManager, *, seed: int | None = None,
+                 admission: str = "strict") -> None:
+        self.scenario = scenario
+        self.pm = pm
+        self.hook = pm.hook
+        self.seed = scenario.seed if seed is None else int(seed)
+        self.registry = settings_registry(pm)
+        self.settings: dict[str, Any] = self.registry.resolve(scenario.settings, source=scenario.source)
+        self.plugin_data: dict[str, Any] = {}
+        self.vms = list(scenario.vms)
+        self.nvm = len(self.vms)
+        self.memory = scenario.host.memory
+        self.page_scale = scenario.host.page_scale or auto_page_scale(sum(v.memory for v in self.vms))
+        self.page_bytes = PAGE_4K * self.page_scale
+        self.min_free = min_free(self.memory)
+
+        # page states and page-out tiers from plugins
+        self.states = PageStates()
+
+        def make_state(owner: str) -> dict:
+            return {"register": lambda name, **flags: self.states.add(name, owner=owner, **flags)}
+
+        call_each(pm, "memtune_register_page_states", make_state)
+        self.tiers: list[PageOutTier] = []
+
+        def make_tier(owner: str) -> dict:
+            return {"register": lambda name, priority, func: self.tiers.append(
+                PageOutTier(name, int(priority), func, owner))}
+
+        call_each(pm, "memtune_register_page_out", make_tier)
+        self.tiers.sort(key=lambda t: (t.priority, t.name))
+
+        # per-VM configuration as arrays
+        pb = self.page_bytes
+        vm = self.vms
+        self.vm_names = [v.name for v in vm]
+        self.vm_pages = np.array([max(1, -(-v.memory // pb)) for v in vm], dtype=np.int64)
+        self.reservation = np.array([v.reservation / pb for v in vm])
+        self.limit = np.array([v.effective_limit / pb for v in vm])
+        self.shares = np.array([v.shares_number for v in vm], dtype=np.float64)
+        self.overhead = np.array([v.overhead for v in vm], dtype=np.float64)
+        self.balloon_driver = np.array([v.balloon_driver for v in vm], dtype=bool)
+        self.encrypted = np.array([v.encrypted for v in vm], dtype=bool)
+        self.large_pages = np.array([v.large_pages for v in vm], dtype=bool) & bool(
+            self.settings["Mem.AllocGuestLargePage"])
+        self.large_pages_broken = False
+        images = sorted({v.image for v in vm if v.image})
+        self.image_index = np.array([images.index(v.image) if v.image else len(images) + i
+                                     for i, v in enumerate(vm)], dtype=np.int64)
+
+        self.pages = PageTable(self.vm_pages, self.states, self.page_scale)
+        self.workload = WorkloadState([v.workload for v in vm], self.vm_pages,
+                                      np.array([v.start for v in vm]))
+        self.sampler = WorkingSetSampler(
+            self.nvm, pages_per_sample=int(self.settings["Mem.SampleSize"]),
+            alpha_fast=self.settings["memtune.sample_alpha_fast"],
+            alpha_slow=self.settings["memtune.sample_alpha_slow"])
+        self.book = LatencyBook(self.nvm)
+        self.vm_pools: dict[str, np.ndarray] = {}
+        self.host_pools: dict[str, float] = {}
+        self.state = MemState.HIGH
+        self.time_in_state = np.zeros(len(MemState))
+        self.states_visited: list[str] = []
+        self.now = 0.0
+        self.ticks = 0
+        self.targets = self.vm_pages.astype(np.float64)
+        self.blocked = np.zeros(self.nvm, dtype=bool)
+        self.counters: dict[str, np.ndarray] = {}
+        self._streams: dict[str, np.random.Generator] = {}
+
+        self.powered = self._admission(admission)
+        self._fill_content()
+
+    # --- randomness ----------------------------------------------------------------------------
+
+    def rng(self, name: str) -> np.random.Generator:
+        """A random stream of its own for ``name``, derived from the seed (stable across runs)."""
+        gen = self._streams.get(name)
+        if gen is None:
+            ss = np.random.SeedSequence(entropy=self.seed, spawn_key=(zlib.crc32(name.encode()),))
+            gen = self._streams[name] = np.random.Generator(np.random.PCG64(ss))
+        return gen
+
+    # --- admission control and initial content ------------------------------------------------
+
+    def _admission(self, mode: str) -> np.ndarray:
+        """Power on VMs in order while reservation + overhead fits unreserved memory."""
+        powered = np.ones(self.nvm, dtype=bool)
+        reserved = 0.0
+        for i, v in enumerate(self.vms):
+            need = v.reservation + self.overhead[i]
+            if reserved + need > self.memory - self.min_free:
+                msg = (f"admission control: VM {v.name!r} needs {need / 2**20:.0f} MiB reserved "
+                       f"(reservation + overhead) but only {(self.memory - self.min_free - reserved) / 2**20:.0f} "
+                       f"MiB of the host is unreserved")
+                if mode == "strict":
+                    raise AdmissionError(msg, source=self.scenario.source, field=f"vm.{v.name}.reservation")
+                powered[i] = False
+                self.emit("admission-refused", i, reason=msg, reservation=v.reservation)
+                continue
+            reserved += need
+        self.overhead_bytes = float(self.overhead[powered].sum())
+        return powered
+
+    def _fill_content(self) -> None:
+        rng = self.rng("content")
+        pg = self.pages
+        for v, spec in enumerate(self.vms):
+            n = int(self.vm_pages[v])
+            base = int(pg.base[v])
+            wl = spec.workload
+            counts = np.floor(np.array(wl.content) * n).astype(np.int64)
+            counts[3] = n - counts[:3].sum()
+            kinds = np.repeat(np.arange(4), counts)
+            rng.shuffle(kinds)
+            content = np.empty(n, dtype=np.int64)
+            zero = kinds == 0
+            content[zero] = 0
+            tmask = kinds == 1
+            content[tmask] = template_content(int(self.image_index[v]), np.arange(int(tmask.sum())))
+            dmask = kinds == 2
+            content[dmask] = duplicate_content(v, np.arange(int(dmask.sum())) // wl.duplicate_copies)
+            umask = kinds == 3
+            content[umask] = unique_content(base + np.flatnonzero(umask))
+            if wl.kind == "boot-storm":
+                # the guest zeroed all of its memory at boot; what it does not keep stays zero
+                keep = int(np.floor(wl.allocated * n))
+                content[keep:] = 0
+            pg.content[base:base + n] = content
+            zc = rng.choice(4, size=n, p=np.array(wl.compressibility) / sum(wl.compressibility))
+            zc[content == 0] = 0
+            pg.zclass[base:base + n] = zc
+
+    # --- accounting ----------------------------------------------------------------------------
+
+    def set_vm_pool(self, owner: str, pages: np.ndarray) -> None:
+        """Machine memory (in simulated pages, may be fractional) a plugin holds for each VM."""
+        self.vm_pools[owner] = np.asarray(pages, dtype=np.float64)
+
+    def set_host_pool(self, owner: str, pages: float) -> None:
+        """Machine memory (in simulated pages) a plugin holds for the host as a whole."""
+        self.host_pools[owner] = float(pages)
+
+    def private_frame_counts(self) -> np.ndarray:
+        """Pages per VM in states that hold a private machine page."""
+        mask = self.states.mask(lambda s: s.private_frame)
+        return self.pages.counts[:, : len(mask)][:, mask].sum(axis=1)
+
+    def held(self) -> np.ndarray:
+        """Machine memory each VM holds, in pages: private frames plus per-VM plugin pools."""
+        held = self.private_frame_counts().astype(np.float64)
+        for pool in self.vm_pools.values():
+            held += pool
+        return held
+
+    def used_bytes(self) -> float:
+        pages = self.held().sum() + sum(self.host_pools.values())
+        return pages * self.page_bytes + self.overhead_bytes
+
+    def free_bytes(self) -> float:
+        return self.memory - self.used_bytes()
+
+    def free_pages(self) -> int:
+        return int(self.free_bytes() // self.page_bytes)
+
+    def count(self, name: str, vm: np.ndarray, amount: np.ndarray | float = 1.0) -> None:
+        """Add to a per-VM counter (``swap_in_pages``, ``cow_breaks`` ...); shown in reports."""
+        arr = self.counters.get(name)
+        if arr is None:
+            arr = self.counters[name] = np.zeros(self.nvm)
+        np.add.at(arr, vm, amount)
+
+    def count_per_vm(self, name: str, per_vm: np.ndarray) -> None:
+        arr = self.counters.get(name)
+        if arr is None:
+            arr = self.counters[name] = np.zeros(self.nvm)
+        arr += per_vm
+
+    # --- services for plugins --------------------------------------------------------------------
+
+    def emit(self, kind: str, vm: int | None = None, **data: Any) -> None:
+        """Announce an event to every plugin (``memtune_event``)."""
+        self.hook.memtune_event(host=self, kind=kind, vm=vm, data=data)
+
+    def page_out(self, pages: np.ndarray, *, above: int | None = None) -> np.ndarray:
+        """Offer victim pages to the page-out tiers in priority order; mask of pages taken.
+
+        With ``above``, only tiers of a higher priority are asked (a tier evicting its own pages).
+        """
+        taken = np.zeros(pages.size, dtype=bool)
+        for tier in self.tiers:
+            if above is not None and tier.priority <= above:
+                continue
+            left = np.flatnonzero(~taken)
+            if left.size == 0:
+                break
+            got = np.asarray(tier.func(host=self, pages=pages[left]), dtype=bool)
+            taken[left[got]] = True
+        return taken
+
+    def vm_slice(self, v: int) -> slice:
+        b = int(self.pages.base[v])
+        return slice(b, b + int(self.vm_pages[v]))
+
+    def rank_of(self, pages: np.ndarray) -> np.ndarray:
+        return pages - self.pages.base[self.pages.vm[pages]]
+
+    def touch_probability(self, pages: np.ndarray) -> np.ndarray:
+        """Probability that one guest touch lands on each page (0: the guest does not use it)."""
+        vm = self.pages.vm[pages]
+        return self.workload.probability(vm, pages - self.pages.base[vm])
+
+    def guest_free(self, pages: np.ndarray) -> np.ndarray:
+        """Pages the guest is not using (beyond its allocated memory)."""
+        vm = self.pages.vm[pages]
+        return (pages - self.pages.base[vm]) >= self.workload.allocated[vm]
+
+    @property
+    def free_ratio(self) -> float:
+        return self.free_bytes() / self.min_free
+
+    def resident_state(self) -> int:
+        return RESIDENT
+
+    def free_state(self) -> int:
+        return FREE

@@ -1,0 +1,199 @@
+"""Per-page state for the whole host, held in numpy arrays.
+
+VMs own contiguous ranges ``[base[v], base[v] + npages[v])``, laid out in hotness-rank order (see
+``workload``). One simulated page stands for ``scale`` 4 KiB pages. Page states are small integers:
+the core defines ``FREE`` (no machine page behind it: never touched, or given back) and ``RESIDENT``
+(a private machine page); plugins register the rest (shared, ballooned, compressed, swapped ...)
+through ``memtune_register_page_states``. Per-VM, per-state counts are kept up to date from the
+pages that change, never by recounting.
+
+Content ids (int64) say what a page holds, so identical pages can be found:
+``0`` is the zero page; ``template(image, j)``, ``duplicate(vm, group)`` and ``unique(page)`` are
+built by the helpers below. They use 47 bits, so a plugin may put a 16-bit scope above them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+FREE = 0
+RESIDENT = 1
+
+CONTENT_BITS = 47
+_KIND_SHIFT = 45
+_OWNER_SHIFT = 32
+ZERO_CONTENT = 0
+TEMPLATE_KIND, DUPLICATE_KIND, UNIQUE_KIND = 1, 2, 3
+
+
+def template_content(image: int, index: np.ndarray) -> np.ndarray:
+    """Content id of template page ``index`` of guest image ``image`` (same in every VM of it)."""
+    return (TEMPLATE_KIND << _KIND_SHIFT) | (int(image) << _OWNER_SHIFT) | (index.astype(np.int64) + 1)
+
+
+def duplicate_content(vm: int, group: np.ndarray) -> np.ndarray:
+    """Content id of intra-VM duplicate group ``group`` of VM ``vm``."""
+    return (DUPLICATE_KIND << _KIND_SHIFT) | (int(vm) << _OWNER_SHIFT) | (group.astype(np.int64) + 1)
+
+
+def unique_content(page: np.ndarray) -> np.ndarray:
+    """Content id no other page holds (used for data and for anything written)."""
+    return (UNIQUE_KIND << _KIND_SHIFT) | page.astype(np.int64)
+
+
+def is_unique(content: np.ndarray) -> np.ndarray:
+    return (content >> _KIND_SHIFT) == UNIQUE_KIND
+
+
+@dataclass(frozen=True)
+class PageStateInfo:
+    """What a page state means to the core.
+
+    ``private_frame``: the page holds a machine page of its own (counts as consumed).
+    ``mapped``: the guest can read it without a fault (counts as granted).
+    ``read_fault`` / ``write_fault``: a touch (or a write) traps to the owner's fault handler.
+    ``fault_allocates``: the fault needs a free machine page (blocked in the low state).
+    """
+
+    code: int
+    name: str
+    owner: str
+    private_frame: bool
+    mapped: bool
+    read_fault: bool
+    write_fault: bool
+    fault_allocates: bool
+
+
+class PageStates:
+    """Registry of page states; codes are handed out in registration order."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, PageStateInfo] = {}
+        self._list: list[PageStateInfo] = []
+        self.add("free", owner="core", private_frame=False, mapped=False, read_fault=True,
+                 write_fault=True, fault_allocates=True)
+        self.add("resident", owner="core", private_frame=True, mapped=True, read_fault=False,
+                 write_fault=False, fault_allocates=False)
+
+    def add(self, name: str, *, owner: str, private_frame: bool = False, mapped: bool = False,
+            read_fault: bool = True, write_fault: bool = True, fault_allocates: bool = True) -> int:
+        """Register a state; returns its code. Names are unique."""
+        if name in self._by_name:
+            raise ValueError(f"page state {name!r} registered twice ({self._by_name[name].owner}, {owner})")
+        if len(self._list) >= 32:
+            raise ValueError("at most 32 page states")
+        info = PageStateInfo(len(self._list), name, owner, private_frame, mapped, read_fault,
+                             write_fault, fault_allocates)
+        self._by_name[name] = info
+        self._list.append(info)
+        return info.code
+
+    def code(self, name: str) -> int | None:
+        info = self._by_name.get(name)
+        return None if info is None else info.code
+
+    def __getitem__(self, code: int) -> PageStateInfo:
+        return self._list[code]
+
+    def __len__(self) -> int:
+        return len(self._list)
+
+    def __iter__(self):
+        return iter(self._list)
+
+    def mask(self, predicate: Callable[[PageStateInfo], bool]) -> np.ndarray:
+        """Boolean lookup table over state codes."""
+        return np.array([predicate(s) for s in self._list], dtype=bool)
+
+
+class PageTable:
+    """The host's pages: state, owner VM, content, compressed-size class, last touch."""
+
+    def __init__(self, npages: np.ndarray, states: PageStates, scale: int) -> None:
+        self.states = states
+        self.scale = int(scale)
+        self.npages = npages.astype(np.int64)
+        self.base = np.concatenate([[0], np.cumsum(self.npages)[:-1]]).astype(np.int64)
+        total = int(self.npages.sum())
+        self.total = total
+        nvm = len(self.npages)
+        self.vm = np.repeat(np.arange(nvm, dtype=np.int32), self.npages)
+        self.state = np.zeros(total, dtype=np.uint8)
+        self.content = np.zeros(total, dtype=np.int64)
+        self.zclass = np.zeros(total, dtype=np.uint8)
+        self.last_touch = np.full(total, -1.0, dtype=np.float32)
+        self.ns = 32
+        self.counts = np.zeros((nvm, self.ns), dtype=np.int64)
+        self.counts[:, FREE] = self.npages
+
+    def set_state(self, pages: np.ndarray, new: int | np.ndarray) -> None:
+        """Move ``pages`` (unique indices) to state ``new``, keeping per-VM counts exact."""
+        if pages.size == 0:
+            return
+        nvm = self.counts.shape[0]
+        vm = self.vm[pages].astype(np.int64)
+        old = self.state[pages].astype(np.int64)
+        flat = self.counts.reshape(-1)
+        flat -= np.bincount(vm * self.ns + old, minlength=nvm * self.ns)
+        newv = np.broadcast_to(np.asarray(new, dtype=np.int64), pages.shape)
+        flat += np.bincount(vm * self.ns + newv, minlength=nvm * self.ns)
+        self.state[pages] = newv
+
+    def count(self, state: int) -> np.ndarray:
+        """Pages in ``state`` per VM."""
+        return self.counts[:, state]
+
+    def pick_random(self, rng: np.random.Generator, want: np.ndarray, allowed: np.ndarray,
+                    *, lo: np.ndarray | None = None, hi: np.ndarray | None = None,
+                    tries: int = 4) -> np.ndarray:
+        """Up to ``want[v]`` distinct random pages of each VM whose state is allowed.
+
+        ``allowed`` is a boolean table over state codes; ``lo``/``hi`` bound the rank range per VM.
+        Rejection sampling costs O(pages picked); a VM where allowed pages are rare falls back to
+        an exact scan of its range.
+        """
+        want = np.asarray(want, dtype=np.int64)
+        lo = np.zeros_like(want) if lo is None else np.asarray(lo, dtype=np.int64)
+        hi = self.npages.copy() if hi is None else np.minimum(np.asarray(hi, dtype=np.int64), self.npages)
+        span = np.maximum(hi - lo, 0)
+        want = np.minimum(want, span)
+        chosen: list[np.ndarray] = []
+        remaining = want.copy()
+        taken = np.zeros(0, dtype=np.int64)
+        for _ in range(tries):
+            if not remaining.any():
+                break
+            draw = remaining * 2 + 4 * (remaining > 0)
+            vm = np.repeat(np.arange(len(draw)), draw)
+            off = lo[vm] + np.floor(rng.random(vm.size) * span[vm]).astype(np.int64)
+            idx = self.base[vm] + off
+            ok = allowed[self.state[idx]]
+            idx = idx[ok]
+            if taken.size:
+                idx = idx[~np.isin(idx, taken)]
+            idx = np.unique(idx)            # sorted by page, so grouped by VM
+            rng.shuffle(idx)
+            idx = idx[np.argsort(self.vm[idx], kind="stable")]
+            v = self.vm[idx]
+            first = np.searchsorted(v, np.arange(len(remaining)))
+            pos = np.arange(idx.size) - first[v]
+            keep = idx[pos < remaining[v]]
+            if keep.size:
+                chosen.append(keep)
+                taken = np.concatenate([taken, keep])
+                remaining -= np.bincount(self.vm[keep], minlength=len(remaining))
+        for v in np.flatnonzero(remaining > 0):
+            start, stop = self.base[v] + lo[v], self.base[v] + hi[v]
+            cand = start + np.flatnonzero(allowed[self.state[start:stop]])
+            if taken.size:
+                cand = cand[~np.isin(cand, taken)]
+            if cand.size:
+                pick = rng.choice(cand, size=min(int(remaining[v]), cand.size), replace=False)
+                chosen.append(pick)
+        if not chosen:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate(chosen).astype(np.int64)

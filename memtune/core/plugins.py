@@ -1,0 +1,161 @@
+"""The plugin manager: built-in techniques and third-party plugins on the same hooks.
+
+Built-ins are listed by module path and registered exactly as an entry point of the ``memtune``
+group would be. ``MEMTUNE_PLUGINS`` (comma-separated names) keeps only those plugins;
+``MEMTUNE_DISABLE_PLUGINS`` and ``disable=`` block names; ``modules=`` adds local modules
+(``-p module.path``). Every hook implementation is wrapped so that an exception names the plugin
+and the hook (:class:`memtune.errors.PluginError`).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pluggy
+
+from memtune.core import hookspecs
+from memtune.errors import PluginError, UserError
+
+DEFAULT_PLUGINS = (
+    "memtune.core.builtin",
+    "memtune.plugins.balloon",
+    "memtune.plugins.tps",
+    "memtune.plugins.compression",
+    "memtune.plugins.swap",
+    "memtune.plugins.encryption",
+    "memtune.plugins.audit",
+)
+ALWAYS_ON = {"core"}
+
+
+def _name_of(module_path: str) -> str:
+    return "core" if module_path == "memtune.core.builtin" else module_path.rsplit(".", 1)[-1]
+
+
+@dataclass
+class PluginInfo:
+    """What ``memtune plugins`` shows about one loaded plugin."""
+
+    name: str
+    source: str                 # "builtin", "entrypoint", "module"
+    module: str
+    version: str | None
+    hooks: list[str] = field(default_factory=list)
+
+
+def _env_list(name: str) -> list[str] | None:
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    return [x.strip() for x in raw.split(",") if x.strip()]
+
+
+def _wrap_hookimpls(pm: pluggy.PluginManager, plugin: object, name: str) -> None:
+    for caller in pm.get_hookcallers(plugin) or []:
+        for impl in caller.get_hookimpls():
+            if impl.plugin is not plugin or getattr(impl.function, "_memtune_wrapped", False):
+                continue
+            fn = impl.function
+            hook_name = caller.name
+
+            @functools.wraps(fn)
+            def wrapper(*args, __fn=fn, __hook=hook_name, **kwargs):
+                try:
+                    return __fn(*args, **kwargs)
+                except (PluginError, UserError, KeyboardInterrupt):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - re-raised with the plugin's name
+                    raise PluginError(name, __hook, exc) from exc
+
+            wrapper._memtune_wrapped = True  # type: ignore[attr-defined]
+            impl.function = wrapper
+
+
+class MemtunePluginManager(pluggy.PluginManager):
+    """A pluggy manager that knows where each plugin came from."""
+
+    def __init__(self) -> None:
+        super().__init__("memtune")
+        self.add_hookspecs(hookspecs)
+        self.info: dict[str, PluginInfo] = {}
+
+    def register_named(self, plugin: object, name: str, source: str, version: str | None = None) -> None:
+        try:
+            self.register(plugin, name=name)
+        except ValueError as exc:
+            raise UserError(f"plugin {name!r} could not be registered: {exc}") from None
+        try:
+            self.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self.unregister(plugin)
+            raise UserError(f"plugin {name!r}: {exc}") from None
+        _wrap_hookimpls(self, plugin, name)
+        hooks = sorted(c.name for c in (self.get_hookcallers(plugin) or []))
+        module = getattr(plugin, "__name__", type(plugin).__module__)
+        self.info[name] = PluginInfo(name, source, module, version, hooks)
+
+    def plugin_names(self) -> list[str]:
+        return list(self.info)
+
+
+def build_plugin_manager(*, disable: Iterable[str] = (), modules: Iterable[str] = (),
+                         entrypoints: bool = True, builtins: bool = True,
+                         extra: Iterable[tuple[str, object]] = ()) -> MemtunePluginManager:
+    """A plugin manager with the built-ins, entry points and local modules, minus the blocked."""
+    pm = MemtunePluginManager()
+    allow = _env_list("MEMTUNE_PLUGINS")
+    blocked = set(disable) | set(_env_list("MEMTUNE_DISABLE_PLUGINS") or [])
+    unknown_core = blocked & ALWAYS_ON
+    if unknown_core:
+        raise UserError("the core cannot be disabled")
+
+    def wanted(name: str) -> bool:
+        if name in ALWAYS_ON:
+            return True
+        if name in blocked:
+            return False
+        return allow is None or name in allow
+
+    if builtins:
+        for path in DEFAULT_PLUGINS:
+            name = _name_of(path)
+            if wanted(name):
+                pm.register_named(importlib.import_module(path), name, "builtin")
+    if entrypoints:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="memtune"):
+            if not wanted(ep.name) or pm.get_plugin(ep.name) is not None:
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001 - a broken third-party package
+                raise UserError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from None
+            version = ep.dist.version if ep.dist is not None else None
+            pm.register_named(plugin, ep.name, "entrypoint", version)
+    for path in modules:
+        try:
+            module = importlib.import_module(path)
+        except ImportError as exc:
+            raise UserError(f"plugin module {path!r} cannot be imported: {exc}") from None
+        name = _name_of(path)
+        if pm.get_plugin(name) is not None:
+            raise UserError(f"plugin {name!r} is already loaded")
+        pm.register_named(module, name, "module")
+    for name, plugin in extra:
+        pm.register_named(plugin, name, "object")
+    known = set(pm.info) | {_name_of(p) for p in DEFAULT_PLUGINS}
+    for name in set(disable):
+        if name not in known and not _entrypoint_exists(name):
+            raise UserError(f"unknown plugin {name!r} in --disable-plugin (known: {', '.join(sorted(known))})")
+    return pm
+
+
+def _entrypoint_exists(name: str) -> bool:
+    from importlib.metadata import entry_points
+
+    return any(ep.name == name for ep in entry_points(group="memtune"))

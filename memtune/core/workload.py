@@ -1,0 +1,200 @@
+"""Workloads: what a guest does with its memory over time.
+
+A workload says, at each moment, how much memory the guest has *allocated* (pages it uses; the rest
+is free in the guest), how large its *working set* is (the pages that get most touches), where that
+hot window sits, how fast it touches pages and how many touches write. Content mix and
+compressibility say what the pages hold.
+
+Each VM's pages are laid out in rank order: rank ``r`` is page ``base + r``. A touch is a draw over
+ranks; a phase change moves the hot window (``offset``) instead of rewriting pages. The per-page
+touch probability is known in closed form, which the engine uses to count faults without bias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+KINDS = ("constant", "phased", "diurnal", "boot-storm", "leak")
+SKEWS = ("hotcold", "zipf")
+CONTENT_KINDS = ("zero", "template", "duplicate", "unique")
+COMPRESS_CLASSES = ("le_1k", "le_2k", "le_3k", "worse")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """From ``at`` seconds on: new working set / allocation, hot window moved by ``shift``."""
+
+    at: float
+    wss: float | None = None          # fraction of configured memory
+    allocated: float | None = None    # fraction of configured memory
+    shift: float = 0.0                # hot window moves by this fraction of allocated memory
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """A guest's memory behaviour. Sizes are fractions of the VM's configured memory."""
+
+    kind: str = "constant"
+    allocated: float = 0.8            # guest memory in use
+    wss: float = 0.25                 # working set (hot window)
+    skew: str = "hotcold"
+    hot_share: float = 0.9            # share of touches that land in the working set
+    zipf_s: float = 1.0               # Zipf exponent inside the working set
+    touch_rate: float = 20000.0       # page touches per second (4 KiB pages)
+    write_fraction: float = 0.2
+    content: tuple[float, float, float, float] = (0.05, 0.3, 0.05, 0.6)   # zero/template/dup/unique
+    duplicate_copies: int = 4         # pages per intra-VM duplicate group
+    compressibility: tuple[float, float, float, float] = (0.2, 0.3, 0.2, 0.3)  # <=1K/<=2K/<=3K/worse
+    phases: tuple[Phase, ...] = ()
+    period: float = 3600.0            # diurnal period, seconds
+    amplitude: float = 0.5            # diurnal swing of the working set (0..1)
+    boot_time: float = 120.0          # boot-storm: seconds to touch all memory
+    boot_rate: float = 5.0            # boot-storm: touch-rate multiplier while booting
+    leak_rate: float = 0.0            # leak: fraction of configured memory leaked per hour
+    profile: str | None = None        # measured profile file this spec was filled from
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+class WorkloadState:
+    """Vectorised runtime of every VM's workload: one array per parameter, one entry per VM."""
+
+    def __init__(self, specs: list[WorkloadSpec], pages: np.ndarray, starts: np.ndarray) -> None:
+        self.specs = specs
+        self.pages = pages.astype(np.int64)           # configured pages per VM
+        self.starts = starts.astype(np.float64)
+        n = len(specs)
+        f = np.array
+        self.base_alloc = f([s.allocated for s in specs], dtype=np.float64)
+        self.base_wss = f([s.wss for s in specs], dtype=np.float64)
+        self.hot_share = f([s.hot_share for s in specs], dtype=np.float64)
+        self.zipf_s = f([s.zipf_s for s in specs], dtype=np.float64)
+        self.is_zipf = f([s.skew == "zipf" for s in specs], dtype=bool)
+        self.base_rate = f([s.touch_rate for s in specs], dtype=np.float64)
+        self.write_fraction = f([s.write_fraction for s in specs], dtype=np.float64)
+        self.kind = [s.kind for s in specs]
+        # current values
+        self.allocated = np.zeros(n, dtype=np.int64)   # pages the guest uses (ranks [0, allocated))
+        self.wss = np.ones(n, dtype=np.int64)
+        self.offset = np.zeros(n, dtype=np.int64)
+        self.rate = np.zeros(n, dtype=np.float64)
+        self.writes = self.write_fraction.copy()
+        self.share = self.hot_share.copy()
+        self.on = np.zeros(n, dtype=bool)
+        self._phase_done = [0] * n
+        self._shift_total = np.zeros(n, dtype=np.float64)
+        self._kinds = {kind: np.array([i for i, s in enumerate(specs) if s.kind == kind], dtype=np.int64)
+                       for kind in KINDS}
+        self._phase_at = [np.array([ph.at for ph in s.phases], dtype=np.float64) for s in specs]
+        self._amplitude = f([s.amplitude for s in specs], dtype=np.float64)
+        self._period = f([s.period for s in specs], dtype=np.float64)
+        self._leak = f([s.leak_rate for s in specs], dtype=np.float64)
+        self._boot_time = f([s.boot_time for s in specs], dtype=np.float64)
+        self._boot_rate = f([s.boot_rate for s in specs], dtype=np.float64)
+
+    def advance(self, now: float) -> np.ndarray:
+        """Move every workload to time ``now``; returns the previous ``allocated`` (pages)."""
+        prev = self.allocated.copy()
+        t = now - self.starts
+        self.on = t >= 0
+        alloc = self.base_alloc.copy()
+        wss = self.base_wss.copy()
+        rate = self.base_rate.copy()
+        share = self.hot_share.copy()
+        writes = self.write_fraction.copy()
+        k = self._kinds
+        if k["diurnal"].size:
+            i = k["diurnal"]
+            wss[i] = self.base_wss[i] * (1.0 + self._amplitude[i] * np.sin(2 * np.pi * t[i] / self._period[i]))
+        if k["leak"].size:
+            i = k["leak"]
+            alloc[i] = np.minimum(1.0, self.base_alloc[i] + self._leak[i] * np.maximum(t[i], 0) / 3600.0)
+        if k["boot-storm"].size:
+            i = k["boot-storm"]
+            booting = i[(t[i] >= 0) & (t[i] < self._boot_time[i])]
+            if booting.size:
+                ramp = np.minimum(1.0, (t[booting] + 1.0) / self._boot_time[booting])
+                alloc[booting] = np.maximum(self.base_alloc[booting], ramp)
+                wss[booting] = np.maximum(self.base_wss[booting], 1.0 / 64)
+                rate[booting] = self.base_rate[booting] * self._boot_rate[booting]
+                writes[booting] = 1.0
+                share[booting] = 0.0
+        for i in k["phased"]:
+            spec = self.specs[i]
+            done = int(np.searchsorted(self._phase_at[i], t[i], side="right"))
+            for ph in spec.phases[:done]:
+                if ph.wss is not None:
+                    wss[i] = ph.wss
+                if ph.allocated is not None:
+                    alloc[i] = ph.allocated
+            if done > self._phase_done[i]:
+                self._shift_total[i] += sum(ph.shift for ph in spec.phases[self._phase_done[i]:done])
+                self._phase_done[i] = done
+        alloc = np.clip(alloc, 0.0, 1.0)
+        allocated = np.maximum(1, np.floor(alloc * self.pages)).astype(np.int64)
+        self.allocated = np.where(self.on, allocated, 0)
+        w = np.clip(np.floor(np.clip(wss, 0.0, 1.0) * self.pages), 1, None).astype(np.int64)
+        self.wss = np.minimum(w, np.maximum(self.allocated, 1))
+        self.offset = (np.floor(self._shift_total * np.maximum(self.allocated, 1))).astype(np.int64)
+        self.rate = np.where(self.on, rate, 0.0)
+        self.share = share
+        self.writes = writes
+        return prev
+
+    # --- touch law ---------------------------------------------------------------------------
+
+    def draw(self, rng: np.random.Generator, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``counts[v]`` touches for every VM at once: (vm index, rank) arrays."""
+        vm = np.repeat(np.arange(len(counts)), counts)
+        if vm.size == 0:
+            return vm, vm.copy()
+        a = np.maximum(self.allocated[vm], 1)
+        w = self.wss[vm]
+        u = rng.random(vm.size)
+        hot = rng.random(vm.size) < self.share[vm]
+        cold_rank = np.floor(u * a).astype(np.int64)
+        hot_rank = np.floor(u * w).astype(np.int64)
+        z = hot & self.is_zipf[vm]
+        if z.any():
+            hot_rank[z] = _zipf_inverse(u[z], w[z], self.zipf_s[vm[z]])
+        hot_rank = (hot_rank + self.offset[vm]) % a
+        rank = np.where(hot, hot_rank, cold_rank)
+        return vm, np.minimum(rank, a - 1)
+
+    def probability(self, vm: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """Probability that one touch of VM ``vm`` lands on page ``rank`` (0 for guest-free pages)."""
+        a = np.maximum(self.allocated[vm], 1)
+        w = self.wss[vm]
+        share = self.share[vm]
+        inside = rank < self.allocated[vm]
+        rel = (rank - self.offset[vm]) % a
+        in_hot = rel < w
+        p_hot = np.where(self.is_zipf[vm], _zipf_pmf(rel, w, self.zipf_s[vm]), 1.0 / w)
+        p = (1.0 - share) / a + np.where(in_hot, share * p_hot, 0.0)
+        return np.where(inside, p, 0.0)
+
+
+def _zipf_inverse(u: np.ndarray, n: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 from a continuous Zipf(s) law on [1, n+1) by inverse CDF."""
+    n1 = n.astype(np.float64) + 1.0
+    one = np.abs(s - 1.0) < 1e-9
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e = 1.0 - s
+        x_gen = ((n1 ** e - 1.0) * u + 1.0) ** (1.0 / np.where(one, 1.0, e))
+        x_one = n1 ** u
+    x = np.where(one, x_one, x_gen)
+    return np.clip(np.floor(x - 1.0), 0, n - 1).astype(np.int64)
+
+
+def _zipf_pmf(rel: np.ndarray, n: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Probability of rank ``rel`` (0-based) under the continuous Zipf law of `_zipf_inverse`."""
+    n1 = n.astype(np.float64) + 1.0
+    x0 = np.clip(rel, 0, None).astype(np.float64) + 1.0
+    x1 = x0 + 1.0
+    one = np.abs(s - 1.0) < 1e-9
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e = np.where(one, 1.0, 1.0 - s)
+        gen = (x1 ** e - x0 ** e) / (n1 ** e - 1.0)
+        lg = np.log(x1 / x0) / np.log(n1)
+    return np.where(one, lg, gen)

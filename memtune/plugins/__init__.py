@@ -1,0 +1,1 @@
+"""Built-in memory-management techniques, each a plugin on the public hooks."""
