@@ -76,6 +76,23 @@ def settings_registry(pm: MemtunePluginManager) -> SettingsRegistry:
     return reg
 
 
+def admission_control(memory: float, needs: np.ndarray | list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """vSphere admission control: VMs power on in order while their reservation + overhead
+    (``needs``, bytes) fits the host's unreserved memory (``memory`` minus minFree); a refused VM
+    reserves nothing. Returns the admitted mask and the unreserved bytes each VM found."""
+    capacity = memory - min_free(memory)
+    admitted = np.ones(len(needs), dtype=bool)
+    left = np.empty(len(needs))
+    reserved = 0.0
+    for i, need in enumerate(needs):
+        left[i] = capacity - reserved
+        if reserved + need > capacity:
+            admitted[i] = False
+            continue
+        reserved += need
+    return admitted, left
+
+
 class Host:
     """One simulated hypervisor host and everything running on it."""
 
@@ -166,20 +183,16 @@ class Host:
 
     def _admission(self, mode: str) -> np.ndarray:
         """Power on VMs in order while reservation + overhead fits unreserved memory."""
-        powered = np.ones(self.nvm, dtype=bool)
-        reserved = 0.0
-        for i, v in enumerate(self.vms):
-            need = v.reservation + self.overhead[i]
-            if reserved + need > self.memory - self.min_free:
-                msg = (f"admission control: VM {v.name!r} needs {need / 2**20:.0f} MiB reserved "
-                       f"(reservation + overhead) but only {(self.memory - self.min_free - reserved) / 2**20:.0f} "
-                       f"MiB of the host is unreserved")
-                if mode == "strict":
-                    raise AdmissionError(msg, source=self.scenario.source, field=f"vm.{v.name}.reservation")
-                powered[i] = False
-                self.emit("admission-refused", i, reason=msg, reservation=v.reservation)
-                continue
-            reserved += need
+        needs = np.array([v.reservation for v in self.vms], dtype=np.float64) + self.overhead
+        powered, left = admission_control(self.memory, needs)
+        for i in np.flatnonzero(~powered):
+            v = self.vms[i]
+            msg = (f"admission control: VM {v.name!r} needs {needs[i] / 2**20:.0f} MiB reserved "
+                   f"(reservation + overhead) but only {left[i] / 2**20:.0f} "
+                   f"MiB of the host is unreserved")
+            if mode == "strict":
+                raise AdmissionError(msg, source=self.scenario.source, field=f"vm.{v.name}.reservation")
+            self.emit("admission-refused", int(i), reason=msg, reservation=v.reservation)
         self.overhead_bytes = float(self.overhead[powered].sum())
         return powered
 
