@@ -22,6 +22,7 @@ _TIME_UNITS = {
     "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0,
 }
 _NUM = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-zµ]*)\s*$")
+_NEGATIVE = re.compile(r"^\s*-\s*[0-9.]")
 
 KiB = 1024
 MiB = 1024**2
@@ -43,6 +44,8 @@ def parse_size(value: object) -> int:
         return int(round(value))
     if not isinstance(value, str):
         raise ValueError(f"expected a size such as '4 GiB', got {value!r}")
+    if _NEGATIVE.match(value):
+        raise ValueError(f"size must not be negative, got {value!r}")
     m = _NUM.match(value)
     if not m or m.group(2).lower() not in _SIZE_UNITS:
         raise ValueError(f"expected a size such as '4 GiB' or '512 MiB', got {value!r}")
@@ -59,6 +62,8 @@ def parse_duration(value: object) -> float:
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f"expected a duration such as '30m' or '20us', got {value!r}")
+    if _NEGATIVE.match(value):
+        raise ValueError(f"duration must not be negative, got {value!r}")
     m = _NUM.match(value)
     if not m or m.group(2) not in _TIME_UNITS and m.group(2).lower() not in _TIME_UNITS:
         raise ValueError(f"expected a duration such as '30m', '1h', '150us', got {value!r}")

@@ -20,8 +20,8 @@ from memtune.core.report_text import format_result
 @plugin_options
 def cli(scenario, policy_ref, duration, seed, as_json, metrics_out, timeline, disable, plugins):
     """Run SCENARIO (a built-in name or a TOML file; default: small) and report per VM."""
-    from memtune.core.simulation import build_host
     from memtune.core.engine import Engine
+    from memtune.core.simulation import build_host
 
     sc = scenario_arg(scenario)
     if policy_ref:

@@ -120,6 +120,9 @@ class Engine:
             pages_in = -np.expm1(-lam[vf] * sel) / (nd * sel)
             extra = np.floor(pages_in + rng.random(fi.size)).astype(np.int64) - 1
             extra = np.clip(extra, 0, MAX_COMPANIONS)
+            # no companions where allocations would be refused anyway
+            refuse = self.allocates[st[fi]] & (h.blocked[vf] | (h.free_pages() <= 0))
+            extra[refuse] = 0
             cpage, cstate, cvm = self._companions(page[fi], rank[fi], vf, st[fi], extra)
             lat_f, ok_f = self._serve_faults(np.concatenate([page[fi], cpage]),
                                              np.concatenate([st[fi], cstate]),
@@ -212,15 +215,15 @@ class Engine:
         vm = pg.vm[pages]
         ok = ~h.blocked[vm]
         # VM limits: a VM at its limit must give a page back (hypervisor page-out) to take one
-        held = h.held()
-        order = np.argsort(vm, kind="stable")
-        svm = vm[order]
-        first = np.searchsorted(svm, np.arange(h.nvm))
-        pos = np.empty(pages.size, dtype=np.int64)
-        pos[order] = np.arange(pages.size) - first[svm]
-        room = np.floor(h.limit - held).astype(np.int64)
-        over = ok & (pos >= room[vm])
-        if over.any():
+        room = np.floor(h.limit - h.held()).astype(np.int64)
+        wanted = np.bincount(vm[ok], minlength=h.nvm)
+        if (wanted > room).any():
+            order = np.argsort(vm, kind="stable")
+            svm = vm[order]
+            first = np.searchsorted(svm, np.arange(h.nvm))
+            pos = np.empty(pages.size, dtype=np.int64)
+            pos[order] = np.arange(pages.size) - first[svm]
+            over = ok & (pos >= room[vm])
             excess = np.bincount(vm[over], minlength=h.nvm)
             victims = pg.pick_random(h.rng("limit"), excess, self.resident_only)
             victims = victims[~np.isin(victims, pages)]

@@ -1,0 +1,3 @@
+from memtune.cli import main
+
+main()
