@@ -9,6 +9,7 @@ and the hook (:class:`memtune.errors.PluginError`).
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import os
@@ -84,15 +85,23 @@ class MemtunePluginManager(pluggy.PluginManager):
         self.info: dict[str, PluginInfo] = {}
 
     def register_named(self, plugin: object, name: str, source: str, version: str | None = None) -> None:
+        """Register ``plugin`` as ``name`` and validate its hook implementations now.
+
+        A misspelled hook, an argument the spec does not have, or a function named like a hook but
+        not marked ``@hookimpl`` is a :class:`UserError` naming the plugin, raised at load time.
+        """
+        _check_undecorated(plugin, name)
         try:
             self.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise UserError(f"plugin {name!r}: {_validation_message(exc)}") from None
         except ValueError as exc:
             raise UserError(f"plugin {name!r} could not be registered: {exc}") from None
         try:
             self.check_pending()
         except pluggy.PluginValidationError as exc:
             self.unregister(plugin)
-            raise UserError(f"plugin {name!r}: {exc}") from None
+            raise UserError(f"plugin {name!r}: {_validation_message(exc)}") from None
         _wrap_hookimpls(self, plugin, name)
         hooks = sorted(c.name for c in (self.get_hookcallers(plugin) or []))
         module = getattr(plugin, "__name__", type(plugin).__module__)
@@ -100,6 +109,40 @@ class MemtunePluginManager(pluggy.PluginManager):
 
     def plugin_names(self) -> list[str]:
         return list(self.info)
+
+
+def hook_names() -> list[str]:
+    """Every hook memtune calls, in spec order."""
+    return [n for n in vars(hookspecs) if n.startswith("memtune_") and callable(getattr(hookspecs, n))]
+
+
+def _validation_message(exc: pluggy.PluginValidationError) -> str:
+    """pluggy's message, plus the closest hook name when a hook is unknown."""
+    msg = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    import re
+
+    m = re.search(r"unknown hook '([^']+)'", msg)
+    if m:
+        close = difflib.get_close_matches(m.group(1), hook_names(), n=1)
+        msg = f"unknown hook {m.group(1)!r}" + (f" (did you mean {close[0]}?)" if close else "")
+    return msg
+
+
+def _check_undecorated(plugin: object, name: str) -> None:
+    """A function named exactly like a hook but without ``@hookimpl`` would silently do nothing."""
+    known = set(hook_names())
+    for attr in dir(plugin):
+        if attr in known:
+            fn = getattr(plugin, attr, None)
+            if callable(fn) and not hasattr(fn, "memtune_impl"):
+                raise UserError(f"plugin {name!r}: {attr} is not marked @hookimpl "
+                                f"(from memtune import hookimpl), so memtune would never call it")
+
+
+def builtin_version() -> str:
+    from memtune import __version__
+
+    return __version__
 
 
 def build_plugin_manager(*, disable: Iterable[str] = (), modules: Iterable[str] = (),
@@ -124,7 +167,7 @@ def build_plugin_manager(*, disable: Iterable[str] = (), modules: Iterable[str] 
         for path in DEFAULT_PLUGINS:
             name = _name_of(path)
             if wanted(name):
-                pm.register_named(importlib.import_module(path), name, "builtin")
+                pm.register_named(importlib.import_module(path), name, "builtin", builtin_version())
     if entrypoints:
         from importlib.metadata import entry_points
 
@@ -149,9 +192,13 @@ def build_plugin_manager(*, disable: Iterable[str] = (), modules: Iterable[str] 
     for name, plugin in extra:
         pm.register_named(plugin, name, "object")
     known = set(pm.info) | {_name_of(p) for p in DEFAULT_PLUGINS}
-    for name in set(disable):
+    for name in sorted(set(disable)):
         if name not in known and not _entrypoint_exists(name):
             raise UserError(f"unknown plugin {name!r} in --disable-plugin (known: {', '.join(sorted(known))})")
+    for env in ("MEMTUNE_PLUGINS", "MEMTUNE_DISABLE_PLUGINS"):
+        for name in _env_list(env) or []:
+            if name not in known and not _entrypoint_exists(name):
+                raise UserError(f"unknown plugin {name!r} (known: {', '.join(sorted(known))})", field=env)
     return pm
 
 
