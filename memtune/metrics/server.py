@@ -1,0 +1,115 @@
+"""Serving metrics: prometheus-client's HTTP server on an isolated registry, and a simulation
+thread that runs a scenario in scaled real time for ``memtune serve``.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import start_http_server
+from prometheus_client.registry import CollectorRegistry
+
+from memtune.errors import UserError
+from memtune.metrics.collector import RunHandle
+
+DEFAULT_PORT = 9109       # memtune's default /metrics port (issue 6); `--port` changes it
+DEFAULT_BIND = "127.0.0.1"  # loopback unless told otherwise: the exposition is unauthenticated
+
+
+def start_metrics_server(registry: CollectorRegistry, port: int = DEFAULT_PORT,
+                         bind: str = DEFAULT_BIND) -> tuple[Any, threading.Thread]:
+    """Serve ``registry`` on ``http://bind:port/metrics`` from a daemon thread.
+
+    Returns prometheus-client's ``(server, thread)``; ``server.server_address[1]`` is the port
+    (useful with ``port=0``). Stop it with :func:`stop_metrics_server`. A port in use or an
+    address that cannot be bound is a :class:`UserError` (field ``--port`` / ``--bind``).
+    """
+    try:
+        server, thread = start_http_server(int(port), addr=bind, registry=registry)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(f"port {port} on {bind} is already in use", field="--port") from None
+        raise UserError(f"cannot listen on {bind}:{port}: {exc.strerror or exc}", field="--bind") from None
+    return server, thread
+
+
+def stop_metrics_server(server: Any, thread: threading.Thread | None = None, timeout: float = 5.0) -> None:
+    """Stop serving, close the listening socket and wait for the server thread."""
+    server.shutdown()
+    server.server_close()
+    if thread is not None:
+        thread.join(timeout)
+
+
+class SimulationThread(threading.Thread):
+    """Runs hosts built by ``make_host`` tick by tick so that simulated time advances ``speed``
+    times as fast as wall time; holds ``handle.lock`` around each ``Engine.step``.
+
+    With ``loop`` a run that reaches ``duration`` starts over on a fresh host (counters restart,
+    which Prometheus handles as a counter reset); otherwise the thread ends and sets ``finished``.
+    ``stop()`` ends it within one tick or sleep.
+    """
+
+    def __init__(self, handle: RunHandle, make_host: Callable[[int], Any], *, duration: float, tick: float,
+                 speed: float, loop: bool, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(name="memtune-simulation", daemon=True)
+        if speed <= 0:
+            raise UserError("must be greater than zero", field="--speed")
+        self.handle = handle
+        self.make_host = make_host
+        self.duration = float(duration)
+        self.tick = float(tick)
+        self.speed = float(speed)
+        self.loop = loop
+        self.clock = clock
+        self.runs = 0
+        self.lag = 0.0                      # wall seconds behind schedule at the last tick
+        self.error: BaseException | None = None
+        self._stop_event = threading.Event()
+        self.finished = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        from memtune.core.engine import Engine
+
+        try:
+            while not self._stop_event.is_set():
+                host = self.make_host(self.runs)
+                with self.handle.lock:
+                    engine = Engine(host)
+                    self.handle.host = host
+                self.runs += 1
+                steps = max(1, int(round(self.duration / self.tick)))
+                start = self.clock()
+                for i in range(steps):
+                    if self._stop_event.is_set():
+                        break
+                    with self.handle.lock:
+                        engine.step(self.tick)
+                    due = start + (i + 1) * self.tick / self.speed
+                    wait = due - self.clock()
+                    self.lag = max(0.0, -wait)
+                    if wait > 0 and self._stop_event.wait(wait):
+                        break
+                self._finish(engine)
+                if not self.loop:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises
+            self.error = exc
+        finally:
+            self.finished.set()
+
+    def _finish(self, engine: Any) -> None:
+        """End a run the way ``Engine.run`` does, so plugins flush (e.g. the audit log)."""
+        from memtune.core.report import build_result
+
+        with self.handle.lock:
+            host = engine.host
+            engine.timeline.record()
+            host.hook.memtune_finish(host=host, result=build_result(host, engine.timeline))
