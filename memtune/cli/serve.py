@@ -1,0 +1,86 @@
+"""``memtune serve``: run a scenario in scaled real time and serve its metrics on /metrics."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import click
+
+from memtune.cli.common import duration_option, plugin_options, scenario_arg
+from memtune.errors import UserError
+from memtune.metrics.server import DEFAULT_BIND, DEFAULT_PORT
+
+
+@click.command("serve")
+@click.argument("scenario", required=False)
+@click.option("--policy", "policy_ref", metavar="POLICY", help="Policy file or preset to apply.")
+@click.option("--speed", type=float, default=1.0, show_default=True,
+              help="Simulated seconds per wall-clock second.")
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True,
+              help="TCP port for /metrics (0: any free port, printed on stderr).")
+@click.option("--bind", default=DEFAULT_BIND, show_default=True,
+              help="Address to listen on (loopback by default; the exposition has no authentication).")
+@click.option("--loop/--once", default=True, show_default=True,
+              help="Start the scenario over when it ends, or stop (and exit) at its end.")
+@click.option("--duration", help="Simulated time per run, e.g. 30m (default: the scenario's).")
+@click.option("--seed", type=int, help="Random seed (default: the scenario's; run n of a loop uses seed + n).")
+@plugin_options
+def cli(scenario, policy_ref, speed, port, bind, loop, duration, seed, disable, plugins):
+    """Simulate SCENARIO (default: small) in real time x SPEED and serve Prometheus metrics.
+
+    Exits 0 on SIGINT/SIGTERM (or, with --once, when the run ends) after closing the server.
+    """
+    from memtune.core.simulation import build_host
+    from memtune.metrics.collector import RunHandle, host_registry
+    from memtune.metrics.server import SimulationThread, start_metrics_server, stop_metrics_server
+
+    if not speed > 0:
+        raise UserError(f"must be greater than zero, got {speed}", field="--speed")
+    if not 0 <= port <= 65535:
+        raise UserError(f"must be a TCP port (0..65535), got {port}", field="--port")
+    sc = scenario_arg(scenario)
+    if policy_ref:
+        from memtune.policies import apply_policy, load_policy
+
+        sc = apply_policy(load_policy(policy_ref), sc)
+    dur = duration_option(duration)
+    dur = sc.duration if dur is None else dur
+    if dur <= 0:
+        raise UserError("must be greater than zero", field="--duration")
+    base_seed = sc.seed if seed is None else seed
+
+    def make_host(run: int):
+        return build_host(sc, seed=base_seed + run, disable=disable, plugins=plugins)
+
+    handle = RunHandle(make_host(0))       # build once up front: scenario mistakes fail before serving
+    first = handle.host
+
+    def factory(run: int):
+        return first if run == 0 else make_host(run)
+
+    registry = host_registry(handle)
+    server, server_thread = start_metrics_server(registry, port, bind)
+    host_addr, real_port = server.server_address[:2]
+    click.echo(f"memtune serve: {sc.name} at {speed:g}x, metrics on http://{bind}:{real_port}/metrics",
+               err=True)
+    sim = SimulationThread(handle, factory, duration=dur, tick=sc.tick, speed=speed, loop=loop)
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        sim.start()
+        while not stop.is_set() and not sim.finished.is_set():
+            stop.wait(0.2)
+    finally:
+        sim.stop()
+        sim.join(10)
+        stop_metrics_server(server, server_thread)
+        for s, h in old.items():
+            signal.signal(s, h)
+    if sim.error is not None:
+        raise sim.error
+    click.echo(f"memtune serve: stopped after {sim.runs} run(s)", err=True)
