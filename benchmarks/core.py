@@ -1,0 +1,88 @@
+"""Simulation speed: VM-ticks and touches per second, and how cost scales.
+
+Targets (issue 2): `small` (30 simulated minutes) under 1 s, `large` (1 simulated hour) under 30 s on
+one core; doubling the VM count roughly doubles the time (cost follows activity); quadrupling host
+and VM memory at the same activity costs under 1.3x.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from memtune.core.engine import Engine
+from memtune.core.scenario import Scenario, load_scenario
+from memtune.core.simulation import build_host
+
+
+def timed_run(sc: Scenario) -> dict:
+    """Build (not timed) and run (timed) a scenario; speed figures."""
+    host = build_host(sc)
+    eng = Engine(host)
+    t0 = time.perf_counter()
+    result = eng.run()
+    wall = time.perf_counter() - t0
+    ticks = host.ticks
+    touches = float(host.book.touches.sum())
+    return {
+        "scenario": sc.name,
+        "vms": host.nvm,
+        "pages": int(host.pages.total),
+        "page_bytes": host.page_bytes,
+        "simulated_s": sc.duration,
+        "wall_s": round(wall, 3),
+        "vm_ticks_per_s": round(ticks * host.nvm / wall),
+        "simulated_touches_per_s": round(touches / wall),
+        "host_stall": round(result["host"]["stall"], 4),
+    }
+
+
+def scaled(sc: Scenario, *, vm_factor: int = 1, mem_factor: int = 1, page_scale: int | None = None,
+           duration: float | None = None) -> Scenario:
+    """``sc`` with the VM list repeated ``vm_factor`` times and all memory multiplied."""
+    vms = []
+    for k in range(vm_factor):
+        for v in sc.vms:
+            vms.append(dataclasses.replace(
+                v, name=f"{v.name}-x{k}", memory=v.memory * mem_factor,
+                reservation=v.reservation * mem_factor,
+                limit=None if v.limit is None else v.limit * mem_factor))
+    host = dataclasses.replace(sc.host, memory=sc.host.memory * vm_factor * mem_factor,
+                               page_scale=page_scale or sc.host.page_scale)
+    return sc.replace(vms=tuple(vms), host=host, duration=duration or sc.duration,
+                      name=f"{sc.name}x{vm_factor}vm-x{mem_factor}mem")
+
+
+def run() -> dict:
+    small = load_scenario("small")
+    large = load_scenario("large")
+    out: dict = {"small": timed_run(small), "large": timed_run(large)}
+    base = small.replace(duration=600.0)
+    t1 = timed_run(scaled(base, page_scale=16))
+    t2 = timed_run(scaled(base, vm_factor=2, page_scale=16))
+    t4 = timed_run(scaled(base, vm_factor=4, page_scale=16))
+    m4 = timed_run(scaled(base, mem_factor=4, page_scale=16))
+    out["scaling"] = {
+        "base_wall_s": t1["wall_s"],
+        "double_vms_ratio": round(t2["wall_s"] / t1["wall_s"], 3),
+        "quadruple_vms_ratio": round(t4["wall_s"] / t1["wall_s"], 3),
+        "quadruple_memory_ratio": round(m4["wall_s"] / t1["wall_s"], 3),
+        "quadruple_memory_pages": m4["pages"],
+        "base_pages": t1["pages"],
+    }
+    out["targets"] = {
+        "small_under_1s": out["small"]["wall_s"] < 1.0,
+        "large_under_30s": out["large"]["wall_s"] < 30.0,
+        "quadruple_memory_under_1.3x": out["scaling"]["quadruple_memory_ratio"] < 1.3,
+    }
+    return out
+
+
+def main() -> None:
+    import json
+
+    print(json.dumps(run(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
