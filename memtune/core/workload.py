@@ -82,16 +82,37 @@ class WorkloadState:
         self.writes = self.write_fraction.copy()
         self.share = self.hot_share.copy()
         self.on = np.zeros(n, dtype=bool)
-        self._phase_done = [0] * n
         self._shift_total = np.zeros(n, dtype=np.float64)
         self._kinds = {kind: np.array([i for i, s in enumerate(specs) if s.kind == kind], dtype=np.int64)
                        for kind in KINDS}
-        self._phase_at = [np.array([ph.at for ph in s.phases], dtype=np.float64) for s in specs]
+        self._phase_table(specs)
         self._amplitude = f([s.amplitude for s in specs], dtype=np.float64)
         self._period = f([s.period for s in specs], dtype=np.float64)
         self._leak = f([s.leak_rate for s in specs], dtype=np.float64)
         self._boot_time = f([s.boot_time for s in specs], dtype=np.float64)
         self._boot_rate = f([s.boot_rate for s in specs], dtype=np.float64)
+
+    def _phase_table(self, specs: list[WorkloadSpec]) -> None:
+        """Per phased VM: phase start times and the values in force after k phases (k = 0..m)."""
+        idx = self._kinds["phased"]
+        m = max((len(specs[i].phases) for i in idx), default=0)
+        self._phase_at = np.full((idx.size, m), np.inf)
+        self._phase_wss = np.zeros((idx.size, m + 1))
+        self._phase_alloc = np.zeros((idx.size, m + 1))
+        self._phase_shift = np.zeros((idx.size, m + 1))
+        for row, i in enumerate(idx):
+            w, a, sh = specs[i].wss, specs[i].allocated, 0.0
+            self._phase_wss[row, 0], self._phase_alloc[row, 0] = w, a
+            for k, ph in enumerate(specs[i].phases):
+                w = w if ph.wss is None else ph.wss
+                a = a if ph.allocated is None else ph.allocated
+                sh += ph.shift
+                self._phase_at[row, k] = ph.at
+                self._phase_wss[row, k + 1], self._phase_alloc[row, k + 1] = w, a
+                self._phase_shift[row, k + 1] = sh
+            self._phase_wss[row, len(specs[i].phases) + 1:] = w
+            self._phase_alloc[row, len(specs[i].phases) + 1:] = a
+            self._phase_shift[row, len(specs[i].phases) + 1:] = sh
 
     def advance(self, now: float) -> np.ndarray:
         """Move every workload to time ``now``; returns the previous ``allocated`` (pages)."""
@@ -120,17 +141,13 @@ class WorkloadState:
                 rate[booting] = self.base_rate[booting] * self._boot_rate[booting]
                 writes[booting] = 1.0
                 share[booting] = 0.0
-        for i in k["phased"]:
-            spec = self.specs[i]
-            done = int(np.searchsorted(self._phase_at[i], t[i], side="right"))
-            for ph in spec.phases[:done]:
-                if ph.wss is not None:
-                    wss[i] = ph.wss
-                if ph.allocated is not None:
-                    alloc[i] = ph.allocated
-            if done > self._phase_done[i]:
-                self._shift_total[i] += sum(ph.shift for ph in spec.phases[self._phase_done[i]:done])
-                self._phase_done[i] = done
+        if k["phased"].size:
+            i = k["phased"]
+            done = (self._phase_at <= np.maximum(t[i], -1.0)[:, None]).sum(axis=1)
+            rows = np.arange(i.size)
+            wss[i] = self._phase_wss[rows, done]
+            alloc[i] = self._phase_alloc[rows, done]
+            self._shift_total[i] = self._phase_shift[rows, done]
         alloc = np.clip(alloc, 0.0, 1.0)
         allocated = np.maximum(1, np.floor(alloc * self.pages)).astype(np.int64)
         self.allocated = np.where(self.on, allocated, 0)
