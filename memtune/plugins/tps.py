@@ -1,1 +1,454 @@
-"""Placeholder: being written."""
+"""Transparent page sharing (TPS): content-based sharing of identical pages, copy-on-write.
+
+Model (Waldspurger, OSDI 2002, section 4; vSphere Resource Management guide, "Memory Sharing"):
+
+- A scanner walks each VM's pages at a bounded rate: the whole VM within ``Mem.ShareScanTime``
+  minutes, at most ``Mem.ShareRateMax`` 4 KiB pages per second per VM. Each VM keeps a cursor.
+- Only private resident pages are candidates. Pages of a VM backed by 2 MB large pages are not
+  shareable until the host breaks large pages (``host.large_pages_broken``).
+- A page's content key is (salt scope, content id). ``Mem.ShareForceSalting``: 0 = one scope for
+  all VMs; 1 = VMs with the same ``sched.mem.pshare.salt`` share, VMs without a salt use salt 0
+  (they share with each other); 2 (default since 2015) = the salt if set, else a per-VM salt
+  (vc.uuid), i.e. sharing only inside each VM.
+- The hash table maps key -> shared frame (refcount) or a *hint*: the first page seen with a key
+  stays private and is only remembered; when a later page matches, the hint is checked (still
+  resident, same content: ESX re-hashes the hinted page) and both become shared on one frame.
+- A write to a shared page breaks the share (copy-on-write): the page gets a private copy and
+  unique content, the frame's refcount drops, the frame is freed at zero.
+- Unique content (``pages.is_unique``) can never match; such pages are scanned but not inserted.
+
+The table is a sorted array of keys (a large main level plus a small recent level merged in batches,
+so inserting costs amortised O(1) per key) over slot arrays (refcount, hint page). Everything per
+tick is numpy over the scanned batch and the faulting pages; the per-VM SHRDSVD / consumed split
+(sum of 1 - 1/refcount and 1/refcount over a VM's shared pages) is computed at snapshot time.
+
+esxtop / KSM names: shared pages = SHRD (``shared`` page state), saved = SHRDSVD
+(``shared_saved``), ``zero`` = ZERO; host-wide frames in use = KSM ``pages_shared``, pages mapping
+them beyond the first = KSM ``pages_sharing``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from memtune import hookimpl
+from memtune.core.knobs import Knob
+from memtune.core.pages import CONTENT_BITS, RESIDENT, is_unique, unique_content
+from memtune.core.settings import Setting
+from memtune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from memtune.core.host import Host
+
+NAME = "tps"
+STATE = "shared"
+MAX_SCOPES = 1 << (63 - CONTENT_BITS)      # salt scopes that fit above the content id in an int64
+
+SETTINGS = (
+    Setting("Mem.ShareScanTime", "int", 60,
+            "Minutes within which an entire VM is scanned for page-sharing opportunities.",
+            "vSphere Resource Management guide, Advanced Memory Attributes: Mem.ShareScanTime "
+            "default 60 minutes (esxcli range 10-600)", minimum=10, maximum=600, tunable=True),
+    Setting("Mem.ShareRateMax", "int", 1024,
+            "Upper limit on the page-sharing scan rate per VM, in 4 KiB pages per second.",
+            "ESXi advanced option Mem.ShareRateMax: per-VM upper limit on pshare scan rate, "
+            "default 1024 pages/s", minimum=0, maximum=32768, tunable=True),
+    Setting("Mem.ShareForceSalting", "int", 2,
+            "Page-sharing salting: 0 = share across all VMs, 1 = across VMs with the same "
+            "sched.mem.pshare.salt (no salt = salt 0), 2 = salt if set, else per VM (intra-VM only).",
+            "VMware KB 2097593 and vSphere Resource Management guide: Mem.ShareForceSalting, "
+            "default 2 since ESXi 5.5 U2d / 6.0 (2015)", choices=(0, 1, 2), tunable=True),
+    Setting("latency.cow_break", "seconds", 3e-6,
+            "A write to a shared page: write fault, new machine page and a 4 KiB copy (COW break).",
+            "~1 us EPT/NPT fault and exit + ~1 us page allocation + 4 KiB memcpy at ~14 GB/s "
+            "(0.3 us); DESIGN.md latency table ~3 us"),
+)
+
+METRICS = (
+    ("memtune_tps_shared_bytes", "gauge", "Guest memory mapped to shared frames (esxtop SHRD).", ("vm",)),
+    ("memtune_tps_shared_saved_bytes", "gauge",
+     "Memory saved by sharing: shared pages minus this VM's share of the frames (esxtop SHRDSVD).",
+     ("vm",)),
+    ("memtune_tps_shared_consumed_bytes", "gauge",
+     "This VM's share of shared frames: sum of 1/refcount over its shared pages.", ("vm",)),
+    ("memtune_tps_zero_bytes", "gauge", "Zero pages shared (esxtop ZERO).", ("vm",)),
+    ("memtune_tps_scanned_pages_total", "counter", "4 KiB pages visited by the sharing scanner.", ("vm",)),
+    ("memtune_tps_cow_breaks_total", "counter",
+     "Copy-on-write breaks: writes to shared pages (4 KiB pages).", ("vm",)),
+    ("memtune_tps_pages_shared", "gauge",
+     "Shared frames in use, in 4 KiB pages (node_exporter node_ksmd_pages_shared).", ()),
+    ("memtune_tps_pages_sharing", "gauge",
+     "Pages mapping a shared frame beyond its first, in 4 KiB pages: pages saved "
+     "(node_exporter node_ksmd_pages_sharing).", ()),
+)
+
+
+# --- the content-key index ---------------------------------------------------------------------
+
+class ShareIndex:
+    """Content key -> slot (refcount of a shared frame, or a hint page), vectorised.
+
+    Keys live in two sorted levels: ``main`` and a small ``recent`` level that takes new keys; when
+    ``recent`` grows past a quarter of ``main`` the two are merged (and dead slots dropped), so an
+    insert costs amortised O(1) copies and a lookup two binary searches. A slot is live while it
+    has a refcount (a shared frame) or a hint page.
+    """
+
+    def __init__(self) -> None:
+        empty = np.zeros(0, dtype=np.int64)
+        self.main_keys, self.main_slots = empty, empty
+        self.new_keys, self.new_slots = empty, empty
+        self.ref = np.zeros(1024, dtype=np.int64)
+        self.hint = np.full(1024, -1, dtype=np.int64)
+        self.size = 0                      # slots handed out
+
+    def __len__(self) -> int:
+        return int(self.main_keys.size + self.new_keys.size)
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """Slot of each key, -1 where absent."""
+        slot = np.full(keys.size, -1, dtype=np.int64)
+        for ks, ss in ((self.main_keys, self.main_slots), (self.new_keys, self.new_slots)):
+            if ks.size == 0 or keys.size == 0:
+                continue
+            p = np.minimum(np.searchsorted(ks, keys), ks.size - 1)
+            hit = ks[p] == keys
+            slot[hit] = ss[p[hit]]
+        return slot
+
+    def insert(self, keys: np.ndarray, ref: np.ndarray, hint: np.ndarray) -> None:
+        """Add new, sorted, distinct keys that are not in the index."""
+        n = keys.size
+        if n == 0:
+            return
+        need = self.size + n
+        if need > self.ref.size:
+            cap = max(need, 2 * self.ref.size)
+            self.ref = np.concatenate([self.ref, np.zeros(cap - self.ref.size, dtype=np.int64)])
+            self.hint = np.concatenate([self.hint, np.full(cap - self.hint.size, -1, dtype=np.int64)])
+        slots = np.arange(self.size, need, dtype=np.int64)
+        self.ref[slots] = ref
+        self.hint[slots] = hint
+        self.size = need
+        at = np.searchsorted(self.new_keys, keys)
+        self.new_keys = np.insert(self.new_keys, at, keys)
+        self.new_slots = np.insert(self.new_slots, at, slots)
+
+    def needs_merge(self) -> bool:
+        return self.new_keys.size > max(4096, self.main_keys.size // 4)
+
+    def merge(self, keep_hint: np.ndarray | None = None) -> None:
+        """Merge the recent level into the main one and renumber live slots in key order.
+
+        ``keep_hint`` (bool per slot, optional) says which hints are still worth keeping.
+        """
+        keys = np.concatenate([self.main_keys, self.new_keys])
+        slots = np.concatenate([self.main_slots, self.new_slots])
+        order = np.argsort(keys, kind="stable")
+        keys, slots = keys[order], slots[order]
+        hint = self.hint[slots]
+        if keep_hint is not None:
+            hint = np.where(keep_hint[slots], hint, -1)
+        ref = self.ref[slots]
+        live = (ref > 0) | (hint >= 0)
+        keys, ref, hint = keys[live], ref[live], hint[live]
+        n = keys.size
+        cap = max(1024, 2 * n)
+        self.ref = np.zeros(cap, dtype=np.int64)
+        self.hint = np.full(cap, -1, dtype=np.int64)
+        self.ref[:n] = ref
+        self.hint[:n] = hint
+        self.size = n
+        self.main_keys, self.main_slots = keys, np.arange(n, dtype=np.int64)
+        self.new_keys, self.new_slots = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+
+    def frames(self) -> int:
+        """Shared frames in use (slots with a refcount)."""
+        return int(np.count_nonzero(self.ref[: self.size] > 0))
+
+
+class TPSState:
+    """Per-host state of the sharing plugin (kept at ``host.plugin_data["tps"]``)."""
+
+    def __init__(self, host: Host) -> None:
+        s = host.settings
+        self.code = int(host.states.code(STATE))
+        self.scope = salt_scopes(host)
+        self.index = ShareIndex()
+        self.cursor = np.zeros(host.nvm, dtype=np.int64)
+        self.budget = np.zeros(host.nvm, dtype=np.float64)
+        scan_time = float(s["Mem.ShareScanTime"]) * 60.0
+        self.rate = np.minimum(host.vm_pages / scan_time, s["Mem.ShareRateMax"] / host.page_scale)
+        self.total_ref = 0                           # pages in the shared state, per the table
+        self.frames = 0                              # shared frames held (host pool)
+        self.cow_pending = np.zeros(host.nvm)        # COW breaks this tick, in 4 KiB pages
+        self.repairs = 0
+
+
+def salt_scopes(host: Host) -> np.ndarray:
+    """Salt scope of each VM under ``Mem.ShareForceSalting`` (pages share only inside a scope)."""
+    mode = int(host.settings["Mem.ShareForceSalting"])
+    salts = [v.salt for v in host.vms]
+    names = sorted({s for s in salts if s})
+    salt_id = {s: i + 1 for i, s in enumerate(names)}     # 0 is the "no salt" default
+    if mode == 0:
+        scope = np.zeros(host.nvm, dtype=np.int64)
+    elif mode == 1:
+        scope = np.array([salt_id.get(s, 0) if s else 0 for s in salts], dtype=np.int64)
+    else:
+        scope = np.array([salt_id[s] if s else len(names) + 1 + i for i, s in enumerate(salts)],
+                         dtype=np.int64)
+    if scope.size and scope.max() >= MAX_SCOPES:
+        raise ConfigError(f"too many page-sharing salt scopes ({int(scope.max()) + 1}, at most {MAX_SCOPES})",
+                          source=host.scenario.source, field="settings.Mem.ShareForceSalting")
+    return scope
+
+
+def content_keys(d: TPSState, host: Host, pages: np.ndarray) -> np.ndarray:
+    """(salt scope, content id) of each page, as one int64."""
+    return (d.scope[host.pages.vm[pages]] << CONTENT_BITS) | host.pages.content[pages]
+
+
+def _data(host: Host) -> TPSState:
+    return host.plugin_data[NAME]
+
+
+# --- registration ----------------------------------------------------------------------------------
+
+@hookimpl
+def memtune_register_settings(register: Any) -> None:
+    for s in SETTINGS:
+        register(s)
+
+
+@hookimpl
+def memtune_register_page_states(register: Any) -> None:
+    """``shared``: mapped read-only on a frame other pages map too; a write faults (COW) and needs
+    a new machine page."""
+    register(STATE, private_frame=False, mapped=True, read_fault=False, write_fault=True,
+             fault_allocates=True)
+
+
+@hookimpl
+def memtune_register_knobs(register: Any, scenario: Any) -> None:
+    register(Knob("Mem.ShareForceSalting", kind="categorical", categories=(0, 1, 2),
+                  help="page-sharing scope: all VMs, salt groups, or inside each VM"))
+    register(Knob("Mem.ShareScanTime", kind="int", low=10, high=600, prior="log-uniform",
+                  help="minutes to scan a whole VM for sharing"))
+    register(Knob("Mem.ShareRateMax", kind="int", low=128, high=8192, prior="log-uniform",
+                  help="per-VM sharing scan rate cap, 4 KiB pages/s"))
+
+
+@hookimpl
+def memtune_register_metrics(register: Any) -> None:
+    for name, kind, help_, labels in METRICS:
+        register(name, kind, help_, labels)
+
+
+# --- lifecycle -----------------------------------------------------------------------------------
+
+@hookimpl
+def memtune_configure(host: Host) -> None:
+    host.plugin_data[NAME] = TPSState(host)
+    host.set_host_pool(NAME, 0.0)
+
+
+@hookimpl
+def memtune_tick(host: Host, now: float, dt: float) -> None:
+    d = _data(host)
+    _reconcile(host, d)
+    _emit_cow(host, d, now)
+    _scan(host, d, dt, now)
+    host.set_host_pool(NAME, float(d.frames))
+
+
+def _emit_cow(host: Host, d: TPSState, now: float) -> None:
+    """One ``cow-break`` event per VM per tick with the breaks served during its touches."""
+    if not d.cow_pending.any():
+        return
+    pb4 = 4096
+    for v in np.flatnonzero(d.cow_pending):
+        pages = float(d.cow_pending[v])
+        host.emit("cow-break", int(v), pages=pages, bytes=pages * pb4, time=now)
+    d.cow_pending[:] = 0
+
+
+def _scan(host: Host, d: TPSState, dt: float, now: float) -> None:
+    pg = host.pages
+    eligible = host.powered & (~host.large_pages | host.large_pages_broken)
+    d.budget += np.where(eligible, d.rate * dt, 0.0)
+    k = np.minimum(np.floor(d.budget).astype(np.int64), host.vm_pages)
+    d.budget -= k
+    total = int(k.sum())
+    if total == 0:
+        return
+    host.count_per_vm("tps_scanned_pages", k * float(host.page_scale))
+    vm = np.repeat(np.arange(host.nvm, dtype=np.int64), k)
+    step = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(k) - k, k)
+    rank = (d.cursor[vm] + step) % host.vm_pages[vm]
+    d.cursor = (d.cursor + k) % host.vm_pages
+    pages = pg.base[vm] + rank
+    cand = pages[pg.state[pages] == RESIDENT]
+    cand = cand[~is_unique(pg.content[cand])]
+    if cand.size == 0:
+        return
+    keys = content_keys(d, host, cand)
+    order = np.lexsort((cand, keys))
+    keys, cand = keys[order], cand[order]
+    uk, start, cnt = np.unique(keys, return_index=True, return_counts=True)
+    idx = d.index
+    slot = idx.find(uk)
+    found = slot >= 0
+    sl = np.where(found, slot, 0)
+    ref = np.where(found, idx.ref[sl], 0)
+    hint = np.where(found, idx.hint[sl], -1)
+    frame = ref > 0
+    hp = np.maximum(hint, 0)
+    # a hint is good if its page is still private with the same content (ESX re-hashes it)
+    hv = (~frame) & (hint >= 0)
+    hv &= (pg.state[hp] == RESIDENT) & (content_keys(d, host, hp) == uk) & ~np.isin(hp, cand)
+    group = cnt + hv
+    share = frame | (group >= 2)
+    new_pages = np.concatenate([cand[np.repeat(share, cnt)], hp[share & hv]])
+    if new_pages.size:
+        pg.set_state(new_pages, d.code)
+        d.total_ref += int(new_pages.size)
+        d.frames += int(np.count_nonzero(share & ~frame))
+        per_vm = np.bincount(pg.vm[new_pages], minlength=host.nvm) * float(host.page_scale)
+        host.count_per_vm("tps_shared_pages", per_vm)
+        host.emit("share", None, pages={host.vm_names[v]: float(per_vm[v]) for v in np.flatnonzero(per_vm)},
+                  frames=int(np.count_nonzero(share & ~frame)), time=now)
+    # existing slots: add sharers, or move the hint to the page just seen
+    upd = found & share
+    idx.ref[slot[upd]] = ref[upd] + group[upd]
+    idx.hint[slot[upd]] = -1
+    rehint = found & ~share
+    idx.hint[slot[rehint]] = cand[start[rehint]]
+    # new keys: a frame when two or more pages matched in this batch, else a hint
+    new = ~found
+    idx.insert(uk[new], np.where(share[new], cnt[new], 0), np.where(share[new], -1, cand[start[new]]))
+    if idx.needs_merge():
+        h = idx.hint[: idx.size]
+        hp_all = np.maximum(h, 0)
+        slots = np.arange(idx.size)
+        key_of_slot = np.empty(idx.size, dtype=np.int64)
+        key_of_slot[idx.main_slots] = idx.main_keys
+        key_of_slot[idx.new_slots] = idx.new_keys
+        ok = (h >= 0) & (pg.state[hp_all] == RESIDENT) & (content_keys(d, host, hp_all) == key_of_slot[slots])
+        idx.merge(keep_hint=ok)
+
+
+def _release(host: Host, d: TPSState, pages: np.ndarray) -> None:
+    """Drop ``pages`` (leaving the shared state) from their frames' refcounts; free empty frames."""
+    idx = d.index
+    slot = idx.find(content_keys(d, host, pages))
+    if (slot < 0).any():
+        raise RuntimeError(f"{int((slot < 0).sum())} shared pages have no frame in the sharing table")
+    us, drop = np.unique(slot, return_counts=True)
+    left = idx.ref[us] - drop
+    d.frames -= int(np.count_nonzero((left <= 0) & (idx.ref[us] > 0)))
+    idx.ref[us] = np.maximum(left, 0)
+    d.total_ref -= int(pages.size)
+
+
+def _reconcile(host: Host, d: TPSState) -> None:
+    """Repair refcounts if shared pages left the state through another plugin (should not happen:
+    reclamation takes resident pages only). Costs nothing unless the counts disagree."""
+    n = int(host.pages.counts[:, d.code].sum())
+    if n == d.total_ref:
+        return
+    pg = host.pages
+    idx = d.index
+    sp = np.flatnonzero(pg.state == d.code)
+    slot = idx.find(content_keys(d, host, sp))
+    idx.ref[: idx.size] = 0
+    us, c = np.unique(slot[slot >= 0], return_counts=True)
+    idx.ref[us] = c
+    d.frames = int(us.size)
+    d.repairs += abs(d.total_ref - n)
+    host.emit("tps-refcount-repair", None, expected=d.total_ref, found=n)
+    d.total_ref = n
+
+
+# --- faults: copy-on-write -------------------------------------------------------------------------
+
+@hookimpl
+def memtune_page_fault(host: Host, state: int, pages: np.ndarray, write: np.ndarray) -> np.ndarray | None:
+    """Break the share of written pages: private copy with unique content, refcount down.
+
+    A shared page faults only on a write (it is mapped for reads), and companion pages the engine
+    adds to a write fault stand for the other writes of that draw, so every page handed in is
+    broken, whatever its ``write`` flag.
+    """
+    d = host.plugin_data.get(NAME)
+    if d is None or state != d.code:
+        return None
+    if pages.size == 0:
+        return np.zeros(0)
+    _release(host, d, pages)
+    host.pages.set_state(pages, RESIDENT)
+    host.pages.content[pages] = unique_content(pages)
+    per_vm = np.bincount(host.pages.vm[pages], minlength=host.nvm) * float(host.page_scale)
+    host.count_per_vm("cow_breaks", per_vm)
+    d.cow_pending += per_vm
+    host.set_host_pool(NAME, float(d.frames))
+    return np.full(pages.size, float(host.settings["latency.cow_break"]))
+
+
+# --- reporting -------------------------------------------------------------------------------------
+
+def sharing_amounts(host: Host) -> dict[str, np.ndarray]:
+    """Per-VM bytes: shared, shared_saved (SHRDSVD), shared_consumed (share of frames), zero."""
+    d = _data(host)
+    pg = host.pages
+    pb = float(host.page_bytes)
+    sp = np.flatnonzero(pg.state == d.code)
+    vm = pg.vm[sp]
+    slot = d.index.find(content_keys(d, host, sp))
+    ref = np.maximum(d.index.ref[np.maximum(slot, 0)], 1).astype(np.float64)
+    n = host.nvm
+    return {
+        "shared": np.bincount(vm, minlength=n) * pb,
+        "shared_saved": np.bincount(vm, weights=1.0 - 1.0 / ref, minlength=n) * pb,
+        "shared_consumed": np.bincount(vm, weights=1.0 / ref, minlength=n) * pb,
+        "zero": np.bincount(vm[pg.content[sp] == 0], minlength=n) * pb,
+    }
+
+
+@hookimpl
+def memtune_vm_columns(host: Host) -> dict[str, np.ndarray] | None:
+    if NAME not in host.plugin_data:
+        return None
+    a = sharing_amounts(host)
+    return {"shared_saved": a["shared_saved"], "shared_consumed": a["shared_consumed"], "zero": a["zero"]}
+
+
+@hookimpl
+def memtune_collect_metrics(host: Host) -> list | None:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    if NAME not in host.plugin_data:
+        return None
+    d = _data(host)
+    a = sharing_amounts(host)
+    fams: list = []
+    for key, (name, _kind, help_, _labels) in zip(("shared", "shared_saved", "shared_consumed", "zero"),
+                                                   METRICS[:4], strict=True):
+        g = GaugeMetricFamily(name, help_, labels=["vm"])
+        for i, vname in enumerate(host.vm_names):
+            g.add_metric([vname], float(a[key][i]))
+        fams.append(g)
+    zeros = np.zeros(host.nvm)
+    for counter, (name, _kind, help_, _labels) in zip(("tps_scanned_pages", "cow_breaks"), METRICS[4:6],
+                                                        strict=True):
+        c = CounterMetricFamily(name, help_, labels=["vm"])
+        vals = host.counters.get(counter, zeros)
+        for i, vname in enumerate(host.vm_names):
+            c.add_metric([vname], float(vals[i]))
+        fams.append(c)
+    scale = float(host.page_scale)
+    fams.append(GaugeMetricFamily(METRICS[6][0], METRICS[6][2], value=d.frames * scale))
+    fams.append(GaugeMetricFamily(METRICS[7][0], METRICS[7][2], value=(d.total_ref - d.frames) * scale))
+    return fams
