@@ -76,7 +76,7 @@ def test_host_gauges_match_the_model(core_host):
     assert fams["memtune_host_reserved_bytes"].samples[0].value == 256 * MiB
     resident = h.pages.counts[:, RESIDENT].sum() * h.page_bytes
     assert fams["memtune_host_free_bytes"].samples[0].value == pytest.approx(16 * GiB - overhead - resident)
-    assert fams["memtune_host_simulated_time_seconds"].samples[0].value == 120.0
+    assert fams["memtune_host_simulated_seconds"].samples[0].value == 120.0
     assert fams["memtune_host_ticks"].samples[0].value == 24
     state = by_label(fams["memtune_host_state"], "state")
     assert state == {s: (1.0 if s == "high" else 0.0) for s in STATE_NAMES}
@@ -247,7 +247,7 @@ def test_simulate_metrics_out_cli(tmp_path):
     r = CliRunner().invoke(main_group, ["simulate", str(sc), "--metrics-out", str(out)])
     assert r.exit_code == 0, r.output
     fams = {f.name: f for f in text_string_to_metric_families(out.read_text())}
-    assert fams["memtune_host_simulated_time_seconds"].samples[0].value == 30.0
+    assert fams["memtune_host_simulated_seconds"].samples[0].value == 30.0
     assert by_label(fams["memtune_vm_configured_bytes"]) == {"a": GiB}
     r = CliRunner().invoke(main_group, ["simulate", str(sc), "--metrics-out", str(tmp_path / "x" / "m.prom")])
     assert r.exit_code == 2

@@ -218,7 +218,6 @@ def snapshot_families(s: Snapshot) -> list[Metric]:
          s.overhead),
         ("memtune_host_reserved_bytes", "Memory reserved by the powered-on VMs (sched.mem.min; vSphere "
                                         "mem.reservedCapacity).", s.reserved),
-        ("memtune_host_simulated_time_seconds", "Simulated time since the run started.", s.now),
         ("memtune_host_large_pages_broken", "1 once large pages were broken to make them shareable "
                                             "(free memory fell below 400 % of minFree).",
          1.0 if s.large_pages_broken else 0.0),
@@ -227,6 +226,10 @@ def snapshot_families(s: Snapshot) -> list[Metric]:
     ticks = CounterMetricFamily("memtune_host_ticks", "Simulation ticks run.")
     ticks.add_metric([], float(s.ticks))
     out.append(ticks)
+    sim = CounterMetricFamily("memtune_host_simulated_seconds", "Simulated time since the run started "
+                              "(divide a rate() by its rate() to get a per-simulated-second rate).")
+    sim.add_metric([], s.now)
+    out.append(sim)
     state = GaugeMetricFamily("memtune_host_state", "Memory state: 1 for the current state, 0 for the others "
                                                     "(esxtop 'state'; vSphere mem.state).", labels=["state"])
     for i, label in enumerate(STATE_NAMES):
