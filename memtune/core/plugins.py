@@ -206,3 +206,60 @@ def _entrypoint_exists(name: str) -> bool:
     from importlib.metadata import entry_points
 
     return any(ep.name == name for ep in entry_points(group="memtune"))
+
+
+@dataclass
+class Contributions:
+    """What one plugin adds through the registration hooks (shown by ``memtune plugins``)."""
+
+    settings: list = field(default_factory=list)        # memtune.core.settings.Setting
+    knobs: list = field(default_factory=list)           # memtune.core.knobs.Knob
+    metrics: list[dict] = field(default_factory=list)   # name, type, help, labels
+    page_states: list[dict] = field(default_factory=list)
+    page_out: list[dict] = field(default_factory=list)  # name, priority
+
+
+def _call_each(pm: pluggy.PluginManager, hook: str, make_kwargs) -> None:
+    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
+        impl.function(**make_kwargs(impl.plugin_name))
+
+
+def contributions(pm: MemtunePluginManager, scenario=None) -> dict[str, Contributions]:
+    """Per plugin: the settings, knobs (for ``scenario``, default the built-in ``small``), metric
+    families, page states and page-out tiers it registers, in plugin load order."""
+    from dataclasses import replace
+
+    out = {name: Contributions() for name in pm.info}
+
+    def slot(owner: str) -> Contributions:
+        return out.setdefault(owner, Contributions())
+
+    _call_each(pm, "memtune_register_settings",
+               lambda o: {"register": lambda s: slot(o).settings.append(replace(s, owner=o))})
+    if pm.hook.memtune_register_knobs.get_hookimpls():
+        if scenario is None:
+            from memtune.core.scenario import load_scenario
+
+            scenario = load_scenario("small")
+        _call_each(pm, "memtune_register_knobs",
+                   lambda o: {"register": lambda k: slot(o).knobs.append(replace(k, owner=o)),
+                              "scenario": scenario})
+
+    def metric(o: str):
+        def register(name: str, type: str, help: str = "", labels=()) -> None:  # noqa: A002
+            slot(o).metrics.append({"name": name, "type": type, "help": help, "labels": list(labels)})
+        return register
+
+    _call_each(pm, "memtune_register_metrics", lambda o: {"register": metric(o)})
+
+    def state(o: str):
+        def register(name: str, **flags) -> int:
+            slot(o).page_states.append({"name": name, **flags})
+            return -1
+        return register
+
+    _call_each(pm, "memtune_register_page_states", lambda o: {"register": state(o)})
+    _call_each(pm, "memtune_register_page_out", lambda o: {
+        "register": lambda name, priority, func: slot(o).page_out.append(
+            {"name": name, "priority": int(priority)})})
+    return out
