@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import memtune_page_reporting as pr
 import numpy as np
 import pytest
 
-import memtune_page_reporting as pr
 from memtune.core.engine import Engine
 from memtune.core.host import Host
 from memtune.testing import collect_knobs, compare, plugin_manager, run_with, tiny_scenario
