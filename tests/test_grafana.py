@@ -108,7 +108,7 @@ def test_dashboard_structure(path):
             assert p["targets"], p["title"]
             assert len({t["refId"] for t in p["targets"]}) == len(p["targets"])
         g = p["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24
     variables = {v["name"]: v for v in dash["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
