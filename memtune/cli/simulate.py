@@ -17,8 +17,10 @@ from memtune.core.report_text import format_result
 @click.option("--metrics-out", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write the final state as Prometheus text (node_exporter textfile collector).")
 @click.option("--timeline/--no-timeline", default=False, help="Keep the timeline in --json output.")
+@click.option("--audit-log", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Append the tamper-evident audit log to FILE (sets audit.log; see `memtune audit`).")
 @plugin_options
-def cli(scenario, policy_ref, duration, seed, as_json, metrics_out, timeline, disable, plugins):
+def cli(scenario, policy_ref, duration, seed, as_json, metrics_out, timeline, audit_log, disable, plugins):
     """Run SCENARIO (a built-in name or a TOML file; default: small) and report per VM."""
     from memtune.core.engine import Engine
     from memtune.core.simulation import build_host
@@ -28,6 +30,8 @@ def cli(scenario, policy_ref, duration, seed, as_json, metrics_out, timeline, di
         from memtune.policies import apply_policy, load_policy
 
         sc = apply_policy(load_policy(policy_ref), sc)
+    if audit_log:
+        sc = sc.replace(settings={**sc.settings, "audit.log": audit_log})
     dur = duration_option(duration)
     host = build_host(sc, seed=seed, disable=disable, plugins=plugins)
     engine = Engine(host)
