@@ -192,7 +192,9 @@ image = "linux-db"
     zero = np.count_nonzero(host.pages.content[host.vm_slice(0)] == 0)
     assert zero == int(np.floor(spec.content[0] * n))
     result = simulate(sc)
-    assert set(result["vms"]) == {"db-01", "db-02"} if isinstance(result["vms"], dict) else len(result["vms"]) == 2
+    assert [v["name"] for v in result["vms"]] == ["db-01", "db-02"]
+    assert result["duration"] == pytest.approx(120.0)
+    assert all(v["powered"] for v in result["vms"])
 
 
 def run(args):

@@ -44,7 +44,14 @@ def cli(pids, images, sample, seed, wss_interval, wss_points, compressor, out, a
     Give processes (--pid) or memory images (--image), not both. Counts are exact over every page;
     compressibility is estimated from a --sample of the non-zero pages, with 95 % intervals.
     """
-    from memtune.profile import ImageSource, ProcessSource, Profiler, measure_wss, profile_document, write_profile
+    from memtune.profile import (
+        ImageSource,
+        ProcessSource,
+        Profiler,
+        measure_wss,
+        profile_document,
+        write_profile,
+    )
 
     if not pids and not images:
         raise UserError("give at least one --pid or --image")
