@@ -23,7 +23,7 @@ from memtune.core.vm import shares_value
 from memtune.errors import UserError
 from memtune.policies.apply import ResolvedVM, check_policy_settings, resolve_vms
 from memtune.policies.model import Policy
-from memtune.units import KiB, MiB
+from memtune.units import KiB, MiB, format_size
 
 FORMATS = ("vmx", "esxcli", "powercli", "libvirt", "cgroup")
 
@@ -77,6 +77,15 @@ def host_options(policy: Policy, registry: SettingsRegistry) -> tuple[list[tuple
     notes: list[str] = []
     for name, value in values.items():
         setting = registry.settings[name]
+        if name == "memtune.swap_host_cache":
+            if value:
+                notes.append(f"{name} = {policy.settings[name]!r}: configure a {format_size(value)} host cache "
+                             "on a local SSD datastore (vSphere Client: Host Cache Configuration), then "
+                             "`esxcli sched swap system set --hostcache-enabled true`")
+            else:
+                notes.append(f"{name} = 0: no host swap cache "
+                             "(`esxcli sched swap system set --hostcache-enabled false`)")
+            continue
         if not name.startswith("Mem."):
             notes.append(f"{name} = {policy.settings[name]!r}: model setting, no ESXi option")
             continue
