@@ -1,0 +1,48 @@
+"""Defaults of the tuner, each a :class:`~memtune.core.settings.Setting` naming where it comes from.
+
+These are not host settings (a scenario or policy cannot set them); they are the defaults of
+``memtune optimize`` and :class:`memtune.tuner.loop.TuneConfig`, kept here so every number has a
+source next to it.
+"""
+
+from __future__ import annotations
+
+from memtune.core.settings import Setting
+
+TUNER_SETTINGS = {s.name: s for s in (
+    Setting("tuner.budget", "int", 40, "Evaluations (points told to the optimizer) per run.",
+            "measured: keeps `memtune optimize` on `small` near one minute on 2 cores "
+            "(benchmarks/tuner.py); GP reaches most of its gain by 40 points there", owner="tuner",
+            minimum=1),
+    Setting("tuner.batch", "int", 4, "Points asked from the optimizer at once (independent of workers).",
+            "model choice: 2 x the 2-core reference machine, so both workers stay busy; skopt "
+            "constant-liar batches stay close to sequential BO at this size", owner="tuner", minimum=1),
+    Setting("tuner.initial_points", "int", 12, "Points of the initial Latin-hypercube design before "
+            "the surrogate model is used (rounded up to a whole number of batches).",
+            "skopt default n_initial_points = 10, rounded up to whole batches of 4", owner="tuner",
+            minimum=1),
+    Setting("tuner.repeats", "int", 2, "Simulations (seeds) per point; the objective is their mean.",
+            "measured: two seeds halve the seed-to-seed variance of the small scenario's stall "
+            "fraction at twice the cost (benchmarks/tuner.py)", owner="tuner", minimum=1),
+    Setting("tuner.eval_window", "seconds", 600, "Simulated time measured after warm-up per "
+                                                 "evaluation when --duration is not given.",
+            "model choice: ten Mem.SamplePeriod (60 s) periods, so allocation settles; shorter than "
+            "the scenario's 30 min to keep the default run near a minute", owner="tuner", minimum=1),
+    Setting("tuner.workers", "int", 2, "Local worker processes by default.",
+            "the 2-core reference machine of the issue", owner="tuner", minimum=1),
+    Setting("tuner.penalty_margin", "float", 0.5,
+            "Infeasible points are told worst + margin x (worst - best) of the feasible values seen "
+            "so far (at least 10 % of |worst| above it).",
+            "model choice: worse than every feasible value, yet on the same scale so the GP's "
+            "normalisation is not dominated by the penalty", owner="tuner", minimum=0),
+    Setting("tuner.no_feasible_penalty", "float", 1.0,
+            "Value told for infeasible points while no feasible point is known.",
+            "stall fraction's upper bound (1.0); latency objectives are rescaled once a feasible "
+            "value exists", owner="tuner"),
+)}
+
+
+def default(name: str):
+    """The default value of tuner setting ``name`` in base units."""
+    s = TUNER_SETTINGS[name]
+    return s.coerce(s.default)

@@ -1,0 +1,158 @@
+"""Where evaluations run: in this process, in local worker processes, or on a Dask cluster.
+
+Each executor takes a batch of :class:`~memtune.tuner.evaluate.EvalTask` and yields results as
+they complete (each carries its task's ``index``); the loop journals each one at once and tells
+the optimizer in ask order, so results do not depend on which executor or how many workers ran
+them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from memtune.errors import PluginError, UserError
+from memtune.tuner.evaluate import EvalTask, run_task
+
+
+def run_task_safe(task: EvalTask) -> dict[str, Any]:
+    """:func:`run_task`, with user and plugin errors returned as data (they do not all pickle)."""
+    try:
+        return run_task(task)
+    except UserError as exc:
+        return {"index": task.index, "error": "user", "message": str(exc)}
+    except PluginError as exc:
+        return {"index": task.index, "error": "plugin", "plugin": exc.plugin, "hook": exc.hook,
+                "message": f"{type(exc.cause).__name__}: {exc.cause}"}
+
+
+def _raise_if_error(result: dict[str, Any]) -> dict[str, Any]:
+    kind = result.get("error")
+    if kind == "user":
+        raise UserError(result["message"])
+    if kind == "plugin":
+        raise PluginError(result["plugin"], result["hook"], RuntimeError(result["message"]))
+    return result
+
+
+class Executor:
+    """Runs tasks; ``workers`` is how many at once (for the progress ETA and the report)."""
+
+    name = "serial"
+    workers = 1
+
+    def run(self, tasks: Sequence[EvalTask]) -> Iterator[dict[str, Any]]:
+        """Yield each task's result as it completes."""
+        for task in tasks:
+            yield _raise_if_error(run_task_safe(task))
+
+    def close(self) -> None:
+        """Release workers or the cluster connection."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"executor": self.name, "workers": self.workers}
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SerialExecutor(Executor):
+    """Everything in this process, one task after the other."""
+
+
+class LocalExecutor(Executor):
+    """A pool of local worker processes (``spawn`` or ``forkserver``: no state forked from the
+    parent, so a worker computes exactly what this process would)."""
+
+    name = "local"
+
+    def __init__(self, workers: int, context: str = "spawn") -> None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        if workers < 1:
+            raise UserError("must be at least 1", field="--workers")
+        if context not in ("spawn", "forkserver"):
+            raise ValueError(f"context must be spawn or forkserver, got {context!r}")
+        self.workers = workers
+        self.context = context
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(context))
+
+    def run(self, tasks: Sequence[EvalTask]) -> Iterator[dict[str, Any]]:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        pending = {self.pool.submit(run_task_safe, t) for t in tasks}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=lambda f: str(f.result().get("index"))):
+                    yield _raise_if_error(fut.result())
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {"executor": self.name, "workers": self.workers, "context": self.context}
+
+
+class DaskExecutor(Executor):
+    """Tasks on an existing Dask cluster, given its scheduler address (``tcp://host:8786``) or a
+    ``distributed.Client``. The workers need memtune (and any ``-p`` plugin modules) installed."""
+
+    name = "dask"
+
+    def __init__(self, address: Any, timeout: float = 10.0) -> None:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise UserError("Dask is not installed (pip install 'memtune[dask]')",
+                            field="--dask-scheduler") from None
+        self.address = address
+        if isinstance(address, Client):
+            self.client, self._own = address, False
+        else:
+            try:
+                self.client = Client(address, timeout=timeout, set_as_default=False)
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise UserError(f"cannot reach the Dask scheduler at {address!r}: {exc}",
+                                field="--dask-scheduler") from None
+            self._own = True
+        info = self.client.scheduler_info()
+        self.workers = max(1, sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values()))
+
+    def run(self, tasks: Sequence[EvalTask]) -> Iterator[dict[str, Any]]:
+        from distributed import as_completed
+
+        futures = [self.client.submit(run_task_safe, t, pure=False) for t in tasks]
+        try:
+            for fut in as_completed(futures):
+                yield _raise_if_error(fut.result())
+        finally:
+            for fut in futures:
+                if not fut.done():
+                    fut.cancel()
+
+    def close(self) -> None:
+        if self._own:
+            self.client.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"executor": self.name, "workers": self.workers, "scheduler": str(self.client.scheduler.address)}
+
+
+def make_executor(workers: int | None = None, dask_scheduler: Any = None, context: str = "spawn") -> Executor:
+    """The executor the CLI flags ask for: Dask if a scheduler is given, else ``workers`` local
+    processes (1: in this process)."""
+    if dask_scheduler:
+        return DaskExecutor(dask_scheduler)
+    if workers is None or workers <= 1:
+        if workers is not None and workers < 1:
+            raise UserError("must be at least 1", field="--workers")
+        return SerialExecutor()
+    return LocalExecutor(workers, context)

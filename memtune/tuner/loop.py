@@ -1,0 +1,432 @@
+"""The optimizer loop: ask a batch, reject invalid points, simulate the rest, journal, tell.
+
+Determinism. The points of batch ``b`` are a function of the run seed and the evaluations told
+before it, nothing else: the initial design is one Latin hypercube drawn from the run seed; after
+it, batch ``b`` comes from a *fresh* scikit-optimize ``Optimizer`` seeded with (run seed, b) and
+told every earlier evaluation in ask order. The batch size is fixed (not the worker count), the
+seeds of evaluation ``i`` are derived from (run seed, i, repeat), and results are told in ask
+order however they complete. So a run gives the same numbers with 1, 2 or 8 workers, on Dask or
+locally, and a resumed run the same as one never interrupted: replaying the journal *is* telling
+a fresh optimizer what the killed one knew.
+
+Infeasible points (the policy fails validation or admission control) are never simulated; they
+are journaled as infeasible and told the penalty ``worst + margin * (worst - best)`` of the
+feasible values known at that time (at least 10 % of ``|worst|`` above ``worst``;
+``tuner.no_feasible_penalty`` while none is known), i.e. worse than every feasible point.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memtune.core.plugins import build_plugin_manager
+from memtune.core.scenario import Scenario
+from memtune.errors import ConfigError, UserError
+from memtune.policies import Percent, Policy, VMRule, apply_policy, list_presets, load_policy
+from memtune.tuner.defaults import default
+from memtune.tuner.evaluate import EvalTask, derive_seed, eval_seeds, report_seeds
+from memtune.tuner.executors import Executor, SerialExecutor
+from memtune.tuner.journal import Journal, JournalState, read_journal
+from memtune.tuner.objective import Objective
+from memtune.tuner.space import FRACTION_FIELDS, SearchSpace, build_space
+
+OPTIMIZERS = ("gp", "forest", "random")
+BASELINE = "esxi-default"
+JOURNAL = "journal.jsonl"
+
+
+@dataclass
+class TuneConfig:
+    """Everything that decides a tuning run's results (and a few things that do not)."""
+
+    scenario: Scenario
+    seed: int | None = None                 # None: the scenario's seed
+    budget: int = field(default_factory=lambda: default("tuner.budget"))
+    batch: int = field(default_factory=lambda: default("tuner.batch"))
+    repeats: int = field(default_factory=lambda: default("tuner.repeats"))
+    initial_points: int = field(default_factory=lambda: default("tuner.initial_points"))
+    duration: float | None = None           # simulated seconds per run; None: warm-up + eval window
+    optimizer: str = "gp"
+    objective: Objective = field(default_factory=Objective)
+    group: str = "prefix"
+    knobs: tuple[str, ...] = ()
+    fix: tuple[str, ...] = ()
+    disable: tuple[str, ...] = ()
+    plugins: tuple[str, ...] = ()
+    # stopping rules and reporting (do not change the points a run visits)
+    patience: int | None = None
+    time_limit: float | None = None
+    presets: tuple[str, ...] | None = None  # compared in the report; None: every preset
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}", field="--optimizer")
+        for name, flag in (("budget", "--budget"), ("batch", "--batch"), ("repeats", "--repeats"),
+                           ("initial_points", "--initial-points")):
+            if getattr(self, name) < 1:
+                raise UserError("must be at least 1", field=flag)
+        if self.patience is not None and self.patience < 1:
+            raise UserError("must be at least 1", field="--patience")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise UserError("must be greater than zero", field="--time-limit")
+        if self.duration is not None and not self.duration > 0:
+            raise UserError("must be greater than zero", field="--duration")
+        if self.seed is None:
+            self.seed = self.scenario.seed
+
+    @property
+    def n_initial(self) -> int:
+        """Initial design size, rounded up to whole batches."""
+        return int(math.ceil(self.initial_points / self.batch) * self.batch)
+
+
+@dataclass
+class Evaluation:
+    """One told point."""
+
+    index: int
+    batch: int
+    x: list[Any]
+    assignment: dict[str, Any]
+    feasible: bool
+    value: float | None = None
+    metrics: dict[str, Any] | None = None
+    reason: str | None = None
+    seeds: tuple[int, ...] = ()
+    elapsed: float = 0.0
+
+    def record(self) -> dict[str, Any]:
+        return {"type": "eval", "index": self.index, "batch": self.batch, "x": self.x,
+                "point": self.assignment, "feasible": self.feasible, "value": self.value,
+                "reason": self.reason, "seeds": list(self.seeds), "elapsed": round(self.elapsed, 4),
+                "metrics": self.metrics}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> Evaluation:
+        return cls(index=int(rec["index"]), batch=int(rec["batch"]), x=list(rec["x"]),
+                   assignment=dict(rec["point"]), feasible=bool(rec["feasible"]), value=rec.get("value"),
+                   metrics=rec.get("metrics"), reason=rec.get("reason"), seeds=tuple(rec.get("seeds", ())),
+                   elapsed=float(rec.get("elapsed", 0.0)))
+
+
+def eval_scenario(scenario: Scenario, duration: float | None) -> Scenario:
+    """``scenario`` with the simulated time of one evaluation: ``duration`` if given (a warm-up
+    as long or longer is cut to a third of it), else warm-up + ``tuner.eval_window`` (at most the
+    scenario's own duration)."""
+    if duration is None:
+        duration = min(scenario.duration, scenario.warmup + default("tuner.eval_window"))
+    warmup = scenario.warmup if scenario.warmup < duration else duration / 3
+    duration = max(scenario.tick, round(duration / scenario.tick) * scenario.tick)
+    return scenario.replace(duration=float(duration), warmup=float(warmup))
+
+
+def assignment_to_policy(space: SearchSpace, assignment: dict[str, Any], name: str,
+                         description: str = "") -> Policy:
+    """The policy a point stands for: host settings, and one rule per VM group (a ``<group>-*``
+    pattern when it selects exactly the group's VMs, else one rule per VM)."""
+    import fnmatch
+
+    settings = {k: v for k, v in assignment.items() if k in space.registry}
+    per_group = space.group_values(assignment)
+    mem = {vm.name: vm.memory for vm in space.scenario.vms}
+    all_names = list(mem)
+    rules: list[VMRule] = []
+    for group, members in space.groups.items():
+        knobs = per_group.get(group)
+        if not knobs:
+            continue
+        pattern = f"{group}-*"
+        use_pattern = (len(members) > 1 and len({mem[m] for m in members}) == 1
+                       and sorted(fnmatch.filter(all_names, pattern)) == sorted(members))
+        targets = [pattern] if use_pattern else list(members)
+        for target in targets:
+            values: dict[str, Any] = {}
+            for fld, v in knobs.items():
+                if fld in FRACTION_FIELDS:
+                    values[fld] = Percent(round(float(v) * 100, 2))
+                elif fld == "shares":
+                    mb = max(1, mem[members[0] if use_pattern else target] // 2**20)
+                    values[fld] = max(1, int(round(float(v) * mb)))
+            rules.append(VMRule(target, **values))
+    return Policy(name=name, description=description, settings=settings, vms=tuple(rules),
+                  source=f"<tuner point {name}>")
+
+
+class Tuner:
+    """A tuning run writing to ``out`` (see :func:`tune` for the one-call form)."""
+
+    def __init__(self, config: TuneConfig, out: Path, *, resume: bool = False,
+                 executor: Executor | None = None,
+                 on_eval: Callable[[Evaluation, Tuner], None] | None = None) -> None:
+        self.config = c = config
+        self.out = Path(out)
+        self.executor = executor or SerialExecutor()
+        self.on_eval = on_eval
+        self.pm = build_plugin_manager(disable=tuple(c.disable) + tuple(c.scenario.disable), modules=c.plugins)
+        self.base = eval_scenario(c.scenario, c.duration)
+        self.space = build_space(self.base, self.pm, group=c.group, knobs=c.knobs, fix=c.fix)
+        self.weights = c.objective.vm_weights(self.base, self.space.groups)
+        self.history: list[Evaluation] = []
+        self.stop_reason = ""
+        self.started = time.monotonic()
+        self.sim_seconds = 0.0
+        self._journal_path = self.out / JOURNAL
+        self._pending_batch: dict[str, Any] | None = None
+        self._done_in_batch: dict[int, Evaluation] = {}
+        self._prepare(resume)
+
+    # --- set-up and resume ---------------------------------------------------------------------
+
+    def start_record(self) -> dict[str, Any]:
+        c = self.config
+        return {"type": "start", "version": 1, "scenario": c.scenario.name, "source": c.scenario.source,
+                "seed": c.seed, "budget": c.budget, "batch": c.batch, "repeats": c.repeats,
+                "initial_points": c.n_initial, "optimizer": c.optimizer, "duration": self.base.duration,
+                "warmup": self.base.warmup, "objective": c.objective.describe(), "space": self.space.signature(),
+                "plugins": self.pm.plugin_names(), "modules": list(c.plugins)}
+
+    _MUST_MATCH = ("scenario", "seed", "batch", "repeats", "initial_points", "optimizer", "duration",
+                   "warmup", "objective", "space", "plugins")
+
+    def _prepare(self, resume: bool) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self._journal_path
+        if resume and path.exists():
+            state = read_journal(path)
+            want = self.start_record()
+            for key in self._MUST_MATCH:
+                if state.start.get(key) != want[key]:
+                    raise ConfigError(f"this run's {key} differs from the journal's; resume with the same "
+                                      f"scenario and flags, or use another --out", source=str(path),
+                                      field=key)
+            self._load(state)
+            self.journal = Journal(path, truncate_tail=state.torn_bytes)
+            self.journal.write({"type": "resume", "told": len(self.history), "time": time.time()})
+            return
+        if path.exists() and not resume:
+            raise UserError(f"{self.out} already holds a tuning run; use --resume to continue it or "
+                            f"another --out", field="--out")
+        self.journal = Journal(path)
+        self.journal.write({**self.start_record(), "time": time.time()})
+
+    def _load(self, state: JournalState) -> None:
+        """Rebuild the history from the journal: whole batches in order; a batch cut short by the
+        kill keeps its finished evaluations and re-runs the rest."""
+        b = 0
+        while b in state.batches:
+            rec = state.batches[b]
+            first, points = int(rec["first"]), rec["points"]
+            if first != len(self.history):
+                raise ConfigError(f"batch {b} starts at evaluation {first}, expected {len(self.history)}",
+                                  source=str(self._journal_path))
+            done = [state.evals.get(first + i) for i in range(len(points))]
+            if all(done):
+                self.history.extend(Evaluation.from_record(r) for r in done)
+                b += 1
+                continue
+            self._pending_batch = rec
+            self._done_in_batch = {int(r["index"]): Evaluation.from_record(r) for r in done if r}
+            break
+
+    # --- asking ----------------------------------------------------------------------------------
+
+    def penalty(self) -> float:
+        vals = [e.value for e in self.history if e.feasible and e.value is not None]
+        if not vals:
+            return float(default("tuner.no_feasible_penalty"))
+        worst, best = max(vals), min(vals)
+        return worst + max(default("tuner.penalty_margin") * (worst - best), 0.1 * abs(worst), 1e-12)
+
+    def told(self) -> tuple[list[list[Any]], list[float]]:
+        pen = self.penalty()
+        xs = [e.x for e in self.history]
+        ys = [e.value if e.feasible and e.value is not None else pen for e in self.history]
+        return xs, ys
+
+    def propose(self, b: int, n: int) -> list[list[Any]]:
+        """The ``n`` points of batch ``b`` (a function of the run seed and the history only)."""
+        c = self.config
+        dims = self.space.skopt_dimensions()
+        from skopt.space import Space
+
+        space = Space(dims)
+        if c.optimizer == "random":
+            return space.rvs(n_samples=n, random_state=derive_seed(c.seed, "random", b))
+        told = len(self.history)
+        if told < c.n_initial:
+            from skopt.sampler import Lhs
+
+            design = Lhs(lhs_type="classic", criterion="maximin", iterations=200).generate(
+                dims, c.n_initial, random_state=derive_seed(c.seed, "design"))
+            pts = [list(p) for p in design[told:told + n]]
+            if len(pts) < n:
+                pts += space.rvs(n_samples=n - len(pts), random_state=derive_seed(c.seed, "fill", b))
+            return pts
+        from skopt import Optimizer
+        from skopt.utils import cook_estimator
+
+        rs = derive_seed(c.seed, "optimizer", b)
+        if c.optimizer == "gp":
+            est = cook_estimator("GP", space=space, random_state=rs, noise="gaussian")
+        else:
+            est = cook_estimator("ET", random_state=rs, n_estimators=100, min_samples_leaf=3)
+        opt = Optimizer(dims, base_estimator=est, n_initial_points=0, acq_func="gp_hedge" if c.optimizer == "gp"
+                        else "EI", random_state=rs)
+        xs, ys = self.told()
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt.tell(xs, ys)
+            return [list(p) for p in opt.ask(n_points=n)]
+
+    # --- running ---------------------------------------------------------------------------------
+
+    def _policy_scenario(self, assignment: dict[str, Any], name: str) -> tuple[Policy, Scenario | None, str | None]:
+        policy = assignment_to_policy(self.space, assignment, name)
+        try:
+            return policy, apply_policy(policy, self.base, registry=self.space.registry), None
+        except UserError as exc:
+            return policy, None, exc.message
+
+    def best(self) -> Evaluation | None:
+        feas = [e for e in self.history if e.feasible and e.value is not None]
+        return min(feas, key=lambda e: (e.value, e.index)) if feas else None
+
+    def _since_best(self) -> int:
+        best = self.best()
+        if best is None:
+            return len(self.history)
+        return sum(1 for e in self.history if e.index > best.index)
+
+    def _should_stop(self) -> bool:
+        c = self.config
+        if len(self.history) >= c.budget:
+            self.stop_reason = "budget"
+        elif c.patience is not None and self._since_best() >= c.patience:
+            self.stop_reason = f"no improvement in {c.patience} evaluations"
+        elif c.time_limit is not None and time.monotonic() - self.started >= c.time_limit:
+            self.stop_reason = "time limit"
+        return bool(self.stop_reason)
+
+    def run(self) -> list[Evaluation]:
+        """Evaluate batches until a stopping rule holds; returns the history."""
+        c = self.config
+        while True:
+            if self._pending_batch is not None:
+                rec, done = self._pending_batch, self._done_in_batch
+                self._pending_batch, self._done_in_batch = None, {}
+                self._run_batch(int(rec["batch"]), int(rec["first"]), [list(p) for p in rec["points"]], done)
+                continue
+            if self._should_stop():
+                break
+            b = self.history[-1].batch + 1 if self.history else 0
+            n = min(c.batch, c.budget - len(self.history))
+            points = self.propose(b, n)
+            points = [[self.space.dimensions[i].native(v) for i, v in enumerate(p)] for p in points]
+            first = len(self.history)
+            self.journal.write({"type": "batch", "batch": b, "first": first, "points": points})
+            self._run_batch(b, first, points, {})
+        self.journal.write({"type": "end", "told": len(self.history), "reason": self.stop_reason,
+                            "time": time.time()})
+        return self.history
+
+    def _run_batch(self, b: int, first: int, points: list[list[Any]], done: dict[int, Evaluation]) -> None:
+        c = self.config
+        results: dict[int, Evaluation] = dict(done)
+        tasks: list[EvalTask] = []
+        pending: dict[int, Evaluation] = {}
+        for i, x in enumerate(points):
+            idx = first + i
+            if idx in results:
+                continue
+            assignment = self.space.assignment(x)
+            _, scenario, problem = self._policy_scenario(assignment, f"point-{idx}")
+            ev = Evaluation(idx, b, x, assignment, feasible=scenario is not None, reason=problem)
+            if scenario is None:
+                self.journal.write(ev.record())
+                results[idx] = ev
+                self._notify(ev)
+                continue
+            ev.seeds = eval_seeds(c.seed, idx, c.repeats)
+            pending[idx] = ev
+            tasks.append(EvalTask(idx, scenario, ev.seeds, tuple(c.disable), tuple(c.plugins)))
+        for res in self.executor.run(tasks):
+            ev = pending[int(res["index"])]
+            ev.elapsed = float(res["elapsed"])
+            self.sim_seconds += ev.elapsed
+            if not res["feasible"]:      # refused at power-on although the policy validated
+                ev.feasible, ev.reason = False, res["reason"]
+            else:
+                ev.metrics = res["metrics"]
+                ev.value = c.objective.value(res["metrics"], self.weights)
+            self.journal.write(ev.record())
+            results[ev.index] = ev
+            self._notify(ev)
+        self.history.extend(results[first + i] for i in range(len(points)))
+
+    def _notify(self, ev: Evaluation) -> None:
+        if self.on_eval is not None:
+            self.on_eval(ev, self)
+
+    # --- comparing -------------------------------------------------------------------------------
+
+    def compare(self, best: Evaluation | None) -> dict[str, Any]:
+        """The best point, the baseline and the presets simulated on the same report seeds."""
+        c = self.config
+        seeds = report_seeds(c.seed, c.repeats)
+        names = list_presets() if c.presets is None else list(c.presets)
+        entries: dict[str, dict[str, Any]] = {}
+        tasks: list[EvalTask] = []
+        for name in names:
+            try:
+                sc = apply_policy(load_policy(name), self.base, registry=self.space.registry)
+                problem = None
+            except UserError as exc:
+                sc, problem = None, exc.message
+            entries[name] = {"kind": "preset", "feasible": sc is not None, "reason": problem}
+            if sc is not None:
+                tasks.append(EvalTask(name, sc, seeds, tuple(c.disable), tuple(c.plugins)))
+        if BASELINE not in names:
+            entries["scenario"] = {"kind": "scenario", "feasible": True, "reason": None}
+            tasks.append(EvalTask("scenario", self.base, seeds, tuple(c.disable), tuple(c.plugins)))
+        if best is not None:
+            _, sc, _ = self._policy_scenario(best.assignment, "best")
+            entries["best"] = {"kind": "best", "feasible": True, "reason": None, "index": best.index}
+            tasks.append(EvalTask("best", sc, seeds, tuple(c.disable), tuple(c.plugins)))
+        for res in self.executor.run(tasks):
+            e = entries[str(res["index"])]
+            if not res["feasible"]:
+                e["feasible"], e["reason"] = False, res["reason"]
+                continue
+            e["metrics"] = res["metrics"]
+            e["value"] = c.objective.value(res["metrics"], self.weights)
+        return {"seeds": list(seeds), "baseline": BASELINE if BASELINE in entries else "scenario",
+                "entries": entries}
+
+
+def vm_table(names: list[str], before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Per-VM latency and stall before (baseline) and after (best)."""
+    rows = []
+    for i, n in enumerate(names):
+        row: dict[str, Any] = {"vm": n}
+        for tag, m in (("before", before), ("after", after)):
+            if m is None:
+                continue
+            for k in ("mean_latency", "p99_latency", "stall"):
+                row[f"{k}_{tag}"] = m[k][i]
+        rows.append(row)
+    return rows
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not np.isfinite(a) or not np.isfinite(b) or b == 0:
+        return None
+    return float(a / b)

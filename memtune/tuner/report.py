@@ -1,0 +1,171 @@
+"""What a tuning run leaves behind: the best policy (TOML), ``report.json``, plots, a summary.
+
+``report.json`` holds the run's configuration, the best point and its policy, the best policy, the
+baseline (``esxi-default``) and every other preset simulated on the same report seeds (objective
+and per-VM metrics), per-VM latency before (baseline) and after (best), and every evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memtune.tuner.loop import (
+    BASELINE,
+    Evaluation,
+    TuneConfig,
+    Tuner,
+    assignment_to_policy,
+    ratio,
+    vm_table,
+)
+
+POLICY_FILE = "best-policy.toml"
+REPORT_FILE = "report.json"
+
+
+def build_report(tuner: Tuner, comparison: dict[str, Any]) -> dict[str, Any]:
+    """The report as plain data."""
+    c = tuner.config
+    best = tuner.best()
+    entries = comparison["entries"]
+    base_name = comparison["baseline"]
+    base = entries.get(base_name, {})
+    best_entry = entries.get("best", {})
+    names = [vm.name for vm in tuner.base.vms]
+    evals = [e.record() | {"told": v} for e, v in zip(tuner.history, tuner.told()[1], strict=True)]
+    return {
+        "scenario": c.scenario.name,
+        "seed": c.seed,
+        "objective": c.objective.describe(),
+        "optimizer": c.optimizer,
+        "budget": c.budget,
+        "batch": c.batch,
+        "repeats": c.repeats,
+        "duration": tuner.base.duration,
+        "warmup": tuner.base.warmup,
+        "executor": tuner.executor.describe(),
+        "stop_reason": tuner.stop_reason,
+        "evaluations": len(tuner.history),
+        "simulated": sum(1 for e in tuner.history if e.metrics is not None),
+        "infeasible": sum(1 for e in tuner.history if not e.feasible),
+        "penalty": tuner.penalty(),
+        "wall_seconds": time.monotonic() - tuner.started,
+        "space": [d.describe() for d in tuner.space.dimensions],
+        "fixed": tuner.space.fixed,
+        "groups": {k: list(v) for k, v in tuner.space.groups.items()},
+        "best": None if best is None else {
+            "index": best.index, "point": best.assignment, "value_during_search": best.value,
+            "value": best_entry.get("value"), "metrics": best_entry.get("metrics"),
+        },
+        "baseline": base_name,
+        "ratio_to_baseline": ratio(best_entry.get("value"), base.get("value")),
+        "report_seeds": comparison["seeds"],
+        "presets": {k: {kk: vv for kk, vv in v.items() if kk != "kind"}
+                    for k, v in entries.items() if k != "best"},
+        "vms": vm_table(names, base.get("metrics"), best_entry.get("metrics")),
+        "history": evals,
+    }
+
+
+def write_outputs(tuner: Tuner, comparison: dict[str, Any], *, plots: bool = True) -> dict[str, Any]:
+    """Write the best policy, ``report.json`` and the plots into the run's directory."""
+    out = tuner.out
+    report = build_report(tuner, comparison)
+    best = tuner.best()
+    files: dict[str, str] = {}
+    if best is not None:
+        desc = (f"tuned by memtune optimize on {tuner.config.scenario.name} ({tuner.config.objective.label}); "
+                f"{report['ratio_to_baseline'] if report['ratio_to_baseline'] is not None else 'n/a'} "
+                f"x {report['baseline']}")
+        policy = assignment_to_policy(tuner.space, best.assignment, f"tuned-{tuner.config.scenario.name}",
+                                      desc)
+        report["best"]["policy"] = policy.to_dict()
+        _write_text(out / POLICY_FILE, policy.to_toml())
+        files["policy"] = str(out / POLICY_FILE)
+    if plots:
+        from memtune.tuner.plots import write_plots
+
+        files.update(write_plots(tuner, report))
+    report["files"] = files
+    _write_text(out / REPORT_FILE, json.dumps(report, indent=1, default=_plain) + "\n")
+    files["report"] = str(out / REPORT_FILE)
+    files["journal"] = str(tuner._journal_path)
+    return report
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _plain(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def fmt_value(value: float | None, objective_kind: str, slo: bool) -> str:
+    if value is None:
+        return "n/a"
+    if not slo and objective_kind in ("mean-latency", "p99-latency"):
+        return f"{value * 1e6:.2f}us"
+    return f"{value:.4f}"
+
+
+def summary(report: dict[str, Any]) -> str:
+    """A few lines for the terminal."""
+    obj = report["objective"]
+    slo = obj["slo_p99"] is not None
+    lines = [f"memtune optimize: {report['scenario']}, {report['evaluations']} evaluations "
+             f"({report['simulated']} simulated, {report['infeasible']} infeasible), stopped: "
+             f"{report['stop_reason']}, {report['wall_seconds']:.0f} s"]
+    best = report["best"]
+    presets = report["presets"]
+    base = presets.get(report["baseline"], {})
+    if best is None:
+        lines.append("no feasible point found")
+    else:
+        r = report["ratio_to_baseline"]
+        lines.append(f"objective ({obj['label']}): best {fmt_value(best['value'], obj['kind'], slo)} vs "
+                     f"{report['baseline']} {fmt_value(base.get('value'), obj['kind'], slo)}"
+                     + (f" = {r:.2f}x" if r is not None else ""))
+        others = [f"{k} {fmt_value(v.get('value'), obj['kind'], slo)}" if v.get("feasible") else f"{k} infeasible"
+                  for k, v in presets.items() if k != report["baseline"]]
+        if others:
+            lines.append("presets on the same seeds: " + ", ".join(others))
+        knobs = ", ".join(f"{k}={_short(v)}" for k, v in best["point"].items())
+        lines.append(f"best point (#{best['index']}): {knobs}")
+    for name in ("policy", "report"):
+        if name in report.get("files", {}):
+            lines.append(f"{name}: {report['files'][name]}")
+    return "\n".join(lines)
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def tune(config: TuneConfig, out: Path | str, *, resume: bool = False, executor: Any = None,
+         on_eval: Any = None, plots: bool = True) -> dict[str, Any]:
+    """Run a whole tuning job: search, compare on the report seeds, write the outputs."""
+    tuner = Tuner(config, Path(out), resume=resume, executor=executor, on_eval=on_eval)
+    tuner.run()
+    comparison = tuner.compare(tuner.best())
+    report = write_outputs(tuner, comparison, plots=plots)
+    tuner.journal.close()
+    return report
+
+
+__all__ = ["BASELINE", "Evaluation", "build_report", "summary", "tune", "write_outputs"]
