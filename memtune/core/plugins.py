@@ -55,6 +55,23 @@ def _env_list(name: str) -> list[str] | None:
     return [x.strip() for x in raw.split(",") if x.strip()]
 
 
+def guard(plugin: str, hook: str, fn):
+    """``fn`` wrapped so an exception becomes a :class:`PluginError` naming ``plugin`` and ``hook``.
+
+    For callbacks a plugin hands to the core outside a hook call (page-out tiers)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (PluginError, UserError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - re-raised with the plugin's name
+            raise PluginError(plugin, hook, exc) from exc
+
+    return wrapper
+
+
 def _wrap_hookimpls(pm: pluggy.PluginManager, plugin: object, name: str) -> None:
     for caller in pm.get_hookcallers(plugin) or []:
         for impl in caller.get_hookimpls():
