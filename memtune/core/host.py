@@ -26,7 +26,7 @@ from memtune.core.pages import (
     template_content,
     unique_content,
 )
-from memtune.core.plugins import MemtunePluginManager
+from memtune.core.plugins import MemtunePluginManager, guard
 from memtune.core.sampling import WorkingSetSampler
 from memtune.core.scenario import Scenario
 from memtune.core.settings import SettingsRegistry
@@ -123,7 +123,7 @@ class Host:
 
         def make_tier(owner: str) -> dict:
             return {"register": lambda name, priority, func: self.tiers.append(
-                PageOutTier(name, int(priority), func, owner))}
+                PageOutTier(name, int(priority), guard(owner, f"page-out tier {name!r}", func), owner))}
 
         call_each(pm, "memtune_register_page_out", make_tier)
         self.tiers.sort(key=lambda t: (t.priority, t.name))
