@@ -1,0 +1,1 @@
+"""Importers: turn measurements from real hosts into scenarios (``memtune import ...``)."""
