@@ -1,0 +1,158 @@
+"""Broken plugins: mistakes caught at load (misspelled hook, wrong argument, missing @hookimpl) and
+failures inside hooks (one line naming the plugin and the hook, exit 1; the traceback with --debug)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from memtune import hookimpl
+from memtune.cli import main_group
+from memtune.core.engine import Engine
+from memtune.core.host import Host
+from memtune.core.plugins import build_plugin_manager
+from memtune.errors import PluginError, UserError
+from memtune.testing import plugin_manager, run_with, tiny_scenario
+
+TINY_TOML = '''
+name = "tiny"
+duration = "20s"
+tick = "2s"
+seed = 3
+[host]
+memory = "4 GiB"
+page_scale = 16
+[workloads.w]
+allocated = 0.5
+wss = 0.2
+[[vm]]
+name = "vm"
+count = 2
+memory = "1 GiB"
+workload = "w"
+'''
+
+BOOM = '''
+from memtune import hookimpl
+
+
+@hookimpl
+def memtune_tick(host, now, dt):
+    if now >= 6:
+        raise RuntimeError("disk on fire at t=%g" % now)
+'''
+
+
+@pytest.fixture
+def modules(tmp_path, monkeypatch):
+    """Write plugin modules into a folder on sys.path (and PYTHONPATH for subprocesses)."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.delenv("MEMTUNE_PLUGINS", raising=False)
+    monkeypatch.delenv("MEMTUNE_DISABLE_PLUGINS", raising=False)
+    (tmp_path / "tiny.toml").write_text(TINY_TOML)
+
+    def write(name: str, text: str) -> str:
+        (tmp_path / f"{name}.py").write_text(text)
+        return name
+
+    write.dir = tmp_path
+    return write
+
+
+def memtune(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "memtune.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def test_misspelled_hook_is_an_error_naming_the_plugin_and_the_right_name(modules):
+    modules("typo", "from memtune import hookimpl\n\n@hookimpl\ndef memtune_tikc(host, now, dt):\n    pass\n")
+    with pytest.raises(UserError) as err:
+        build_plugin_manager(modules=["typo"])
+    assert str(err.value) == "plugin 'typo': unknown hook 'memtune_tikc' (did you mean memtune_tick?)"
+    r = CliRunner().invoke(main_group, ["simulate", str(modules.dir / "tiny.toml"), "-p", "typo"])
+    assert r.exit_code == 2
+    assert r.output == "memtune: error: plugin 'typo': unknown hook 'memtune_tikc' (did you mean memtune_tick?)\n"
+
+
+def test_argument_the_spec_does_not_have_is_an_error(modules):
+    modules("badarg", "from memtune import hookimpl\n\n@hookimpl\ndef memtune_tick(host, when):\n    pass\n")
+    with pytest.raises(UserError, match=r"^plugin 'badarg': .*memtune_tick.*\{'when'\}.*can not be found in the "
+                                        r"hookspec$"):
+        build_plugin_manager(modules=["badarg"])
+
+
+def test_hook_named_function_without_hookimpl_is_an_error(modules):
+    modules("nodeco", "def memtune_tick(host, now, dt):\n    pass\n")
+    with pytest.raises(UserError, match=r"^plugin 'nodeco': memtune_tick is not marked @hookimpl"):
+        build_plugin_manager(modules=["nodeco"])
+
+
+def test_object_plugins_are_validated_too():
+    class Typo:
+        @hookimpl
+        def memtune_reclam(self, host, state, need):
+            pass
+
+    with pytest.raises(UserError, match=r"plugin 'typo': unknown hook 'memtune_reclam' \(did you mean "
+                                        r"memtune_reclaim\?\)"):
+        plugin_manager(Typo())
+
+
+def test_raising_hook_stops_the_run_with_plugin_and_hook_named():
+    class Boom:
+        name = "boom"
+
+        @hookimpl
+        def memtune_access_overhead(self, host):
+            raise ZeroDivisionError("bad rate")
+
+    with pytest.raises(PluginError) as err:
+        run_with(Boom(), builtins=False, duration=4.0)
+    e = err.value
+    assert (e.plugin, e.hook, type(e.cause)) == ("boom", "memtune_access_overhead", ZeroDivisionError)
+    assert str(e) == "plugin 'boom' failed in hook memtune_access_overhead: ZeroDivisionError: bad rate"
+
+
+def test_raising_registration_hook_and_page_out_tier_are_named_too():
+    class BadSettings:
+        name = "badsettings"
+
+        @hookimpl
+        def memtune_register_settings(self, register):
+            raise KeyError("oops")
+
+    with pytest.raises(PluginError, match=r"plugin 'badsettings' failed in hook memtune_register_settings"):
+        Host(tiny_scenario(), plugin_manager(BadSettings(), builtins=False))
+
+    class BadTier:
+        name = "badtier"
+
+        @hookimpl
+        def memtune_register_page_out(self, register):
+            register("leaky", 50, lambda host, pages: pages[10**9])
+
+    host = Host(tiny_scenario(), plugin_manager(BadTier(), builtins=False))
+    Engine(host)
+    with pytest.raises(PluginError, match=r"plugin 'badtier' failed in hook page-out tier 'leaky': IndexError"):
+        host.page_out(np.arange(3))
+
+
+def test_cli_prints_one_line_and_exits_1_and_the_traceback_with_debug(modules):
+    modules("boom", BOOM)
+    r = memtune("simulate", "tiny.toml", "-p", "boom", cwd=modules.dir)
+    assert r.returncode == 1, r.stderr
+    assert r.stdout == ""
+    assert r.stderr == ("memtune: error: plugin 'boom' failed in hook memtune_tick: RuntimeError: disk on fire "
+                        "at t=6 (run with --debug for the traceback)\n")
+    r = memtune("--debug", "simulate", "tiny.toml", "-p", "boom", cwd=modules.dir)
+    assert r.returncode == 1
+    assert r.stderr.startswith("Traceback (most recent call last):")
+    assert 'boom.py", line 8, in memtune_tick\n    raise RuntimeError("disk on fire at t=%g" % now)' in r.stderr
+    assert "RuntimeError: disk on fire at t=6" in r.stderr
+    assert "PluginError: plugin 'boom' failed in hook memtune_tick" in r.stderr
