@@ -218,6 +218,7 @@ def _parse_rule(data: Any, *, source: str, table: str, name: str | None) -> VMRu
         raise _fail(source, table, "expected a table")
     allowed = set(_KEY_TO_FIELD) | ({"name"} if name is None else set())
     values: dict[str, Any] = {}
+    keys: dict[str, str] = {}
     for key, value in data.items():
         fld = f"{table}.{key}"
         if key not in allowed:
@@ -228,6 +229,7 @@ def _parse_rule(data: Any, *, source: str, table: str, name: str | None) -> VMRu
         f = _KEY_TO_FIELD[key]
         if f in values:
             raise _fail(source, fld, f"{KNOBS[f][0]} given twice (once by its short name)")
+        keys[f] = key
         if f == "reservation":
             values[f] = parse_amount(value, source=source, fld=fld, keywords=(ACTIVE,))
         elif f in ("limit", "maxmemctl"):
@@ -245,10 +247,10 @@ def _parse_rule(data: Any, *, source: str, table: str, name: str | None) -> VMRu
         name = raw
     res, lim = values.get("reservation"), values.get("limit")
     if isinstance(res, int) and isinstance(lim, int) and res > lim:
-        raise _fail(source, f"{table}.{KNOBS['reservation'][0]}",
+        raise _fail(source, f"{table}.{keys['reservation']}",
                     f"reservation ({format_size_exact(res)}) is larger than the limit ({format_size_exact(lim)})")
     if isinstance(res, Percent) and isinstance(lim, Percent) and res.value > lim.value:
-        raise _fail(source, f"{table}.{KNOBS['reservation'][0]}",
+        raise _fail(source, f"{table}.{keys['reservation']}",
                     f"reservation ({res}) is larger than the limit ({lim})")
     return VMRule(name=name, **values)
 
