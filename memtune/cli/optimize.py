@@ -1,0 +1,162 @@
+"""``memtune optimize``: search the policy knobs for the lowest stall / latency (see docs/tuner.md)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from memtune.cli.common import duration_option, plugin_options, scenario_arg
+from memtune.errors import UserError
+from memtune.tuner.defaults import default
+
+
+class _Bar:
+    """click.progressbar on stderr: evaluations told, best objective so far, ETA."""
+
+    def __init__(self, budget: int, fmt: Any) -> None:
+        self.best = math.inf
+        self.fmt = fmt
+        self.bar = click.progressbar(length=budget, label="optimizing", file=sys.stderr, show_eta=True,
+                                     show_pos=True, item_show_func=self._item)
+        self.bar.__enter__()
+
+    def _item(self, _: Any) -> str:
+        return f"best {self.fmt(self.best)}" if math.isfinite(self.best) else "best -"
+
+    def __call__(self, ev: Any, tuner: Any) -> None:
+        if ev.feasible and ev.value is not None and ev.value < self.best:
+            self.best = ev.value
+        self.bar.update(1, ev)
+
+    def skip(self, n: int, best: float | None) -> None:
+        if best is not None:
+            self.best = best
+        if n:
+            self.bar.update(n, None)
+
+    def close(self) -> None:
+        self.bar.__exit__(None, None, None)
+
+
+@click.command("optimize")
+@click.argument("scenario", required=False)
+@click.option("--out", "out", default="memtune-out", show_default=True, type=click.Path(file_okay=False),
+              help="Output directory: journal, best policy TOML, report.json, plots.")
+@click.option("--resume", is_flag=True, help="Continue the run journaled in --out (a killed run).")
+@click.option("--budget", type=int, default=default("tuner.budget"), show_default=True,
+              help="Evaluations (points told to the optimizer), infeasible ones included.")
+@click.option("--time-limit", help="Stop asking for new batches after this wall time (e.g. 10m).")
+@click.option("--patience", type=int, help="Stop after this many evaluations without improvement.")
+@click.option("--optimizer", type=click.Choice(["gp", "forest", "random"]), default="gp", show_default=True,
+              help="Gaussian process, extra trees, or random search.")
+@click.option("--objective", type=click.Choice(["stall", "mean-latency", "p99-latency", "weighted"]),
+              default="stall", show_default=True, help="What to minimise (weighted mean over VMs).")
+@click.option("--weight", "weights", multiple=True, metavar="NAME=W",
+              help="Weight of a VM or VM group in the objective (repeatable; replaces share weights).")
+@click.option("--slo-p99", help="SLO mode: minimise reserved memory with every VM's p99 extra latency "
+                                "at most this (e.g. 20us).")
+@click.option("--knobs", "knobs", multiple=True, metavar="LIST",
+              help="Tune only these knobs: comma-separated names or patterns (Mem.IdleTax, reservation, web.*).")
+@click.option("--fix", "fix", multiple=True, metavar="NAME=VALUE",
+              help="Pin a knob or host setting (repeatable), e.g. Mem.IdleTax=75 or web.limit=1.")
+@click.option("--group", type=click.Choice(["prefix", "vm", "all"]), default="prefix", show_default=True,
+              help="VMs sharing per-VM knobs: name without -NN suffix, each VM, or all VMs.")
+@click.option("--repeats", type=int, default=default("tuner.repeats"), show_default=True,
+              help="Simulations (seeds) per point.")
+@click.option("--batch", type=int, default=default("tuner.batch"), show_default=True,
+              help="Points asked at once (fixed, so results do not depend on --workers).")
+@click.option("--initial-points", type=int, default=default("tuner.initial_points"), show_default=True,
+              help="Latin-hypercube points before the model is used (rounded up to whole batches).")
+@click.option("--duration", help="Simulated time per evaluation (default: warm-up + 10m, at most the "
+                                 "scenario's).")
+@click.option("--seed", type=int, help="Run seed (default: the scenario's).")
+@click.option("--workers", type=int, default=default("tuner.workers"), show_default=True,
+              help="Local worker processes (1: in this process).")
+@click.option("--dask-scheduler", metavar="ADDRESS", help="Run evaluations on this Dask cluster instead.")
+@click.option("--presets", "presets", metavar="LIST",
+              help="Presets to compare in the report (comma-separated; default: all).")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG plots.")
+@click.option("--metrics-port", type=int, help="Serve tuner metrics for Prometheus on this port.")
+@click.option("--metrics-bind", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal).")
+@plugin_options
+def cli(scenario, out, resume, budget, time_limit, patience, optimizer, objective, weights, slo_p99, knobs,
+        fix, group, repeats, batch, initial_points, duration, seed, workers, dask_scheduler, presets, plots,
+        metrics_port, metrics_bind, progress, disable, plugins):
+    """Tune SCENARIO's policy (a built-in name or a TOML file; default: small).
+
+    Writes the best policy (best-policy.toml), report.json and plots to --out, and journals every
+    evaluation so that --resume continues a killed run.
+    """
+    from memtune.tuner.executors import make_executor
+    from memtune.tuner.loop import TuneConfig, Tuner
+    from memtune.tuner.objective import Objective, parse_weights
+    from memtune.tuner.report import fmt_value, summary, write_outputs
+
+    sc = scenario_arg(scenario)
+    slo = duration_option(slo_p99, "--slo-p99")
+    obj = Objective(objective, parse_weights(weights), slo)
+    preset_list = None
+    if presets is not None:
+        from memtune.policies import list_presets
+
+        preset_list = tuple(p.strip() for p in presets.split(",") if p.strip())
+        unknown = [p for p in preset_list if p not in list_presets()]
+        if unknown:
+            raise UserError(f"unknown preset {unknown[0]!r} (presets: {', '.join(list_presets())})",
+                            field="--presets")
+    config = TuneConfig(
+        scenario=sc, seed=seed, budget=budget, batch=batch, repeats=repeats, initial_points=initial_points,
+        duration=duration_option(duration), optimizer=optimizer, objective=obj, group=group,
+        knobs=tuple(knobs), fix=tuple(fix), disable=tuple(disable), plugins=tuple(plugins),
+        patience=patience, time_limit=duration_option(time_limit, "--time-limit"), presets=preset_list)
+    if workers is not None and workers < 1:
+        raise UserError("must be at least 1", field="--workers")
+    metrics = server = None
+    if metrics_port is not None:
+        from prometheus_client.registry import CollectorRegistry
+
+        from memtune.metrics.server import start_metrics_server
+        from memtune.metrics.tuner import TunerMetrics
+
+        registry = CollectorRegistry()
+        metrics = TunerMetrics(registry)
+        server, thread = start_metrics_server(registry, port=metrics_port, bind=metrics_bind)
+    show = sys.stderr.isatty() if progress is None else progress
+    fmt = lambda v: fmt_value(v, obj.kind, slo is not None)  # noqa: E731
+    bar = _Bar(budget, fmt) if show else None
+
+    def on_eval(ev: Any, tuner: Any) -> None:
+        if bar is not None:
+            bar(ev, tuner)
+        if metrics is not None:
+            if ev.feasible and ev.value is not None:
+                metrics.observe(ev.value)
+            else:
+                metrics.infeasible()
+
+    executor = make_executor(workers, dask_scheduler)
+    try:
+        tuner = Tuner(config, Path(out), resume=resume, executor=executor, on_eval=on_eval)
+        if bar is not None:
+            best = tuner.best()
+            bar.skip(len(tuner.history), best.value if best else None)
+        try:
+            tuner.run()
+        finally:
+            if bar is not None:
+                bar.close()
+        comparison = tuner.compare(tuner.best())
+        report = write_outputs(tuner, comparison, plots=plots)
+        tuner.journal.close()
+    finally:
+        executor.close()
+        if server is not None:
+            from memtune.metrics.server import stop_metrics_server
+
+            stop_metrics_server(server, thread)
+    click.echo(summary(report))
