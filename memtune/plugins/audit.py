@@ -33,7 +33,7 @@ from memtune.core.hookspecs import hookimpl
 from memtune.core.settings import Setting
 
 NAME = "audit"
-AGGREGATED = ("cow-break", "share")
+AGGREGATED = ("cow-break", "share", "reclaim")
 COW_COUNT_KEYS = ("breaks", "cow_breaks", "count", "pages")
 
 SETTINGS = (
@@ -84,10 +84,9 @@ class AuditState:
         nvm = host.nvm
         self.period = float(host.settings["Mem.SamplePeriod"])
         self.last_states = host.pages.counts.copy()
-        self.last_counters: dict[str, np.ndarray] = {}
-        self.agg: dict[tuple[str, int | None], dict[str, float]] = defaultdict(dict)
-        self.agg_events: dict[tuple[str, int | None], int] = defaultdict(int)
-        self.reported_reclaim: dict[int | None, dict[str, float]] = defaultdict(dict)
+        self.last_counters: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.agg: dict[tuple, dict[str, Any]] = defaultdict(dict)
+        self.agg_events: dict[tuple, int] = defaultdict(int)
         self.cow = np.zeros(nvm)
         self.share_events = 0
         self.last_share: tuple | None = None
@@ -96,6 +95,7 @@ class AuditState:
         self.leaking = np.zeros(nvm, dtype=bool)
         self.storming = np.zeros(nvm, dtype=bool)
         self.period_start = 0.0
+        self.clock: float | None = None     # time of the period being closed (host.now lags a tick)
 
     def record(self, time: float, kind: str, vm: str | None, data: dict) -> None:
         if self.writer is None:
@@ -135,26 +135,43 @@ def _vm_name(host: Any, vm: int | None) -> str | None:
     return None if vm is None else host.vm_names[int(vm)]
 
 
+def _accumulate(acc: dict[str, Any], data: dict) -> None:
+    """Sum numbers (also inside nested per-VM tables) into ``acc``; ``time`` is not summed."""
+    for k, v in data.items():
+        if k == "time" or isinstance(v, bool):
+            continue
+        if isinstance(v, int | float | np.integer | np.floating):
+            prev = acc.get(k, 0.0)
+            acc[k] = (prev if isinstance(prev, float) else 0.0) + float(v)
+        elif isinstance(v, np.ndarray) and v.ndim == 0:
+            acc[k] = float(acc.get(k, 0.0)) + float(v)
+        elif isinstance(v, dict):
+            sub = acc.get(k)
+            if not isinstance(sub, dict):
+                sub = acc[k] = {}
+            _accumulate(sub, v)
+
+
 @hookimpl
 def memtune_event(host: Any, kind: str, vm: int | None, data: dict) -> None:
-    """Record an event; ``cow-break``, ``share`` and ``reclaim`` events are summed per period."""
+    """Record an event; ``cow-break``, ``share`` and ``reclaim`` events are summed per period (per
+    VM and per text field such as ``technique``)."""
     st = _state(host)
     if st is None:
         return
-    if kind in AGGREGATED or kind == "reclaim":
-        key = (kind, None if vm is None else int(vm))
-        acc = st.reported_reclaim[key[1]] if kind == "reclaim" else st.agg[key]
-        for k, v in data.items():
-            if isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool):
-                acc[k] = acc.get(k, 0.0) + float(v)
+    if kind in AGGREGATED:
+        v = None if vm is None else int(vm)
+        labels = tuple(sorted((k, x) for k, x in data.items() if isinstance(x, str)))
+        key = (kind, v, labels)
+        _accumulate(st.agg[key], data)
         st.agg_events[key] += 1
-        if kind == "cow-break" and vm is not None:
+        if kind == "cow-break" and v is not None:
             n = next((data[k] for k in COW_COUNT_KEYS if k in data and not isinstance(data[k], bool)), 1)
-            st.cow[int(vm)] += float(np.sum(n))
+            st.cow[v] += float(np.sum(n))
         if kind == "share":
             st.share_events += 1
         return
-    st.record(host.now, kind, _vm_name(host, vm), dict(data))
+    st.record(host.now if st.clock is None else st.clock, kind, _vm_name(host, vm), dict(data))
 
 
 @hookimpl
@@ -169,10 +186,10 @@ def memtune_tick(host: Any, now: float, dt: float) -> None:
     st.writer.commit()
 
 
-def _close_period(host: Any, st: AuditState, now: float) -> None:
+def _close_period(host: Any, st: AuditState, now: float, *, anomalies: bool = True) -> None:
     pb = float(host.page_bytes)
     names = host.vm_names
-    length = max(now - st.period_start, 1e-9)
+    length = now - st.period_start
     # reclamation: change of the pages in every plugin page state, and of the counters
     counts = host.pages.counts
     nstates = len(host.states)
@@ -182,38 +199,42 @@ def _close_period(host: Any, st: AuditState, now: float) -> None:
     st.last_states = counts.copy()
     counter_delta: dict[str, np.ndarray] = {}
     for name, arr in host.counters.items():
-        last = st.last_counters.get(name)
+        seen = st.last_counters.get(name)
         cur = np.asarray(arr, dtype=np.float64)
-        d = cur if last is None else np.where(cur >= last, cur - last, cur)   # counters reset after warmup
+        # the engine replaces the counters after warmup: a new array object counts from zero
+        d = cur - seen[1] if seen is not None and seen[0] is arr else cur.copy()
         counter_delta[name] = d
-        st.last_counters[name] = cur.copy()
+        st.last_counters[name] = (arr, cur.copy())
     state_names = [host.states[c].name for c in plugin_codes]
     changed = (delta_states != 0).any(axis=1)
     for d in counter_delta.values():
         changed |= d != 0
-    for v in np.flatnonzero(changed | np.isin(np.arange(host.nvm), list(st.reported_reclaim))):
+    held = host.held() * pb
+    for v in np.flatnonzero(changed):
         data = {
             "period_s": length,
             "delta_bytes": {n: float(delta_states[v, j]) for j, n in enumerate(state_names)
                             if delta_states[v, j] != 0},
             "bytes": {n: float(level_states[v, j]) for j, n in enumerate(state_names) if level_states[v, j]},
             "counters": {n: float(d[v]) for n, d in sorted(counter_delta.items()) if d[v] != 0},
-            "consumed_bytes": float(host.held()[v] * pb),
+            "consumed_bytes": float(held[v]),
             "target_bytes": float(host.targets[v] * pb),
         }
-        if int(v) in st.reported_reclaim:
-            data["reported"] = st.reported_reclaim[int(v)]
         st.record(now, "reclaim", names[v], data)
-    if None in st.reported_reclaim:
-        st.record(now, "reclaim", None, {"period_s": length, "reported": st.reported_reclaim[None]})
-    st.reported_reclaim.clear()
-    # summed cow-break / share events
-    for (kind, v), sums in sorted(st.agg.items(), key=lambda kv: (kv[0][0], -1 if kv[0][1] is None else kv[0][1])):
-        st.record(now, kind, _vm_name(host, v), {"period_s": length, "events": st.agg_events[(kind, v)], **sums})
+    # summed cow-break / share / reclaim events, in a fixed order
+    for key in sorted(st.agg, key=lambda k: (k[0], -1 if k[1] is None else k[1], k[2])):
+        kind, v, labels = key
+        st.record(now, kind, _vm_name(host, v), {"period_s": length, "events": st.agg_events[key],
+                                                 **dict(labels), **st.agg[key]})
     st.agg.clear()
     st.agg_events.clear()
     _derived_share(host, st, now, length)
-    _anomalies(host, st, now, length)
+    if anomalies and length > 0:
+        st.clock = now
+        try:
+            _anomalies(host, st, now, length)
+        finally:
+            st.clock = None
     st.cow[:] = 0
     st.share_events = 0
     st.period_start = now
@@ -281,6 +302,6 @@ def memtune_finish(host: Any, result: dict) -> None:
     st = host.plugin_data.get(NAME)
     if st is None or st.writer is None or st.writer.closed:
         return
-    if host.now > st.period_start:
-        _close_period(host, st, host.now)
+    # what changed after the last period closed (also reclamation later in the last tick)
+    _close_period(host, st, host.now, anomalies=host.now > st.period_start)
     st.writer.close(host.now, {"ticks": host.ticks})
