@@ -26,7 +26,11 @@ def cli() -> None:
 @click.pass_context
 def verify_cmd(ctx: click.Context, log: str, key_file: str | None) -> None:
     """Check LOG's hash chain: exit 0 and a summary if intact; exit 1 and the first broken record
-    (line, seq, and whether it was edited, dropped, reordered, truncated, bad JSON or the wrong key)."""
+    (line, seq, and whether it was edited, dropped, reordered, truncated, bad JSON or the wrong key).
+
+    Exit 1 is a finding about the log, not a usage error; exit 2 means the check could not be made
+    (missing or unreadable log or key file, or a keyed log and no key).
+    """
     from memtune.audit import load_key, verify_file
 
     key = load_key(key_file, field="--key-file")

@@ -7,9 +7,10 @@ lines (format in :mod:`memtune.audit`) to that file:
   ``admission-refused``, ``large-pages-broken``, ``anomaly``, and any other kind a plugin emits;
 - once per sampling period (``Mem.SamplePeriod``), per VM: ``reclaim`` (change of the pages in every
   plugin page state -- ballooned, compressed, swapped, shared ... looked up by name through
-  ``host.states`` -- and of ``host.counters``), ``cow-break`` (the period's ``cow-break`` events
-  summed), ``share`` (the period's ``share`` events summed; with none, a host-wide record derived
-  from the pages in state ``shared`` and the ``tps`` host pool);
+  ``host.states`` -- and of ``host.counters``), ``cow-break``, ``share`` and plugin-reported
+  ``reclaim`` events summed per VM and per text field such as ``technique`` (numbers inside per-VM
+  tables are summed too); with no ``share`` events, a host-wide ``share`` record derived from the
+  pages in state ``shared`` and the ``tps`` host pool;
 - anomalies: ``leak-suspect`` (a VM whose consumed memory -- ``host.held()`` -- grows steadily for
   ``audit.leak_periods`` periods while its active memory -- ``host.sampler.estimate`` -- does not)
   and ``cow-storm`` (COW breaks per second over a period above ``audit.cow_storm_rate``). Both are
@@ -37,7 +38,8 @@ AGGREGATED = ("cow-break", "share", "reclaim")
 COW_COUNT_KEYS = ("breaks", "cow_breaks", "count", "pages")
 
 SETTINGS = (
-    Setting("audit.log", "str", "", "Append the hash-chained audit log (JSON lines) to this file; empty = off.",
+    Setting("audit.log", "str", "", "Append the hash-chained audit log (JSON lines) to this file (relative to the working "
+            "directory); empty = off.",
             "memtune: off unless asked, so runs write no files by default"),
     Setting("audit.key_file", "str", "",
             "File holding the HMAC-SHA-256 key for the log (else $MEMTUNE_AUDIT_KEY; neither = plain SHA-256).",
