@@ -94,7 +94,6 @@ def _pct(x: float) -> str:
 
 def format_profile(result: dict, doc: dict | None, compressor: str) -> str:
     """A readable summary: one row per source, one for all sources together."""
-    ps = result["page_size"]
     lines = [f"{'source':<20} {'pages':>10} {'zero':>7} {'shareable':>9} {'dup':>7} {'unique':>7} "
              f"{'<=1K':>6} {'<=2K':>6} {'<=3K':>6} {'ratio':>6}"]
 
@@ -129,5 +128,4 @@ def format_profile(result: dict, doc: dict | None, compressor: str) -> str:
     if doc:
         for note in doc["profile"]["notes"]:
             lines.append(f"note: {note}")
-    del ps
     return "\n".join(lines)
