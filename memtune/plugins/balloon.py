@@ -1,1 +1,354 @@
-"""Placeholder: being written."""
+"""Ballooning: the driver in the guest takes memory the guest values least and hands it back.
+
+In the soft memory state ESX sets a balloon target for each VM above its allocation target; the
+balloon driver (vmmemctl / VMware Tools, virtio-balloon on KVM) allocates guest pages and the
+hypervisor releases the machine pages behind them [Waldspurger OSDI 2002 s.3.2]. The guest decides
+what to give up: its free pages first, then its own coldest pages, which it pages out to its virtual
+disk. ESX stops growing balloons in the hard and low states (compression and swap take over) and
+deflates them when memory pressure falls.
+
+Model:
+
+- Inflation (soft state only) takes ``need`` pages from each VM with a driver, capped at
+  ``Mem.CtlMaxPercent`` (65 %) of configured memory or the VM's ``sched.mem.maxmemctl``, and
+  rate-limited like the Linux vmw_balloon driver: guest-free pages at the non-sleeping allocation
+  rate (16384 pages/s = 64 MiB/s), pages the guest must page out first at the sleeping rate
+  (2048 pages/s = 8 MiB/s); time spent on one kind is not available for the other.
+- Guest-free pages are pages beyond the guest's allocated memory that still hold a machine page
+  (``host.guest_free``). The guest's coldest pages are found by sampling: ``memtune.balloon_candidates``
+  random resident pages per page wanted, the ones with the lowest touch probability win.
+- A ballooned page holds no machine page. A guest touch of a ballooned page (data the guest paged
+  out) costs guest paging latency (``latency.guest_swap_in``) and the guest pages out another cold
+  page of its own to make room, so the balloon keeps its size (``fault_allocates`` is False).
+- Deflation (high state, or a VM below its allocation target in any other state, at the vmw_balloon
+  free rate 16384 pages/s = 64 MiB/s) gives pages back to the guest. Deflating every balloon in the
+  clear state as well made the `small` scenario swing between soft and clear every minute or two
+  (54 GiB inflated and deflated again in 25 simulated minutes); ESX sizes balloons from allocation
+  targets, which is what the "below target" rule follows. What the guest gets back is free memory,
+  not its paged-out data: a ballooned page beyond the guest's allocated memory becomes ``free``
+  (the next touch allocates a machine page); a ballooned page inside it, whose data is still on the
+  guest's virtual disk, becomes ``guest_swapped``: its next touch costs the guest's swap-in
+  (``latency.guest_swap_in``) and a new machine page, but evicts nothing.
+- No driver, no ballooning. Only resident pages are ballooned (shared pages are left to TPS).
+
+Counters (per VM): ``balloon_inflated_bytes``, ``balloon_deflated_bytes``, ``guest_swap_out_bytes``
+(guest pages the guest paged out because of the balloon), ``guest_swap_in_bytes``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from memtune import hookimpl
+from memtune.core.knobs import Knob
+from memtune.core.memstate import MemState
+from memtune.core.settings import Setting
+from memtune.units import MiB
+
+NAME = "balloon"
+STATE = "ballooned"
+GUEST_SWAPPED = "guest_swapped"
+
+SETTINGS = (
+    Setting("Mem.CtlMaxPercent", "percent", 65,
+            "Largest balloon, percent of a VM's configured memory (per VM: sched.mem.maxmemctl).",
+            "ESXi default Mem.CtlMaxPercent = 65 (vSphere Resource Management guide, Memory Balloon Driver)",
+            minimum=0, maximum=65, tunable=True),
+    Setting("memtune.balloon_inflate_rate", "bytes", 8 * MiB,
+            "Balloon growth per VM per second when the guest must page out to give memory "
+            "(sleeping allocations).",
+            "Linux vmw_balloon VMW_BALLOON_RATE_ALLOC_MAX = 2048 pages per 1 s cycle", minimum=1),
+    Setting("memtune.balloon_inflate_rate_free", "bytes", 64 * MiB,
+            "Balloon growth per VM per second while the guest has free memory (non-sleeping allocations).",
+            "Linux vmw_balloon VMW_BALLOON_NOSLEEP_ALLOC_MAX = 16384 pages per 1 s cycle", minimum=1),
+    Setting("memtune.balloon_deflate_rate", "bytes", 64 * MiB,
+            "Balloon shrinkage per VM per second.",
+            "Linux vmw_balloon VMW_BALLOON_RATE_FREE_MAX = 16384 pages per 1 s cycle", minimum=1),
+    Setting("memtune.balloon_candidates", "int", 4,
+            "Random resident pages the guest compares for each cold page it gives up (best of k).",
+            "model choice: best of 4 random pages approximates the guest LRU's cold end", minimum=1,
+            maximum=64),
+    Setting("latency.guest_swap_in", "seconds", 160e-6,
+            "Guest touch of a page it paged out because of the balloon: its virtual disk read plus the "
+            "guest fault and paravirtual I/O path.",
+            "DESIGN.md: datastore latency + guest fault = SSD 4 KiB read ~150 us + ~10 us guest "
+            "fault and PVSCSI round trip"),
+)
+
+
+@dataclass
+class BalloonData:
+    """Per-host state of the balloon plugin (``host.plugin_data["balloon"]``)."""
+
+    code: int
+    guest_swapped: int
+    resident_only: np.ndarray     # allowed-state table for guest-free picks
+    cap: np.ndarray               # per VM: largest balloon, simulated pages (0 without a driver)
+    free_done_at: np.ndarray      # per VM: `allocated` at which no guest-free resident page was left
+    carry_in: np.ndarray          # per VM: fractional inflation budget carried to the next tick
+    carry_out: np.ndarray         # per VM: fractional deflation budget
+    dt: float = 0.0
+
+
+def _data(host: Any) -> BalloonData | None:
+    return host.plugin_data.get(NAME)
+
+
+@hookimpl
+def memtune_register_settings(register: Any) -> None:
+    for s in SETTINGS:
+        register(s)
+
+
+@hookimpl
+def memtune_register_page_states(register: Any) -> None:
+    # held by the balloon: no machine page; a touch makes the guest page out another page instead
+    register(STATE, private_frame=False, mapped=False, read_fault=True, write_fault=True,
+             fault_allocates=False)
+    # given back to the guest while its data is still on the guest's virtual disk
+    register(GUEST_SWAPPED, private_frame=False, mapped=False, read_fault=True, write_fault=True,
+             fault_allocates=True)
+
+
+@hookimpl
+def memtune_register_knobs(register: Any, scenario: Any) -> None:
+    register(Knob("Mem.CtlMaxPercent", kind="int", low=0, high=65,
+                  help="largest balloon, percent of configured memory"))
+    register(Knob("maxmemctl", target="vm", kind="real", low=0.0, high=0.65,
+                  help="sched.mem.maxmemctl as a share of configured memory"))
+
+
+@hookimpl
+def memtune_register_metrics(register: Any) -> None:
+    register("memtune_balloon_size_bytes", "gauge", "Balloon size (esxtop MCTLSZ).", ["vm"])
+    register("memtune_balloon_max_bytes", "gauge", "Largest balloon allowed (esxtop MCTLMAX).", ["vm"])
+    register("memtune_balloon_guest_swapped_bytes", "gauge",
+             "Guest memory given back by the balloon whose data is still on the guest's disk.", ["vm"])
+    register("memtune_balloon_inflated_bytes_total", "counter", "Bytes the balloon took.", ["vm"])
+    register("memtune_balloon_deflated_bytes_total", "counter", "Bytes the balloon gave back.", ["vm"])
+    register("memtune_balloon_guest_swap_in_bytes_total", "counter",
+             "Bytes the guest read back from its disk after ballooning.", ["vm"])
+
+
+@hookimpl
+def memtune_configure(host: Any) -> None:
+    s = host.settings
+    code = host.states.code(STATE)
+    gs = host.states.code(GUEST_SWAPPED)
+    resident_only = np.zeros(256, dtype=bool)
+    resident_only[host.resident_state()] = True
+    pct = s["Mem.CtlMaxPercent"] / 100.0
+    cap_bytes = np.array([v.memory * pct if v.maxmemctl is None else min(v.maxmemctl, v.memory)
+                          for v in host.vms], dtype=np.float64)
+    cap = np.where(host.balloon_driver, np.floor(cap_bytes / host.page_bytes), 0).astype(np.int64)
+    host.plugin_data[NAME] = BalloonData(
+        code=code, guest_swapped=gs, resident_only=resident_only,
+        cap=cap, free_done_at=np.full(host.nvm, -1, dtype=np.int64),
+        carry_in=np.zeros(host.nvm), carry_out=np.zeros(host.nvm))
+
+
+@hookimpl
+def memtune_tick(host: Any, now: float, dt: float) -> None:
+    d = _data(host)
+    if d is not None:
+        d.dt = dt
+
+
+def _budget(rate_bytes: float, dt: float, host: Any, carry: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Whole pages each VM in ``mask`` may move this tick at ``rate_bytes``/s (fractions carried)."""
+    allow = np.where(mask, rate_bytes * dt / host.page_bytes + carry, 0.0)
+    whole = np.floor(allow)
+    carry[:] = np.where(mask, np.minimum(allow - whole, 1.0), 0.0)
+    return whole.astype(np.int64)
+
+
+def _sample(host: Any, want: np.ndarray, code: int, hi: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """Random pages in state ``code`` among ranks ``[0, hi[v])`` of each VM, grouped by VM.
+
+    Draws about ``want[v] / share[v]`` uniform ranks (``share``: expected fraction of the range in
+    that state, known from the per-state counts), so the cost follows the pages wanted. The result
+    may repeat a page (rarely: callers deduplicate what they keep) and may hold fewer than
+    ``want[v]`` pages of a VM (callers take the rest next time).
+    """
+    pg = host.pages
+    hi = np.asarray(hi, dtype=np.int64)
+    draws = np.where((want > 0) & (hi > 0),
+                     np.ceil(want * 1.25 / np.clip(share, 1e-3, 1.0)) + 4, 0)
+    draws = np.minimum(draws, 4 * hi).astype(np.int64)
+    vm = np.repeat(np.arange(host.nvm), draws)
+    page = pg.base[vm] + np.floor(host.rng(NAME).random(vm.size) * hi[vm]).astype(np.int64)
+    return page[pg.state[page] == code]
+
+
+def _first(pages: np.ndarray, vm: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """The first ``want[v]`` entries of each VM in ``pages`` (grouped by VM), without repeats."""
+    pos = np.arange(pages.size) - np.searchsorted(vm, vm)
+    return np.unique(pages[pos < want[vm]])
+
+
+def _coldest(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
+    """About ``want[v]`` of VM v's coldest resident guest pages, best of k random candidates each."""
+    k = int(host.settings["memtune.balloon_candidates"])
+    alloc = host.workload.allocated
+    resident = host.resident_state()
+    share = host.pages.counts[:, resident] / np.maximum(alloc, 1)
+    cand = _sample(host, want * k, resident, alloc, share)
+    if cand.size == 0:
+        return cand
+    vm = host.pages.vm[cand]
+    order = np.lexsort((host.touch_probability(cand), vm))      # stable: random order among equals
+    return _first(cand[order], vm[order], want)
+
+
+def _inflate(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
+    """Grow balloons by up to ``want[v]`` pages within the rate limits; pages taken per VM."""
+    s = host.settings
+    nvm = host.nvm
+    pg = host.pages
+    rate_free, rate_cold = s["memtune.balloon_inflate_rate_free"], s["memtune.balloon_inflate_rate"]
+    active = want > 0
+    # budget in "free-page units"; a cold page costs rate_free / rate_cold of them
+    budget = _budget(rate_free, d.dt, host, d.carry_in, active)
+    alloc = host.workload.allocated
+    # the guest gives up its free pages first
+    stale = (d.free_done_at >= 0) & (alloc < d.free_done_at)
+    d.free_done_at[stale] = -1
+    look = active & (d.free_done_at < 0)
+    want_free = np.where(look, np.minimum(want, budget), 0)
+    free_pages = pg.pick_random(host.rng(NAME), want_free, d.resident_only, lo=alloc)
+    got_free = np.bincount(pg.vm[free_pages], minlength=nvm)
+    d.free_done_at[look & (got_free < want_free)] = alloc[look & (got_free < want_free)]
+    # then its coldest pages, which it pages out to its virtual disk (slower: sleeping allocations)
+    ratio = rate_free / rate_cold
+    want_cold = np.minimum(want - got_free, np.floor((budget - got_free) / ratio)).astype(np.int64)
+    want_cold = np.maximum(want_cold, 0)
+    cold = _coldest(host, d, want_cold) if want_cold.any() else np.zeros(0, dtype=np.int64)
+    taken = np.concatenate([free_pages, cold])
+    pg.set_state(taken, d.code)
+    got_cold = np.bincount(pg.vm[cold], minlength=nvm)
+    # budget not spent (e.g. nothing to take) is not carried over
+    d.carry_in[(got_free + got_cold * ratio) < budget] = 0.0
+    got = got_free + got_cold
+    host.count_per_vm("balloon_inflated_bytes", got * float(host.page_bytes))
+    host.count_per_vm("guest_swap_out_bytes", got_cold * float(host.page_bytes))
+    return got
+
+
+def _deflate(host: Any, d: BalloonData, amount: np.ndarray) -> np.ndarray:
+    """Shrink balloons by ``amount[v]`` pages; what the guest gets back depends on the rank."""
+    pg = host.pages
+    cand = _sample(host, amount, d.code, pg.npages, pg.counts[:, d.code] / pg.npages)
+    pages = _first(cand, pg.vm[cand], amount)
+    if pages.size == 0:
+        return np.zeros(host.nvm, dtype=np.int64)
+    data = ~host.guest_free(pages)
+    pg.set_state(pages[~data], host.free_state())
+    pg.set_state(pages[data], d.guest_swapped)
+    got = np.bincount(pg.vm[pages], minlength=host.nvm)
+    host.count_per_vm("balloon_deflated_bytes", got * float(host.page_bytes))
+    return got
+
+
+@hookimpl(tryfirst=True)
+def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
+    """Inflate in the soft state, keep in hard/low; deflate in the high state or below target."""
+    d = _data(host)
+    if d is None or d.dt <= 0:
+        return
+    size = host.pages.counts[:, d.code]
+    if state == MemState.SOFT:
+        want = np.where(host.powered, np.minimum(np.ceil(need - 1e-9), d.cap - size), 0).astype(np.int64)
+        want = np.maximum(want, 0)
+        if want.any():
+            got = _inflate(host, d, want)
+            need -= got
+            np.maximum(need, 0.0, out=need)
+            if got.any():
+                host.emit("reclaim", None, technique=NAME,
+                          bytes={host.vm_names[v]: float(got[v] * host.page_bytes) for v in np.flatnonzero(got)})
+        else:
+            d.carry_in[:] = 0.0
+    if state == MemState.HIGH:
+        room = size.astype(np.float64)
+    else:
+        room = np.minimum(size, np.floor(host.targets - host.held()))
+    mask = (room > 0) & (size > 0)
+    if not mask.any():
+        d.carry_out[:] = 0.0
+        return
+    allow = _budget(host.settings["memtune.balloon_deflate_rate"], d.dt, host, d.carry_out, mask)
+    amount = np.minimum(allow, np.maximum(room, 0)).astype(np.int64)
+    if amount.any():
+        _deflate(host, d, amount)
+
+
+@hookimpl
+def memtune_page_fault(host: Any, state: int, pages: np.ndarray, write: np.ndarray) -> np.ndarray | None:
+    """Guest touches of paged-out data: the guest reads it back from its disk."""
+    d = _data(host)
+    if d is None or state not in (d.code, d.guest_swapped):
+        return None
+    pg = host.pages
+    nvm = host.nvm
+    latency = np.full(pages.size, host.settings["latency.guest_swap_in"])
+    if state == d.guest_swapped:          # the guest has free memory again: nothing to evict
+        pg.set_state(pages, host.resident_state())
+        host.count_per_vm("guest_swap_in_bytes", np.bincount(pg.vm[pages], minlength=nvm) * float(host.page_bytes))
+        return latency
+    # the balloon keeps its size: the guest pages out another cold page of its own for each
+    vm = pg.vm[pages]
+    want = np.bincount(vm, minlength=nvm)
+    victims = _coldest(host, d, want)      # the touched pages are not resident yet: never picked
+    got = np.bincount(pg.vm[victims], minlength=nvm)
+    # a VM with too few resident pages to evict keeps the rest of its touched pages ballooned
+    order = np.argsort(vm, kind="stable")
+    svm = vm[order]
+    pos = np.arange(svm.size) - np.searchsorted(svm, svm)
+    back = order[pos < got[svm]]
+    pg.set_state(pages[back], host.resident_state())
+    pg.set_state(victims, d.code)
+    host.count_per_vm("guest_swap_in_bytes", want * float(host.page_bytes))
+    host.count_per_vm("guest_swap_out_bytes", got * float(host.page_bytes))
+    return latency
+
+
+@hookimpl
+def memtune_vm_columns(host: Any) -> dict[str, np.ndarray] | None:
+    d = _data(host)
+    if d is None:
+        return None
+    return {"balloon_max": d.cap * float(host.page_bytes)}
+
+
+@hookimpl
+def memtune_collect_metrics(host: Any) -> list | None:
+    d = _data(host)
+    if d is None:
+        return None
+    pb = float(host.page_bytes)
+    counts = host.pages.counts
+    zeros = np.zeros(host.nvm)
+    fams = [
+        (GaugeMetricFamily("memtune_balloon_size_bytes", "Balloon size (esxtop MCTLSZ).", labels=["vm"]),
+         counts[:, d.code] * pb),
+        (GaugeMetricFamily("memtune_balloon_max_bytes", "Largest balloon allowed (esxtop MCTLMAX).",
+                           labels=["vm"]), d.cap * pb),
+        (GaugeMetricFamily("memtune_balloon_guest_swapped_bytes",
+                           "Guest memory given back by the balloon whose data is still on the guest's disk.",
+                           labels=["vm"]), counts[:, d.guest_swapped] * pb),
+        (CounterMetricFamily("memtune_balloon_inflated_bytes_total", "Bytes the balloon took.", labels=["vm"]),
+         host.counters.get("balloon_inflated_bytes", zeros)),
+        (CounterMetricFamily("memtune_balloon_deflated_bytes_total", "Bytes the balloon gave back.",
+                             labels=["vm"]), host.counters.get("balloon_deflated_bytes", zeros)),
+        (CounterMetricFamily("memtune_balloon_guest_swap_in_bytes_total",
+                             "Bytes the guest read back from its disk after ballooning.", labels=["vm"]),
+         host.counters.get("guest_swap_in_bytes", zeros)),
+    ]
+    for v, name in enumerate(host.vm_names):
+        for fam, arr in fams:
+            fam.add_metric([name], float(arr[v]))
+    return [fam for fam, _ in fams]

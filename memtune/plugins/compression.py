@@ -1,1 +1,369 @@
-"""Placeholder: being written."""
+"""Memory compression: keep pages chosen for swap-out in a per-VM compression cache.
+
+ESX 4.1+ tries to compress every page it has chosen to swap out; a page that compresses to 2 KiB or
+less is kept in the VM's compression cache instead of going to disk, and the cache of a VM is capped
+at ``Mem.MemZipMaxPct`` (10 %) of its configured memory [VMware, "Understanding Memory Resource
+Management in VMware vSphere 5.0", s.3.3; vSphere Resource Management guide, "Memory Compression"].
+
+Model:
+
+- The hypervisor cannot see guest LRU, so victims are random resident pages of VMs above target
+  (this plugin's own reclaim in the hard and low states, the swap plugin's victims offered through
+  ``host.page_out``, and the core's limit enforcement). This plugin is the page-out tier of
+  priority 10: the swap tier (90) sees only what it refused.
+- A page of compressed-size class 0 (<= 1 KiB) takes a 1 KiB slot, class 1 (<= 2 KiB) a 2 KiB slot;
+  worse pages are refused (they go to swap). Pages of encrypted VMs are ciphertext to the hypervisor
+  and never compress (DESIGN.md s.2, encryption).
+- The cache is machine memory the VM holds: a per-VM pool of ``cache_bytes / page_bytes`` pages
+  (``host.set_vm_pool("compression", ...)``), so each kept page saves ``page_bytes - slot``.
+- When a VM's cache is full, its oldest compressed pages (first in, first out) are decompressed and
+  handed to the next page-out tier (``host.page_out(pages, above=10)``) to make room; with no tier
+  above, new pages are refused instead.
+- A touch of a compressed page is a fault that needs a free machine page: it costs
+  ``latency.decompress`` (about 6 us with the fault, lz4 class; Google far memory, ASPLOS 2019).
+
+FIFO order per VM is kept in a ring buffer over the VM's own page range (entries carry a sequence
+number; an entry whose page has since left the cache is stale and skipped), so finding the oldest
+pages costs O(pages evicted), not O(cache).
+
+Counters (per VM): ``compression_bytes`` (uncompressed bytes compressed), ``decompression_bytes``,
+``compression_evicted_bytes`` (uncompressed bytes evicted to the next tier).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from memtune import hookimpl
+from memtune.core.knobs import Knob
+from memtune.core.memstate import MemState
+from memtune.core.settings import Setting
+
+NAME = "compression"
+STATE = "compressed"
+PRIORITY = 10
+# bytes a 4 KiB page of each compressed-size class takes in the cache (0: not kept)
+SLOT_BYTES = np.array([1024, 2048, 0, 0], dtype=np.int64)
+MAX_CLASS = 1
+
+SETTINGS = (
+    Setting("Mem.MemZipEnable", "bool", True, "Compress pages chosen for swap-out (memory compression).",
+            "ESXi default Mem.MemZipEnable = 1 (vSphere Resource Management guide, Memory Compression)",
+            tunable=True),
+    Setting("Mem.MemZipMaxPct", "percent", 10,
+            "Compression cache cap per VM, percent of its configured memory.",
+            "ESXi default Mem.MemZipMaxPct = 10", minimum=5, maximum=100, tunable=True),
+    Setting("latency.decompress", "seconds", 6e-6,
+            "Touch of a compressed page: fault plus decompressing 4 KiB (lz4 class).",
+            "Lagar-Cavilla et al., Software-Defined Far Memory in Warehouse-Scale Computers, ASPLOS 2019: "
+            "~6 us per decompression fault"),
+)
+
+
+@dataclass
+class ZipData:
+    """Per-host state of the compression plugin (``host.plugin_data["compression"]``)."""
+
+    code: int
+    enabled: bool
+    resident_only: np.ndarray     # allowed-state table for victim picks
+    slot: np.ndarray              # per page: cache bytes the page takes (0: incompressible here)
+    cap_bytes: np.ndarray         # per VM: cache cap
+    cache_bytes: np.ndarray       # per VM: cache in use
+    zseq: np.ndarray              # per page: sequence number while compressed, -1 otherwise
+    ring_page: np.ndarray         # per VM ring (over the VM's page range): page of each entry
+    ring_seq: np.ndarray          # ... and its sequence number
+    head: np.ndarray              # per VM: entries consumed (ring position = head % npages)
+    tail: np.ndarray              # per VM: entries written
+    seq: int = 0
+
+
+def _data(host: Any) -> ZipData | None:
+    return host.plugin_data.get(NAME)
+
+
+@hookimpl
+def memtune_register_settings(register: Any) -> None:
+    for s in SETTINGS:
+        register(s)
+
+
+@hookimpl
+def memtune_register_page_states(register: Any) -> None:
+    # no frame of its own (the cache is a per-VM pool); a touch decompresses into a new page
+    register(STATE, private_frame=False, mapped=False, read_fault=True, write_fault=True,
+             fault_allocates=True)
+
+
+@hookimpl
+def memtune_register_page_out(register: Any) -> None:
+    register(NAME, PRIORITY, take_pages)
+
+
+@hookimpl
+def memtune_register_knobs(register: Any, scenario: Any) -> None:
+    register(Knob("Mem.MemZipEnable", kind="categorical", categories=(True, False),
+                  help="memory compression on/off"))
+    register(Knob("Mem.MemZipMaxPct", kind="int", low=5, high=50,
+                  help="compression cache cap, percent of configured memory"))
+
+
+@hookimpl
+def memtune_register_metrics(register: Any) -> None:
+    register("memtune_compression_compressed_bytes", "gauge",
+             "Guest memory held compressed, uncompressed size (esxtop ZIP).", ["vm"])
+    register("memtune_compression_cache_bytes", "gauge",
+             "Machine memory the compression cache holds (esxtop ZIP minus ZIPSVD).", ["vm"])
+    register("memtune_compression_saved_bytes", "gauge",
+             "Machine memory saved by compression (esxtop ZIPSVD).", ["vm"])
+    register("memtune_compression_compress_bytes_total", "counter",
+             "Uncompressed bytes put into the compression cache.", ["vm"])
+    register("memtune_compression_decompress_bytes_total", "counter",
+             "Uncompressed bytes decompressed on guest touches.", ["vm"])
+
+
+@hookimpl
+def memtune_configure(host: Any) -> None:
+    s = host.settings
+    pg = host.pages
+    resident_only = np.zeros(256, dtype=bool)
+    resident_only[host.resident_state()] = True
+    slot = SLOT_BYTES[np.minimum(pg.zclass, 3)] * pg.scale
+    slot[np.repeat(host.encrypted, host.vm_pages)] = 0
+    memory = np.array([v.memory for v in host.vms], dtype=np.float64)
+    host.plugin_data[NAME] = ZipData(
+        code=host.states.code(STATE),
+        enabled=bool(s["Mem.MemZipEnable"]),
+        resident_only=resident_only,
+        slot=slot,
+        cap_bytes=memory * s["Mem.MemZipMaxPct"] / 100.0,
+        cache_bytes=np.zeros(host.nvm),
+        zseq=np.full(pg.total, -1, dtype=np.int64),
+        ring_page=np.zeros(pg.total, dtype=np.int64),
+        ring_seq=np.full(pg.total, -2, dtype=np.int64),
+        head=np.zeros(host.nvm, dtype=np.int64),
+        tail=np.zeros(host.nvm, dtype=np.int64),
+    )
+    host.set_vm_pool(NAME, np.zeros(host.nvm))
+
+
+# --- the cache ---------------------------------------------------------------------------------
+
+def _group_pos(vm: np.ndarray, nvm: int) -> tuple[np.ndarray, np.ndarray]:
+    """Order grouping entries by VM (stable) and each entry's position inside its VM group."""
+    order = np.argsort(vm, kind="stable")
+    svm = vm[order]
+    first = np.searchsorted(svm, np.arange(nvm))
+    pos = np.empty(vm.size, dtype=np.int64)
+    pos[order] = np.arange(vm.size) - first[svm]
+    return order, pos
+
+
+def _compact(d: ZipData, host: Any, vms: np.ndarray) -> None:
+    """Drop stale entries from the rings of ``vms`` (rare: only when a ring is full)."""
+    pg = host.pages
+    for v in vms:
+        n = int(pg.npages[v])
+        b = int(pg.base[v])
+        idx = b + (int(d.head[v]) + np.arange(int(d.tail[v] - d.head[v]))) % n
+        pages, seqs = d.ring_page[idx], d.ring_seq[idx]
+        live = d.zseq[pages] == seqs
+        k = int(live.sum())
+        d.ring_page[b:b + k] = pages[live]
+        d.ring_seq[b:b + k] = seqs[live]
+        d.head[v], d.tail[v] = 0, k
+
+
+def _insert(d: ZipData, host: Any, pages: np.ndarray) -> None:
+    """Put resident ``pages`` into their VMs' caches (room was checked by the caller)."""
+    pg = host.pages
+    nvm = host.nvm
+    vm = pg.vm[pages].astype(np.int64)
+    add = np.bincount(vm, minlength=nvm)
+    full = np.flatnonzero(d.tail - d.head + add > pg.npages)
+    if full.size:
+        _compact(d, host, full)
+    _, pos = _group_pos(vm, nvm)
+    idx = pg.base[vm] + (d.tail[vm] + pos) % pg.npages[vm]
+    seqs = d.seq + np.arange(pages.size, dtype=np.int64)
+    d.seq += pages.size
+    d.ring_page[idx] = pages
+    d.ring_seq[idx] = seqs
+    d.zseq[pages] = seqs
+    d.tail += add
+    sizes = d.slot[pages].astype(np.float64)
+    d.cache_bytes += np.bincount(vm, weights=sizes, minlength=nvm)
+    pg.set_state(pages, d.code)
+    host.count_per_vm("compression_bytes", add.astype(np.float64) * host.page_bytes)
+
+
+def _remove(d: ZipData, host: Any, pages: np.ndarray) -> None:
+    """Take compressed ``pages`` out of the cache and make them resident again."""
+    vm = host.pages.vm[pages]
+    d.cache_bytes -= np.bincount(vm, weights=d.slot[pages].astype(np.float64), minlength=host.nvm)
+    np.maximum(d.cache_bytes, 0.0, out=d.cache_bytes)
+    d.zseq[pages] = -1
+    host.pages.set_state(pages, host.resident_state())
+
+
+def _oldest(d: ZipData, host: Any, want_bytes: np.ndarray) -> np.ndarray:
+    """Oldest compressed pages of each VM whose slots add up to at least ``want_bytes[v]``.
+
+    Entries are consumed from the ring head; stale ones are skipped.
+    """
+    pg = host.pages
+    want = want_bytes.astype(np.float64).copy()
+    out: list[np.ndarray] = []
+    min_slot = float(SLOT_BYTES[0] * pg.scale)
+    while True:
+        occ = d.tail - d.head
+        vms = np.flatnonzero((want > 0) & (occ > 0))
+        if vms.size == 0:
+            break
+        w = np.minimum(occ[vms], np.maximum(64, 2 * np.ceil(want[vms] / min_slot))).astype(np.int64)
+        rep = np.repeat(vms, w)
+        off = np.arange(rep.size) - np.repeat(np.cumsum(w) - w, w)
+        idx = pg.base[rep] + (d.head[rep] + off) % pg.npages[rep]
+        pages = d.ring_page[idx]
+        live = d.zseq[pages] == d.ring_seq[idx]
+        size = np.where(live, d.slot[pages], 0).astype(np.float64)
+        csum = np.cumsum(size)
+        start = np.repeat(csum[np.cumsum(w) - w] - size[np.cumsum(w) - w], w)
+        before = csum - size - start           # bytes taken earlier in this VM's window
+        consumed = before < want[rep]          # a prefix of each window
+        take = consumed & live
+        d.head[vms] += np.bincount(np.repeat(np.arange(vms.size), w), weights=consumed,
+                                   minlength=vms.size).astype(np.int64)
+        want[vms] -= np.bincount(np.repeat(np.arange(vms.size), w), weights=np.where(take, size, 0.0),
+                                 minlength=vms.size)
+        out.append(pages[take])
+    if not out:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate(out)
+
+
+def _has_tier_above(host: Any) -> bool:
+    return any(t.priority > PRIORITY for t in host.tiers)
+
+
+def take_pages(host: Any, pages: np.ndarray) -> np.ndarray:
+    """Page-out tier: keep offered pages that compress to <= 2 KiB while the VM's cache has room,
+    evicting the oldest compressed pages to the next tier when it is full."""
+    d = _data(host)
+    taken = np.zeros(pages.size, dtype=bool)
+    if d is None or not d.enabled or pages.size == 0:
+        return taken
+    pg = host.pages
+    nvm = host.nvm
+    ok = d.slot[pages] > 0
+    if not ok.any():
+        return taken
+    cand = np.flatnonzero(ok)
+    vm = pg.vm[pages[cand]].astype(np.int64)
+    size = d.slot[pages[cand]].astype(np.float64)
+    want = np.bincount(vm, weights=size, minlength=nvm)
+    short = want - (d.cap_bytes - d.cache_bytes)
+    if (short > 0).any() and _has_tier_above(host):
+        old = _oldest(d, host, np.maximum(short, 0.0))
+        if old.size:
+            _remove(d, host, old)
+            gone = host.page_out(old, above=PRIORITY)
+            back = old[~gone]
+            if back.size:                      # the next tier refused: keep them compressed
+                _insert(d, host, back)
+            evicted = old[gone]
+            host.count_per_vm("compression_evicted_bytes",
+                              np.bincount(pg.vm[evicted], minlength=nvm).astype(np.float64) * host.page_bytes)
+    # accept candidates in offer order while the VM's cache has room
+    order, _ = _group_pos(vm, nvm)
+    svm, ssize = vm[order], size[order]
+    csum = np.cumsum(ssize)
+    gstart = np.searchsorted(svm, svm)          # first entry of each entry's VM group
+    within = csum - (csum[gstart] - ssize[gstart])
+    fits = within <= (d.cap_bytes - d.cache_bytes)[svm] + 1e-6
+    accepted = cand[order[fits]]
+    if accepted.size:
+        _insert(d, host, pages[accepted])
+        taken[accepted] = True
+    _publish(d, host)
+    return taken
+
+
+def _publish(d: ZipData, host: Any) -> None:
+    host.set_vm_pool(NAME, d.cache_bytes / host.page_bytes)
+
+
+@hookimpl
+def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
+    """In the hard and low states, try random victims of VMs above target for the cache."""
+    d = _data(host)
+    if d is None or not d.enabled or state < MemState.HARD:
+        return
+    want = np.where(host.powered & (d.cache_bytes < d.cap_bytes), np.ceil(need - 1e-9), 0).astype(np.int64)
+    if not (want > 0).any():
+        return
+    victims = host.pages.pick_random(host.rng(NAME), np.maximum(want, 0), d.resident_only)
+    if victims.size == 0:
+        return
+    before = host.held()
+    take_pages(host, victims)
+    freed = before - host.held()
+    need -= freed
+    np.maximum(need, 0.0, out=need)
+    if (freed > 0).any():
+        host.emit("reclaim", None, technique=NAME,
+                  bytes={host.vm_names[v]: float(freed[v] * host.page_bytes) for v in np.flatnonzero(freed > 0)})
+
+
+@hookimpl
+def memtune_page_fault(host: Any, state: int, pages: np.ndarray, write: np.ndarray) -> np.ndarray | None:
+    """Decompress touched pages into new machine pages."""
+    d = _data(host)
+    if d is None or state != d.code:
+        return None
+    _remove(d, host, pages)
+    _publish(d, host)
+    host.count_per_vm("decompression_bytes",
+                      np.bincount(host.pages.vm[pages], minlength=host.nvm).astype(np.float64) * host.page_bytes)
+    return np.full(pages.size, host.settings["latency.decompress"])
+
+
+@hookimpl
+def memtune_vm_columns(host: Any) -> dict[str, np.ndarray] | None:
+    d = _data(host)
+    if d is None:
+        return None
+    compressed = host.pages.counts[:, d.code] * float(host.page_bytes)
+    return {"compression_cache": d.cache_bytes.copy(), "compression_saved": compressed - d.cache_bytes}
+
+
+@hookimpl
+def memtune_collect_metrics(host: Any) -> list | None:
+    d = _data(host)
+    if d is None:
+        return None
+    compressed = host.pages.counts[:, d.code] * float(host.page_bytes)
+    fams = [
+        GaugeMetricFamily("memtune_compression_compressed_bytes",
+                          "Guest memory held compressed, uncompressed size (esxtop ZIP).", labels=["vm"]),
+        GaugeMetricFamily("memtune_compression_cache_bytes",
+                          "Machine memory the compression cache holds (esxtop ZIP minus ZIPSVD).",
+                          labels=["vm"]),
+        GaugeMetricFamily("memtune_compression_saved_bytes",
+                          "Machine memory saved by compression (esxtop ZIPSVD).", labels=["vm"]),
+        CounterMetricFamily("memtune_compression_compress_bytes_total",
+                            "Uncompressed bytes put into the compression cache.", labels=["vm"]),
+        CounterMetricFamily("memtune_compression_decompress_bytes_total",
+                            "Uncompressed bytes decompressed on guest touches.", labels=["vm"]),
+    ]
+    zeros = np.zeros(host.nvm)
+    values = (compressed, d.cache_bytes, compressed - d.cache_bytes,
+              host.counters.get("compression_bytes", zeros), host.counters.get("decompression_bytes", zeros))
+    for v, name in enumerate(host.vm_names):
+        for fam, arr in zip(fams, values, strict=True):
+            fam.add_metric([name], float(arr[v]))
+    return fams
