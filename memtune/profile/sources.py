@@ -40,7 +40,8 @@ _UNREADABLE = {"[vvar]", "[vvar_vclock]", "[vsyscall]"}
 def _oserror(exc: OSError, source: str, what: str) -> UserError:
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.EACCES, errno.EPERM):
-        reason += " (run as the process owner or root)" if what == "process" else ""
+        reason += (" (reading a process needs ptrace access: root, or its owner when "
+                   "kernel.yama.ptrace_scope allows)") if what == "process" else ""
     return UserError(f"cannot read {what}: {reason}", source=source)
 
 
