@@ -1,0 +1,102 @@
+"""The plugin docs stay true: every hook is in the reference and has a test of its own, every hook
+spec is typed and documented, and the tutorial's plugin and test run as written (like datasette's
+tests/test_docs.py)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from memtune.core import hookspecs
+from memtune.core.plugins import hook_names
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = (ROOT / "docs" / "plugins.md").read_text()
+HOOKS = hook_names()
+
+
+def reference_headings() -> list[str]:
+    return re.findall(r"^### (memtune_\w+)\s*$", DOC, flags=re.M)
+
+
+def test_hook_list_is_every_spec_pluggy_knows():
+    import pluggy
+
+    pm = pluggy.PluginManager("memtune")
+    pm.add_hookspecs(hookspecs)
+    assert sorted(HOOKS) == sorted(n for n in vars(pm.hook) if not n.startswith("_"))
+    assert "memtune_tick" in HOOKS and "memtune_register_knobs" in HOOKS
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_in_the_reference(hook):
+    assert hook in reference_headings(), f"docs/plugins.md has no '### {hook}' section"
+    section = DOC.split(f"### {hook}\n", 1)[1].split("\n### ", 1)[0]
+    assert f"`{hook}(" in section, f"the {hook} section does not show its signature"
+    spec = getattr(hookspecs, hook)
+    for arg in inspect.signature(spec).parameters:
+        assert arg in section, f"the {hook} section does not mention its argument {arg!r}"
+    if spec.memtune_spec["firstresult"]:
+        assert "*firstresult*" in section
+
+
+def test_reference_documents_no_hook_that_does_not_exist():
+    headings = reference_headings()
+    assert len(headings) == len(set(headings)), "a hook is documented twice"
+    assert set(headings) <= set(HOOKS), f"documented but not a hook: {set(headings) - set(HOOKS)}"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_has_a_test_of_its_own(hook):
+    pattern = re.compile(rf"^\s*def (test_{hook}(?:_\w*)?)\(", flags=re.M)
+    found = [f"{p.name}::{m}" for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_docs.py"
+             for m in pattern.findall(p.read_text())]
+    assert found, f"no test named test_{hook}... in tests/"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_spec_is_typed_and_documented(hook):
+    spec = getattr(hookspecs, hook)
+    assert spec.__doc__ and len(spec.__doc__.strip()) > 40, f"{hook} has no docstring"
+    sig = inspect.signature(spec)
+    assert sig.return_annotation is not inspect.Signature.empty, f"{hook} has no return type"
+    for name, param in sig.parameters.items():
+        assert param.annotation is not inspect.Parameter.empty, f"{hook}: argument {name} has no type"
+
+
+def tutorial_files() -> dict[str, str]:
+    blocks = re.findall(r"```python\n# file: (\S+)\n(.*?)```", DOC, flags=re.S)
+    return dict(blocks)
+
+
+def test_tutorial_plugin_and_its_test_run_as_written(tmp_path, monkeypatch):
+    files = tutorial_files()
+    assert sorted(files) == ["memtune_zero_reclaim/__init__.py", "tests/test_zero_reclaim.py"]
+    for rel, text in files.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(tmp_path / "tests"))
+    try:
+        tests = importlib.import_module("test_zero_reclaim")
+        names = [n for n in dir(tests) if n.startswith("test_")]
+        assert names == ["test_gives_back_resident_zero_pages", "test_scan_rate_zero_turns_it_off"]
+        for name in names:
+            getattr(tests, name)()
+    finally:
+        sys.modules.pop("test_zero_reclaim", None)
+        sys.modules.pop("memtune_zero_reclaim", None)
+
+
+def test_tutorial_entry_point_is_what_the_scaffolder_writes():
+    from memtune.scaffold import render
+
+    pyproject = render("zero-reclaim")["pyproject.toml"]
+    snippet = re.search(r"```toml\n(\[project.entry-points.memtune\]\n.*?)```", DOC, flags=re.S).group(1)
+    assert snippet in pyproject
