@@ -19,7 +19,8 @@ Registration hooks (``memtune_register_*``) run once when a host is built.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
@@ -27,58 +28,98 @@ if TYPE_CHECKING:
     import numpy as np
 
     from memtune.core.host import Host
+    from memtune.core.knobs import Knob
     from memtune.core.scenario import Scenario
+    from memtune.core.settings import Setting
 
 hookspec = pluggy.HookspecMarker("memtune")
 hookimpl = pluggy.HookimplMarker("memtune")
 
 
+# --- what the registration hooks are handed -----------------------------------------------------
+
+class RegisterSetting(Protocol):
+    """``register(setting)`` in :func:`memtune_register_settings`."""
+
+    def __call__(self, setting: Setting, /) -> None: ...
+
+
+class RegisterPageState(Protocol):
+    """``register(name, **flags) -> code`` in :func:`memtune_register_page_states`."""
+
+    def __call__(self, name: str, /, *, private_frame: bool = ..., mapped: bool = ..., read_fault: bool = ...,
+                 write_fault: bool = ..., fault_allocates: bool = ...) -> int: ...
+
+
+class RegisterPageOut(Protocol):
+    """``register(name, priority, func)`` in :func:`memtune_register_page_out`."""
+
+    def __call__(self, name: str, priority: int, func: Callable[..., np.ndarray], /) -> None: ...
+
+
+class RegisterKnob(Protocol):
+    """``register(knob)`` in :func:`memtune_register_knobs`."""
+
+    def __call__(self, knob: Knob, /) -> None: ...
+
+
+class RegisterMetric(Protocol):
+    """``register(name, type, help, labels)`` in :func:`memtune_register_metrics`."""
+
+    def __call__(self, name: str, type: str, help: str, labels: Sequence[str] = ..., /) -> None: ...
+
+
 # --- registration ------------------------------------------------------------------------------
 
 @hookspec
-def memtune_register_settings(register: Any) -> None:
+def memtune_register_settings(register: RegisterSetting) -> None:
     """Declare host settings (``register(Setting(...))``).
 
-    Called once when a plugin manager is built. Each setting names the real option it mirrors
+    Called when a host is built (and by ``memtune plugins``). Each setting names the real option it mirrors
     (``Mem.ShareScanTime``, ``Mem.CtlMaxPercent`` ...) or a ``latency.*`` cost, its default and
     the source of that default. Scenarios and policies may only set declared settings.
+    Returns nothing.
     """
 
 
 @hookspec
-def memtune_register_page_states(register: Any) -> None:
+def memtune_register_page_states(register: RegisterPageState) -> None:
     """Declare page states this plugin owns (``code = register(name, **flags)``).
 
     ``register`` takes the flags of :class:`memtune.core.pages.PageStateInfo` (``private_frame``,
     ``mapped``, ``read_fault``, ``write_fault``, ``fault_allocates``) and returns the state code.
     Called when a host is built; keep the codes on the host's plugin data, not in globals.
+    Returns nothing.
     """
 
 
 @hookspec
-def memtune_register_page_out(register: Any) -> None:
+def memtune_register_page_out(register: RegisterPageOut) -> None:
     """Declare a page-out tier: ``register(name, priority, func)``.
 
     ``func(host=..., pages=...)`` takes hypervisor-chosen victim pages (resident, private) and
     returns a boolean mask of the pages it took. ``Host.page_out`` offers victims to tiers in
-    rising priority (compression 10, swap 90), each seeing what the earlier ones left.
+    rising priority (compression 10, swap 90), each seeing what the earlier ones left. Called when
+    a host is built. Returns nothing.
     """
 
 
 @hookspec
-def memtune_register_knobs(register: Any, scenario: Scenario) -> None:
+def memtune_register_knobs(register: RegisterKnob, scenario: Scenario) -> None:
     """Contribute dimensions to the tuner's search space: ``register(Knob(...))``.
 
     Called when the tuner builds its space for ``scenario``. A knob names a host setting or a
     per-VM field and its range; the tuner validates names against the settings registry.
+    Returns nothing.
     """
 
 
 @hookspec
-def memtune_register_metrics(register: Any) -> None:
+def memtune_register_metrics(register: RegisterMetric) -> None:
     """Declare metric families this plugin exports: ``register(name, type, help, labels)``.
 
     Used by ``memtune plugins`` and the docs; values come from ``memtune_collect_metrics``.
+    Returns nothing.
     """
 
 
@@ -89,7 +130,8 @@ def memtune_configure(host: Host) -> None:
     """A host was built and is about to run its first tick.
 
     Allocate per-host plugin state here and keep it in ``host.plugin_data[<name>]``; plugins must
-    not keep state in module globals, so several hosts can run in one process.
+    not keep state in module globals, so several hosts can run in one process. Called once, when
+    the host's engine is created, after every registration hook. Returns nothing.
     """
 
 
@@ -98,6 +140,7 @@ def memtune_tick(host: Host, now: float, dt: float) -> None:
     """Background work once per tick after touches were served (e.g. a page-sharing scan).
 
     ``now`` is the simulated time at the end of the tick, ``dt`` its length in seconds.
+    Returns nothing.
     """
 
 
@@ -108,7 +151,7 @@ def memtune_reclaim(host: Host, state: int, need: np.ndarray) -> None:
     ``state`` is the host memory state (:class:`memtune.core.memstate.MemState`), ``need[v]`` the
     pages VM ``v`` holds above its target. Subtract what you reclaim from ``need`` in place; later
     implementations see the rest. Order: ``tryfirst`` (balloon), default (compression), ``trylast``
-    (hypervisor swap).
+    (hypervisor swap). Called every tick after the memory state was updated. Returns nothing.
     """
 
 
@@ -127,7 +170,7 @@ def memtune_fault_latency(host: Host, state: int, pages: np.ndarray, latency: np
     """Extra seconds for faults another plugin served (e.g. decrypting a page swapped in).
 
     Called after ``memtune_page_fault`` for the same ``pages`` (which were in ``state``);
-    ``latency`` is what the owner charged. Return an array to add, or None.
+    ``latency`` is what the owner charged. Return an array to add, or None; all results are added.
     """
 
 
@@ -135,7 +178,8 @@ def memtune_fault_latency(host: Host, state: int, pages: np.ndarray, latency: np
 def memtune_access_overhead(host: Host) -> np.ndarray | None:
     """Extra seconds every touch of each VM pays (e.g. memory encryption), one value per VM.
 
-    Called once per tick. Return an array of ``host.nvm`` values to add, or None.
+    Called once per tick. Return an array of ``host.nvm`` values to add, or None; all results are
+    added.
     """
 
 
@@ -146,6 +190,7 @@ def memtune_event(host: Host, kind: str, vm: int | None, data: dict) -> None:
 
     ``vm`` is a VM index or None for host-wide events. Plugins may emit their own kinds with
     ``host.emit``. Keep implementations cheap: the core calls this at most a few times per tick.
+    Returns nothing.
     """
 
 
@@ -158,10 +203,17 @@ def memtune_vm_columns(host: Host) -> dict[str, np.ndarray] | None:
 
 
 @hookspec
-def memtune_collect_metrics(host: Host) -> list | None:
-    """Prometheus metric families (prometheus_client.core) describing this plugin's state now."""
+def memtune_collect_metrics(host: Host) -> list[Any] | None:
+    """Prometheus metric families (prometheus_client.core) describing this plugin's state now.
+
+    Called on every scrape and textfile write, with the simulation paused. Return a list of fresh
+    families whose names start with ``memtune_``, or None.
+    """
 
 
 @hookspec
 def memtune_finish(host: Host, result: dict) -> None:
-    """The run ended; ``result`` is the report being returned. Flush and close files here."""
+    """The run ended; ``result`` is the report being returned. Flush and close files here.
+
+    Called once at the end of ``Engine.run``; you may add keys to ``result``. Returns nothing.
+    """
