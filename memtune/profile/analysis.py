@@ -69,8 +69,7 @@ def page_hashes(pages: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray
     if rows is None:
         n = pages.shape[0]
         return np.fromiter((h(mv[i:i + PAGE]) for i in range(0, n * PAGE, PAGE)), dtype=np.uint64, count=n)
-    return np.fromiter((h(mv[i * PAGE:(i + 1) * PAGE]) for i in rows.tolist()), dtype=np.uint64,
-                       count=rows.size)
+    return np.fromiter((h(mv[o:o + PAGE]) for o in (rows * PAGE).tolist()), dtype=np.uint64, count=rows.size)
 
 
 def zero_mask(pages: np.ndarray) -> np.ndarray:
