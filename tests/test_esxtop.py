@@ -158,3 +158,22 @@ def test_missing_host_memory_is_reported(tmp_path):
     assert res.exit_code == 2 and "Memory\\Machine MBytes (give --host-memory)" in res.output
     res = CliRunner().invoke(main_group, ["import", "esxtop", str(p), "--host-memory", "48 GiB"])
     assert res.exit_code == 0 and 'memory = "49152 MiB"' in res.output
+
+
+def test_empty_cells_are_counted_not_guessed(tmp_path):
+    p = write_capture(tmp_path / "c.csv")
+    lines = p.read_text().splitlines()
+    header = next(csv.reader([lines[0]]))
+    j = header.index(col("Group Memory(101:web-01)", "Touched MBytes"))
+    row = next(csv.reader([lines[5]]))
+    row[j] = ""
+    with open(p, "w", newline="") as f:
+        w = csv.writer(f, quoting=csv.QUOTE_ALL)
+        for i, line in enumerate(lines):
+            w.writerow(row if i == 5 else next(csv.reader([line])))
+    cap = read_batch_csv(p)
+    assert cap.bad_values == 1 and np.isnan(cap.groups[("101", "web-01")]["Touched MBytes"][4])
+    data, report, _ = to_scenario(cap)
+    assert "1 empty or non-numeric values skipped" in report
+    web = next(v for v in data["vm"] if v["name"] == "web-01")["workload"]
+    assert web["kind"] == "constant" and web["wss"] == pytest.approx(0.25, abs=0.002)

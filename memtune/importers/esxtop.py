@@ -102,63 +102,84 @@ def _split_column(name: str) -> tuple[str, str, str | None, str] | None:
 
 
 def read_batch_csv(path: str | Path) -> Capture:
-    """Parse an ``esxtop -b`` CSV; raise UserError (one line) if it is not one."""
+    """Parse an ``esxtop -b`` CSV; raise UserError (one line) if it is not one.
+
+    Full captures have thousands of columns; only the memory columns are kept while streaming."""
     src = str(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not a text file"
-        raise UserError(f"cannot read: {reason}", source=src) from None
+            reader = csv.reader(f)
+            header = next((r for r in reader if r), None)
+            if header is None or not header[0].startswith(TIMESTAMP_PREFIX):
+                raise UserError(f"not an esxtop batch CSV (the first header field should start with "
+                                f"{TIMESTAMP_PREFIX!r})", source=src)
+            keep: list[int] = []
+            where: list[tuple[str, Any]] = []      # ("host", counter) or ((gid, name), counter)
+            host_name = ""
+            others: Counter = Counter()
+            for j, name in enumerate(header[1:], start=1):
+                parts = _split_column(name)
+                if parts is None:
+                    others[f"(unrecognised column) {name}"] += 1
+                    continue
+                h, obj, inst, counter = parts
+                host_name = host_name or h
+                if obj == "Memory" and inst is None:
+                    where.append(("host", counter))
+                elif obj == "Group Memory" and inst is not None:
+                    gid, _, gname = inst.partition(":")
+                    where.append(((gid, gname or gid), counter))
+                else:
+                    others[obj] += 1
+                    continue
+                keep.append(j)
+            times: list[float] = []
+            cells: list[list[str]] = []
+            for r in reader:
+                if not r:
+                    continue
+                row = reader.line_num
+                if len(r) != len(header):
+                    raise UserError(f"row {row} has {len(r)} fields, the header has {len(header)}", source=src)
+                times.append(_parse_time(r[0], src, row))
+                cells.append([r[j] for j in keep])
+    except OSError as exc:
+        raise UserError(f"cannot read: {exc.strerror}", source=src) from None
+    except UnicodeDecodeError:
+        raise UserError("cannot read: not a text file", source=src) from None
     except csv.Error as exc:
         raise UserError(f"not a CSV file: {exc}", source=src) from None
-    rows = [r for r in rows if r]
-    if not rows or not rows[0][0].startswith(TIMESTAMP_PREFIX):
-        raise UserError(f"not an esxtop batch CSV (the first header field should start with "
-                        f"{TIMESTAMP_PREFIX!r})", source=src)
-    header, data = rows[0], rows[1:]
-    if len(data) < 1:
+    if not times:
         raise UserError("no samples after the header", source=src)
-    for i, r in enumerate(data):
-        if len(r) != len(header):
-            raise UserError(f"row {i + 2} has {len(r)} fields, the header has {len(header)}", source=src)
-    seconds = np.array([_parse_time(r[0], src, i + 2) for i, r in enumerate(data)])
+    seconds = np.array(times)
     seconds -= seconds[0]
     if np.any(np.diff(seconds) <= 0):
         raise UserError("timestamps are not increasing", source=src)
-    table = np.array([r[1:] for r in data], dtype=object)
-    host_name = ""
+    values, bad = _numbers(cells, len(keep))
     host: dict[str, np.ndarray] = {}
     groups: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-    others: Counter = Counter()
-    bad = 0
-    for j, name in enumerate(header[1:]):
-        parts = _split_column(name)
-        if parts is None:
-            others[f"(unrecognised column) {name}"] += 1
-            continue
-        h, obj, inst, counter = parts
-        host_name = host_name or h
-        if obj == "Memory" and inst is None:
-            host[counter], nb = _numbers(table[:, j])
-        elif obj == "Group Memory" and inst is not None:
-            gid, _, gname = inst.partition(":")
-            groups.setdefault((gid, gname or gid), {})[counter], nb = _numbers(table[:, j])
+    for k, (owner, counter) in enumerate(where):
+        if owner == "host":
+            host[counter] = values[:, k]
         else:
-            others[obj] += 1
-            continue
-        bad += nb
+            groups.setdefault(owner, {})[counter] = values[:, k]
     return Capture(src, host_name, seconds, host, groups, others, bad)
 
 
-def _numbers(col: np.ndarray) -> tuple[np.ndarray, int]:
-    out = np.full(col.size, np.nan)
+def _numbers(cells: list[list[str]], ncols: int) -> tuple[np.ndarray, int]:
+    """Rows of text cells as a float array; empty or non-numeric cells become NaN (counted)."""
+    try:
+        return np.array(cells, dtype=np.float64).reshape(len(cells), ncols), 0
+    except ValueError:
+        pass
+    out = np.full((len(cells), ncols), np.nan)
     bad = 0
-    for i, v in enumerate(col):
-        try:
-            out[i] = float(v)
-        except ValueError:
-            bad += 1
+    for i, row in enumerate(cells):
+        for j, v in enumerate(row):
+            try:
+                out[i, j] = float(v)
+            except ValueError:
+                bad += 1
     return out, bad
 
 
