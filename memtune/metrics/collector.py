@@ -34,6 +34,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.samples import Sample
 
 from memtune import __version__
 from memtune.core.latency import BUCKET_BOUNDS
@@ -74,7 +75,7 @@ def _le(bound: float) -> str:
     return repr(float(bound))
 
 
-_LE = [_le(b) for b in BUCKET_BOUNDS] + ["+Inf"]
+LE_LABELS = [_le(b) for b in BUCKET_BOUNDS] + ["+Inf"]
 
 
 @dataclass
@@ -154,25 +155,27 @@ def take_snapshot(host: Host) -> Snapshot:
     )
 
 
-def _gauge_per_vm(name: str, doc: str, vms: list[str], values: np.ndarray, unit: str = "") -> GaugeMetricFamily:
-    fam = GaugeMetricFamily(name, doc, labels=["vm"], unit=unit)
-    fam.samples = [_sample(name, {"vm": v}, x) for v, x in zip(vms, values.tolist(), strict=True)]
-    return fam
+@dataclass
+class Table:
+    """One metric family as data: host-level samples and per-VM columns (one value per VM).
 
+    Both outputs are built from it: prometheus_client families (:func:`table_metric`) and the fast
+    text exposition (:mod:`memtune.metrics.text`), so the two cannot drift apart.
+    """
 
-def _counter_per_vm(name: str, doc: str, vms: list[str], values: np.ndarray,
-                    extra_labels: dict[str, str] | None = None) -> CounterMetricFamily:
-    fam = CounterMetricFamily(name, doc, labels=["vm", *(extra_labels or {})])
-    sname = name + "_total"
-    base = extra_labels or {}
-    fam.samples = [_sample(sname, {"vm": v, **base}, x) for v, x in zip(vms, values.tolist(), strict=True)]
-    return fam
+    name: str
+    type: str                                    # gauge, counter, histogram
+    doc: str
+    labels: tuple[str, ...] = ()                 # label names beyond "vm" (per VM) or all (host)
+    samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+    per_vm: list[tuple[str, dict[str, str], np.ndarray]] = field(default_factory=list)
+    hist: tuple[np.ndarray, np.ndarray] | None = None   # cumulative buckets (nvm x nb), sums (nvm)
 
+    def add(self, suffix: str, labels: dict[str, str], value: float) -> None:
+        self.samples.append((self.name + suffix, labels, float(value)))
 
-def _sample(name: str, labels: dict[str, str], value: float) -> Any:
-    from prometheus_client.samples import Sample
-
-    return Sample(name, labels, value, None, None)
+    def column(self, suffix: str, labels: dict[str, str], values: np.ndarray) -> None:
+        self.per_vm.append((self.name + suffix, labels, np.asarray(values, dtype=np.float64)))
 
 
 def build_info_family() -> GaugeMetricFamily:
@@ -181,6 +184,13 @@ def build_info_family() -> GaugeMetricFamily:
                             labels=["version", "python_version", "numpy_version"])
     fam.add_metric([__version__, platform.python_version(), np.__version__], 1.0)
     return fam
+
+
+def build_info_table() -> Table:
+    t = Table("memtune_build_info", "gauge", "memtune build: version and runtime (always 1).")
+    t.add("", {"version": __version__, "python_version": platform.python_version(),
+               "numpy_version": np.__version__}, 1.0)
+    return t
 
 
 def counter_metric_name(counter: str) -> str:
@@ -198,121 +208,141 @@ def amount_metric_name(key: str) -> str:
     return f"memtune_vm_{stem}_bytes"
 
 
-def snapshot_families(s: Snapshot) -> list[Metric]:
-    """Metric families describing a snapshot (no host access: safe outside the lock)."""
-    vms = s.vm_names
-    out: list[Metric] = [build_info_family()]
+def _gauge(name: str, doc: str, value: float) -> Table:
+    t = Table(name, "gauge", doc)
+    t.add("", {}, value)
+    return t
 
-    info = GaugeMetricFamily("memtune_scenario_info", "Scenario and seed of the run being simulated (always 1).",
-                             labels=["scenario", "seed"])
-    info.add_metric([s.scenario, str(s.seed)], 1.0)
+
+def _vm_table(name: str, kind: str, doc: str, values: np.ndarray) -> Table:
+    t = Table(name, kind, doc)
+    t.column("_total" if kind == "counter" else "", {}, values)
+    return t
+
+
+def snapshot_tables(s: Snapshot) -> list[Table]:
+    """The core's metric families for a snapshot, as :class:`Table` data (no host access)."""
+    out: list[Table] = [build_info_table()]
+    info = Table("memtune_scenario_info", "gauge", "Scenario and seed of the run being simulated (always 1).")
+    info.add("", {"scenario": s.scenario, "seed": str(s.seed)}, 1.0)
     out.append(info)
 
     # --- host ------------------------------------------------------------------------------
-    for name, doc, value in (
-        ("memtune_host_memory_bytes", "Physical memory of the host (esxtop PMEM total).", s.memory),
-        ("memtune_host_free_bytes", "Free machine memory (esxtop PMEM free; vSphere mem.free).", s.free),
-        ("memtune_host_min_free_bytes", "minFree: the sliding-scale free-memory reserve the memory states "
-                                        "are measured against (esxtop minfree).", s.min_free),
-        ("memtune_host_overhead_bytes", "Overhead memory of the powered-on VMs (vSphere mem.overhead).",
-         s.overhead),
-        ("memtune_host_reserved_bytes", "Memory reserved by the powered-on VMs (sched.mem.min; vSphere "
-                                        "mem.reservedCapacity).", s.reserved),
-        ("memtune_host_large_pages_broken", "1 once large pages were broken to make them shareable "
-                                            "(free memory fell below 400 % of minFree).",
-         1.0 if s.large_pages_broken else 0.0),
-    ):
-        out.append(GaugeMetricFamily(name, doc, value=value))
-    ticks = CounterMetricFamily("memtune_host_ticks", "Simulation ticks run.")
-    ticks.add_metric([], float(s.ticks))
-    out.append(ticks)
-    sim = CounterMetricFamily("memtune_host_simulated_seconds", "Simulated time since the run started "
-                              "(divide a rate() by its rate() to get a per-simulated-second rate).")
-    sim.add_metric([], s.now)
-    out.append(sim)
-    state = GaugeMetricFamily("memtune_host_state", "Memory state: 1 for the current state, 0 for the others "
-                                                    "(esxtop 'state'; vSphere mem.state).", labels=["state"])
+    out += [
+        _gauge("memtune_host_memory_bytes", "Physical memory of the host (esxtop PMEM total).", s.memory),
+        _gauge("memtune_host_free_bytes", "Free machine memory (esxtop PMEM free; vSphere mem.free).", s.free),
+        _gauge("memtune_host_min_free_bytes", "minFree: the sliding-scale free-memory reserve the memory "
+               "states are measured against (esxtop minfree).", s.min_free),
+        _gauge("memtune_host_overhead_bytes", "Overhead memory of the powered-on VMs (vSphere mem.overhead).",
+               s.overhead),
+        _gauge("memtune_host_reserved_bytes", "Memory reserved by the powered-on VMs (sched.mem.min; vSphere "
+               "mem.reservedCapacity).", s.reserved),
+        _gauge("memtune_host_large_pages_broken", "1 once large pages were broken to make them shareable "
+               "(free memory fell below 400 % of minFree).", 1.0 if s.large_pages_broken else 0.0),
+    ]
+    ticks = Table("memtune_host_ticks", "counter", "Simulation ticks run.")
+    ticks.add("_total", {}, s.ticks)
+    sim = Table("memtune_host_simulated_seconds", "counter", "Simulated time since the run started (divide "
+                "a rate() by its rate() to get a per-simulated-second rate).")
+    sim.add("_total", {}, s.now)
+    state = Table("memtune_host_state", "gauge", "Memory state: 1 for the current state, 0 for the others "
+                  "(esxtop 'state'; vSphere mem.state).", ("state",))
+    tis = Table("memtune_host_state_seconds", "counter", "Simulated time spent in each memory state (after "
+                "warm-up).", ("state",))
     for i, label in enumerate(STATE_NAMES):
-        state.add_metric([label], 1.0 if i == s.state else 0.0)
-    out.append(state)
-    tis = CounterMetricFamily("memtune_host_state_seconds", "Simulated time spent in each memory state "
-                                                           "(after warm-up).", labels=["state"])
-    for i, label in enumerate(STATE_NAMES):
-        tis.add_metric([label], float(s.time_in_state[i]))
-    out.append(tis)
-    pools = GaugeMetricFamily("memtune_host_pool_bytes", "Machine memory plugins hold for the host as a whole "
-                                                        "(e.g. the frames behind shared pages).", labels=["pool"])
+        state.add("", {"state": label}, 1.0 if i == s.state else 0.0)
+        tis.add("_total", {"state": label}, float(s.time_in_state[i]))
+    pools = Table("memtune_host_pool_bytes", "gauge", "Machine memory plugins hold for the host as a whole "
+                  "(e.g. the frames behind shared pages).", ("pool",))
     for k in sorted(s.host_pools):
-        pools.add_metric([k], s.host_pools[k])
-    out.append(pools)
+        pools.add("", {"pool": k}, s.host_pools[k])
+    out += [ticks, sim, state, tis, pools]
 
     # --- per VM: configuration and amounts --------------------------------------------------
-    out.append(_gauge_per_vm("memtune_vm_powered_on", "1 if the VM passed admission control and runs.",
-                             vms, s.powered.astype(np.float64)))
-    out.append(_gauge_per_vm("memtune_vm_reservation_bytes", "Reservation (sched.mem.min).", vms, s.reservation))
-    out.append(_gauge_per_vm("memtune_vm_limit_bytes", "Limit (sched.mem.max; configured if unset).",
-                             vms, s.limit))
-    out.append(_gauge_per_vm("memtune_vm_shares", "Memory shares (sched.mem.shares as a number).", vms, s.shares))
-    out.append(_gauge_per_vm("memtune_vm_active_estimate_ratio", "Active fraction estimated by sampling "
-                                                                "(max of the fast and slow averages).",
-                             vms, s.active_estimate))
-    for key in s.amounts:
-        name = amount_metric_name(key)
+    out += [
+        _vm_table("memtune_vm_powered_on", "gauge", "1 if the VM passed admission control and runs.",
+                  s.powered.astype(np.float64)),
+        _vm_table("memtune_vm_reservation_bytes", "gauge", "Reservation (sched.mem.min).", s.reservation),
+        _vm_table("memtune_vm_limit_bytes", "gauge", "Limit (sched.mem.max; configured if unset).", s.limit),
+        _vm_table("memtune_vm_shares", "gauge", "Memory shares (sched.mem.shares as a number).", s.shares),
+        _vm_table("memtune_vm_active_estimate_ratio", "gauge", "Active fraction estimated by sampling (max "
+                  "of the fast and slow averages).", s.active_estimate),
+    ]
+    for key, values in s.amounts.items():
         stem = _AMOUNT_NAMES.get(key, key)
         doc = AMOUNT_HELP.get(stem, f"Per-VM amount '{key}' (page state or plugin column).")
-        out.append(_gauge_per_vm(name, doc, vms, s.amounts[key]))
+        out.append(_vm_table(amount_metric_name(key), "gauge", doc, values))
 
     # --- per VM: activity counters, stall, latency histogram -------------------------------
-    out.append(_counter_per_vm("memtune_vm_touches", "Guest memory touches (4 KiB accesses) simulated.",
-                               vms, s.touches))
-    faults = CounterMetricFamily("memtune_vm_faults", "Touches that faulted, by the state of the page "
-                                                     "touched (free = first touch, shared = COW break, "
-                                                     "swapped = swap-in ...).", labels=["vm", "kind"])
+    # touch and fault counts are importance-sampled estimates: exported as whole 4 KiB touches
+    out.append(_vm_table("memtune_vm_touches", "counter", "Guest memory touches (4 KiB accesses) simulated.",
+                         np.rint(s.touches)))
+    faults = Table("memtune_vm_faults", "counter", "Touches that faulted, by the state of the page touched "
+                   "(free = first touch, shared = COW break, swapped = swap-in ...).", ("kind",))
     for kind in sorted(s.faults):
-        faults.samples.extend(_sample("memtune_vm_faults_total", {"vm": v, "kind": kind}, x)
-                              for v, x in zip(vms, s.faults[kind].tolist(), strict=True))
+        faults.column("_total", {"kind": kind}, np.rint(s.faults[kind]))
     out.append(faults)
-    out.append(_counter_per_vm("memtune_vm_stall_seconds", "Time the VM waited on memory (like Linux PSI "
-                                                          "'some'; vSphere mem.latency).", vms, s.stall))
-    out.append(_counter_per_vm("memtune_vm_running_seconds", "Time the VM was powered on.", vms, s.running))
-    stall_ratio = np.divide(np.minimum(s.stall, s.running), s.running, out=np.zeros(len(vms)),
+    out.append(_vm_table("memtune_vm_stall_seconds", "counter", "Time the VM waited on memory (like Linux "
+                         "PSI 'some'; vSphere mem.latency).", s.stall))
+    out.append(_vm_table("memtune_vm_running_seconds", "counter", "Time the VM was powered on.", s.running))
+    stall_ratio = np.divide(np.minimum(s.stall, s.running), s.running, out=np.zeros(len(s.vm_names)),
                             where=s.running > 0)
-    out.append(_gauge_per_vm("memtune_vm_stall_ratio", "Stalled time / running time since the run (or its "
-                                                       "warm-up) ended, 0..1.", vms, stall_ratio))
-    out.append(_histogram(s))
-    taken = {f.name for f in out}
+    out.append(_vm_table("memtune_vm_stall_ratio", "gauge", "Stalled time / running time since the run (or "
+                         "its warm-up) started, 0..1.", stall_ratio))
+    hist = Table("memtune_vm_touch_extra_latency_seconds", "histogram", "Extra latency per touch beyond a "
+                 "DRAM access (faults, decompression, swap-in, encryption), per touch.")
+    hist.hist = (np.rint(np.cumsum(s.hist, axis=1)), s.extra)
+    out.append(hist)
+    taken = {t.name for t in out}
     for counter in sorted(s.counters):
         name = counter_metric_name(counter)
         if name in taken:
             continue
-        out.append(_counter_per_vm(name, f"Per-VM counter '{counter}' kept by a plugin (host.count).",
-                                   vms, s.counters[counter]))
+        out.append(_vm_table(name, "counter", f"Per-VM counter '{counter}' kept by a plugin (host.count).",
+                             s.counters[counter]))
         taken.add(name)
-
-    # --- plugins ------------------------------------------------------------------------------
-    core_names = {f.name for f in out}
-    seen: dict[str, str] = {}
-    for plugin, fam in s.plugin_families:
-        _check_plugin_family(plugin, fam, core_names, seen)
-        out.append(fam)
     return out
 
 
-def _histogram(s: Snapshot) -> HistogramMetricFamily:
-    name = "memtune_vm_touch_extra_latency_seconds"
-    fam = HistogramMetricFamily(name, "Extra latency per touch beyond a DRAM access (faults, decompression, "
-                                      "swap-in, encryption), per touch.", labels=["vm"])
-    cum = np.cumsum(s.hist, axis=1)
-    bname, sname, cname = name + "_bucket", name + "_sum", name + "_count"
-    samples = fam.samples
-    le = _LE
-    nb = len(le)
-    for i, v in enumerate(s.vm_names):
-        row = cum[i].tolist()
-        samples.extend(_sample(bname, {"vm": v, "le": le[b]}, row[b]) for b in range(nb))
-        samples.append(_sample(cname, {"vm": v}, row[-1]))
-        samples.append(_sample(sname, {"vm": v}, float(s.extra[i])))
+def _sample(name: str, labels: dict[str, str], value: float) -> Sample:
+    return Sample(name, labels, value, None, None)
+
+
+_METRIC_CLASS = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily, "histogram": HistogramMetricFamily}
+
+
+def table_metric(t: Table, vms: list[str]) -> Metric:
+    """A prometheus_client family holding the same samples as ``t``."""
+    fam = _METRIC_CLASS[t.type](t.name, t.doc, labels=[])
+    samples = [_sample(n, labels, v) for n, labels, v in t.samples]
+    for n, labels, values in t.per_vm:
+        samples.extend(_sample(n, {"vm": v, **labels}, x) for v, x in zip(vms, values.tolist(), strict=True))
+    if t.hist is not None:
+        cum, sums = t.hist
+        b, c, sm = t.name + "_bucket", t.name + "_count", t.name + "_sum"
+        for i, v in enumerate(vms):
+            row = cum[i].tolist()
+            samples.extend(_sample(b, {"vm": v, "le": LE_LABELS[k]}, x) for k, x in enumerate(row))
+            samples.append(_sample(c, {"vm": v}, row[-1]))
+            samples.append(_sample(sm, {"vm": v}, float(sums[i])))
+    fam.samples = samples
     return fam
+
+
+def check_plugin_families(s: Snapshot, core: set[str]) -> None:
+    """Plugin families must be prometheus_client families named ``memtune_*`` that nothing else uses."""
+    seen: dict[str, str] = {}
+    for plugin, fam in s.plugin_families:
+        _check_plugin_family(plugin, fam, core, seen)
+
+
+def snapshot_families(s: Snapshot) -> list[Metric]:
+    """prometheus_client families for a snapshot: the core's and the plugins' (checked)."""
+    tables = snapshot_tables(s)
+    out = [table_metric(t, s.vm_names) for t in tables]
+    check_plugin_families(s, {t.name for t in tables})
+    out.extend(fam for _, fam in s.plugin_families)
+    return out
 
 
 def _check_plugin_family(plugin: str, fam: Any, core: set[str], seen: dict[str, str]) -> None:
@@ -345,11 +375,16 @@ class HostCollector(Collector):
     """Prometheus collector over one host (or a :class:`RunHandle` whose host may change).
 
     ``collect()`` snapshots the host under the lock and builds fresh families per scrape, as
-    prometheus client_python's custom collectors do.
+    prometheus client_python's custom collectors do. ``render_text()`` gives the same exposition
+    through the fast renderer (:mod:`memtune.metrics.text`), reusing the last text while the host
+    has not advanced a tick since.
     """
 
     def __init__(self, source: Host | RunHandle, lock: threading.Lock | None = None) -> None:
         self.handle = source if isinstance(source, RunHandle) else RunHandle(source, lock)
+        self._render_lock = threading.Lock()
+        self._renderer: Any = None
+        self._cached: tuple[Any, int, float, str] | None = None
 
     def snapshot(self) -> Snapshot | None:
         h = self.handle
@@ -367,9 +402,45 @@ class HostCollector(Collector):
         # collected lazily: the registry must not snapshot the host when the collector registers
         return []
 
+    def render_text(self) -> str:
+        """The exposition text of the host now (format 0.0.4)."""
+        from memtune.metrics.text import TextRenderer, metric_lines
 
-def host_registry(source: Host | RunHandle, lock: threading.Lock | None = None) -> CollectorRegistry:
+        with self._render_lock:           # one render at a time; concurrent scrapes share its result
+            h = self.handle
+            with h.lock if h.lock is not None else nullcontext():
+                host = h.host
+                if host is None:
+                    snap = None
+                else:
+                    c = self._cached
+                    if c is not None and c[0] is host and c[1] == host.ticks and c[2] == host.now:
+                        return c[3]
+                    snap = take_snapshot(host)
+                    key = (host, host.ticks, host.now)
+            if snap is None:
+                out: list[str] = []
+                metric_lines([build_info_family()], out)
+                return "\n".join(out) + "\n"
+            if self._renderer is None:
+                self._renderer = TextRenderer()
+            text = self._renderer.render(snap)
+            self._cached = (*key, text)
+            return text
+
+
+class HostRegistry(CollectorRegistry):
+    """An isolated registry around one :class:`HostCollector`, with its fast text rendering."""
+
+    def __init__(self, collector: HostCollector) -> None:
+        super().__init__(auto_describe=False)
+        self.host_collector = collector
+        self.register(collector)
+
+    def render_text(self) -> str:
+        return self.host_collector.render_text()
+
+
+def host_registry(source: Host | RunHandle, lock: threading.Lock | None = None) -> HostRegistry:
     """An isolated registry exposing one host (never the process-global default registry)."""
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(HostCollector(source, lock))
-    return reg
+    return HostRegistry(HostCollector(source, lock))
