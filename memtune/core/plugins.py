@@ -188,8 +188,20 @@ def build_plugin_manager(*, disable: Iterable[str] = (), modules: Iterable[str] 
     if entrypoints:
         from importlib.metadata import entry_points
 
+        builtin_names = {_name_of(p) for p in DEFAULT_PLUGINS}
+        seen: dict[str, str] = {}
         for ep in entry_points(group="memtune"):
-            if not wanted(ep.name) or pm.get_plugin(ep.name) is not None:
+            if ep.name in builtin_names:
+                raise UserError(f"entry point {ep.name!r} ({ep.value}) takes the name of a built-in plugin; "
+                                f"rename it (to replace the built-in, disable {ep.name!r} and load yours "
+                                f"under another name)", field="entry point")
+            if ep.name in seen:
+                if seen[ep.name] != ep.value:
+                    raise UserError(f"two installed packages define plugin {ep.name!r} ({seen[ep.name]} and "
+                                    f"{ep.value})", field="entry point")
+                continue        # the same distribution found twice on sys.path
+            seen[ep.name] = ep.value
+            if not wanted(ep.name):
                 continue
             try:
                 plugin = ep.load()
