@@ -172,3 +172,38 @@ def test_example_metric_reaches_the_collector_and_its_knob_the_tuner_space():
 def test_plugins_help_names_the_environment_variables():
     r = invoke("plugins", "--help")
     assert "MEMTUNE_PLUGINS" in r.output and "MEMTUNE_DISABLE_PLUGINS" in r.output
+
+
+def _dist(root, dist, version, entry, value, module_text=ACME):
+    module = value.split(":")[0]
+    (root / module).mkdir(exist_ok=True)
+    (root / module / "__init__.py").write_text(module_text)
+    info = root / f"{dist}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[memtune]\n{entry} = {value}\n")
+
+
+def test_entry_point_named_like_a_builtin_is_an_error(tmp_path, monkeypatch):
+    _dist(tmp_path, "fake_swap", "1.0", "swap", "fake_swap")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UserError, match=r"entry point: entry point 'swap' \(fake_swap\) takes the name of a "
+                                        r"built-in plugin"):
+        build_plugin_manager()
+
+
+def test_two_packages_claiming_one_name_is_an_error_the_same_one_twice_is_not(tmp_path, monkeypatch):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    _dist(a, "acme_one", "1.0", "acme", "acme_one")
+    _dist(b, "acme_one", "1.0", "acme", "acme_one")
+    monkeypatch.syspath_prepend(str(a))
+    monkeypatch.syspath_prepend(str(b))
+    assert build_plugin_manager().plugin_names().count("acme") == 1
+    c = tmp_path / "c"
+    c.mkdir()
+    _dist(c, "acme_two", "2.0", "acme", "acme_two")
+    monkeypatch.syspath_prepend(str(c))
+    with pytest.raises(UserError, match=r"two installed packages define plugin 'acme' \(acme_two and acme_one\)"):
+        build_plugin_manager()
