@@ -167,27 +167,36 @@ def _budget(rate_bytes: float, dt: float, host: Any, carry: np.ndarray, mask: np
 
 
 def _sample(host: Any, want: np.ndarray, code: int, hi: np.ndarray, share: np.ndarray) -> np.ndarray:
-    """Random pages in state ``code`` among ranks ``[0, hi[v])`` of each VM, grouped by VM.
+    """Distinct random pages in state ``code`` among ranks ``[0, hi[v])`` of each VM, grouped by VM
+    and in random order inside each group.
 
     Draws about ``want[v] / share[v]`` uniform ranks (``share``: expected fraction of the range in
-    that state, known from the per-state counts), so the cost follows the pages wanted. The result
-    may repeat a page (rarely: callers deduplicate what they keep) and may hold fewer than
-    ``want[v]`` pages of a VM (callers take the rest next time).
+    that state, known from the per-state counts), so the cost follows the pages wanted; a VM may get
+    fewer than ``want[v]`` pages (callers take the rest next time).
     """
     pg = host.pages
     hi = np.asarray(hi, dtype=np.int64)
     draws = np.where((want > 0) & (hi > 0),
                      np.ceil(want * 1.25 / np.clip(share, 1e-3, 1.0)) + 4, 0)
     draws = np.minimum(draws, 4 * hi).astype(np.int64)
+    rng = host.rng(NAME)
+    # wanting a large part of what is there: random draws would mostly repeat, so list them all
+    exact = np.flatnonzero((want > 0) & (2 * want >= share * hi))
+    draws[exact] = 0
     vm = np.repeat(np.arange(host.nvm), draws)
-    page = pg.base[vm] + np.floor(host.rng(NAME).random(vm.size) * hi[vm]).astype(np.int64)
-    return page[pg.state[page] == code]
+    page = pg.base[vm] + np.floor(rng.random(vm.size) * hi[vm]).astype(np.int64)
+    found = [page[pg.state[page] == code]]
+    for v in exact:
+        b = int(pg.base[v])
+        found.append(b + np.flatnonzero(pg.state[b:b + int(hi[v])] == code))
+    page = np.unique(np.concatenate(found))
+    return page[np.lexsort((rng.random(page.size), pg.vm[page]))]
 
 
 def _first(pages: np.ndarray, vm: np.ndarray, want: np.ndarray) -> np.ndarray:
-    """The first ``want[v]`` entries of each VM in ``pages`` (grouped by VM), without repeats."""
+    """The first ``want[v]`` entries of each VM in ``pages`` (grouped by VM)."""
     pos = np.arange(pages.size) - np.searchsorted(vm, vm)
-    return np.unique(pages[pos < want[vm]])
+    return pages[pos < want[vm]]
 
 
 def _coldest(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
@@ -260,6 +269,7 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
     if d is None or d.dt <= 0:
         return
     size = host.pages.counts[:, d.code]
+    above = need > 0
     if state == MemState.SOFT:
         want = np.where(host.powered, np.minimum(np.ceil(need - 1e-9), d.cap - size), 0).astype(np.int64)
         want = np.maximum(want, 0)
@@ -276,7 +286,7 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
         room = size.astype(np.float64)
     else:
         room = np.minimum(size, np.floor(host.targets - host.held()))
-    mask = (room > 0) & (size > 0)
+    mask = (room > 0) & (size > 0) & ~above
     if not mask.any():
         d.carry_out[:] = 0.0
         return

@@ -1,0 +1,210 @@
+"""Ballooning: cap, rate limits, what the guest gives up (free pages before cold ones), guest paging
+on touches, deflation, no driver. Expected numbers follow from the plugin's defaults:
+
+- 1 GiB VMs at page_scale 16 (64 KiB pages): 16384 pages; the tiny workload allocates
+  floor(0.8 * 16384) = 13107 pages and keeps its hot window in ranks [0, 4096);
+- one 2 s tick may move 64 MiB/s * 2 s = 2048 guest-free pages, or 8 MiB/s * 2 s = 256 pages the
+  guest has to page out, or a mix costing the same time; deflation 2048 pages;
+- the cap is floor(0.65 * 16384) = 10649 pages unless sched.mem.maxmemctl says otherwise.
+
+Most tests call the plugin's hooks directly on a host whose guest memory is all mapped, with the
+other reclamation plugins disabled, so every number is exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from memtune.core.memstate import MemState
+from memtune.core.pages import FREE, RESIDENT
+from memtune.plugins import balloon
+from memtune.testing import collect_metrics
+
+OTHERS = ["tps", "compression", "swap", "encryption", "audit"]
+PAGES = 16384
+ALLOC = 13107
+WSS = 4096
+PB = 65536
+CAP = 10649
+
+
+@pytest.fixture
+def mapped(scenario_of, host_of):
+    """A host whose VMs have every page mapped (as after the guests touched all their memory)."""
+
+    def make(vms=None, **kw):
+        sc = scenario_of(vms or [{"name": "a"}, {"name": "b"}], **kw)
+        host, engine = host_of(sc, disable=OTHERS)
+        host.workload.advance(0.0)
+        host.pages.set_state(np.arange(host.pages.total), RESIDENT)
+        host.targets = np.zeros(host.nvm)              # every VM above its target
+        balloon.memtune_tick(host=host, now=2.0, dt=2.0)
+        return host
+
+    return make
+
+
+def inflate(host, need=1e9):
+    """One soft-state reclaim call with ``need`` pages wanted from every VM; pages taken per VM."""
+    before = host.pages.counts[:, host.states.code("ballooned")].copy()
+    n = np.full(host.nvm, float(need))
+    balloon.memtune_reclaim(host=host, state=int(MemState.SOFT), need=n)
+    taken = host.pages.counts[:, host.states.code("ballooned")] - before
+    np.testing.assert_allclose(n, np.maximum(need - taken, 0))      # need shrinks by what was taken
+    return taken
+
+
+def ranks(host, state_name, v=0):
+    code = host.states.code(state_name)
+    sl = host.vm_slice(v)
+    return np.flatnonzero(host.pages.state[sl] == code)
+
+
+def test_guest_gives_free_pages_first_then_cold_ones_at_the_driver_rates(mapped, pages_conserved):
+    host = mapped()
+    # tick 1: 2048 guest-free pages (ranks >= allocated) use the whole tick
+    assert inflate(host).tolist() == [2048, 2048]
+    r = ranks(host, "ballooned")
+    assert r.size == 2048 and r.min() >= ALLOC
+    # tick 2: the remaining 3277 - 2048 = 1229 free pages, then floor((2048 - 1229) / 8) = 102 cold
+    assert inflate(host).tolist() == [1331, 1331]
+    r = ranks(host, "ballooned")
+    assert (r >= ALLOC).sum() == PAGES - ALLOC and (r < ALLOC).sum() == 102
+    # tick 3: no free page left: 256 pages the guest pages out, all from its cold ranks
+    assert inflate(host).tolist() == [256, 256]
+    cold = ranks(host, "ballooned")
+    cold = cold[cold < ALLOC]
+    assert cold.size == 358 and cold.min() >= WSS       # best of 4 random pages is never hot here
+    assert host.counters["balloon_inflated_bytes"].tolist() == [(3277 + 358) * PB] * 2
+    assert host.counters["guest_swap_out_bytes"].tolist() == [358 * PB] * 2
+    pages_conserved(host)
+
+
+def test_random_choice_would_have_taken_hot_pages(mapped):
+    """The cold choice matters: a quarter-plus of the guest's pages are hot (4096 of 13107), so 358
+    random picks would hold about 112 hot ones; the balloon took none (previous test)."""
+    host = mapped()
+    p = host.touch_probability(host.pages.base[0] + np.arange(ALLOC))
+    hot = p > p.min()
+    assert hot.sum() == WSS
+
+
+def test_balloon_never_exceeds_its_cap(mapped, pages_conserved):
+    host = mapped([{"name": "a"}, {"name": "b", "maxmemctl": "100 MiB"}])
+    code = host.states.code("ballooned")
+    caps = np.array([CAP, 1600])
+    for _ in range(60):
+        inflate(host)
+        assert (host.pages.counts[:, code] <= caps).all()
+    assert host.pages.counts[:, code].tolist() == caps.tolist()
+    assert inflate(host).tolist() == [0, 0]
+    cols = host.hook.memtune_vm_columns(host=host)
+    assert [c["balloon_max"].tolist() for c in cols if c and "balloon_max" in c] == [[CAP * PB, 1600 * PB]]
+    pages_conserved(host)
+
+
+def test_ctlmaxpercent_setting_sets_the_cap(mapped):
+    host = mapped(settings={"Mem.CtlMaxPercent": 10})
+    for _ in range(10):
+        inflate(host)
+    assert host.pages.counts[:, host.states.code("ballooned")].tolist() == [1638, 1638]   # floor(1638.4)
+
+
+def test_no_driver_no_ballooning(mapped):
+    host = mapped([{"name": "a"}, {"name": "b", "balloon_driver": False}])
+    need = np.array([1e9, 1e9])
+    balloon.memtune_reclaim(host=host, state=int(MemState.SOFT), need=need)
+    assert host.pages.counts[:, host.states.code("ballooned")].tolist() == [2048, 0]
+    assert need[1] == 1e9
+
+
+def test_no_driver_vm_keeps_its_memory_in_a_run(scenario_of):
+    from memtune.testing import run_with
+
+    sc = scenario_of([{"name": f"vm{i}"} for i in range(3)] + [{"name": "nodriver", "balloon_driver": False}],
+                     duration="3m")
+    run = run_with(scenario=sc, disable=["compression", "swap"])
+    series = np.array(run.result["timeline"]["vm"]["ballooned"])
+    assert (series[:, 3] == 0).all()
+    assert (series[:, :3].max(axis=0) > 0).all()
+    assert run.vm("nodriver")["balloon_max"] == 0
+
+
+def test_hard_and_low_keep_the_balloon_without_growing_it(mapped):
+    host = mapped()
+    inflate(host)
+    code = host.states.code("ballooned")
+    for state in (MemState.HARD, MemState.LOW):
+        need = np.full(host.nvm, 1e9)
+        balloon.memtune_reclaim(host=host, state=int(state), need=need)
+        assert host.pages.counts[:, code].tolist() == [2048, 2048]
+        assert need.tolist() == [1e9, 1e9]
+
+
+def test_touching_a_ballooned_page_pages_another_out(mapped, pages_conserved):
+    host = mapped()
+    for _ in range(3):
+        inflate(host)
+    code = host.states.code("ballooned")
+    size = host.pages.counts[:, code].copy()
+    resident = host.pages.counts[:, RESIDENT].copy()
+    touched = host.pages.base[0] + ranks(host, "ballooned")[:10]          # guest data on its disk
+    assert (touched - host.pages.base[0] < ALLOC).all()
+    lat = host.hook.memtune_page_fault(host=host, state=code, pages=touched, write=np.zeros(10, bool))
+    assert lat.tolist() == [160e-6] * 10
+    assert (host.pages.state[touched] == RESIDENT).all()
+    assert host.pages.counts[:, code].tolist() == size.tolist()          # the balloon keeps its size
+    assert host.pages.counts[:, RESIDENT].tolist() == resident.tolist()  # and no frame was added
+    cold = ranks(host, "ballooned")
+    cold = cold[cold < ALLOC]
+    assert cold.size == 358 and cold.min() >= WSS                        # the victims are cold too
+    assert np.intersect1d(cold, touched - host.pages.base[0]).size == 0
+    assert host.counters["guest_swap_in_bytes"].tolist() == [10 * PB, 0]
+    pages_conserved(host)
+
+
+def test_deflation_in_high_state_gives_memory_back(mapped, pages_conserved):
+    host = mapped()
+    for _ in range(3):
+        inflate(host)                                                   # 3277 free + 358 cold pages
+    code = host.states.code("ballooned")
+    gs = host.states.code("guest_swapped")
+    balloon.memtune_reclaim(host=host, state=int(MemState.HIGH), need=np.zeros(host.nvm))
+    assert host.pages.counts[:, code].tolist() == [3635 - 2048] * 2
+    freed = host.pages.counts[:, FREE] + host.pages.counts[:, gs]
+    assert freed.tolist() == [2048, 2048]
+    # what was beyond the guest's allocated memory is free; its own data stays on its disk
+    assert ranks(host, "free").min() >= ALLOC
+    swapped = ranks(host, "guest_swapped")
+    assert swapped.size == host.pages.counts[0, gs] and (swapped < ALLOC).all()
+    balloon.memtune_reclaim(host=host, state=int(MemState.HIGH), need=np.zeros(host.nvm))
+    assert host.pages.counts[:, code].tolist() == [0, 0]
+    assert host.counters["balloon_deflated_bytes"].tolist() == [3635 * PB] * 2
+    # a touch of data given back: guest swap-in into a new machine page, nothing evicted
+    assert host.states[gs].fault_allocates and not host.states[code].fault_allocates
+    page = host.pages.base[0] + swapped[:3]
+    lat = host.hook.memtune_page_fault(host=host, state=gs, pages=page, write=np.zeros(3, bool))
+    assert lat.tolist() == [160e-6] * 3 and (host.pages.state[page] == RESIDENT).all()
+    pages_conserved(host)
+
+
+def test_below_target_deflates_only_up_to_the_target(mapped):
+    host = mapped()
+    for _ in range(3):
+        inflate(host)
+    code = host.states.code("ballooned")
+    host.targets = host.held() + np.array([100.0, 0.0])
+    balloon.memtune_reclaim(host=host, state=int(MemState.SOFT), need=np.zeros(host.nvm))
+    assert host.pages.counts[:, code].tolist() == [3635 - 100, 3635]
+
+
+def test_metrics_report_balloon_sizes(mapped):
+    host = mapped()
+    inflate(host)
+    fams = collect_metrics(host)
+    size = {s.labels["vm"]: s.value for s in fams["memtune_balloon_size_bytes"].samples}
+    assert size == {"a": 2048 * PB, "b": 2048 * PB}
+    inflated = {s.labels["vm"]: s.value for s in fams["memtune_balloon_inflated_bytes"].samples
+                if s.name.endswith("_total")}
+    assert inflated == {"a": 2048 * PB, "b": 2048 * PB}
