@@ -206,6 +206,7 @@ def _coldest(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
     resident = host.resident_state()
     share = host.pages.counts[:, resident] / np.maximum(alloc, 1)
     cand = _sample(host, want * k, resident, alloc, share)
+    cand = _first(cand, host.pages.vm[cand], want * k)       # exactly k candidates per page wanted
     if cand.size == 0:
         return cand
     vm = host.pages.vm[cand]
