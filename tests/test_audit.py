@@ -462,6 +462,12 @@ def test_cli_show_filters(pressure_run):
     assert res.exit_code == 0
     shown = [json.loads(x) for x in res.output.splitlines()]
     assert shown == [r for r in recs if r["vm"] == "vm-02" and r["kind"] == "cow-break"] and shown
+    # host-wide records with a per-VM table are about each VM they name
+    res = cli("audit", "show", str(log), "--vm", "vm-02", "--kind", "share", "--kind", "policy", "--json")
+    shown = [json.loads(x) for x in res.output.splitlines()]
+    assert shown == [r for r in recs if r["kind"] == "policy"
+                     or (r["kind"] == "share" and "vm-02" in r["data"]["pages"])]
+    assert len(shown) >= 2
     res = cli("audit", "show", str(log), "--since", "3m", "--json")
     assert [json.loads(x)["seq"] for x in res.output.splitlines()] == [r["seq"] for r in recs if r["time"] >= 180]
     table = cli("audit", "show", str(log), "--kind", "state-change")

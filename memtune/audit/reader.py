@@ -53,13 +53,21 @@ def read_records(path: str | Path) -> tuple[list[AuditRecord], list[int]]:
 
 def filter_records(records: Iterable[AuditRecord], *, vm: str | None = None, kinds: Iterable[str] = (),
                    since: float | None = None) -> Iterator[AuditRecord]:
-    """Records of VM ``vm`` (exact name), of one of ``kinds``, at or after simulated time ``since``."""
+    """Records of VM ``vm`` (exact name), of one of ``kinds``, at or after simulated time ``since``.
+
+    Host-wide records that carry a per-VM table naming ``vm`` (a plugin's ``reclaim`` or ``share``
+    event with ``bytes = {vm: ...}``, the ``policy`` record's ``vms``) are about that VM too.
+    """
     kinds = set(kinds)
     for r in records:
-        if vm is not None and r.vm != vm:
+        if vm is not None and r.vm != vm and not (r.vm is None and _names(r.data, vm)):
             continue
         if kinds and r.kind not in kinds:
             continue
         if since is not None and r.time < since:
             continue
         yield r
+
+
+def _names(data: dict[str, Any], vm: str) -> bool:
+    return any(isinstance(v, dict) and vm in v for v in data.values())

@@ -61,7 +61,8 @@ def _cell(key: str, value: object) -> str:
 
 @cli.command("show")
 @click.argument("log", metavar="LOG")
-@click.option("--vm", "vm", metavar="NAME", help="Only records about this VM.")
+@click.option("--vm", "vm", metavar="NAME",
+              help="Only records about this VM (its own, and host-wide ones with a per-VM table naming it).")
 @click.option("--kind", "kinds", multiple=True, metavar="KIND",
               help="Only records of this kind (repeatable): policy, state-change, reclaim, share, cow-break, ...")
 @click.option("--since", metavar="T", help="Only records at or after simulated time T (e.g. 90s, 5m).")

@@ -9,8 +9,8 @@ lines (format in :mod:`memtune.audit`) to that file:
   plugin page state -- ballooned, compressed, swapped, shared ... looked up by name through
   ``host.states`` -- and of ``host.counters``), ``cow-break``, ``share`` and plugin-reported
   ``reclaim`` events summed per VM and per text field such as ``technique`` (numbers inside per-VM
-  tables are summed too); with no ``share`` events, a host-wide ``share`` record derived from the
-  pages in state ``shared`` and the ``tps`` host pool;
+  tables are summed too); if a run has no ``share`` events at all, host-wide ``share`` records
+  (``derived``) from the pages in state ``shared`` and the ``tps`` host pool, when they change;
 - anomalies: ``leak-suspect`` (a VM whose consumed memory -- ``host.held()`` -- grows steadily for
   ``audit.leak_periods`` periods while its active memory -- ``host.sampler.estimate`` -- does not)
   and ``cow-storm`` (COW breaks per second over a period above ``audit.cow_storm_rate``). Both are
@@ -90,7 +90,7 @@ class AuditState:
         self.agg: dict[tuple, dict[str, Any]] = defaultdict(dict)
         self.agg_events: dict[tuple, int] = defaultdict(int)
         self.cow = np.zeros(nvm)
-        self.share_events = 0
+        self.share_events = 0               # share events seen this run (none: derive from states)
         self.last_share: tuple | None = None
         self.consumed: list[np.ndarray] = []
         self.active: list[np.ndarray] = []
@@ -238,12 +238,12 @@ def _close_period(host: Any, st: AuditState, now: float, *, anomalies: bool = Tr
         finally:
             st.clock = None
     st.cow[:] = 0
-    st.share_events = 0
     st.period_start = now
 
 
 def _derived_share(host: Any, st: AuditState, now: float, length: float) -> None:
-    """Without ``share`` events from the sharing plugin: what the ``shared`` state and pool say."""
+    """When the sharing plugin announces no ``share`` events (none this run): what the ``shared``
+    page state and the ``tps`` host pool say, whenever it changed."""
     code = host.states.code("shared")
     if code is None or st.share_events:
         return
