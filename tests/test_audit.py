@@ -135,6 +135,14 @@ def test_cow_breaks_and_reclamation_per_vm_match_the_techniques_counts(pressure_
             cow[host.vm_names.index(r["vm"])] += r["data"]["pages"]
     assert cow.sum() > 0
     np.testing.assert_allclose(cow, host.counters["cow_breaks"])
+    # sharing announced by the sharing plugin, summed per period: the pages it counted per VM
+    shared = np.zeros(host.nvm)
+    for r in recs:
+        if r["kind"] == "share":
+            for name, pages in r["data"]["pages"].items():
+                shared[host.vm_names.index(name)] += pages
+    assert shared.sum() > 0
+    np.testing.assert_allclose(shared, host.counters["tps_shared_pages"])
     # the per-VM state deltas of every period add up to the pages in each plugin state at the end
     for info in host.states:
         if info.owner == "core":
