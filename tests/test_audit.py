@@ -527,3 +527,16 @@ def test_share_derived_from_page_states_without_share_events(tmp_path):
     d = shares[0]["data"]
     assert d["derived"] is True and d["shared_bytes"] == {"steady": 100.0 * pb}
     assert (d["frames_bytes"], d["saved_bytes"], d["vms_sharing"]) == (40.0 * pb, 60.0 * pb, 1)
+
+
+def test_keyed_log_appends_with_its_key(tmp_path):
+    key = tmp_path / "key"
+    key.write_text("k1")
+    log = tmp_path / "k.jsonl"
+    for _ in range(2):
+        run(pressure_scenario(log, **{"audit.key_file": str(key)}), duration=10)
+    v = verify_file(log, b"k1")
+    assert v.ok and v.runs == 2 and v.keyed
+    key.write_text("k2")                    # another key cannot continue the chain
+    with pytest.raises(UserError, match="line 1: the existing audit log is broken \\(wrong key"):
+        run(pressure_scenario(log, **{"audit.key_file": str(key)}), duration=10)
