@@ -15,7 +15,6 @@ from prometheus_client.samples import Sample
 
 from memtune import hookimpl
 from memtune.core.engine import Engine
-from memtune.core.latency import BUCKET_BOUNDS
 from memtune.core.memstate import STATE_NAMES
 from memtune.core.pages import RESIDENT
 from memtune.core.plugins import build_plugin_manager
@@ -25,6 +24,7 @@ from memtune.core.simulation import build_host
 from memtune.core.vm import overhead_bytes
 from memtune.errors import PluginError, UserError
 from memtune.metrics import TunerMetrics, host_registry, write_textfile
+from memtune.metrics.collector import LE_LABELS
 from memtune.units import GiB, MiB
 
 TECHNIQUES = ["balloon", "tps", "compression", "swap", "encryption", "audit"]
@@ -110,7 +110,7 @@ def test_vm_amounts_touches_and_latency_follow_the_model(core_host):
                    if s.name.endswith("_bucket") and s.labels["vm"] == vm}
         count = by_label(hist, name="memtune_vm_touch_extra_latency_seconds_count")[vm]
         total = by_label(hist, name="memtune_vm_touch_extra_latency_seconds_sum")[vm]
-        assert len(buckets) == BUCKET_BOUNDS.size + 1
+        assert len(buckets) == len(LE_LABELS) and buckets[1e-6] > 0
         values = [buckets[b] for b in sorted(buckets)]
         assert values == sorted(values)                      # cumulative
         assert buckets[math.inf] == count == pytest.approx(touches[vm])
@@ -327,3 +327,18 @@ def test_render_is_reused_until_the_host_advances():
     Engine(h).step(5.0)
     again = reg.render_text()
     assert again is not first and "memtune_host_ticks_total 3" in again
+
+
+def test_family_helpers_match_add_metric():
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    from memtune.metrics.families import vm_counter, vm_gauge
+
+    names, values = ["a", "b"], np.array([1.0, 2.5])
+    g = GaugeMetricFamily("memtune_x_bytes", "X.", labels=["vm"])
+    c = CounterMetricFamily("memtune_y_bytes_total", "Y.", labels=["vm"])
+    for n, v in zip(names, values, strict=True):
+        g.add_metric([n], float(v))
+        c.add_metric([n], float(v))
+    assert vm_gauge("memtune_x_bytes", "X.", names, values) == g
+    assert vm_counter("memtune_y_bytes_total", "Y.", names, values) == c
