@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from memtune.core.engine import Engine
 from memtune.core.memstate import MemState
 from memtune.core.pages import FREE
+from memtune.core.plugins import build_plugin_manager
 from memtune.core.scenario import scenario_from_dict
 from memtune.core.simulation import build_host, simulate
 from memtune.errors import AdmissionError
@@ -45,7 +46,7 @@ def test_no_plugins_overcommitted_host_blocks_and_reports_stall():
     vms = [{"name": "vm", "count": 4, "memory": "2 GiB",
             "workload": {"allocated": 0.9, "wss": 0.5, "touch_rate": 20000}}]
     sc = scenario(host="4 GiB", vms=vms)
-    r = simulate(sc, disable=ALL_BUILTIN_TECHNIQUES)
+    r = simulate(sc, pm=build_plugin_manager(disable=ALL_BUILTIN_TECHNIQUES, entrypoints=False))
     assert r["plugins"] == ["core"]
     assert r["host"]["state"] == "low"
     assert r["host"]["free"] < r["host"]["min_free"] * 0.16

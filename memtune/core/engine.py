@@ -116,27 +116,25 @@ class Engine:
             scale = pg.scale
             nd = draws[vf]
             faults[fi] = np.minimum(scale * -np.expm1(-lam[vf] * sel / scale) / (nd * sel), weight[fi])
-            # simulated pages this draw stands for bringing in; the drawn page is one of them
-            pages_in = -np.expm1(-lam[vf] * sel) / (nd * sel)
+            # simulated pages this draw's 4 KiB faults amount to; the drawn page is one of them
+            pages_in = faults[fi] / scale
             extra = np.floor(pages_in + rng.random(fi.size)).astype(np.int64) - 1
             extra = np.clip(extra, 0, MAX_COMPANIONS)
             # no companions where allocations would be refused anyway
             refuse = self.allocates[st[fi]] & (h.blocked[vf] | (h.free_pages() <= 0))
             extra[refuse] = 0
             cpage, cstate, cvm = self._companions(page[fi], rank[fi], vf, st[fi], extra)
+            # companions of a write fault (COW) are written too; of a read fault, only read
+            cwrite = np.repeat(write[fi] & ~rf[fi], extra)[self._last_keep]
             lat_f, ok_f = self._serve_faults(np.concatenate([page[fi], cpage]),
                                              np.concatenate([st[fi], cstate]),
-                                             np.concatenate([write[fi], np.zeros(cpage.size, dtype=bool)]),
+                                             np.concatenate([write[fi], cwrite]),
                                              np.concatenate([vf, cvm]))
             latency[fi] = lat_f[: fi.size]
             served[fi] = ok_f[: fi.size]
         # touches that found their page mapped (or had it brought back)
         pg.last_touch[page[served]] = now
-        wr = write & served
-        if wr.any():
-            wp = page[wr]
-            wp = wp[self.private[pg.state[wp]]]
-            pg.content[wp] = unique_content(wp)
+        self._write(page, rank, vm, write & served, lam, draws, rng)
         # latency accounting
         overhead = np.zeros(h.nvm)
         for extra in h.hook.memtune_access_overhead(host=h):
@@ -155,6 +153,26 @@ class Engine:
         stall = np.bincount(vm, weights=faults * latency, minlength=nvm) + overhead * lam
         book.stall += np.minimum(stall, np.where(on, dt, 0.0))
 
+    def _write(self, page: np.ndarray, rank: np.ndarray, vm: np.ndarray, wr: np.ndarray, lam: np.ndarray,
+               draws: np.ndarray, rng: np.random.Generator) -> None:
+        """Written pages hold new (unique) content. A write draw stands for the distinct 4 KiB pages
+        its writes hit, ``scale * (1 - exp(-lam * wf * pi / scale)) / (n * wf * pi)``; in simulated
+        pages that is the drawn one and its companions."""
+        h = self.host
+        pg = h.pages
+        wi = np.flatnonzero(wr)
+        wi = wi[self.private[pg.state[page[wi]]]]
+        if wi.size == 0:
+            return
+        v = vm[wi]
+        sel = np.maximum(h.workload.probability(v, rank[wi]) * h.workload.writes[v], 1e-300)
+        scale = pg.scale
+        written = -np.expm1(-lam[v] * sel / scale) / (draws[v] * sel)   # 4 KiB pages / scale
+        extra = np.clip(np.floor(written + rng.random(wi.size)).astype(np.int64) - 1, 0, MAX_COMPANIONS)
+        cpage, _, _ = self._companions(page[wi], rank[wi], v, pg.state[page[wi]], extra)
+        wp = np.concatenate([page[wi], cpage])
+        pg.content[wp] = unique_content(wp)
+
     def _companions(self, pages: np.ndarray, ranks: np.ndarray, vms: np.ndarray, states: np.ndarray,
                     extra: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The next ``extra[i]`` pages after each faulting draw (same VM, same state): the other
@@ -163,6 +181,7 @@ class Engine:
         total = int(extra.sum())
         if total == 0:
             empty = np.zeros(0, dtype=np.int64)
+            self._last_keep = np.zeros(0, dtype=bool)
             return empty, empty.astype(np.uint8), empty
         rep = np.repeat(np.arange(pages.size), extra)
         step = np.arange(total) - np.repeat(np.cumsum(extra) - extra, extra) + 1
@@ -171,6 +190,7 @@ class Engine:
         crank = (ranks[rep] + step) % alloc
         cpage = h.pages.base[v] + crank
         keep = h.pages.state[cpage] == states[rep]
+        self._last_keep = keep
         return cpage[keep], states[rep][keep], v[keep]
 
     def _serve_faults(self, pages: np.ndarray, states: np.ndarray, writes: np.ndarray,
