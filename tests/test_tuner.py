@@ -1,0 +1,199 @@
+"""Tuner: search space, objective, infeasible points, journal resume, report (in this process)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_tuner_helpers import RecordingExecutor, tiny_file
+
+from memtune.core.plugins import build_plugin_manager
+from memtune.core.scenario import load_scenario
+from memtune.errors import UserError
+from memtune.policies import Percent, apply_policy, load_policy
+from memtune.tuner.loop import JOURNAL, TuneConfig, Tuner, assignment_to_policy
+from memtune.tuner.objective import Objective, parse_weights
+from memtune.tuner.report import tune
+from memtune.tuner.space import build_space, group_vms
+from memtune.units import GiB
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return load_scenario(tiny_file(tmp_path_factory.mktemp("sc")))
+
+
+@pytest.fixture(scope="module")
+def pm():
+    return build_plugin_manager()
+
+
+def cfg(scenario, **kw):
+    base = dict(budget=8, batch=4, repeats=1, initial_points=4, knobs=("reservation", "limit"), duration=40.0,
+                presets=("esxi-default",))
+    base.update(kw)
+    return TuneConfig(scenario, **base)
+
+
+# --- space -------------------------------------------------------------------------------------
+
+def test_groups_strip_numeric_suffix():
+    names = ["web-01", "web-02", "web-03", "web-04", "db-1", "db-2", "solo", "app-x"]
+    assert group_vms(names) == {"web": ("web-01", "web-02", "web-03", "web-04"), "db": ("db-1", "db-2"),
+                                "solo": ("solo",), "app-x": ("app-x",)}
+    assert list(group_vms(names, "vm")) == names
+    assert group_vms(names, "all") == {"all": tuple(names)}
+    with pytest.raises(UserError, match="--group"):
+        group_vms(names, "role")
+
+
+def test_space_has_core_and_plugin_knobs_per_group(tiny, pm):
+    space = build_space(tiny, pm)
+    names = space.names
+    for n in ("Mem.IdleTax", "web.reservation", "db.reservation", "web.limit", "db.limit", "web.shares",
+              "db.shares", "Mem.ShareForceSalting", "Mem.MemZipMaxPct", "web.maxmemctl"):
+        assert n in names
+    assert space.groups == {"web": ("web-01", "web-02"), "db": ("db-01", "db-02")}
+    owners = {d.name: d.knob.owner for d in space.dimensions}
+    assert owners["Mem.IdleTax"] == "core" and owners["Mem.ShareForceSalting"] == "tps"
+
+
+def test_knobs_subset_and_fix(tiny, pm):
+    space = build_space(tiny, pm, knobs=("reservation,Mem.IdleTax",), fix=("web.reservation=0.25", "limit=1",
+                                                                           "Mem.ShareForceSalting=0"))
+    assert space.names == ["Mem.IdleTax", "db.reservation"]
+    assert space.fixed == {"web.reservation": 0.25, "web.limit": 1.0, "db.limit": 1.0,
+                           "Mem.ShareForceSalting": 0}
+    a = space.assignment([40, 0.5])
+    assert a == {"Mem.IdleTax": 40, "db.reservation": 0.5, **space.fixed}
+    # a size is turned into the share of the group's (equal) VM size
+    s2 = build_space(tiny, pm, knobs=("reservation",), fix=("db.reservation=256 MiB",))
+    assert s2.fixed == {"db.reservation": 0.25}
+
+
+@pytest.mark.parametrize("knobs, fix, match", [
+    (("nosuch*",), (), "--knobs"),
+    ((), ("Mem.IdleTax",), "NAME=VALUE"),
+    ((), ("Mem.Bogus=1",), "neither a knob"),
+    ((), ("Mem.IdleTax=abc",), "expected a number"),
+    ((), ("web.reservation=1.5",), "fraction"),
+    ((), ("Mem.ShareForceSalting=7",), "expected one of"),
+    (("Mem.IdleTax",), ("Mem.IdleTax=75",), "nothing left to tune"),
+])
+def test_bad_knobs_and_fix_are_user_errors(tiny, pm, knobs, fix, match):
+    with pytest.raises(UserError, match=match):
+        build_space(tiny, pm, knobs=knobs, fix=fix)
+
+
+def test_point_becomes_policy_with_reservation_relative_to_limit(tiny, pm):
+    space = build_space(tiny, pm, knobs=("reservation", "limit", "shares", "Mem.IdleTax"))
+    a = space.assignment([60, 0.5, 0.25, 0.8, 0.4, 30, 7])
+    pol = assignment_to_policy(space, a, "p")
+    assert pol.settings == {"Mem.IdleTax": 60}
+    rules = {r.name: r for r in pol.vms}
+    assert set(rules) == {"web-*", "db-*"}
+    # reservation is a share of the limit when both are tuned: 0.5 x 0.8 = 40 %
+    assert rules["web-*"].reservation == Percent(40.0) and rules["web-*"].limit == Percent(80.0)
+    assert rules["db-*"].reservation == Percent(10.0) and rules["db-*"].limit == Percent(40.0)
+    assert rules["web-*"].shares == 30 * 1024 and rules["db-*"].shares == 7 * 1024
+    sc = apply_policy(pol, tiny)
+    web = sc.vms[0]
+    assert web.reservation == round(0.4 * GiB) and web.limit == round(0.8 * GiB)
+    assert sc.settings["Mem.IdleTax"] == 60
+    # the TOML round-trips through the policies package
+    from memtune.policies import parse_policy_text
+
+    assert parse_policy_text(pol.to_toml(), "<t>").vms == pol.vms
+
+
+# --- objective ---------------------------------------------------------------------------------
+
+def test_objective_share_and_user_weights(tiny, pm):
+    groups = group_vms([v.name for v in tiny.vms])
+    m = {"stall": [0.1, 0.2, 0.3, 0.4], "mean_latency": [1e-6, 2e-6, 3e-6, 4e-6],
+         "p99_latency": [1e-5, 3e-5, 1e-5, 1e-5], "reserved_share": 0.25}
+    obj = Objective()
+    w = obj.vm_weights(tiny, groups)
+    # db VMs have shares = high (20 per MB), web normal (10 per MB): weights 1:1:2:2
+    np.testing.assert_allclose(w, [1 / 6, 1 / 6, 1 / 3, 1 / 3])
+    assert obj.value(m, w) == pytest.approx(0.1 / 6 + 0.2 / 6 + 0.3 / 3 + 0.4 / 3)
+    assert Objective("mean-latency").value(m, w) == pytest.approx((1 + 2) / 6 * 1e-6 + (3 + 4) / 3 * 1e-6)
+    uw = Objective("weighted", weights=parse_weights(["web=3", "db-02=0"]))
+    w2 = uw.vm_weights(tiny, groups)
+    np.testing.assert_allclose(w2, [3 / 7, 3 / 7, 1 / 7, 0])
+    assert uw.value(m, w2) == pytest.approx((0.3 + 0.6 + 0.3) / 7)
+    # SLO mode: a miss is 1 + worst p99 / SLO (> 1), a hit the reserved share
+    assert Objective(slo_p99=20e-6).value(m, w) == pytest.approx(1 + 30 / 20)
+    assert Objective(slo_p99=40e-6).value(m, w) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(kind="fast"), "--objective"), (dict(kind="weighted"), "--weight"), (dict(slo_p99=0.0), "--slo-p99")])
+def test_objective_rejects_bad_input(kw, match):
+    with pytest.raises(UserError, match=match):
+        Objective(**kw)
+    with pytest.raises(UserError, match="--weight"):
+        parse_weights(["web"])
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+def test_infeasible_points_are_never_simulated_and_told_worse(tiny, tmp_path):
+    # limit fixed at 60 %: a reservation above it is invalid; big ones also fail admission control
+    ex = RecordingExecutor()
+    tuner = Tuner(cfg(tiny, knobs=("reservation",), fix=("limit=0.6",), optimizer="random", budget=12), tmp_path,
+                  executor=ex)
+    hist = tuner.run()
+    infeasible = [e for e in hist if not e.feasible]
+    feasible = [e for e in hist if e.feasible]
+    assert infeasible and feasible
+    assert sorted(ex.simulated) == [e.index for e in feasible]
+    for e in infeasible:
+        assert e.metrics is None and e.value is None and e.seeds == ()
+        r, lim = max(e.assignment["web.reservation"], e.assignment["db.reservation"]), 0.6
+        sum_res = 2 * 1024 * (e.assignment["web.reservation"] + e.assignment["db.reservation"])
+        # reservation above the limit, or reservations + overhead above 3 GiB - minFree (184 MiB)
+        assert r > lim or sum_res + 4 * 25.9 > 3072 - 184
+    vals = [e.value for e in feasible]
+    _, told = tuner.told()
+    pen = tuner.penalty()
+    assert pen == pytest.approx(max(vals) + max(0.5 * (max(vals) - min(vals)), 0.1 * max(vals)))
+    assert all(t == pen for t, e in zip(told, hist, strict=True) if not e.feasible)
+    assert pen > max(vals)
+    recs = [json.loads(line) for line in (tmp_path / JOURNAL).read_text().splitlines()]
+    assert sum(r["type"] == "eval" and not r["feasible"] for r in recs) == len(infeasible)
+
+
+def test_patience_stops_early(tiny, tmp_path):
+    t = Tuner(cfg(tiny, budget=40, patience=2, optimizer="random"), tmp_path)
+    hist = t.run()
+    best = t.best()
+    assert t.stop_reason.startswith("no improvement")
+    assert len(hist) < 40 and sum(1 for e in hist if e.index > best.index) >= 2
+    # stops at the first batch boundary after two evaluations without improvement
+    assert sum(1 for e in hist if e.index > best.index) < 2 + 4
+
+
+def test_tune_writes_policy_report_and_plots(tiny, tmp_path):
+    report = tune(cfg(tiny, optimizer="random"), tmp_path)
+    best = report["best"]
+    pol = load_policy(str(tmp_path / "best-policy.toml"))
+    assert pol.name == "tuned-tiny-tuner"
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    assert on_disk["best"]["point"] == best["point"] and len(on_disk["history"]) == 8
+    base = on_disk["presets"]["esxi-default"]["value"]
+    assert on_disk["ratio_to_baseline"] == pytest.approx(best["value"] / base)
+    assert {r["vm"] for r in on_disk["vms"]} == {"web-01", "web-02", "db-01", "db-02"}
+    row = on_disk["vms"][0]
+    assert row["stall_before"] == on_disk["presets"]["esxi-default"]["metrics"]["stall"][0]
+    assert row["stall_after"] == best["metrics"]["stall"][0]
+    for name in ("convergence.png", "vm-latency.png", "knobs.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the written policy is the best point: re-simulating it on the report seeds gives its value
+    from memtune.tuner.evaluate import EvalTask, report_seeds, run_task
+    from memtune.tuner.loop import eval_scenario
+
+    sc = apply_policy(pol, eval_scenario(load_scenario(tiny.source), 40.0))
+    res = run_task(EvalTask("x", sc, report_seeds(7, 1)))
+    assert res["metrics"]["stall"] == best["metrics"]["stall"]

@@ -1,0 +1,135 @@
+"""Tuner journal: a killed run resumes with no lost and no repeated evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from test_tuner_helpers import RecordingExecutor, tiny_file
+
+from memtune.core.scenario import load_scenario
+from memtune.errors import ConfigError, UserError
+from memtune.tuner.executors import SerialExecutor
+from memtune.tuner.journal import read_journal
+from memtune.tuner.loop import JOURNAL, TuneConfig, Tuner
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    return tiny_file(tmp_path_factory.mktemp("sc"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_path):
+    return load_scenario(tiny_path)
+
+
+def cfg(scenario, **kw):
+    base = dict(budget=8, batch=4, repeats=1, initial_points=4, knobs=("reservation", "limit"), duration=40.0,
+                presets=("esxi-default",))
+    base.update(kw)
+    return TuneConfig(scenario, **base)
+
+
+class _Killed(Exception):
+    pass
+
+
+class _DiesAfter(SerialExecutor):
+    def __init__(self, n):
+        self.n = n
+
+    def run(self, tasks):
+        for res in super().run(tasks):
+            if self.n == 0:
+                raise _Killed
+            self.n -= 1
+            yield res
+
+
+def test_resume_replays_journal_and_reruns_only_unfinished(tiny, tmp_path):
+    ref = Tuner(cfg(tiny), tmp_path / "ref")
+    ref_hist = ref.run()
+    out = tmp_path / "cut"
+    with pytest.raises(_Killed):
+        Tuner(cfg(tiny), out, executor=_DiesAfter(5)).run()
+    with open(out / JOURNAL, "a") as f:
+        f.write('{"type":"eval","index":6,"ba')       # a record torn by the kill
+    st = read_journal(out / JOURNAL)
+    assert sorted(st.evals) == [0, 1, 2, 3, 4] and sorted(st.batches) == [0, 1] and st.torn_bytes > 0
+    ex = RecordingExecutor()
+    t2 = Tuner(cfg(tiny), out, resume=True, executor=ex)
+    hist = t2.run()
+    assert ex.simulated == [5, 6, 7]                 # the three in flight, nothing else
+    assert [e.index for e in hist] == list(range(8))
+    assert [(e.x, e.value) for e in hist] == [(e.x, e.value) for e in ref_hist]
+    st = read_journal(out / JOURNAL)
+    assert sorted(st.evals) == list(range(8)) and st.resumes == 1 and st.torn_bytes == 0
+
+
+def test_resume_refuses_other_config_and_existing_out_needs_resume(tiny, tmp_path):
+    Tuner(cfg(tiny, budget=4), tmp_path).run()
+    with pytest.raises(UserError, match="--resume"):
+        Tuner(cfg(tiny, budget=4), tmp_path)
+    with pytest.raises(ConfigError, match="seed"):
+        Tuner(cfg(tiny, seed=99), tmp_path, resume=True)
+    # a larger budget is fine: it continues where the journal ends
+    t = Tuner(cfg(tiny, budget=8), tmp_path, resume=True)
+    assert len(t.history) == 4
+
+
+def _evals(path):
+    out = []
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if rec["type"] == "eval":
+            out.append(rec)
+    return out
+
+
+def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tiny_path, tmp_path):
+    """`memtune optimize` killed with SIGKILL while a batch is in flight, then --resume."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "memtune.cli", "optimize", str(tiny_path), "--out", str(out), "--budget", "12",
+            "--batch", "4", "--initial-points", "8", "--optimizer", "random", "--repeats", "1",
+            "--duration", "40s", "--knobs", "reservation,limit", "--workers", "1", "--presets", "esxi-default",
+            "--no-plots", "--no-progress"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    journal = out / JOURNAL
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            if journal.exists() and len(_evals(journal)) >= 5:    # inside the second batch
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the run did not journal 5 evaluations in time")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    before = {r["index"]: r for r in _evals(journal)}
+    assert 5 <= len(before) < 12
+    res = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    after = _evals(journal)
+    idx = [r["index"] for r in after]
+    assert sorted(idx) == list(range(12))          # none lost, none twice
+    for r in after:                                # what was journaled before the kill was kept as is
+        if r["index"] in before:
+            assert r == before[r["index"]]
+    st = read_journal(journal)
+    assert st.resumes == 1
+    # and the whole run equals one never interrupted
+    ref = tmp_path / "ref"
+    ref_args = [a if a != str(out) else str(ref) for a in args]
+    assert subprocess.run(ref_args, capture_output=True, timeout=120).returncode == 0
+    ref_vals = {r["index"]: (r["x"], r["value"]) for r in _evals(ref / JOURNAL)}
+    assert {r["index"]: (r["x"], r["value"]) for r in after} == ref_vals
+    report = json.loads((out / "report.json").read_text())
+    assert report["evaluations"] == 12 and [h["index"] for h in report["history"]] == list(range(12))
