@@ -247,9 +247,11 @@ class Engine:
             excess = np.bincount(vm[over], minlength=h.nvm)
             victims = pg.pick_random(h.rng("limit"), excess, self.resident_only)
             victims = victims[~np.isin(victims, pages)]
-            taken = h.page_out(victims) if victims.size else np.zeros(0, dtype=bool)
-            freed = np.bincount(pg.vm[victims[taken]], minlength=h.nvm) if victims.size else np.zeros(h.nvm)
-            ok &= pos < room[vm] + freed[vm]
+            if victims.size:
+                h.page_out(victims)
+            # what the page-out really freed: a compressed page still holds part of a page
+            room = np.floor(h.limit - h.held()).astype(np.int64)
+            ok &= pos < room[vm]
         # host free memory, first come first served in page order
         free = max(h.free_pages(), 0)
         cum = np.cumsum(ok)
