@@ -131,7 +131,7 @@ class DaskExecutor(Executor):
 
         futures = [self.client.submit(run_task_safe, t, pure=False) for t in tasks]
         try:
-            for fut in as_completed(futures):
+            for fut in as_completed(futures, loop=self.client.loop):
                 yield _raise_if_error(fut.result())
         finally:
             for fut in futures:
