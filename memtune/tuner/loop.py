@@ -197,7 +197,11 @@ class Tuner:
                    "warmup", "objective", "space", "plugins")
 
     def _prepare(self, resume: bool) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create output directory {str(self.out)!r}: {exc.strerror or exc}",
+                            field="--out") from None
         path = self._journal_path
         if resume and path.exists():
             state = read_journal(path)

@@ -145,16 +145,21 @@ def summary(report: dict[str, Any]) -> str:
                   for k, v in presets.items() if k != report["baseline"]]
         if others:
             lines.append("presets on the same seeds: " + ", ".join(others))
-        knobs = ", ".join(f"{k}={_short(v)}" for k, v in best["point"].items())
-        lines.append(f"best point (#{best['index']}): {knobs}")
+        lines.append(f"best policy (evaluation #{best['index']}): {_policy_line(best.get('policy'))}")
     for name in ("policy", "report"):
         if name in report.get("files", {}):
             lines.append(f"{name}: {report['files'][name]}")
     return "\n".join(lines)
 
 
-def _short(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+def _policy_line(policy: dict[str, Any] | None) -> str:
+    if not policy:
+        return "-"
+    parts = [f"{k}={v}" for k, v in policy.get("settings", {}).items()]
+    for rule in policy.get("vm", []):
+        knobs = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in rule.items() if k != "name")
+        parts.append(f"{rule['name']}: {knobs}")
+    return "; ".join(parts)
 
 
 def tune(config: TuneConfig, out: Path | str, *, resume: bool = False, executor: Any = None,
