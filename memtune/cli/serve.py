@@ -53,18 +53,24 @@ def cli(scenario, policy_ref, speed, port, bind, loop, duration, seed, disable, 
     def make_host(run: int):
         return build_host(sc, seed=base_seed + run, disable=disable, plugins=plugins)
 
-    handle = RunHandle(make_host(0))       # build once up front: scenario mistakes fail before serving
-    first = handle.host
+    first = make_host(0)                   # built up front: scenario mistakes fail before anything runs
 
     def factory(run: int):
         return first if run == 0 else make_host(run)
 
-    registry = host_registry(handle)
-    server, server_thread = start_metrics_server(registry, port, bind)
-    host_addr, real_port = server.server_address[:2]
+    handle = RunHandle()
+    sim = SimulationThread(handle, factory, duration=dur, tick=sc.tick, speed=speed, loop=loop)
+    sim.start()
+    sim.started.wait()                     # plugins configured before the first scrape
+    try:
+        server, server_thread = start_metrics_server(host_registry(handle), port, bind)
+    except BaseException:
+        sim.stop()
+        sim.join(10)
+        raise
+    real_port = server.server_address[1]
     click.echo(f"memtune serve: {sc.name} at {speed:g}x, metrics on http://{bind}:{real_port}/metrics",
                err=True)
-    sim = SimulationThread(handle, factory, duration=dur, tick=sc.tick, speed=speed, loop=loop)
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -72,7 +78,6 @@ def cli(scenario, policy_ref, speed, port, bind, loop, duration, seed, disable, 
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        sim.start()
         while not stop.is_set() and not sim.finished.is_set():
             stop.wait(0.2)
     finally:

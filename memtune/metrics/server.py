@@ -117,6 +117,7 @@ class SimulationThread(threading.Thread):
         self.lag = 0.0                      # wall seconds behind schedule at the last tick
         self.error: BaseException | None = None
         self._stop_event = threading.Event()
+        self.started = threading.Event()       # the first host is configured and visible
         self.finished = threading.Event()
 
     def stop(self) -> None:
@@ -131,6 +132,7 @@ class SimulationThread(threading.Thread):
                 with self.handle.lock:
                     engine = Engine(host)
                     self.handle.host = host
+                self.started.set()
                 self.runs += 1
                 steps = max(1, int(round(self.duration / self.tick)))
                 start = self.clock()
@@ -150,6 +152,7 @@ class SimulationThread(threading.Thread):
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises
             self.error = exc
         finally:
+            self.started.set()
             self.finished.set()
 
     def _finish(self, engine: Any) -> None:
