@@ -190,3 +190,37 @@ def test_bad_flags_are_one_line_and_exit_2(args, field):
     r = CliRunner().invoke(main_group, ["serve", *args])
     assert r.exit_code == 2
     assert field in r.output and r.output.count("\n") == 1
+
+
+def test_a_failing_plugin_gives_500_naming_it_and_the_server_keeps_answering():
+    import urllib.error
+
+    import types
+
+    from prometheus_client.core import GaugeMetricFamily
+
+    from memtune import hookimpl
+    from memtune.core.engine import Engine
+    from memtune.core.plugins import build_plugin_manager
+
+    @hookimpl
+    def memtune_collect_metrics(host):
+        return [GaugeMetricFamily("parking_lot_bytes", "No memtune_ prefix.", value=1.0)]
+
+    plugin = types.SimpleNamespace(memtune_collect_metrics=memtune_collect_metrics)
+    pm = build_plugin_manager(disable=TECHNIQUES, entrypoints=False, extra=[("parking", plugin)])
+    host = build_host(tiny(), pm=pm)
+    Engine(host).step(5.0)
+    server, thread = start_metrics_server(host_registry(host), 0)
+    port = server.server_address[1]
+    try:
+        for _ in range(2):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            assert err.value.code == 500
+            assert b"parking" in err.value.read()
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/nothing", timeout=5)
+        assert err.value.code == 404
+    finally:
+        stop_metrics_server(server, thread)
