@@ -193,9 +193,8 @@ def test_bad_flags_are_one_line_and_exit_2(args, field):
 
 
 def test_a_failing_plugin_gives_500_naming_it_and_the_server_keeps_answering():
-    import urllib.error
-
     import types
+    import urllib.error
 
     from prometheus_client.core import GaugeMetricFamily
 
