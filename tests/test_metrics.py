@@ -342,3 +342,22 @@ def test_family_helpers_match_add_metric():
         c.add_metric([n], float(v))
     assert vm_gauge("memtune_x_bytes", "X.", names, values) == g
     assert vm_counter("memtune_y_bytes_total", "Y.", names, values) == c
+
+
+def test_helper_built_plugin_families_render_like_generate_latest():
+    from memtune.metrics.families import vm_counter, vm_gauge
+
+    mod = types.SimpleNamespace()
+
+    @hookimpl
+    def memtune_collect_metrics(host):
+        values = np.arange(host.nvm, dtype=np.float64) * 4096.0
+        return [vm_gauge("memtune_helper_x_bytes", "X.", host.vm_names, values),
+                vm_counter("memtune_helper_y_bytes", "Y.", host.vm_names, values / 3, labels={"dir": "in"})]
+
+    mod.memtune_collect_metrics = memtune_collect_metrics
+    h = host_with(mod, steps=1)
+    reg = host_registry(h)
+    fast = reg.render_text()
+    assert parsed(fast) == parsed(generate_latest(reg).decode())
+    assert 'memtune_helper_y_bytes_total{vm="db",dir="in"} 2730.6666666666665' in fast

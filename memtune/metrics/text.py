@@ -131,7 +131,17 @@ class TextRenderer:
         out: list[str] = []
         for t in tables:
             self.table_lines(t, out)
-        metric_lines((fam for _, fam in s.plugin_families), out, self._plugin_prefixes)
+        for _, fam in s.plugin_families:
+            cols = getattr(fam, "memtune_columns", None)
+            if cols is not None and cols[0] == self._vms and len(fam.samples) == len(self._vm_labels):
+                # built by memtune.metrics.families: one column of per-VM values, prefixes cached
+                _, sample, labels, values = cols
+                shown = fam.name + "_total" if fam.type == "counter" else fam.name
+                out.append(f"# HELP {shown} {escape_help(fam.documentation)}")
+                out.append(f"# TYPE {shown} {fam.type}")
+                out.extend(map(str.__add__, self._prefix(sample, labels), format_values(values)))
+            else:
+                metric_lines([fam], out, self._plugin_prefixes)
         out.append("")
         return "\n".join(out)
 
