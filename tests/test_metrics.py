@@ -361,3 +361,16 @@ def test_helper_built_plugin_families_render_like_generate_latest():
     fast = reg.render_text()
     assert parsed(fast) == parsed(generate_latest(reg).decode())
     assert 'memtune_helper_y_bytes_total{vm="db",dir="in"} 2730.6666666666665' in fast
+
+
+def test_plugin_families_are_the_ones_each_plugin_declares():
+    """What a plugin returns from memtune_collect_metrics matches its memtune_register_metrics."""
+    from memtune.core.plugins import contributions
+    from memtune.metrics import take_snapshot
+
+    h = run(scenario(host="4 GiB"), 12)
+    declared = {(plugin, m["name"].removesuffix("_total"), m["type"])
+                for plugin, c in contributions(h.pm).items() for m in c.metrics}
+    exported = {(plugin, fam.name, fam.type) for plugin, fam in take_snapshot(h).plugin_families}
+    assert exported
+    assert exported <= declared, sorted(exported - declared)
