@@ -207,3 +207,12 @@ def test_two_packages_claiming_one_name_is_an_error_the_same_one_twice_is_not(tm
     monkeypatch.syspath_prepend(str(c))
     with pytest.raises(UserError, match=r"two installed packages define plugin 'acme' \(acme_two and acme_one\)"):
         build_plugin_manager()
+
+
+def test_memtune_optimize_searches_the_example_knob(tmp_path):
+    # a --knobs pattern that matches nothing makes optimize list the space it would search, before
+    # any simulation runs
+    r = invoke("optimize", "small", "--knobs", "no_such_knob", "--out", str(tmp_path / "out"), "--no-plots")
+    assert r.exit_code == 2, r.output
+    listed = r.output.split("(knobs: ", 1)[1].rstrip(")\n").split(", ")
+    assert "page_reporting.enabled" in listed and "Mem.IdleTax" in listed
