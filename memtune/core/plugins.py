@@ -13,6 +13,7 @@ import difflib
 import functools
 import importlib
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -136,8 +137,6 @@ def hook_names() -> list[str]:
 def _validation_message(exc: pluggy.PluginValidationError) -> str:
     """pluggy's message, plus the closest hook name when a hook is unknown."""
     msg = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    import re
-
     m = re.search(r"unknown hook '([^']+)'", msg)
     if m:
         close = difflib.get_close_matches(m.group(1), hook_names(), n=1)
