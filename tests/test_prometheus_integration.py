@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -61,6 +62,9 @@ def read_port(proc: subprocess.Popen, stream, pattern: str, timeout: float = 20.
     """The port a child announces on its first output line matching ``pattern``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
         line = stream.readline()
         if not line:
             if proc.poll() is not None:
