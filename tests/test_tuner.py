@@ -182,6 +182,10 @@ def test_tune_writes_policy_report_and_plots(tiny, tmp_path):
     assert pol.name == "tuned-tiny-tuner"
     on_disk = json.loads((tmp_path / "report.json").read_text())
     assert on_disk["best"]["point"] == best["point"] and len(on_disk["history"]) == 8
+    # the first point is esxi-default's policy (no reservation, no limit)
+    assert on_disk["history"][0]["point"] == {"web.reservation": 0.0, "db.reservation": 0.0, "web.limit": 1.0,
+                                              "db.limit": 1.0}
+    assert best["value_during_search"] <= on_disk["history"][0]["value"]
     base = on_disk["presets"]["esxi-default"]["value"]
     assert on_disk["ratio_to_baseline"] == pytest.approx(best["value"] / base)
     assert {r["vm"] for r in on_disk["vms"]} == {"web-01", "web-02", "db-01", "db-02"}

@@ -53,7 +53,7 @@ class TuneConfig:
     batch: int = field(default_factory=lambda: default("tuner.batch"))
     repeats: int = field(default_factory=lambda: default("tuner.repeats"))
     initial_points: int = field(default_factory=lambda: default("tuner.initial_points"))
-    duration: float | None = None           # simulated seconds per run; None: warm-up + eval window
+    duration: float | None = None           # simulated seconds per run; None: the scenario's
     optimizer: str = "gp"
     objective: Objective = field(default_factory=Objective)
     group: str = "prefix"
@@ -119,10 +119,11 @@ class Evaluation:
 
 def eval_scenario(scenario: Scenario, duration: float | None) -> Scenario:
     """``scenario`` with the simulated time of one evaluation: ``duration`` if given (a warm-up
-    as long or longer is cut to a third of it), else warm-up + ``tuner.eval_window`` (at most the
-    scenario's own duration)."""
+    as long or longer is cut to a third of it), else the scenario's own (scenarios put their
+    pressure late: `small`'s batch phases start at 10 and 20 minutes, and cutting it to 15 minutes
+    leaves a stall fraction of 0.1 % that no policy changes)."""
     if duration is None:
-        duration = min(scenario.duration, scenario.warmup + default("tuner.eval_window"))
+        duration = scenario.duration
     warmup = scenario.warmup if scenario.warmup < duration else duration / 3
     duration = max(scenario.tick, round(duration / scenario.tick) * scenario.tick)
     return scenario.replace(duration=float(duration), warmup=float(warmup))
@@ -242,6 +243,48 @@ class Tuner:
 
     # --- asking ----------------------------------------------------------------------------------
 
+    def baseline_point(self) -> list[Any] | None:
+        """The ``esxi-default`` policy as a point of the space (the first point of every run), or
+        None when it is not representable (a categorical value outside the knob's categories)."""
+        try:
+            sc = apply_policy(load_policy(BASELINE), self.base, registry=self.space.registry)
+        except (UserError, FileNotFoundError):
+            return None
+        settings = self.space.registry.resolve(sc.settings, source=sc.source)
+        by_name = {vm.name: vm for vm in sc.vms}
+        x: list[Any] = []
+        for d in self.space.dimensions:
+            k = d.knob
+            if d.group is None:
+                v: Any = settings[d.name]
+            else:
+                vals = []
+                for name in self.space.groups[d.group]:
+                    vm = by_name[name]
+                    if d.field == "reservation":
+                        f = vm.reservation / vm.memory
+                        if self.space.relative_reservation(d.group):
+                            f = vm.reservation / max(vm.effective_limit, 1)
+                    elif d.field == "limit":
+                        f = vm.effective_limit / vm.memory
+                    elif d.field == "shares":
+                        f = vm.shares_number / max(1, vm.memory // 2**20)
+                    else:
+                        cap = vm.maxmemctl if vm.maxmemctl is not None else \
+                            vm.memory * settings.get("Mem.CtlMaxPercent", 100) / 100
+                        f = min(cap, vm.memory) / vm.memory
+                    vals.append(f)
+                v = float(np.mean(vals))
+            if k.kind == "categorical":
+                if v not in (k.categories or ()):
+                    return None
+                v = next(c for c in (k.categories or ()) if c == v)
+            else:
+                v = min(max(v, k.low), k.high)
+                v = int(round(v)) if k.kind == "int" else float(v)
+            x.append(v)
+        return x
+
     def penalty(self) -> float:
         vals = [e.value for e in self.history if e.feasible and e.value is not None]
         if not vals:
@@ -255,6 +298,17 @@ class Tuner:
         ys = [e.value if e.feasible and e.value is not None else pen for e in self.history]
         return xs, ys
 
+    def _design(self, dims: list[Any]) -> list[list[Any]]:
+        """The initial design: the baseline point, then a Latin hypercube from the run seed."""
+        from skopt.sampler import Lhs
+
+        c = self.config
+        base = self.baseline_point()
+        k = c.n_initial - (base is not None)
+        design = Lhs(lhs_type="classic", criterion="maximin", iterations=20).generate(
+            dims, k, random_state=derive_seed(c.seed, "design")) if k > 0 else []
+        return ([base] if base is not None else []) + [list(p) for p in design]
+
     def propose(self, b: int, n: int) -> list[list[Any]]:
         """The ``n`` points of batch ``b`` (a function of the run seed and the history only)."""
         c = self.config
@@ -263,13 +317,13 @@ class Tuner:
 
         space = Space(dims)
         if c.optimizer == "random":
-            return space.rvs(n_samples=n, random_state=derive_seed(c.seed, "random", b))
+            pts = space.rvs(n_samples=n, random_state=derive_seed(c.seed, "random", b))
+            base = self.baseline_point() if b == 0 else None
+            return [base, *pts[1:]] if base is not None else pts
         told = len(self.history)
         if told < c.n_initial:
-            from skopt.sampler import Lhs
 
-            design = Lhs(lhs_type="classic", criterion="maximin", iterations=20).generate(
-                dims, c.n_initial, random_state=derive_seed(c.seed, "design"))
+            design = self._design(dims)
             pts = [list(p) for p in design[told:told + n]]
             if len(pts) < n:
                 pts += space.rvs(n_samples=n - len(pts), random_state=derive_seed(c.seed, "fill", b))
