@@ -166,3 +166,26 @@ def test_metrics(mapped):
     assert val == {"a": cache(host)[0], "b": 0.0}
     comp = {s.labels["vm"]: s.value for s in fams["memtune_compression_compressed_bytes"].samples}
     assert comp == {"a": taken.sum() * PB, "b": 0.0}
+
+
+def test_fifo_order_survives_ring_compaction(mapped, pages_conserved):
+    """The FIFO ring of a VM has one entry per page of the VM (16384); 20 rounds of compressing and
+    decompressing 1000 pages leave 20000 entries, so the ring is compacted on the way."""
+    host = mapped(swap=True)
+    code = host.states.code("compressed")
+    vm0 = host.pages.base[0] + np.arange(16384)
+    ok = vm0[host.pages.zclass[vm0] <= 1]
+    for i in range(20):
+        batch = ok[(i * 1000) % 9000:(i * 1000) % 9000 + 1000]
+        taken = compression.take_pages(host, batch)
+        host.hook.memtune_page_fault(host=host, state=code, pages=batch[taken], write=np.zeros(int(taken.sum()), bool))
+    assert cache(host)[0] == 0 and host.pages.counts[0, code] == 0
+    took = compression.take_pages(host, ok[:6000])
+    kept = ok[:6000][took]
+    compression.take_pages(host, ok[6000:6100])
+    gone = np.flatnonzero(host.pages.state[kept] == host.states.code("swapped"))
+    assert gone.size > 0
+    np.testing.assert_array_equal(gone, np.arange(gone.size))
+    comp = host.pages.state[vm0] == code
+    assert cache(host)[0] == sum(SLOT[int(c)] for c in host.pages.zclass[vm0][comp])
+    pages_conserved(host)
