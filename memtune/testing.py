@@ -46,15 +46,17 @@ TINY_WORKLOAD: dict[str, Any] = {
 }
 
 
-def tiny_scenario(*, name: str = "tiny", memory: str = "3 GiB", vms: int = 4, vm_memory: str = "1 GiB",
+def tiny_scenario(*, name: str = "tiny", memory: str = "2 GiB", vms: int = 4, vm_memory: str = "1 GiB",
                   workload: dict[str, Any] | None = None, vm: dict[str, Any] | None = None,
                   duration: str = "2m", tick: str = "2s", warmup: str = "0s", seed: int = 1,
                   page_scale: int | str = 16, settings: dict[str, Any] | None = None,
                   disable: Sequence[str] = (), report_interval: str = "30s") -> Scenario:
     """A scenario small enough for unit tests (well under a second to run).
 
-    Default: a 3 GiB host with four 1 GiB VMs of one image, each allocating 80 % of its memory, so
-    the host is overcommitted once the guests have touched their memory. ``workload`` entries
+    Default: a 2 GiB host with four 1 GiB VMs of one image, each allocating 80 % of its memory
+    (1.6 x overcommitted, like the built-in ``small``), so within the two minutes the host leaves
+    the high state (with the core alone it reaches low). Pass ``memory="8 GiB"`` for a host that is
+    never under pressure. ``workload`` entries
     override :data:`TINY_WORKLOAD`; ``vm`` adds per-VM fields (``reservation``, ``encrypted`` ...);
     ``page_scale`` 16 makes one simulated page 64 KiB. The scenario is validated like a TOML file.
     """

@@ -87,7 +87,7 @@ duration = "4m"
 tick = "2s"
 seed = 1
 [host]
-memory = "2.5 GiB"
+memory = "2 GiB"
 page_scale = 16
 [workloads.w]
 allocated = 0.8
@@ -122,8 +122,8 @@ def farswap(tmp_path, monkeypatch):
 
 
 def squeezed():
-    """Four 1 GiB guests without balloon drivers on a 2.5 GiB host: only hard-state reclaim helps."""
-    return tiny_scenario(duration="4m", memory="2.5 GiB", vm={"balloon_driver": False})
+    """Four 1 GiB guests without balloon drivers on a 2 GiB host: only hard-state reclaim helps."""
+    return tiny_scenario(duration="4m", memory="2 GiB", vm={"balloon_driver": False})
 
 
 def test_replacement_swap_takes_over_hard_state_reclaim(farswap):
