@@ -48,7 +48,6 @@ STATE = "compressed"
 PRIORITY = 10
 # bytes a 4 KiB page of each compressed-size class takes in the cache (0: not kept)
 SLOT_BYTES = np.array([1024, 2048, 0, 0], dtype=np.int64)
-MAX_CLASS = 1
 
 SETTINGS = (
     Setting("Mem.MemZipEnable", "bool", True, "Compress pages chosen for swap-out (memory compression).",
@@ -225,21 +224,19 @@ def _oldest(d: ZipData, host: Any, want_bytes: np.ndarray) -> np.ndarray:
         if vms.size == 0:
             break
         w = np.minimum(occ[vms], np.maximum(64, 2 * np.ceil(want[vms] / min_slot))).astype(np.int64)
-        rep = np.repeat(vms, w)
-        off = np.arange(rep.size) - np.repeat(np.cumsum(w) - w, w)
-        idx = pg.base[rep] + (d.head[rep] + off) % pg.npages[rep]
+        group = np.repeat(np.arange(vms.size), w)      # window entries, VM by VM
+        rep = vms[group]
+        first = np.cumsum(w) - w
+        idx = pg.base[rep] + (d.head[rep] + np.arange(rep.size) - first[group]) % pg.npages[rep]
         pages = d.ring_page[idx]
         live = d.zseq[pages] == d.ring_seq[idx]
         size = np.where(live, d.slot[pages], 0).astype(np.float64)
         csum = np.cumsum(size)
-        start = np.repeat(csum[np.cumsum(w) - w] - size[np.cumsum(w) - w], w)
-        before = csum - size - start           # bytes taken earlier in this VM's window
-        consumed = before < want[rep]          # a prefix of each window
+        before = csum - size - (csum[first] - size[first])[group]   # bytes earlier in this VM's window
+        consumed = before < want[rep]                                # a prefix of each window
         take = consumed & live
-        d.head[vms] += np.bincount(np.repeat(np.arange(vms.size), w), weights=consumed,
-                                   minlength=vms.size).astype(np.int64)
-        want[vms] -= np.bincount(np.repeat(np.arange(vms.size), w), weights=np.where(take, size, 0.0),
-                                 minlength=vms.size)
+        d.head[vms] += np.bincount(group, weights=consumed, minlength=vms.size).astype(np.int64)
+        want[vms] -= np.bincount(group, weights=np.where(take, size, 0.0), minlength=vms.size)
         out.append(pages[take])
     if not out:
         return np.zeros(0, dtype=np.int64)
