@@ -126,7 +126,7 @@ def test_no_driver_vm_keeps_its_memory_in_a_run(scenario_of):
     from memtune.testing import run_with
 
     sc = scenario_of([{"name": f"vm{i}"} for i in range(3)] + [{"name": "nodriver", "balloon_driver": False}],
-                     duration="3m")
+                     memory="2.75 GiB", duration="3m", workload={"touch_rate": 1e5})
     run = run_with(scenario=sc, disable=["compression", "swap"])
     series = np.array(run.result["timeline"]["vm"]["ballooned"])
     assert (series[:, 3] == 0).all()

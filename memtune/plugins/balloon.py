@@ -285,9 +285,9 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
             d.carry_in[:] = 0.0
     if state == MemState.HIGH:
         room = size.astype(np.float64)
-    else:
-        room = np.minimum(size, np.floor(host.targets - host.held()))
-    mask = (room > 0) & (size > 0) & ~above
+    else:                                   # only VMs below target (never one just inflated)
+        room = np.where(above, 0.0, np.minimum(size, np.floor(host.targets - host.held())))
+    mask = (room > 0) & (size > 0)
     if not mask.any():
         d.carry_out[:] = 0.0
         return
