@@ -143,3 +143,24 @@ def test_swap_hurts_more_than_ballooning_the_same_amount(scenario_of, host_of):
     assert kept_balloon == 6000 * PB                    # the balloon keeps its size
     assert kept_swap < kept_balloon                     # hot swapped pages were brought back
     assert mean_swap > 2 * mean_balloon > 0             # measured: 11.0 us against 3.3 us
+
+
+def test_unknown_datastore_type_is_a_config_error(scenario_of, host_of):
+    from memtune.errors import ConfigError
+
+    sc = scenario_of([{"name": "a"}], settings={"memtune.swap_datastore": "tape"})
+    with pytest.raises(ConfigError, match=r"<test scenario>: settings.memtune.swap_datastore: expected one of ssd, hdd"):
+        host_of(sc)
+
+
+def test_metrics(mapped):
+    from memtune.testing import collect_metrics
+
+    host, _ = mapped(settings={"memtune.swap_host_cache": 4 * PB})
+    host.page_out(host.pages.base[1] + np.arange(10))
+    fams = collect_metrics(host)
+    val = {f: {s.labels["vm"]: s.value for s in fams[f].samples if not s.name.endswith("_created")}
+           for f in ("memtune_swap_swapped_bytes", "memtune_swap_host_cache_bytes", "memtune_swap_out_bytes")}
+    assert val["memtune_swap_swapped_bytes"] == {"a": 0.0, "b": 10 * PB}
+    assert val["memtune_swap_host_cache_bytes"] == {"a": 0.0, "b": 4 * PB}
+    assert val["memtune_swap_out_bytes"] == {"a": 0.0, "b": 10 * PB}
