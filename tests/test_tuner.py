@@ -201,3 +201,24 @@ def test_tune_writes_policy_report_and_plots(tiny, tmp_path):
     sc = apply_policy(pol, eval_scenario(load_scenario(tiny.source), 40.0))
     res = run_task(EvalTask("x", sc, report_seeds(7, 1)))
     assert res["metrics"]["stall"] == best["metrics"]["stall"]
+
+
+def test_time_limit_slo_mode_and_forest(tiny, tmp_path):
+    def two_hours_pass(ev, tuner):      # the first batch "takes" two hours
+        if ev.index == 3:
+            tuner.started -= 7200
+
+    t = Tuner(cfg(tiny, optimizer="random", time_limit=3600), tmp_path / "t", on_eval=two_hours_pass)
+    assert len(t.run()) == 4 and t.stop_reason == "time limit"
+    slo = Objective(slo_p99=50e-6)
+    t = Tuner(cfg(tiny, optimizer="forest", objective=slo), tmp_path / "s")
+    hist = t.run()
+    assert len(hist) == 8
+    for e in hist:
+        worst = max(e.metrics["p99_latency"])
+        if worst <= 50e-6:      # meets the SLO: the reserved share of the host
+            assert e.value == e.metrics["reserved_share"] <= 1
+        else:
+            assert e.value == pytest.approx(1 + worst / 50e-6)
+    # the baseline point reserves nothing
+    assert hist[0].metrics["reserved_share"] == 0.0

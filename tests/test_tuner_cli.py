@@ -26,7 +26,7 @@ def run(args):
 @pytest.fixture(scope="module")
 def done_run(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("done") / "o"
-    res = run([tiny, "--out", str(out), *FAST])
+    res = run([tiny, "--out", str(out), *FAST, "--metrics-port", "0"])
     assert res.exit_code == 0, res.output
     return out, res
 
