@@ -211,3 +211,23 @@ def test_metrics_report_balloon_sizes(mapped):
     inflated = {s.labels["vm"]: s.value for s in fams["memtune_balloon_inflated_bytes"].samples
                 if s.name.endswith("_total")}
     assert inflated == {"a": 2048 * PB, "b": 2048 * PB}
+
+
+def test_vm_above_its_limit_is_ballooned_on_a_roomy_host(scenario_of):
+    """A 1 GiB VM limited to 512 MiB whose guest uses 80 % (819 MiB) on an 8 GiB host: the host never
+    leaves the high state, yet the balloon grows to allocated - limit = 13107 - 8192 = 4915 pages and
+    the guest pages out its cold pages instead of the hypervisor swapping random ones."""
+    from memtune.testing import run_with
+
+    sc = scenario_of([{"name": "lim", "limit": "512 MiB"}, {"name": "free"}], memory="8 GiB", duration="3m",
+                     workload={"touch_rate": 1e5})
+    with_b = run_with(scenario=sc)
+    without = run_with(scenario=sc, disable=["balloon"])
+    assert with_b.result["host"]["states_visited"] == ["high"]
+    lim, free = with_b.vm("lim"), with_b.vm("free")
+    assert lim["ballooned"] == 4915 * PB and free["ballooned"] == 0
+    assert lim["consumed"] <= 512 * 2**20
+    hyper = lim["swapped"] + lim["compressed"]
+    hyper_without = without.vm("lim")["swapped"] + without.vm("lim")["compressed"]
+    assert hyper < hyper_without / 4
+    assert lim["stall"] < 0.8 * without.vm("lim")["stall"]

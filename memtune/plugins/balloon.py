@@ -29,6 +29,11 @@ Model:
   (the next touch allocates a machine page); a ballooned page inside it, whose data is still on the
   guest's virtual disk, becomes ``guest_swapped``: its next touch costs the guest's swap-in
   (``latency.guest_swap_in``) and a new machine page, but evicts nothing.
+- A VM whose guest uses more memory than its limit (``sched.mem.max``) is ballooned in every host
+  state once it has touched more pages than the limit, up to ``allocated - limit`` (within the
+  cap), and its balloon never deflates below that: ESX balloons (and swaps) a VM at its limit even
+  on a host with free memory [vSphere Resource Management guide, "Memory Allocation Limit"].
+  Without a driver the core's limit enforcement pages out at random instead (hypervisor swap).
 - No driver, no ballooning. Only resident pages are ballooned (shared pages are left to TPS).
 
 Counters (per VM): ``balloon_inflated_bytes``, ``balloon_deflated_bytes``, ``guest_swap_out_bytes``
@@ -265,28 +270,36 @@ def _deflate(host: Any, d: BalloonData, amount: np.ndarray) -> np.ndarray:
 
 @hookimpl(tryfirst=True)
 def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
-    """Inflate in the soft state, keep in hard/low; deflate in the high state or below target."""
+    """Inflate in the soft state (and at a VM's limit), keep in hard/low; deflate in the high state or
+    below target, never below what a VM's limit calls for."""
     d = _data(host)
     if d is None or d.dt <= 0:
         return
     size = host.pages.counts[:, d.code]
     above = need > 0
+    # a VM whose guest uses more than its limit keeps a balloon of the excess, in every state
+    floor = np.where(host.limit < host.vm_pages - 0.5,
+                     np.minimum(d.cap, np.maximum(host.workload.allocated - np.floor(host.limit), 0)), 0)
+    touched = host.vm_pages - host.pages.counts[:, host.free_state()]   # guest pages ever backed
+    want = np.where(touched > host.limit, floor - size, 0)
     if state == MemState.SOFT:
-        want = np.where(host.powered, np.minimum(np.ceil(need - 1e-9), d.cap - size), 0).astype(np.int64)
-        want = np.maximum(want, 0)
-        if want.any():
-            got = _inflate(host, d, want)
-            need -= got
-            np.maximum(need, 0.0, out=need)
-            if got.any():
-                host.emit("reclaim", None, technique=NAME,
-                          bytes={host.vm_names[v]: float(got[v] * host.page_bytes) for v in np.flatnonzero(got)})
-        else:
-            d.carry_in[:] = 0.0
+        want = np.maximum(want, np.minimum(np.ceil(need - 1e-9), d.cap - size))
+    want = np.maximum(np.where(host.powered, want, 0), 0).astype(np.int64)
+    if want.any():
+        got = _inflate(host, d, want)
+        need -= got
+        np.maximum(need, 0.0, out=need)
+        if got.any():
+            host.emit("reclaim", None, technique=NAME,
+                      bytes={host.vm_names[v]: float(got[v] * host.page_bytes) for v in np.flatnonzero(got)})
+    else:
+        d.carry_in[:] = 0.0
+    size = host.pages.counts[:, d.code]
     if state == MemState.HIGH:
-        room = size.astype(np.float64)
+        room = (size - floor).astype(np.float64)
     else:                                   # only VMs below target (never one just inflated)
-        room = np.where(above, 0.0, np.minimum(size, np.floor(host.targets - host.held())))
+        room = np.where(above | (want > 0), 0.0,
+                        np.minimum(size - floor, np.floor(host.targets - host.held())))
     mask = (room > 0) & (size > 0)
     if not mask.any():
         d.carry_out[:] = 0.0
