@@ -36,6 +36,22 @@ def _raise_if_error(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker once its parent is gone (a SIGKILLed tuner would
+    otherwise leave its pool behind: every worker holds the task queue's write end, so none of
+    them ever sees end-of-file)."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="memtune-parent-watch", daemon=True).start()
+
+
 class Executor:
     """Runs tasks; ``workers`` is how many at once (for the progress ETA and the report)."""
 
@@ -79,7 +95,10 @@ class LocalExecutor(Executor):
             raise ValueError(f"context must be spawn or forkserver, got {context!r}")
         self.workers = workers
         self.context = context
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(context))
+        import os
+
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(context),
+                                        initializer=_exit_with_parent, initargs=(os.getpid(),))
 
     def run(self, tasks: Sequence[EvalTask]) -> Iterator[dict[str, Any]]:
         from concurrent.futures import FIRST_COMPLETED, wait
