@@ -70,6 +70,9 @@ def write_plots(tuner: Tuner, report: dict[str, Any]) -> dict[str, str]:
     base = report["presets"].get(report["baseline"], {}).get("value")
     if base is not None:
         ax.axhline(base, color="tab:gray", linestyle="--", label=report["baseline"])
+    pos = vals[np.isfinite(vals) & (vals > 0)]
+    if pos.size == vals.size and pos.size and pos.max() / pos.min() > 20:
+        ax.set_yscale("log")          # objectives often span decades between good and bad points
     ax.set_xlabel("evaluation")
     ax.set_ylabel(label)
     ax.set_title(f"convergence: {report['scenario']} ({report['optimizer']})")
