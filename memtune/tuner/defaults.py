@@ -21,6 +21,11 @@ TUNER_SETTINGS = {s.name: s for s in (
             "the surrogate model is used (rounded up to a whole number of batches).",
             "skopt default n_initial_points = 10, rounded up to whole batches of 4", owner="tuner",
             minimum=1),
+    Setting("tuner.keep_baseline", "float", 0.7,
+            "Share of knobs that keep their esxi-default value in each initial design point.",
+            "model choice: measured on `small`, a fully random design point usually holds some "
+            "knob at a harmful value (stall 0.05-0.5 vs 0.012 default), hiding the knobs that "
+            "help (cross-VM sharing: 0.001)", owner="tuner", minimum=0, maximum=1),
     Setting("tuner.repeats", "int", 1, "Simulations (seeds) per point; the objective is their mean.",
             "measured: on `small` (30 min) the stall fraction of one policy differs by ~5 % between "
             "seeds, far less than between policies, so one seed per point buys twice the points; "

@@ -309,15 +309,25 @@ class Tuner:
         return xs, ys
 
     def _design(self, dims: list[Any]) -> list[list[Any]]:
-        """The initial design: the baseline point, then a Latin hypercube from the run seed."""
+        """The initial design: the baseline point, then a Latin hypercube from the run seed in
+        which each knob keeps its baseline value with probability ``tuner.keep_baseline``.
+
+        A screening design around the default: a few knobs at harmful values (a limit below the
+        working set) dominate any fully random point and hide the knobs that matter; with half of
+        the knobs at their defaults the model sees each knob's effect near a sane policy."""
         from skopt.sampler import Lhs
 
         c = self.config
         base = self.baseline_point()
         k = c.n_initial - (base is not None)
-        design = Lhs(lhs_type="classic", criterion="maximin", iterations=20).generate(
-            dims, k, random_state=derive_seed(c.seed, "design")) if k > 0 else []
-        return ([base] if base is not None else []) + [list(p) for p in design]
+        design = [list(p) for p in Lhs(lhs_type="classic", criterion="maximin", iterations=20).generate(
+            dims, k, random_state=derive_seed(c.seed, "design"))] if k > 0 else []
+        if base is None:
+            return design
+        keep = np.random.default_rng(derive_seed(c.seed, "keep")).random((len(design), len(dims)))
+        p = default("tuner.keep_baseline")
+        design = [[base[j] if keep[i, j] < p else v for j, v in enumerate(pt)] for i, pt in enumerate(design)]
+        return [base, *design]
 
     def propose(self, b: int, n: int) -> list[list[Any]]:
         """The ``n`` points of batch ``b`` (a function of the run seed and the history only)."""
