@@ -105,8 +105,7 @@ class _Bar:
               help="Points asked at once (fixed, so results do not depend on --workers).")
 @click.option("--initial-points", type=_Int(1), default=default("tuner.initial_points"), show_default=True,
               help="Latin-hypercube points before the model is used (rounded up to whole batches).")
-@click.option("--duration", help="Simulated time per evaluation (default: warm-up + 10m, at most the "
-                                 "scenario's).")
+@click.option("--duration", help="Simulated time per evaluation (default: the scenario's).")
 @click.option("--seed", type=_Int(0), help="Run seed (default: the scenario's).")
 @click.option("--workers", type=_Int(1), default=default("tuner.workers"), show_default=True,
               help="Local worker processes (1: in this process).")
