@@ -17,8 +17,10 @@ feasible values known at that time (at least 10 % of ``|worst|`` above ``worst``
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,8 +135,6 @@ def assignment_to_policy(space: SearchSpace, assignment: dict[str, Any], name: s
                          description: str = "") -> Policy:
     """The policy a point stands for: host settings, and one rule per VM group (a ``<group>-*``
     pattern when it selects exactly the group's VMs, else one rule per VM)."""
-    import fnmatch
-
     settings = {k: v for k, v in assignment.items() if k in space.registry}
     per_group = space.group_values(assignment)
     mem = {vm.name: vm.memory for vm in space.scenario.vms}
@@ -362,8 +362,6 @@ class Tuner:
                         acq_optimizer_kwargs={"n_points": ACQ_SAMPLES}, random_state=rs)
         xs, ys = self.told()
         ys = model_scale(ys)
-        import warnings
-
         from threadpoolctl import threadpool_limits
 
         # one BLAS thread: the GP's small matrices gain nothing from more, and on a busy 2-core host

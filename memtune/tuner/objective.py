@@ -54,9 +54,9 @@ class Objective:
     def label(self) -> str:
         if self.slo_p99 is not None:
             return f"reserved memory share with p99 <= {self.slo_p99 * 1e6:g}us"
-        return {"stall": "share-weighted stall fraction", "mean-latency": "mean extra latency (s)",
-                "p99-latency": "p99 extra latency (s)", "weighted": "user-weighted stall fraction"}[self.kind] \
-            if not self.weights or self.kind == "weighted" else f"user-weighted {METRIC_OF[self.kind]}"
+        what = {"stall": "stall fraction", "mean-latency": "mean extra latency (s)",
+                "p99-latency": "p99 extra latency (s)", "weighted": "stall fraction"}[self.kind]
+        return f"{'user' if self.weights else 'share'}-weighted {what}"
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "weights": dict(sorted(self.weights.items())), "slo_p99": self.slo_p99,
