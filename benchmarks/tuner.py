@@ -78,19 +78,23 @@ def _resimulate(tuner: Tuner, assignments: dict[str, dict], executor: Any) -> di
 
 
 def gp_vs_random(scenario: str = "db", *, workers: int = 2, duration: float | None = None,
-                 knobs: tuple[str, ...] = (), small: int = 40, large: int = 400) -> dict:
-    """GP at ``small`` evaluations vs random search at ``small`` and ``large``, same seeds."""
+                 knobs: tuple[str, ...] = (), small: int = 40, large: int = 400,
+                 workdir: str | None = None) -> dict:
+    """GP at ``small`` evaluations vs random search at ``small`` and ``large``, same seeds.
+
+    With ``workdir`` the journals are kept there, and an interrupted comparison resumes."""
     load = _load()
     t0 = time.perf_counter()
     sc = load_scenario(scenario)
     out: dict[str, Any] = {"scenario": scenario, "duration": duration, "knobs": list(knobs),
                            "load_at_start": load}
-    with tempfile.TemporaryDirectory() as d, make_executor(workers) as ex:
+    with tempfile.TemporaryDirectory() as tmp, make_executor(workers) as ex:
+        d = Path(workdir or tmp)
         gp = Tuner(TuneConfig(sc, budget=small, repeats=1, optimizer="gp", duration=duration, knobs=knobs),
-                   Path(d) / "gp", executor=ex)
+                   d / "gp", executor=ex, resume=workdir is not None)
         gp.run()
         rnd = Tuner(TuneConfig(sc, budget=large, repeats=1, optimizer="random", duration=duration, knobs=knobs),
-                    Path(d) / "rnd", executor=ex)
+                    d / "rnd", executor=ex, resume=workdir is not None)
         rnd.run()
         picks = {f"gp@{small}": _best_after(gp, small), f"random@{small}": _best_after(rnd, small),
                  f"random@{large}": _best_after(rnd, large)}
@@ -142,7 +146,7 @@ def run(quick: bool = False, only: tuple[str, ...] = ("tuned", "search", "wall")
         out["tuned"] = [tuned_vs_default(s, budget=12 if quick else 40) for s in ("small", "vdi", "db")]
     if "search" in only:
         out["search"] = gp_vs_random("db", small=12 if quick else 40, large=24 if quick else 400,
-                                     duration=900.0)
+                                     duration=600.0)
     if "wall" in only:
         out["wall"] = wall_and_efficiency(budget=8 if quick else 50, eff_budget=4 if quick else 12)
     return out
