@@ -179,7 +179,7 @@ def test_memtune_reclaim_gets_need_and_later_implementations_see_what_is_left():
 
         @hookimpl(tryfirst=True)
         def memtune_reclaim(self, host, state, need):
-            expected = np.maximum(host.held() - host.targets, 0.0)
+            expected = np.floor(np.maximum(host.held() - host.targets, 0.0) + 1e-9)   # whole pages
             assert np.array_equal(need, expected)
             got.append(("first", int(state), need.sum()))
             need *= 0.5                 # pretend to reclaim half

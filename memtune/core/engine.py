@@ -77,7 +77,8 @@ class Engine:
             h.sampler.close_period(h.rng("sampling"), wl.probability, h.vm_pages, on, h.pages.scale)
         self._allocate(on)
         self._update_state(dt)
-        need = np.maximum(h.held() - h.targets, 0.0)
+        # whole pages, so that reclaiming all of it never crosses a fractional target (reservation)
+        need = np.floor(np.maximum(h.held() - h.targets, 0.0) + 1e-9)
         h.hook.memtune_reclaim(host=h, state=int(h.state), need=need)
         h.book.running += np.where(on, dt, 0.0)
         h.now = now
@@ -234,6 +235,8 @@ class Engine:
         pg = h.pages
         vm = pg.vm[pages]
         ok = ~h.blocked[vm]
+        free = max(h.free_pages(), 0)
+        funded = np.zeros(pages.size, dtype=bool)
         # VM limits: a VM at its limit must give a page back (hypervisor page-out) to take one
         room = np.floor(h.limit - h.held()).astype(np.int64)
         wanted = np.bincount(vm[ok], minlength=h.nvm)
@@ -252,10 +255,11 @@ class Engine:
             # what the page-out really freed: a compressed page still holds part of a page
             room = np.floor(h.limit - h.held()).astype(np.int64)
             ok &= pos < room[vm]
-        # host free memory, first come first served in page order
-        free = max(h.free_pages(), 0)
-        cum = np.cumsum(ok)
-        ok &= cum <= free
+            # faults paid for by the VM's own page-outs use the frames those freed
+            funded = over & ok
+        # host free memory (as it was before any page-out), first come first served in page order
+        rest = ok & ~funded
+        ok = funded | (rest & (np.cumsum(rest) <= free))
         return ok
 
     def _allocate(self, on: np.ndarray) -> None:

@@ -281,9 +281,11 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
     floor = np.where(host.limit < host.vm_pages - 0.5,
                      np.minimum(d.cap, np.maximum(host.workload.allocated - np.floor(host.limit), 0)), 0)
     touched = host.vm_pages - host.pages.counts[:, host.free_state()]   # guest pages ever backed
-    want = np.where(touched > host.limit, floor - size, 0)
+    # ... but never by taking the VM's machine memory below its reservation
+    spare = np.maximum(np.floor(host.held() - host.reservation), 0)
+    want = np.where(touched > host.limit, np.minimum(floor - size, spare), 0)
     if state == MemState.SOFT:
-        want = np.maximum(want, np.minimum(np.ceil(need - 1e-9), d.cap - size))
+        want = np.maximum(want, np.minimum(np.floor(need + 1e-9), d.cap - size))
     want = np.maximum(np.where(host.powered, want, 0), 0).astype(np.int64)
     if want.any():
         got = _inflate(host, d, want)

@@ -300,7 +300,7 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
     d = _data(host)
     if d is None or not d.enabled or state < MemState.HARD:
         return
-    want = np.where(host.powered & (d.cache_bytes < d.cap_bytes), np.ceil(need - 1e-9), 0).astype(np.int64)
+    want = np.where(host.powered & (d.cache_bytes < d.cap_bytes), np.floor(need + 1e-9), 0).astype(np.int64)
     if not (want > 0).any():
         return
     victims = host.pages.pick_random(host.rng(NAME), np.maximum(want, 0), d.resident_only)

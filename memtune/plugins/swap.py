@@ -161,7 +161,7 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
     rng = host.rng(NAME)
     before_all = host.held()
     for _ in range(ROUNDS):
-        want = np.where(host.powered & (need >= 1.0), np.ceil(need - 1e-9), 0).astype(np.int64)
+        want = np.where(host.powered & (need >= 1.0), np.floor(need + 1e-9), 0).astype(np.int64)
         if not (want > 0).any():
             break
         victims = host.pages.pick_random(rng, np.maximum(want, 0), d.resident_only)
