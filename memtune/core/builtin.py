@@ -27,6 +27,10 @@ SETTINGS = (
     Setting("memtune.touch_samples", "int", 64,
             "Touch draws per VM per simulated second; each stands for touch_rate/touch_samples touches.",
             "model choice: cost follows activity, not memory size", minimum=1),
+    Setting("memtune.warm_start", "bool", False,
+            "Start VMs (powered on at time 0, not booting) as if they had been running: their "
+            "most-touched allocated pages resident, up to their initial allocation target.",
+            "model choice: a host under study has been up for a while; turn off to watch memory fill"),
     Setting("latency.dram", "seconds", 100e-9, "DRAM access, the baseline every touch pays.",
             "common figure: ~100 ns loaded latency"),
     Setting("latency.page_alloc", "seconds", 1e-6,

@@ -168,6 +168,8 @@ class Host:
 
         self.powered = self._admission(admission)
         self._fill_content()
+        if self.settings["memtune.warm_start"]:
+            self._warm_start()
 
     # --- randomness ----------------------------------------------------------------------------
 
@@ -224,6 +226,33 @@ class Host:
             zc = rng.choice(4, size=n, p=np.array(wl.compressibility) / sum(wl.compressibility))
             zc[content == 0] = 0
             pg.zclass[base:base + n] = zc
+
+    def _warm_start(self) -> None:
+        """Make each running VM's hottest allocated pages resident, up to its initial target."""
+        from memtune.core.allocation import allocation_targets
+
+        wl = self.workload
+        wl.advance(0.0)
+        warm = self.powered & wl.on & np.array([v.workload.kind != "boot-storm" for v in self.vms])
+        available = (self.memory - self.overhead_bytes - self.min_free) / self.page_bytes
+        cap = np.where(warm, np.minimum(np.minimum(self.limit, self.vm_pages),
+                                        np.maximum(wl.allocated, self.reservation)), 0.0)
+        floor = np.where(warm, np.minimum(self.reservation, cap), 0.0)
+        target = allocation_targets(max(available, 0.0), self.shares, self.sampler.estimate,
+                                    self.settings["Mem.IdleTax"] / 100.0, floor, cap)
+        chosen = []
+        for v in np.flatnonzero(warm):
+            k = int(np.floor(min(target[v], wl.allocated[v])))
+            if k <= 0:
+                continue
+            ranks = np.arange(int(self.vm_pages[v]))
+            p = wl.probability(np.full(ranks.size, v), ranks)
+            top = np.argsort(-p, kind="stable")[:k]
+            chosen.append(self.pages.base[v] + top)
+        if chosen:
+            pages = np.concatenate(chosen)
+            self.pages.set_state(pages, RESIDENT)
+            self.pages.last_touch[pages] = 0.0
 
     # --- accounting ----------------------------------------------------------------------------
 
