@@ -109,10 +109,11 @@ class Engine:
         faults = np.zeros(vm.size)
         latency = np.zeros(vm.size)
         served = np.ones(vm.size, dtype=bool)
+        pi_all = wl.probability(vm, rank)        # per-touch probability of each drawn page
         fi = np.flatnonzero(faulting)
         if fi.size:
             vf = vm[fi]
-            pi = wl.probability(vf, rank[fi])
+            pi = pi_all[fi]
             sel = np.maximum(pi * np.where(rf[fi], 1.0, wl.writes[vf]), 1e-300)
             scale = pg.scale
             nd = draws[vf]
@@ -135,7 +136,7 @@ class Engine:
             served[fi] = ok_f[: fi.size]
         # touches that found their page mapped (or had it brought back)
         pg.last_touch[page[served]] = now
-        self._write(page, rank, vm, write & served, lam, draws, rng)
+        self._write(page, rank, vm, pi_all, write & served, lam, draws, rng)
         # latency accounting
         overhead = np.zeros(h.nvm)
         for extra in h.hook.memtune_access_overhead(host=h):
@@ -154,8 +155,8 @@ class Engine:
         stall = np.bincount(vm, weights=faults * latency, minlength=nvm) + overhead * lam
         book.stall += np.minimum(stall, np.where(on, dt, 0.0))
 
-    def _write(self, page: np.ndarray, rank: np.ndarray, vm: np.ndarray, wr: np.ndarray, lam: np.ndarray,
-               draws: np.ndarray, rng: np.random.Generator) -> None:
+    def _write(self, page: np.ndarray, rank: np.ndarray, vm: np.ndarray, pi: np.ndarray, wr: np.ndarray,
+               lam: np.ndarray, draws: np.ndarray, rng: np.random.Generator) -> None:
         """Written pages hold new (unique) content. A write draw stands for the distinct 4 KiB pages
         its writes hit, ``scale * (1 - exp(-lam * wf * pi / scale)) / (n * wf * pi)``; in simulated
         pages that is the drawn one and its companions."""
@@ -166,7 +167,7 @@ class Engine:
         if wi.size == 0:
             return
         v = vm[wi]
-        sel = np.maximum(h.workload.probability(v, rank[wi]) * h.workload.writes[v], 1e-300)
+        sel = np.maximum(pi[wi] * h.workload.writes[v], 1e-300)
         scale = pg.scale
         written = -np.expm1(-lam[v] * sel / scale) / (draws[v] * sel)   # 4 KiB pages / scale
         extra = np.clip(np.floor(written + rng.random(wi.size)).astype(np.int64) - 1, 0, MAX_COMPANIONS)

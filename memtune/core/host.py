@@ -165,6 +165,7 @@ class Host:
         self.blocked = np.zeros(self.nvm, dtype=bool)
         self.counters: dict[str, np.ndarray] = {}
         self._streams: dict[str, np.random.Generator] = {}
+        self._private_codes: np.ndarray | None = None
 
         self.powered = self._admission(admission)
         self._fill_content()
@@ -266,8 +267,9 @@ class Host:
 
     def private_frame_counts(self) -> np.ndarray:
         """Pages per VM in states that hold a private machine page."""
-        mask = self.states.mask(lambda s: s.private_frame)
-        return self.pages.counts[:, : len(mask)][:, mask].sum(axis=1)
+        if self._private_codes is None:       # page states are fixed once the host is built
+            self._private_codes = np.flatnonzero(self.states.mask(lambda s: s.private_frame))
+        return self.pages.counts[:, self._private_codes].sum(axis=1)
 
     def held(self) -> np.ndarray:
         """Machine memory each VM holds, in pages: private frames plus per-VM plugin pools."""

@@ -187,7 +187,11 @@ class WorkloadState:
         inside = rank < self.allocated[vm]
         rel = (rank - self.offset[vm]) % a
         in_hot = rel < w
-        p_hot = np.where(self.is_zipf[vm], _zipf_pmf(rel, w, self.zipf_s[vm]), 1.0 / w)
+        p_hot = 1.0 / w
+        z = self.is_zipf[vm]
+        if z.any():
+            zi = np.flatnonzero(z)
+            p_hot[zi] = _zipf_pmf(rel[zi], w[zi], self.zipf_s[vm[zi]])
         p = (1.0 - share) / a + np.where(in_hot, share * p_hot, 0.0)
         return np.where(inside, p, 0.0)
 
