@@ -4,7 +4,7 @@ Determinism. The points of batch ``b`` are a function of the run seed and the ev
 before it, nothing else: the initial design is one Latin hypercube drawn from the run seed; after
 it, batch ``b`` comes from a *fresh* scikit-optimize ``Optimizer`` seeded with (run seed, b) and
 told every earlier evaluation in ask order. The batch size is fixed (not the worker count), the
-seeds of evaluation ``i`` are derived from (run seed, i, repeat), and results are told in ask
+seeds of every evaluation are the same, derived from (run seed, repeat), and results are told in ask
 order however they complete. So a run gives the same numbers with 1, 2 or 8 workers, on Dask or
 locally, and a resumed run the same as one never interrupted: replaying the journal *is* telling
 a fresh optimizer what the killed one knew.
