@@ -78,18 +78,7 @@ def _wrap_hookimpls(pm: pluggy.PluginManager, plugin: object, name: str) -> None
         for impl in caller.get_hookimpls():
             if impl.plugin is not plugin or getattr(impl.function, "_memtune_wrapped", False):
                 continue
-            fn = impl.function
-            hook_name = caller.name
-
-            @functools.wraps(fn)
-            def wrapper(*args, __fn=fn, __hook=hook_name, **kwargs):
-                try:
-                    return __fn(*args, **kwargs)
-                except (PluginError, UserError, KeyboardInterrupt):
-                    raise
-                except Exception as exc:  # noqa: BLE001 - re-raised with the plugin's name
-                    raise PluginError(name, __hook, exc) from exc
-
+            wrapper = guard(name, caller.name, impl.function)
             wrapper._memtune_wrapped = True  # type: ignore[attr-defined]
             impl.function = wrapper
 
