@@ -125,9 +125,9 @@ class Engine:
             # no companions where allocations would be refused anyway
             refuse = self.allocates[st[fi]] & (h.blocked[vf] | (h.free_pages() <= 0))
             extra[refuse] = 0
-            cpage, cstate, cvm = self._companions(page[fi], rank[fi], vf, st[fi], extra)
+            cpage, cstate, cvm, src = self._companions(page[fi], rank[fi], vf, st[fi], extra)
             # companions of a write fault (COW) are written too; of a read fault, only read
-            cwrite = np.repeat(write[fi] & ~rf[fi], extra)[self._last_keep]
+            cwrite = (write[fi] & ~rf[fi])[src]
             lat_f, ok_f = self._serve_faults(np.concatenate([page[fi], cpage]),
                                              np.concatenate([st[fi], cstate]),
                                              np.concatenate([write[fi], cwrite]),
@@ -171,20 +171,20 @@ class Engine:
         scale = pg.scale
         written = -np.expm1(-lam[v] * sel / scale) / (draws[v] * sel)   # 4 KiB pages / scale
         extra = np.clip(np.floor(written + rng.random(wi.size)).astype(np.int64) - 1, 0, MAX_COMPANIONS)
-        cpage, _, _ = self._companions(page[wi], rank[wi], v, pg.state[page[wi]], extra)
+        cpage = self._companions(page[wi], rank[wi], v, pg.state[page[wi]], extra)[0]
         wp = np.concatenate([page[wi], cpage])
         pg.content[wp] = unique_content(wp)
 
     def _companions(self, pages: np.ndarray, ranks: np.ndarray, vms: np.ndarray, states: np.ndarray,
-                    extra: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The next ``extra[i]`` pages after each faulting draw (same VM, same state): the other
-        pages of similar heat that the touches this draw stands for brought in."""
+                    extra: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The next ``extra[i]`` pages after each draw ``i`` (same VM, same state): the other pages of
+        similar heat that the touches this draw stands for reached. Returns (pages, their state,
+        their VM, index of the draw each came from)."""
         h = self.host
         total = int(extra.sum())
         if total == 0:
             empty = np.zeros(0, dtype=np.int64)
-            self._last_keep = np.zeros(0, dtype=bool)
-            return empty, empty.astype(np.uint8), empty
+            return empty, empty.astype(np.uint8), empty, empty
         rep = np.repeat(np.arange(pages.size), extra)
         step = np.arange(total) - np.repeat(np.cumsum(extra) - extra, extra) + 1
         v = vms[rep]
@@ -192,8 +192,7 @@ class Engine:
         crank = (ranks[rep] + step) % alloc
         cpage = h.pages.base[v] + crank
         keep = h.pages.state[cpage] == states[rep]
-        self._last_keep = keep
-        return cpage[keep], states[rep][keep], v[keep]
+        return cpage[keep], states[rep][keep], v[keep], rep[keep]
 
     def _serve_faults(self, pages: np.ndarray, states: np.ndarray, writes: np.ndarray,
                       vms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
