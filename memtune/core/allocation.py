@@ -44,8 +44,7 @@ def allocation_targets(available: float, shares: np.ndarray, active: np.ndarray,
     weight = np.maximum(weight, 1e-12)
     # target(L) = clip(weight * L, floor, cap) is monotone in L; find L with sum == available.
     bps = np.unique(np.concatenate([floor / weight, cap / weight]))
-    sums = np.array([np.clip(weight * b, floor, cap).sum() for b in bps]) if bps.size < 64 else \
-        _sums_vectorised(bps, weight, floor, cap)
+    sums = _sums(bps, weight, floor, cap)
     j = int(np.searchsorted(sums, available))
     if j == 0:
         level = bps[0] * available / max(sums[0], 1e-12)
@@ -54,14 +53,13 @@ def allocation_targets(available: float, shares: np.ndarray, active: np.ndarray,
     else:
         lo_l, hi_l, lo_s, hi_s = bps[j - 1], bps[j], sums[j - 1], sums[j]
         level = lo_l + (hi_l - lo_l) * (available - lo_s) / max(hi_s - lo_s, 1e-12)
-    return np.clip(weight * level, floor, cap)
+    return np.minimum(np.maximum(weight * level, floor), cap)
 
 
-def _sums_vectorised(levels: np.ndarray, weight: np.ndarray, floor: np.ndarray, cap: np.ndarray) -> np.ndarray:
-    order = np.argsort(levels)
+def _sums(levels: np.ndarray, weight: np.ndarray, floor: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """Total of ``clip(weight * L, floor, cap)`` for each level ``L``, a block of levels at a time."""
     out = np.empty(levels.size)
-    chunk = 256
-    for s in range(0, levels.size, chunk):
-        lv = levels[order[s:s + chunk]][:, None]
-        out[order[s:s + chunk]] = np.clip(weight[None, :] * lv, floor[None, :], cap[None, :]).sum(axis=1)
+    for s in range(0, levels.size, 256):
+        lv = levels[s:s + 256, None]
+        out[s:s + 256] = np.minimum(np.maximum(weight * lv, floor), cap).sum(axis=1)
     return out

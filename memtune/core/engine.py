@@ -121,17 +121,15 @@ class Engine:
             # simulated pages this draw's 4 KiB faults amount to; the drawn page is one of them
             pages_in = faults[fi] / scale
             extra = np.floor(pages_in + rng.random(fi.size)).astype(np.int64) - 1
-            extra = np.clip(extra, 0, MAX_COMPANIONS)
+            extra = np.minimum(np.maximum(extra, 0), MAX_COMPANIONS)
             # no companions where allocations would be refused anyway
             refuse = self.allocates[st[fi]] & (h.blocked[vf] | (h.free_pages() <= 0))
             extra[refuse] = 0
-            cpage, cstate, cvm, src = self._companions(page[fi], rank[fi], vf, st[fi], extra)
+            cpage, src = self._companions(page[fi], rank[fi], st[fi], extra)
             # companions of a write fault (COW) are written too; of a read fault, only read
             cwrite = (write[fi] & ~rf[fi])[src]
             lat_f, ok_f = self._serve_faults(np.concatenate([page[fi], cpage]),
-                                             np.concatenate([st[fi], cstate]),
-                                             np.concatenate([write[fi], cwrite]),
-                                             np.concatenate([vf, cvm]))
+                                             np.concatenate([write[fi], cwrite]))
             latency[fi] = lat_f[: fi.size]
             served[fi] = ok_f[: fi.size]
         # touches that found their page mapped (or had it brought back)
@@ -170,32 +168,38 @@ class Engine:
         sel = np.maximum(pi[wi] * h.workload.writes[v], 1e-300)
         scale = pg.scale
         written = -np.expm1(-lam[v] * sel / scale) / (draws[v] * sel)   # 4 KiB pages / scale
-        extra = np.clip(np.floor(written + rng.random(wi.size)).astype(np.int64) - 1, 0, MAX_COMPANIONS)
-        cpage = self._companions(page[wi], rank[wi], v, pg.state[page[wi]], extra)[0]
+        extra = np.floor(written + rng.random(wi.size)).astype(np.int64) - 1
+        extra = np.minimum(np.maximum(extra, 0), MAX_COMPANIONS)
+        cpage = self._companions(page[wi], rank[wi], pg.state[page[wi]], extra)[0]
         wp = np.concatenate([page[wi], cpage])
         pg.content[wp] = unique_content(wp)
 
-    def _companions(self, pages: np.ndarray, ranks: np.ndarray, vms: np.ndarray, states: np.ndarray,
-                    extra: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _companions(self, pages: np.ndarray, ranks: np.ndarray, states: np.ndarray,
+                    extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The next ``extra[i]`` pages after each draw ``i`` (same VM, same state): the other pages of
-        similar heat that the touches this draw stands for reached. Returns (pages, their state,
-        their VM, index of the draw each came from)."""
+        similar heat that the touches this draw stands for reached. Returns the pages and the index
+        of the draw each came from."""
         h = self.host
+        alloc = np.maximum(h.workload.allocated[h.pages.vm[pages]], 1)
+        extra = np.minimum(extra, alloc - 1)           # never the drawn page again
         total = int(extra.sum())
         if total == 0:
             empty = np.zeros(0, dtype=np.int64)
-            return empty, empty.astype(np.uint8), empty, empty
-        rep = np.repeat(np.arange(pages.size), extra)
-        step = np.arange(total) - np.repeat(np.cumsum(extra) - extra, extra) + 1
-        v = vms[rep]
-        alloc = np.maximum(h.workload.allocated[v], 1)
-        crank = (ranks[rep] + step) % alloc
-        cpage = h.pages.base[v] + crank
-        keep = h.pages.state[cpage] == states[rep]
-        return cpage[keep], states[rep][keep], v[keep], rep[keep]
+            return empty, empty
+        start = np.cumsum(extra) - extra
+        # companion j of draw i is page + 1 + (j - start[i]), wrapping inside the allocated ranks
+        cpage = np.repeat(pages + 1 - start, extra) + np.arange(total)
+        wrap = np.flatnonzero(ranks + extra >= alloc)
+        if wrap.size:
+            inside = alloc[wrap] - ranks[wrap] - 1        # companions before the wrap
+            n = extra[wrap] - inside
+            at = np.repeat(start[wrap] + inside - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
+            cpage[at] -= np.repeat(alloc[wrap], n)
+        src = np.repeat(np.arange(pages.size), extra)
+        keep = h.pages.state[cpage] == states[src]
+        return cpage[keep], src[keep]
 
-    def _serve_faults(self, pages: np.ndarray, states: np.ndarray, writes: np.ndarray,
-                      vms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _serve_faults(self, pages: np.ndarray, writes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bring faulting pages back; latency per draw and whether its page is now mapped."""
         h = self.host
         s = h.settings

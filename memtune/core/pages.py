@@ -129,19 +129,35 @@ class PageTable:
         self.ns = 32
         self.counts = np.zeros((nvm, self.ns), dtype=np.int64)
         self.counts[:, FREE] = self.npages
+        self._scratch = np.zeros(total, dtype=np.int32)    # per-page slot for `first_seen` / `member`
+
+    def first_seen(self, pages: np.ndarray) -> np.ndarray:
+        """Mask of one entry per distinct page in ``pages``; the order of ``pages`` is kept, so a
+        random draw stays random and a list grouped by VM stays grouped. O(len(pages)), no sort."""
+        pos = np.arange(pages.size, dtype=np.int32)
+        self._scratch[pages] = pos      # one position per distinct page survives the scatter
+        return self._scratch[pages] == pos
+
+    def member(self, pages: np.ndarray, of: np.ndarray) -> np.ndarray:
+        """``np.isin(pages, of)`` for page indices, in O(len(pages) + len(of)) with no sort."""
+        self._scratch[pages] = 0
+        self._scratch[of] = 1
+        return self._scratch[pages] == 1
 
     def set_state(self, pages: np.ndarray, new: int | np.ndarray) -> None:
         """Move ``pages`` (unique indices) to state ``new``, keeping per-VM counts exact."""
         if pages.size == 0:
             return
-        nvm = self.counts.shape[0]
-        vm = self.vm[pages].astype(np.int64)
-        old = self.state[pages].astype(np.int64)
+        size = self.counts.size
+        vm = self.vm[pages]
+        key = vm * self.ns                        # int32: nvm * 32 stays far below 2**31
         flat = self.counts.reshape(-1)
-        flat -= np.bincount(vm * self.ns + old, minlength=nvm * self.ns)
-        newv = np.broadcast_to(np.asarray(new, dtype=np.int64), pages.shape)
-        flat += np.bincount(vm * self.ns + newv, minlength=nvm * self.ns)
-        self.state[pages] = newv
+        flat -= np.bincount(key + self.state[pages], minlength=size)
+        if np.ndim(new) == 0:
+            self.counts[:, int(new)] += np.bincount(vm, minlength=self.counts.shape[0])
+        else:
+            flat += np.bincount(key + np.asarray(new, dtype=np.int32), minlength=size)
+        self.state[pages] = new
 
     def count(self, state: int) -> np.ndarray:
         """Pages in ``state`` per VM."""

@@ -82,6 +82,7 @@ class WorkloadState:
         self.writes = self.write_fraction.copy()
         self.share = self.hot_share.copy()
         self.on = np.zeros(n, dtype=bool)
+        self._derive()
         self._shift_total = np.zeros(n, dtype=np.float64)
         self._kinds = {kind: np.array([i for i, s in enumerate(specs) if s.kind == kind], dtype=np.int64)
                        for kind in KINDS}
@@ -157,7 +158,14 @@ class WorkloadState:
         self.rate = np.where(self.on, rate, 0.0)
         self.share = share
         self.writes = writes
+        self._derive()
         return prev
+
+    def _derive(self) -> None:
+        # per-touch probability of one cold page and of one page of a uniform hot set
+        self._alloc1 = np.maximum(self.allocated, 1)
+        self._p_cold = (1.0 - self.share) / self._alloc1
+        self._p_hot = self.share / self.wss
 
     # --- touch law ---------------------------------------------------------------------------
 
@@ -181,19 +189,20 @@ class WorkloadState:
 
     def probability(self, vm: np.ndarray, rank: np.ndarray) -> np.ndarray:
         """Probability that one touch of VM ``vm`` lands on page ``rank`` (0 for guest-free pages)."""
-        a = np.maximum(self.allocated[vm], 1)
-        w = self.wss[vm]
-        share = self.share[vm]
-        inside = rank < self.allocated[vm]
-        rel = (rank - self.offset[vm]) % a
-        in_hot = rel < w
-        p_hot = 1.0 / w
-        z = self.is_zipf[vm]
-        if z.any():
-            zi = np.flatnonzero(z)
-            p_hot[zi] = _zipf_pmf(rel[zi], w[zi], self.zipf_s[vm[zi]])
-        p = (1.0 - share) / a + np.where(in_hot, share * p_hot, 0.0)
-        return np.where(inside, p, 0.0)
+        rel = rank - self.offset[vm]
+        rel %= self._alloc1[vm]
+        p = self._p_cold[vm]
+        hot = np.flatnonzero(rel < self.wss[vm])
+        if hot.size:
+            vh = vm[hot]
+            p_hot = self._p_hot[vh]
+            z = np.flatnonzero(self.is_zipf[vh])
+            if z.size:
+                vz = vh[z]
+                p_hot[z] = self.share[vz] * _zipf_pmf(rel[hot[z]], self.wss[vz], self.zipf_s[vz])
+            p[hot] += p_hot
+        p[rank >= self.allocated[vm]] = 0.0
+        return p
 
 
 def _zipf_inverse(u: np.ndarray, n: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -205,17 +214,19 @@ def _zipf_inverse(u: np.ndarray, n: np.ndarray, s: np.ndarray) -> np.ndarray:
         x_gen = ((n1 ** e - 1.0) * u + 1.0) ** (1.0 / np.where(one, 1.0, e))
         x_one = n1 ** u
     x = np.where(one, x_one, x_gen)
-    return np.clip(np.floor(x - 1.0), 0, n - 1).astype(np.int64)
+    return np.minimum(np.maximum(np.floor(x - 1.0), 0), n - 1).astype(np.int64)
 
 
 def _zipf_pmf(rel: np.ndarray, n: np.ndarray, s: np.ndarray) -> np.ndarray:
     """Probability of rank ``rel`` (0-based) under the continuous Zipf law of `_zipf_inverse`."""
     n1 = n.astype(np.float64) + 1.0
-    x0 = np.clip(rel, 0, None).astype(np.float64) + 1.0
-    x1 = x0 + 1.0
+    x0 = np.maximum(rel, 0).astype(np.float64) + 1.0
     one = np.abs(s - 1.0) < 1e-9
-    with np.errstate(divide="ignore", invalid="ignore"):
-        e = np.where(one, 1.0, 1.0 - s)
-        gen = (x1 ** e - x0 ** e) / (n1 ** e - 1.0)
-        lg = np.log(x1 / x0) / np.log(n1)
-    return np.where(one, lg, gen)
+    out = np.empty(x0.size)
+    if one.any():
+        out[one] = np.log1p(1.0 / x0[one]) / np.log(n1[one])
+    gen = ~one
+    if gen.any():
+        e, x = 1.0 - s[gen], x0[gen]
+        out[gen] = ((x + 1.0) ** e - x ** e) / (n1[gen] ** e - 1.0)
+    return out

@@ -182,7 +182,7 @@ def _sample(host: Any, want: np.ndarray, code: int, hi: np.ndarray, share: np.nd
     pg = host.pages
     hi = np.asarray(hi, dtype=np.int64)
     draws = np.where((want > 0) & (hi > 0),
-                     np.ceil(want * 1.25 / np.clip(share, 1e-3, 1.0)) + 4, 0)
+                     np.ceil(want * 1.25 / np.minimum(np.maximum(share, 1e-3), 1.0)) + 4, 0)
     draws = np.minimum(draws, 4 * hi).astype(np.int64)
     rng = host.rng(NAME)
     # wanting a large part of what is there: random draws would mostly repeat, so list them all
@@ -190,33 +190,51 @@ def _sample(host: Any, want: np.ndarray, code: int, hi: np.ndarray, share: np.nd
     draws[exact] = 0
     vm = np.repeat(np.arange(host.nvm), draws)
     page = pg.base[vm] + np.floor(rng.random(vm.size) * hi[vm]).astype(np.int64)
-    found = [page[pg.state[page] == code]]
+    page = page[pg.state[page] == code]
+    page = page[pg.first_seen(page)]         # draw order kept: grouped by VM, random inside
+    if exact.size == 0:
+        return page
+    found = [page]
     for v in exact:
         b = int(pg.base[v])
-        found.append(b + np.flatnonzero(pg.state[b:b + int(hi[v])] == code))
-    page = np.unique(np.concatenate(found))
-    return page[np.lexsort((rng.random(page.size), pg.vm[page]))]
+        found.append(rng.permutation(b + np.flatnonzero(pg.state[b:b + int(hi[v])] == code)))
+    page = np.concatenate(found)
+    return page[np.argsort(pg.vm[page], kind="stable")]
 
 
 def _first(pages: np.ndarray, vm: np.ndarray, want: np.ndarray) -> np.ndarray:
     """The first ``want[v]`` entries of each VM in ``pages`` (grouped by VM)."""
-    pos = np.arange(pages.size) - np.searchsorted(vm, vm)
+    n = np.bincount(vm, minlength=want.size)
+    pos = np.arange(pages.size) - (np.cumsum(n) - n)[vm]
     return pages[pos < want[vm]]
 
 
 def _coldest(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
     """About ``want[v]`` of VM v's coldest resident guest pages, best of k random candidates each."""
     k = int(host.settings["memtune.balloon_candidates"])
-    alloc = host.workload.allocated
+    pg = host.pages
+    wl = host.workload
+    alloc = wl.allocated
     resident = host.resident_state()
-    share = host.pages.counts[:, resident] / np.maximum(alloc, 1)
+    share = pg.counts[:, resident] / np.maximum(alloc, 1)
     cand = _sample(host, want * k, resident, alloc, share)
-    cand = _first(cand, host.pages.vm[cand], want * k)       # exactly k candidates per page wanted
+    cand = _first(cand, pg.vm[cand], want * k)       # exactly k candidates per page wanted
     if cand.size == 0:
         return cand
-    vm = host.pages.vm[cand]
-    order = np.lexsort((host.touch_probability(cand), vm))      # stable: random order among equals
-    return _first(cand[order], vm[order], want)
+    vm = pg.vm[cand]
+    # pages outside the hot set are all equally cold: they come first, in their random draw order;
+    # hot candidates follow, least likely touched first (stable sorts keep ties in random order)
+    rank = cand - pg.base[vm]
+    hot = (rank - wl.offset[vm]) % np.maximum(alloc[vm], 1) < wl.wss[vm]
+    order = np.argsort((vm * 2 + hot).astype(np.int32), kind="stable")
+    cand, vm, hot = cand[order], vm[order], hot[order]
+    cold_n = np.bincount(vm[~hot], minlength=host.nvm)
+    short = np.flatnonzero(hot & (cold_n[vm] < want[vm]))    # hot candidates that will be taken
+    if short.size:
+        p = host.touch_probability(cand[short])
+        sub = short[np.argsort(vm[short] + p / (2.0 * max(float(p.max()), 1e-300)), kind="stable")]
+        cand[short] = cand[sub]
+    return _first(cand, vm, want)
 
 
 def _inflate(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:

@@ -308,7 +308,7 @@ def _scan(host: Host, d: TPSState, dt: float, now: float) -> None:
     hp = np.maximum(hint, 0)
     # a hint is good if its page is still private with the same content (ESX re-hashes it)
     hv = (~frame) & (hint >= 0)
-    hv &= (pg.state[hp] == RESIDENT) & (content_keys(d, host, hp) == uk) & ~np.isin(hp, cand)
+    hv &= (pg.state[hp] == RESIDENT) & (content_keys(d, host, hp) == uk) & ~pg.member(hp, cand)
     group = cnt + hv
     share = frame | (group >= 2)
     new_pages = np.concatenate([cand[np.repeat(share, cnt)], hp[share & hv]])
