@@ -166,50 +166,52 @@ class PageTable:
     def pick_random(self, rng: np.random.Generator, want: np.ndarray, allowed: np.ndarray,
                     *, lo: np.ndarray | None = None, hi: np.ndarray | None = None,
                     tries: int = 4) -> np.ndarray:
-        """Up to ``want[v]`` distinct random pages of each VM whose state is allowed.
+        """Up to ``want[v]`` distinct random pages of each VM whose state is allowed, grouped by VM
+        and in random order inside each VM.
 
         ``allowed`` is a boolean table over state codes; ``lo``/``hi`` bound the rank range per VM.
-        Rejection sampling costs O(pages picked); a VM where allowed pages are rare falls back to
-        an exact scan of its range.
+        Uniform ranks are drawn in proportion to what is wanted over the density of allowed pages
+        (known from the per-state counts), so the cost follows the pages picked; a VM that wants a
+        large part of what its range holds, or is still short after ``tries`` rounds, has its range
+        listed instead.
         """
+        nvm = self.counts.shape[0]
         want = np.asarray(want, dtype=np.int64)
-        lo = np.zeros_like(want) if lo is None else np.asarray(lo, dtype=np.int64)
-        hi = self.npages.copy() if hi is None else np.minimum(np.asarray(hi, dtype=np.int64), self.npages)
+        lo = np.zeros(nvm, dtype=np.int64) if lo is None else np.asarray(lo, dtype=np.int64)
+        hi = self.npages if hi is None else np.minimum(np.asarray(hi, dtype=np.int64), self.npages)
         span = np.maximum(hi - lo, 0)
-        want = np.minimum(want, span)
+        n_allowed = self.counts[:, np.flatnonzero(allowed[: self.ns])].sum(axis=1)
+        density = np.minimum(n_allowed, span) / np.maximum(span, 1)
+        want = np.minimum(want, np.minimum(span, n_allowed))
+        listed = (want > 0) & (2 * want >= density * span)
+        remaining = np.where(listed, 0, want)
         chosen: list[np.ndarray] = []
-        remaining = want.copy()
-        taken = np.zeros(0, dtype=np.int64)
         for _ in range(tries):
             if not remaining.any():
                 break
-            draw = remaining * 2 + 4 * (remaining > 0)
-            vm = np.repeat(np.arange(len(draw)), draw)
-            off = lo[vm] + np.floor(rng.random(vm.size) * span[vm]).astype(np.int64)
-            idx = self.base[vm] + off
-            ok = allowed[self.state[idx]]
-            idx = idx[ok]
-            if taken.size:
-                idx = idx[~np.isin(idx, taken)]
-            idx = np.unique(idx)            # sorted by page, so grouped by VM
-            rng.shuffle(idx)
-            idx = idx[np.argsort(self.vm[idx], kind="stable")]
-            v = self.vm[idx]
-            first = np.searchsorted(v, np.arange(len(remaining)))
-            pos = np.arange(idx.size) - first[v]
-            keep = idx[pos < remaining[v]]
-            if keep.size:
-                chosen.append(keep)
-                taken = np.concatenate([taken, keep])
-                remaining -= np.bincount(self.vm[keep], minlength=len(remaining))
-        for v in np.flatnonzero(remaining > 0):
-            start, stop = self.base[v] + lo[v], self.base[v] + hi[v]
-            cand = start + np.flatnonzero(allowed[self.state[start:stop]])
-            if taken.size:
-                cand = cand[~np.isin(cand, taken)]
-            if cand.size:
-                pick = rng.choice(cand, size=min(int(remaining[v]), cand.size), replace=False)
-                chosen.append(pick)
+            draws = np.where(remaining > 0, np.ceil(remaining * 1.25 / np.maximum(density, 1e-3)) + 4, 0)
+            vm = np.repeat(np.arange(nvm), np.minimum(draws, 4 * span).astype(np.int64))
+            page = self.base[vm] + lo[vm] + np.floor(rng.random(vm.size) * span[vm]).astype(np.int64)
+            page = page[allowed[self.state[page]]]
+            page = page[self.first_seen(page)]
+            if chosen:
+                page = page[~self.member(page, np.concatenate(chosen))]
+            pv = self.vm[page]
+            n = np.bincount(pv, minlength=nvm)
+            keep = page[np.arange(page.size) - (np.cumsum(n) - n)[pv] < remaining[pv]]
+            chosen.append(keep)
+            got = np.bincount(self.vm[keep], minlength=nvm)
+            density = np.where(got < remaining, density / 2, density)     # fewer there than counted
+            remaining -= got
+        listed |= remaining > 0
+        for v in np.flatnonzero(listed):
+            start = self.base[v] + lo[v]
+            cand = start + np.flatnonzero(allowed[self.state[start:self.base[v] + hi[v]]])
+            if chosen:
+                cand = cand[~self.member(cand, np.concatenate(chosen))]
+            need = int(want[v]) - sum(int(np.count_nonzero(self.vm[c] == v)) for c in chosen)
+            chosen.append(rng.permutation(cand)[: max(need, 0)])
         if not chosen:
             return np.zeros(0, dtype=np.int64)
-        return np.concatenate(chosen).astype(np.int64)
+        out = np.concatenate(chosen).astype(np.int64)
+        return out[np.argsort(self.vm[out], kind="stable")] if len(chosen) > 1 else out

@@ -91,7 +91,8 @@ class BalloonData:
 
     code: int
     guest_swapped: int
-    resident_only: np.ndarray     # allowed-state table for guest-free picks
+    resident_only: np.ndarray     # allowed-state tables for picks: resident pages, ballooned pages
+    ballooned_only: np.ndarray
     cap: np.ndarray               # per VM: largest balloon, simulated pages (0 without a driver)
     free_done_at: np.ndarray      # per VM: `allocated` at which no guest-free resident page was left
     carry_in: np.ndarray          # per VM: fractional inflation budget carried to the next tick
@@ -146,12 +147,14 @@ def memtune_configure(host: Any) -> None:
     gs = host.states.code(GUEST_SWAPPED)
     resident_only = np.zeros(256, dtype=bool)
     resident_only[host.resident_state()] = True
+    ballooned_only = np.zeros(256, dtype=bool)
+    ballooned_only[code] = True
     pct = s["Mem.CtlMaxPercent"] / 100.0
     cap_bytes = np.array([v.memory * pct if v.maxmemctl is None else min(v.maxmemctl, v.memory)
                           for v in host.vms], dtype=np.float64)
     cap = np.where(host.balloon_driver, np.floor(cap_bytes / host.page_bytes), 0).astype(np.int64)
     host.plugin_data[NAME] = BalloonData(
-        code=code, guest_swapped=gs, resident_only=resident_only,
+        code=code, guest_swapped=gs, resident_only=resident_only, ballooned_only=ballooned_only,
         cap=cap, free_done_at=np.full(host.nvm, -1, dtype=np.int64),
         carry_in=np.zeros(host.nvm), carry_out=np.zeros(host.nvm))
 
@@ -171,37 +174,6 @@ def _budget(rate_bytes: float, dt: float, host: Any, carry: np.ndarray, mask: np
     return whole.astype(np.int64)
 
 
-def _sample(host: Any, want: np.ndarray, code: int, hi: np.ndarray, share: np.ndarray) -> np.ndarray:
-    """Distinct random pages in state ``code`` among ranks ``[0, hi[v])`` of each VM, grouped by VM
-    and in random order inside each group.
-
-    Draws about ``want[v] / share[v]`` uniform ranks (``share``: expected fraction of the range in
-    that state, known from the per-state counts), so the cost follows the pages wanted; a VM may get
-    fewer than ``want[v]`` pages (callers take the rest next time).
-    """
-    pg = host.pages
-    hi = np.asarray(hi, dtype=np.int64)
-    draws = np.where((want > 0) & (hi > 0),
-                     np.ceil(want * 1.25 / np.minimum(np.maximum(share, 1e-3), 1.0)) + 4, 0)
-    draws = np.minimum(draws, 4 * hi).astype(np.int64)
-    rng = host.rng(NAME)
-    # wanting a large part of what is there: random draws would mostly repeat, so list them all
-    exact = np.flatnonzero((want > 0) & (2 * want >= share * hi))
-    draws[exact] = 0
-    vm = np.repeat(np.arange(host.nvm), draws)
-    page = pg.base[vm] + np.floor(rng.random(vm.size) * hi[vm]).astype(np.int64)
-    page = page[pg.state[page] == code]
-    page = page[pg.first_seen(page)]         # draw order kept: grouped by VM, random inside
-    if exact.size == 0:
-        return page
-    found = [page]
-    for v in exact:
-        b = int(pg.base[v])
-        found.append(rng.permutation(b + np.flatnonzero(pg.state[b:b + int(hi[v])] == code)))
-    page = np.concatenate(found)
-    return page[np.argsort(pg.vm[page], kind="stable")]
-
-
 def _first(pages: np.ndarray, vm: np.ndarray, want: np.ndarray) -> np.ndarray:
     """The first ``want[v]`` entries of each VM in ``pages`` (grouped by VM)."""
     n = np.bincount(vm, minlength=want.size)
@@ -215,10 +187,7 @@ def _coldest(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
     pg = host.pages
     wl = host.workload
     alloc = wl.allocated
-    resident = host.resident_state()
-    share = pg.counts[:, resident] / np.maximum(alloc, 1)
-    cand = _sample(host, want * k, resident, alloc, share)
-    cand = _first(cand, pg.vm[cand], want * k)       # exactly k candidates per page wanted
+    cand = pg.pick_random(host.rng(NAME), want * k, d.resident_only, hi=alloc)   # k per page wanted
     if cand.size == 0:
         return cand
     vm = pg.vm[cand]
@@ -274,8 +243,7 @@ def _inflate(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
 def _deflate(host: Any, d: BalloonData, amount: np.ndarray) -> np.ndarray:
     """Shrink balloons by ``amount[v]`` pages; what the guest gets back depends on the rank."""
     pg = host.pages
-    cand = _sample(host, amount, d.code, pg.npages, pg.counts[:, d.code] / pg.npages)
-    pages = _first(cand, pg.vm[cand], amount)
+    pages = pg.pick_random(host.rng(NAME), amount, d.ballooned_only)
     if pages.size == 0:
         return np.zeros(host.nvm, dtype=np.int64)
     data = ~host.guest_free(pages)
