@@ -19,6 +19,7 @@ import numpy as np
 from prometheus_client.core import Metric
 
 from memtune.metrics.collector import LE_LABELS, Snapshot, Table, check_plugin_families, snapshot_tables
+from memtune.metrics.families import VMFamily
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -66,20 +67,45 @@ def _format(values: np.ndarray) -> list[str]:
     return [format_value(x) for x in values.tolist()]
 
 
+def template_args(values: np.ndarray) -> tuple:
+    """``values`` as the arguments of a ``%s`` template, spelled as :func:`format_values` spells them:
+    Python ints for whole numbers (``str(int)``), floats otherwise (``str(float)`` is ``repr``), and
+    strings for NaN and infinities."""
+    values = values.ravel()
+    if values.size == 0:
+        return ()
+    if np.isfinite(values).all():
+        whole = np.rint(values)
+        if np.array_equal(whole, values) and np.abs(values).max() < _EXACT_INT:
+            return tuple(whole.astype(np.int64).tolist())
+        return tuple(values.tolist())
+    return tuple(map(format_value, values.tolist()))
+
+
 def _labels(labels: dict[str, str]) -> str:
     if not labels:
         return ""
     return "{" + ",".join(f'{k}="{escape_label(str(v))}"' for k, v in labels.items()) + "}"
 
 
+def _template(prefixes: Iterable[str]) -> str:
+    """One ``%s`` template for a block of series: ``prefix %s`` lines (a ``%`` in a label escaped)."""
+    return "\n".join(p.replace("%", "%%") + "%s" for p in prefixes)
+
+
 class TextRenderer:
-    """Renders snapshots; caches label prefixes for the VMs it has seen (one host at a time)."""
+    """Renders snapshots; caches label prefixes for the VMs it has seen (one host at a time).
+
+    Every per-VM block (a core table's column, a :class:`~memtune.metrics.families.VMFamily`
+    column, the latency histogram) is one ``%s`` template per set of VMs, so a scrape formats it
+    with a single ``template % values``.
+    """
 
     def __init__(self) -> None:
         self._vms: tuple[str, ...] | None = None
         self._vm_labels: list[str] = []
-        self._prefixes: dict[tuple[str, tuple[tuple[str, str], ...]], list[str]] = {}
-        self._hist: dict[str, list[str]] = {}
+        self._templates: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+        self._hist: dict[str, str] = {}
         self._plugin_prefixes: dict[tuple, str] = {}
 
     def _use_vms(self, vms: list[str]) -> None:
@@ -87,28 +113,29 @@ class TextRenderer:
         if key != self._vms:
             self._vms = key
             self._vm_labels = [f'vm="{escape_label(v)}"' for v in vms]
-            self._prefixes = {}
+            self._templates = {}
             self._hist = {}
             self._plugin_prefixes = {}
 
-    def _prefix(self, name: str, labels: dict[str, str]) -> list[str]:
+    def _column(self, name: str, labels: dict[str, str], values: np.ndarray) -> str:
+        """The series ``name{vm="...",labels...} value`` of one per-VM column, one line per VM."""
         key = (name, tuple(labels.items()))
-        got = self._prefixes.get(key)
-        if got is None:
+        template = self._templates.get(key)
+        if template is None:
             extra = "".join(f',{k}="{escape_label(str(v))}"' for k, v in labels.items())
-            got = self._prefixes[key] = [f"{name}{{{vl}{extra}}} " for vl in self._vm_labels]
-        return got
+            template = self._templates[key] = _template(f"{name}{{{vl}{extra}}} " for vl in self._vm_labels)
+        return template % template_args(values)
 
-    def _hist_prefixes(self, name: str) -> list[str]:
+    def _hist_template(self, name: str) -> str:
         got = self._hist.get(name)
         if got is None:
             b, c, s = name + "_bucket", name + "_count", name + "_sum"
-            got = []
+            prefixes = []
             for vl in self._vm_labels:
-                got.extend(f'{b}{{{vl},le="{le}"}} ' for le in LE_LABELS)
-                got.append(f"{c}{{{vl}}} ")
-                got.append(f"{s}{{{vl}}} ")
-            self._hist[name] = got
+                prefixes.extend(f'{b}{{{vl},le="{le}"}} ' for le in LE_LABELS)
+                prefixes.append(f"{c}{{{vl}}} ")
+                prefixes.append(f"{s}{{{vl}}} ")
+            got = self._hist[name] = _template(prefixes)
         return got
 
     def table_lines(self, t: Table, out: list[str]) -> None:
@@ -117,12 +144,13 @@ class TextRenderer:
         out.append(f"# TYPE {shown} {t.type}")
         for name, labels, value in t.samples:
             out.append(f"{name}{_labels(labels)} {format_value(value)}")
-        for name, labels, values in t.per_vm:
-            out.extend(map(str.__add__, self._prefix(name, labels), format_values(values)))
-        if t.hist is not None:
-            cum, sums = t.hist
-            block = np.concatenate([cum, cum[:, -1:], sums[:, None]], axis=1)
-            out.extend(map(str.__add__, self._hist_prefixes(t.name), format_values(block.ravel())))
+        if self._vm_labels:
+            for name, labels, values in t.per_vm:
+                out.append(self._column(name, labels, values))
+            if t.hist is not None:
+                cum, sums = t.hist
+                block = np.concatenate([cum, cum[:, -1:], sums[:, None]], axis=1)
+                out.append(self._hist_template(t.name) % template_args(block))
 
     def render(self, s: Snapshot) -> str:
         """The whole exposition of ``s``: core tables then the plugins' families."""
@@ -133,14 +161,14 @@ class TextRenderer:
         for t in tables:
             self.table_lines(t, out)
         for _, fam in s.plugin_families:
-            cols = getattr(fam, "memtune_columns", None)
-            if cols is not None and cols[0] == self._vms and len(fam.samples) == len(self._vm_labels):
-                # built by memtune.metrics.families: one column of per-VM values, prefixes cached
-                _, sample, labels, values = cols
-                shown = fam.name + "_total" if fam.type == "counter" else fam.name
+            cols = fam.fast_columns if isinstance(fam, VMFamily) else None
+            if cols is not None and fam.vm_names == self._vms:
+                # one template per column, prefixes cached; the same text metric_lines writes
+                shown = fam.sample_name
                 out.append(f"# HELP {shown} {escape_help(fam.documentation)}")
                 out.append(f"# TYPE {shown} {fam.type}")
-                out.extend(map(str.__add__, self._prefix(sample, labels), format_values(values)))
+                if self._vm_labels:
+                    out.extend(self._column(fam.sample_name, labels, values) for labels, values in cols)
             else:
                 metric_lines([fam], out, self._plugin_prefixes)
         out.append("")
