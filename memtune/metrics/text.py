@@ -67,19 +67,20 @@ def _format(values: np.ndarray) -> list[str]:
     return [format_value(x) for x in values.tolist()]
 
 
-def template_args(values: np.ndarray) -> tuple:
-    """``values`` as the arguments of a ``%s`` template, spelled as :func:`format_values` spells them:
-    Python ints for whole numbers (``str(int)``), floats otherwise (``str(float)`` is ``repr``), and
-    strings for NaN and infinities."""
+def template_args(values: np.ndarray) -> tuple[bool, tuple]:
+    """``values`` as the arguments of a ``%d`` (first item true) or ``%s`` template, spelled as
+    :func:`format_values` spells them: Python ints for whole numbers (``%d`` writes an int without
+    building a ``str`` first: 2-3x faster), else floats (``%s`` of a float is its ``repr``), or
+    strings once NaN or an infinity is among them."""
     values = values.ravel()
     if values.size == 0:
-        return ()
+        return True, ()
     if np.isfinite(values).all():
         whole = np.rint(values)
         if np.array_equal(whole, values) and np.abs(values).max() < _EXACT_INT:
-            return tuple(whole.astype(np.int64).tolist())
-        return tuple(values.tolist())
-    return tuple(map(format_value, values.tolist()))
+            return True, tuple(whole.astype(np.int64).tolist())
+        return False, tuple(values.tolist())
+    return False, tuple(map(format_value, values.tolist()))
 
 
 def _labels(labels: dict[str, str]) -> str:
@@ -88,24 +89,28 @@ def _labels(labels: dict[str, str]) -> str:
     return "{" + ",".join(f'{k}="{escape_label(str(v))}"' for k, v in labels.items()) + "}"
 
 
-def _template(prefixes: Iterable[str]) -> str:
-    """One ``%s`` template for a block of series: ``prefix %s`` lines (a ``%`` in a label escaped)."""
-    return "\n".join(p.replace("%", "%%") + "%s" for p in prefixes)
+def _templates(prefixes: Iterable[str]) -> tuple[str, str]:
+    """The ``%d`` and the ``%s`` template of a block of series: one ``prefix value`` line each (a
+    ``%`` in a label doubled)."""
+    escaped = [p.replace("%", "%%") for p in prefixes]
+    if not escaped:
+        return "", ""
+    return "%d\n".join(escaped) + "%d", "%s\n".join(escaped) + "%s"
 
 
 class TextRenderer:
     """Renders snapshots; caches label prefixes for the VMs it has seen (one host at a time).
 
     Every per-VM block (a core table's column, a :class:`~memtune.metrics.families.VMFamily`
-    column, the latency histogram) is one ``%s`` template per set of VMs, so a scrape formats it
-    with a single ``template % values``.
+    column, the latency histogram) has a ``%d`` and a ``%s`` template per set of VMs, so a scrape
+    formats it with a single ``template % values``.
     """
 
     def __init__(self) -> None:
         self._vms: tuple[str, ...] | None = None
         self._vm_labels: list[str] = []
-        self._templates: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
-        self._hist: dict[str, str] = {}
+        self._templates: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, str]] = {}
+        self._hist: dict[str, tuple[str, str]] = {}
         self._plugin_prefixes: dict[tuple, str] = {}
 
     def _use_vms(self, vms: list[str]) -> None:
@@ -120,23 +125,41 @@ class TextRenderer:
     def _column(self, name: str, labels: dict[str, str], values: np.ndarray) -> str:
         """The series ``name{vm="...",labels...} value`` of one per-VM column, one line per VM."""
         key = (name, tuple(labels.items()))
-        template = self._templates.get(key)
-        if template is None:
+        templates = self._templates.get(key)
+        if templates is None:
             extra = "".join(f',{k}="{escape_label(str(v))}"' for k, v in labels.items())
-            template = self._templates[key] = _template(f"{name}{{{vl}{extra}}} " for vl in self._vm_labels)
-        return template % template_args(values)
+            templates = self._templates[key] = _templates(f"{name}{{{vl}{extra}}} " for vl in self._vm_labels)
+        ints, args = template_args(values)
+        return templates[0 if ints else 1] % args
 
-    def _hist_template(self, name: str) -> str:
+    def _hist_templates(self, name: str) -> tuple[str, str]:
+        """Templates of a per-VM histogram: buckets and count ``%d`` and sum ``%s``; all ``%s``."""
         got = self._hist.get(name)
         if got is None:
             b, c, s = name + "_bucket", name + "_count", name + "_sum"
-            prefixes = []
+            mixed, text = [], []
             for vl in self._vm_labels:
-                prefixes.extend(f'{b}{{{vl},le="{le}"}} ' for le in LE_LABELS)
-                prefixes.append(f"{c}{{{vl}}} ")
-                prefixes.append(f"{s}{{{vl}}} ")
-            got = self._hist[name] = _template(prefixes)
+                counts = [f'{b}{{{vl},le="{le}"}} ' for le in LE_LABELS] + [f"{c}{{{vl}}} "]
+                counts = [p.replace("%", "%%") for p in counts]
+                total = f"{s}{{{vl}}} ".replace("%", "%%") + "%s"
+                mixed += [p + "%d" for p in counts] + [total]
+                text += [p + "%s" for p in counts] + [total]
+            got = self._hist[name] = ("\n".join(mixed), "\n".join(text))
         return got
+
+    def _hist_block(self, name: str, cum: np.ndarray, sums: np.ndarray) -> str:
+        """Cumulative bucket counts (VMs x exported buckets, +Inf last) and sums, one block."""
+        ints, counts = template_args(cum)
+        if ints and np.isfinite(sums).all():
+            # counts as ints (%d), sums as floats (%s: repr), in exposition order row by row
+            rows = np.empty((cum.shape[0], cum.shape[1] + 2), dtype=object)
+            counts_2d = np.array(counts, dtype=object).reshape(cum.shape)
+            rows[:, :-2] = counts_2d
+            rows[:, -2] = counts_2d[:, -1]
+            rows[:, -1] = sums.tolist()
+            return self._hist_templates(name)[0] % tuple(rows.ravel().tolist())
+        block = np.concatenate([cum, cum[:, -1:], sums[:, None]], axis=1)
+        return self._hist_templates(name)[1] % tuple(format_values(block.ravel()))
 
     def table_lines(self, t: Table, out: list[str]) -> None:
         shown = t.name + "_total" if t.type == "counter" else t.name
@@ -148,9 +171,7 @@ class TextRenderer:
             for name, labels, values in t.per_vm:
                 out.append(self._column(name, labels, values))
             if t.hist is not None:
-                cum, sums = t.hist
-                block = np.concatenate([cum, cum[:, -1:], sums[:, None]], axis=1)
-                out.append(self._hist_template(t.name) % template_args(block))
+                out.append(self._hist_block(t.name, *t.hist))
 
     def render(self, s: Snapshot) -> str:
         """The whole exposition of ``s``: core tables then the plugins' families."""
