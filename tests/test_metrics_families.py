@@ -287,3 +287,26 @@ def test_builtin_plugins_return_array_families(busy_host):
     assert len(per_vm) >= 20
     plain = sorted(n for n, f in per_vm.items() if not isinstance(f, VMFamily))
     assert plain == []
+
+
+# --- the renderer's histogram block -----------------------------------------------------------------
+
+def test_histogram_block_spells_counts_as_ints_and_special_sums_as_prometheus_does():
+    from memtune.metrics import take_snapshot
+    from memtune.metrics.text import render_snapshot
+
+    h = host_of(None, vms=2, steps=2)
+    snap = take_snapshot(h)
+    name = "memtune_vm_touch_extra_latency_seconds"
+    text = render_snapshot(snap)
+    count = int(np.rint(snap.hist[0].sum()))
+    assert f'{name}_count{{vm="vm-01"}} {count}\n' in text
+    assert f'{name}_bucket{{vm="vm-01",le="+Inf"}} {count}\n' in text
+    assert f'{name}_sum{{vm="vm-01"}} {float(snap.extra[0])!r}\n' in text
+    snap.extra = snap.extra.copy()
+    snap.extra[0], snap.extra[1] = np.nan, np.inf
+    text = render_snapshot(snap)
+    assert f'{name}_sum{{vm="vm-01"}} NaN\n{name}_bucket{{vm="vm-02",le="0.0"}} ' in text
+    assert f'{name}_sum{{vm="vm-02"}} +Inf\n' in text
+    assert f'{name}_count{{vm="vm-01"}} {count}\n' in text
+    assert f'{name}_sum{{vm="odd%s \\"q\\" \\\\ 100%"}} {float(snap.extra[2])!r}\n' in text

@@ -394,8 +394,9 @@ class HostCollector(Collector):
         self.handle = source if isinstance(source, RunHandle) else RunHandle(source, lock)
         self._render_lock = threading.Lock()
         self._renderer: Any = None
-        self._cached: tuple[Any, int, float, str] | None = None
-        self._bodies: tuple[str | None, dict[bool, bytes]] = (None, {})
+        self._cached: tuple[Any, int, float, bytes] | None = None
+        self._text: tuple[bytes | None, str] = (None, "")
+        self._gzipped: tuple[bytes | None, bytes] = (None, b"")
 
     def snapshot(self) -> Snapshot | None:
         h = self.handle
@@ -416,29 +417,27 @@ class HostCollector(Collector):
     def render_text(self) -> str:
         """The exposition text of the host now (format 0.0.4)."""
         with self._render_lock:           # one render at a time; concurrent scrapes share its result
-            return self._text()
+            body = self._body()
+            if self._text[0] is not body:     # holding the body keeps `is` meaningful
+                self._text = (body, body.decode("utf-8"))
+            return self._text[1]
 
     def render_body(self, gzip: bool = False) -> bytes:
-        """:meth:`render_text` as UTF-8, gzip-compressed if asked (what Prometheus asks for).
+        """The exposition of the host now in UTF-8, gzip-compressed if asked (Prometheus asks).
 
         Compression uses level 1: about 5 ms and 11x smaller for a 256-VM host, where the default
-        level 9 takes some 60 ms for another 25 %. Both bodies are kept with the text, so scrapes of
-        one tick compress it once.
+        level 9 takes some 60 ms for another 25 %. The compressed body is kept with the text, so
+        scrapes of one tick compress it once.
         """
         with self._render_lock:
-            text = self._text()
-            if self._bodies[0] is not text:       # holding the text keeps `is` meaningful
-                self._bodies = (text, {})
-            bodies = self._bodies[1]
-            if gzip not in bodies:
-                raw = bodies.get(False)
-                if raw is None:
-                    raw = bodies[False] = text.encode("utf-8")
-                if gzip:
-                    bodies[True] = _gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0)
-            return bodies[gzip]
+            body = self._body()
+            if not gzip:
+                return body
+            if self._gzipped[0] is not body:
+                self._gzipped = (body, _gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0))
+            return self._gzipped[1]
 
-    def _text(self) -> str:
+    def _body(self) -> bytes:
         from memtune.metrics.text import TextRenderer, metric_lines
 
         h = self.handle
@@ -455,12 +454,12 @@ class HostCollector(Collector):
         if snap is None:
             out: list[str] = []
             metric_lines([build_info_family()], out)
-            return "\n".join(out) + "\n"
+            return ("\n".join(out) + "\n").encode()
         if self._renderer is None:
             self._renderer = TextRenderer()
-        text = self._renderer.render(snap)
-        self._cached = (*key, text)
-        return text
+        body = self._renderer.render_bytes(snap)
+        self._cached = (*key, body)
+        return body
 
 
 class HostRegistry(CollectorRegistry):
