@@ -310,3 +310,24 @@ def test_histogram_block_spells_counts_as_ints_and_special_sums_as_prometheus_do
     assert f'{name}_sum{{vm="vm-02"}} +Inf\n' in text
     assert f'{name}_count{{vm="vm-01"}} {count}\n' in text
     assert f'{name}_sum{{vm="odd%s \\"q\\" \\\\ 100%"}} {float(snap.extra[2])!r}\n' in text
+
+
+def test_columns_reused_between_scrapes_only_while_their_values_stay_the_same():
+    mod = types.SimpleNamespace()
+
+    @hookimpl
+    def memtune_collect_metrics(host):
+        return [vm_gauge("memtune_x_half_ticks", "Ticks / 2.", host.vm_names, np.full(host.nvm, host.ticks / 2)),
+                vm_gauge("memtune_x_still", "Constant.", host.vm_names, np.ones(host.nvm))]
+
+    mod.memtune_collect_metrics = memtune_collect_metrics
+    h = host_of(mod, vms=2, steps=1)
+    reg = host_registry(h)
+    engine = Engine(h)
+    for _ in range(4):                       # 0.5, 1, 1.5, 2: whole and fractional in turn
+        text = reg.render_text()
+        half = h.ticks / 2
+        spelled = str(int(half)) if half.is_integer() else repr(half)
+        assert f'memtune_x_half_ticks{{vm="vm-01"}} {spelled}\nmemtune_x_half_ticks{{vm="vm-02"}} {spelled}\n' in text
+        assert 'memtune_x_still{vm="vm-02"} 1\n' in text
+        engine.step(5.0)

@@ -97,6 +97,7 @@ class _Block:
         self.prefixes = [p.replace("%", "%%").encode() for p in prefixes]
         self.convs = None if convs is None else list(convs)   # per series, for mixed blocks
         self.templates: dict[str, bytes] = {}
+        self.last: tuple[bytes, bytes] = (b"", b"")   # the values (raw) last formatted, their text
 
     def template(self, conv: str) -> bytes:
         got = self.templates.get(conv)
@@ -144,8 +145,13 @@ class TextRenderer:
         if block is None:
             extra = "".join(f',{k}="{escape_label(str(v))}"' for k, v in labels.items())
             block = self._blocks[key] = _Block(f"{name}{{{vl}{extra}}} " for vl in self._vm_labels)
+        raw = values.tobytes()
+        if raw == block.last[0]:          # unchanged since the last scrape (configuration, idle plugins)
+            return block.last[1]
         conv, args = template_args(values)
-        return block.template(conv) % args
+        text = block.template(conv) % args
+        block.last = (raw, text)
+        return text
 
     def _hist_block(self, name: str, cum: np.ndarray, sums: np.ndarray) -> bytes:
         """Cumulative bucket counts (VMs x exported buckets, +Inf last) and sums, one block."""
