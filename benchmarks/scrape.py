@@ -4,8 +4,9 @@
 if that is missing), runs a couple of simulated minutes so every technique has state, serves it
 with ``start_metrics_server`` and times HTTP scrapes on loopback. Each timed scrape follows a
 simulation tick (untimed), so the exposition is rebuilt every time: snapshot under the lock
-(including every plugin's ``memtune_collect_metrics``), fast text rendering, HTTP. It also
-reports the parts, a cached scrape (no tick in between) and prometheus_client's
+(including every plugin's ``memtune_collect_metrics``), fast text rendering, HTTP; the same again
+with ``Accept-Encoding: gzip`` as Prometheus sends it. It also reports the parts, the server
+process's CPU time per scrape, cached scrapes (no tick in between) and prometheus_client's
 ``generate_latest`` for the same host, the path the fast renderer replaces.
 
 Run: ``python -m benchmarks.scrape`` or ``python benchmarks/scrape.py [--vms N] [--repeat N]``.
@@ -14,6 +15,7 @@ Run: ``python -m benchmarks.scrape`` or ``python benchmarks/scrape.py [--vms N] 
 from __future__ import annotations
 
 import argparse
+import gzip
 import statistics
 import subprocess
 import sys
@@ -22,12 +24,15 @@ from typing import Any
 
 TARGET_SECONDS = 0.050      # issue 6: a 256-VM scrape under 50 ms
 
+# one scrape per line read: "plain", or "gzip" (Accept-Encoding: gzip, as Prometheus sends; the
+# body is timed as received, Prometheus' decompression is its own CPU)
 _CLIENT = """
 import sys, time, urllib.request
 url = sys.argv[1]
 for line in sys.stdin:
+    req = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"} if line.strip() == "gzip" else {})
     t0 = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=60) as r:
+    with urllib.request.urlopen(req, timeout=60) as r:
         body = r.read()
     print(time.perf_counter() - t0, len(body), flush=True)
 """
@@ -65,7 +70,7 @@ def scrape_benchmark(vms: int = 256, repeat: int = 15, warm_ticks: int = 24) -> 
     from memtune.core.engine import Engine
     from memtune.core.simulation import build_host
     from memtune.metrics import RunHandle, host_registry, start_metrics_server, stop_metrics_server
-    from memtune.metrics.collector import take_snapshot
+    from memtune.metrics.collector import GZIP_LEVEL, take_snapshot
     from memtune.metrics.text import TextRenderer
 
     sc = scenario_256(vms)
@@ -78,33 +83,49 @@ def scrape_benchmark(vms: int = 256, repeat: int = 15, warm_ticks: int = 24) -> 
     server, thread = start_metrics_server(registry, 0)
     url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
     http, cached, snap_t, render_t, cpu_t, plugin_t = [], [], [], [], [], []
-    size = 0
+    http_gz, cached_gz, server_cpu, server_cpu_gz, gzip_t = [], [], [], [], []
+    size = size_gz = 0
     # the scraper is another process, as Prometheus is: it does not compete for this one's GIL
     client = subprocess.Popen([sys.executable, "-c", _CLIENT, url], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
-        def timed_scrape() -> tuple[float, int]:
-            client.stdin.write("go\n")
+        def timed_scrape(mode: str = "plain") -> tuple[float, int]:
+            client.stdin.write(mode + "\n")
             client.stdin.flush()
             seconds, nbytes = client.stdout.readline().split()
             return float(seconds), int(nbytes)
 
-        for _ in range(repeat):
+        def fresh_scrape(mode: str) -> tuple[float, int, float]:
             with handle.lock:
                 engine.step(sc.tick)
-            seconds, size = timed_scrape()
-            http.append(seconds)
-            cached.append(timed_scrape()[0])
-        renderer = TextRenderer()
+            c0 = time.process_time()     # this process: the server thread's work (this one waits)
+            seconds, nbytes = timed_scrape(mode)
+            return seconds, nbytes, time.process_time() - c0
+
         for _ in range(repeat):
+            seconds, size, cpu = fresh_scrape("plain")
+            http.append(seconds)
+            server_cpu.append(cpu)
+            cached.append(timed_scrape()[0])
+            seconds, size_gz, cpu = fresh_scrape("gzip")
+            http_gz.append(seconds)
+            server_cpu_gz.append(cpu)
+            cached_gz.append(timed_scrape("gzip")[0])
+        renderer = TextRenderer()
+        renderer.render_bytes(take_snapshot(host))     # label prefixes and templates, built once per set of VMs
+        for _ in range(repeat):
+            engine.step(sc.tick)        # a fresh tick: no column's text can be reused unless unchanged
             t0, c0 = time.perf_counter(), time.thread_time()
             snap = take_snapshot(host)
             t1 = time.perf_counter()
-            renderer.render(snap)
+            body = renderer.render_bytes(snap)
             t2, c2 = time.perf_counter(), time.thread_time()
             snap_t.append(t1 - t0)
             render_t.append(t2 - t1)
             cpu_t.append(c2 - c0)
+            c0 = time.thread_time()
+            gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+            gzip_t.append(time.thread_time() - c0)
             t0 = time.perf_counter()
             for impl in host.hook.memtune_collect_metrics.get_hookimpls():
                 impl.function(host=host)
@@ -120,13 +141,17 @@ def scrape_benchmark(vms: int = 256, repeat: int = 15, warm_ticks: int = 24) -> 
     slow = time.perf_counter() - t0
     return {
         "scenario": sc.name, "vms": len(sc.vms), "plugins": host.pm.plugin_names(),
-        "bytes": size, "series": series,
+        "bytes": size, "gzip_bytes": size_gz, "gzip_level": GZIP_LEVEL, "series": series,
         "scrape_seconds": _stats(http), "cached_scrape_seconds": _stats(cached),
+        "gzip_scrape_seconds": _stats(http_gz), "cached_gzip_scrape_seconds": _stats(cached_gz),
+        "server_cpu_seconds": _stats(server_cpu), "gzip_server_cpu_seconds": _stats(server_cpu_gz),
+        "gzip_cpu_seconds": _stats(gzip_t),
         "snapshot_seconds": _stats(snap_t), "render_seconds": _stats(render_t),
         "cpu_seconds": _stats(cpu_t), "plugin_collect_seconds": _stats(plugin_t),
         "generate_latest_seconds": slow, "generate_latest_bytes": len(reference),
         "target_seconds": TARGET_SECONDS,
         "meets_target": statistics.median(http) < TARGET_SECONDS,
+        "gzip_meets_target": statistics.median(http_gz) < TARGET_SECONDS,
     }
 
 
@@ -145,16 +170,27 @@ def main(argv: list[str] | None = None) -> None:
     def ms(d: dict[str, float]) -> str:
         return f"median {d['median'] * 1e3:.1f} ms (min {d['min'] * 1e3:.1f}, max {d['max'] * 1e3:.1f})"
 
+    def met(key: str) -> str:
+        return "met" if r[key] else "NOT met"
+
     print(f"scrape benchmark: {r['scenario']}, {r['vms']} VMs, plugins {', '.join(r['plugins'])}")
-    print(f"  exposition          {r['bytes'] / 1e6:.2f} MB, {r['series']} series")
+    print(f"  exposition          {r['bytes'] / 1e6:.2f} MB, {r['series']} series; gzipped (level "
+          f"{r['gzip_level']}) {r['gzip_bytes'] / 1e3:.0f} KB")
     print(f"  scrape (new tick)   {ms(r['scrape_seconds'])}   target < {r['target_seconds'] * 1e3:.0f} ms: "
-          f"{'met' if r['meets_target'] else 'NOT met'}")
+          f"{met('meets_target')}")
     print(f"    snapshot (lock)   {ms(r['snapshot_seconds'])}")
     print(f"      of which plugins' memtune_collect_metrics {ms(r['plugin_collect_seconds'])}")
     print(f"    text rendering    {ms(r['render_seconds'])}")
     print(f"    CPU time (thread) {ms(r['cpu_seconds'])}  (snapshot + rendering; wall time above includes "
           f"waiting for the CPU on a loaded machine)")
+    print(f"    server CPU        {ms(r['server_cpu_seconds'])}  (the whole scrape in the server process: "
+          f"snapshot, rendering, HTTP)")
+    print(f"  scrape gzip (tick)  {ms(r['gzip_scrape_seconds'])}   target < {r['target_seconds'] * 1e3:.0f} ms: "
+          f"{met('gzip_meets_target')}  (Accept-Encoding: gzip, as Prometheus sends)")
+    print(f"    gzip CPU          {ms(r['gzip_cpu_seconds'])}")
+    print(f"    server CPU        {ms(r['gzip_server_cpu_seconds'])}")
     print(f"  scrape (cached)     {ms(r['cached_scrape_seconds'])}")
+    print(f"  scrape gzip cached  {ms(r['cached_gzip_scrape_seconds'])}")
     print(f"  generate_latest     {r['generate_latest_seconds'] * 1e3:.0f} ms (prometheus_client, for comparison)")
 
 

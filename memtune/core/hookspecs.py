@@ -207,7 +207,9 @@ def memtune_collect_metrics(host: Host) -> list[Any] | None:
     """Prometheus metric families (prometheus_client.core) describing this plugin's state now.
 
     Called on every scrape and textfile write, with the simulation paused. Return a list of fresh
-    families whose names start with ``memtune_``, or None.
+    families whose names start with ``memtune_``, or None. Build per-VM families from arrays with
+    ``memtune.metrics.families`` (``vm_gauge``, ``vm_counter``, ``VMFamily``): no ``add_metric``
+    per VM, and the scrape formats each array in one go.
     """
 
 

@@ -18,6 +18,7 @@ no name clash) before they are exposed.
 
 from __future__ import annotations
 
+import gzip as _gzip
 import platform
 import re
 import threading
@@ -45,6 +46,7 @@ from memtune.errors import PluginError
 if TYPE_CHECKING:
     from memtune.core.host import Host
 
+GZIP_LEVEL = 1          # zlib level of gzipped scrapes: fast; 9 costs 12x the time for 25 % fewer bytes
 _NAME_OK = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _SANITIZE = re.compile(r"[^a-zA-Z0-9_]")
 
@@ -392,7 +394,9 @@ class HostCollector(Collector):
         self.handle = source if isinstance(source, RunHandle) else RunHandle(source, lock)
         self._render_lock = threading.Lock()
         self._renderer: Any = None
-        self._cached: tuple[Any, int, float, str] | None = None
+        self._cached: tuple[Any, int, float, bytes] | None = None
+        self._text: tuple[bytes | None, str] = (None, "")
+        self._gzipped: tuple[bytes | None, bytes] = (None, b"")
 
     def snapshot(self) -> Snapshot | None:
         h = self.handle
@@ -412,29 +416,50 @@ class HostCollector(Collector):
 
     def render_text(self) -> str:
         """The exposition text of the host now (format 0.0.4)."""
+        with self._render_lock:           # one render at a time; concurrent scrapes share its result
+            body = self._body()
+            if self._text[0] is not body:     # holding the body keeps `is` meaningful
+                self._text = (body, body.decode("utf-8"))
+            return self._text[1]
+
+    def render_body(self, gzip: bool = False) -> bytes:
+        """The exposition of the host now in UTF-8, gzip-compressed if asked (Prometheus asks).
+
+        Compression uses level 1: about 5 ms and 11x smaller for a 256-VM host, where the default
+        level 9 takes some 60 ms for another 25 %. The compressed body is kept with the text, so
+        scrapes of one tick compress it once.
+        """
+        with self._render_lock:
+            body = self._body()
+            if not gzip:
+                return body
+            if self._gzipped[0] is not body:
+                self._gzipped = (body, _gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0))
+            return self._gzipped[1]
+
+    def _body(self) -> bytes:
         from memtune.metrics.text import TextRenderer, metric_lines
 
-        with self._render_lock:           # one render at a time; concurrent scrapes share its result
-            h = self.handle
-            with h.lock if h.lock is not None else nullcontext():
-                host = h.host
-                if host is None:
-                    snap = None
-                else:
-                    c = self._cached
-                    if c is not None and c[0] is host and c[1] == host.ticks and c[2] == host.now:
-                        return c[3]
-                    snap = take_snapshot(host)
-                    key = (host, host.ticks, host.now)
-            if snap is None:
-                out: list[str] = []
-                metric_lines([build_info_family()], out)
-                return "\n".join(out) + "\n"
-            if self._renderer is None:
-                self._renderer = TextRenderer()
-            text = self._renderer.render(snap)
-            self._cached = (*key, text)
-            return text
+        h = self.handle
+        with h.lock if h.lock is not None else nullcontext():
+            host = h.host
+            if host is None:
+                snap = None
+            else:
+                c = self._cached
+                if c is not None and c[0] is host and c[1] == host.ticks and c[2] == host.now:
+                    return c[3]
+                snap = take_snapshot(host)
+                key = (host, host.ticks, host.now)
+        if snap is None:
+            out: list[str] = []
+            metric_lines([build_info_family()], out)
+            return ("\n".join(out) + "\n").encode()
+        if self._renderer is None:
+            self._renderer = TextRenderer()
+        body = self._renderer.render_bytes(snap)
+        self._cached = (*key, body)
+        return body
 
 
 class HostRegistry(CollectorRegistry):
@@ -446,7 +471,12 @@ class HostRegistry(CollectorRegistry):
         self.register(collector)
 
     def render_text(self) -> str:
+        """The fast text exposition of the host (see :meth:`HostCollector.render_text`)."""
         return self.host_collector.render_text()
+
+    def render_body(self, gzip: bool = False) -> bytes:
+        """The exposition as bytes, gzipped if asked (see :meth:`HostCollector.render_body`)."""
+        return self.host_collector.render_body(gzip)
 
 
 def host_registry(source: Host | RunHandle, lock: threading.Lock | None = None) -> HostRegistry:

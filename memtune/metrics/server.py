@@ -52,7 +52,14 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def metrics_app(registry: Any) -> Callable:
-    """WSGI app: ``/metrics`` (and ``/``) answer the registry's fast text; other paths 404."""
+    """WSGI app: ``/metrics`` (and ``/``) answer the registry's fast text; other paths 404.
+
+    A client that sends ``Accept-Encoding: gzip`` (Prometheus does) gets it gzipped when the
+    registry has ``render_body`` (a :class:`~memtune.metrics.collector.HostRegistry`), compressed
+    once per tick.
+    """
+    from prometheus_client.exposition import gzip_accepted
+
     from memtune.metrics.text import CONTENT_TYPE
 
     def app(environ: dict, start_response: Callable) -> list[bytes]:
@@ -60,12 +67,19 @@ def metrics_app(registry: Any) -> Callable:
         if path not in ("/", "/metrics"):
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found: memtune serves /metrics\n"]
+        render_body = getattr(registry, "render_body", None)
+        gzip = render_body is not None and gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", ""))
         try:
-            body = registry.render_text().encode("utf-8")
+            body = render_body(gzip) if render_body is not None else registry.render_text().encode("utf-8")
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not kill the server
             start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
             return [f"memtune: error: {exc}\n".encode()]
-        start_response("200 OK", [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body)))])
+        headers = [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body)))]
+        if render_body is not None:
+            headers.append(("Vary", "Accept-Encoding"))
+        if gzip:
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", headers)
         return [body] if environ.get("REQUEST_METHOD") != "HEAD" else [b""]
 
     return app

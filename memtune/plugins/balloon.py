@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from memtune import hookimpl
 from memtune.core.knobs import Knob
@@ -338,29 +337,26 @@ def memtune_vm_columns(host: Any) -> dict[str, np.ndarray] | None:
 
 @hookimpl
 def memtune_collect_metrics(host: Any) -> list | None:
+    from memtune.metrics.families import vm_counter, vm_gauge
+
     d = _data(host)
     if d is None:
         return None
     pb = float(host.page_bytes)
     counts = host.pages.counts
+    names = host.vm_names
     zeros = np.zeros(host.nvm)
-    fams = [
-        (GaugeMetricFamily("memtune_balloon_size_bytes", "Balloon size (esxtop MCTLSZ).", labels=["vm"]),
-         counts[:, d.code] * pb),
-        (GaugeMetricFamily("memtune_balloon_max_bytes", "Largest balloon allowed (esxtop MCTLMAX).",
-                           labels=["vm"]), d.cap * pb),
-        (GaugeMetricFamily("memtune_balloon_guest_swapped_bytes",
-                           "Guest memory given back by the balloon whose data is still on the guest's disk.",
-                           labels=["vm"]), counts[:, d.guest_swapped] * pb),
-        (CounterMetricFamily("memtune_balloon_inflated_bytes_total", "Bytes the balloon took.", labels=["vm"]),
-         host.counters.get("balloon_inflated_bytes", zeros)),
-        (CounterMetricFamily("memtune_balloon_deflated_bytes_total", "Bytes the balloon gave back.",
-                             labels=["vm"]), host.counters.get("balloon_deflated_bytes", zeros)),
-        (CounterMetricFamily("memtune_balloon_guest_swap_in_bytes_total",
-                             "Bytes the guest read back from its disk after ballooning.", labels=["vm"]),
-         host.counters.get("guest_swap_in_bytes", zeros)),
+    return [
+        vm_gauge("memtune_balloon_size_bytes", "Balloon size (esxtop MCTLSZ).", names, counts[:, d.code] * pb),
+        vm_gauge("memtune_balloon_max_bytes", "Largest balloon allowed (esxtop MCTLMAX).", names, d.cap * pb),
+        vm_gauge("memtune_balloon_guest_swapped_bytes",
+                 "Guest memory given back by the balloon whose data is still on the guest's disk.", names,
+                 counts[:, d.guest_swapped] * pb),
+        vm_counter("memtune_balloon_inflated_bytes_total", "Bytes the balloon took.", names,
+                   host.counters.get("balloon_inflated_bytes", zeros)),
+        vm_counter("memtune_balloon_deflated_bytes_total", "Bytes the balloon gave back.", names,
+                   host.counters.get("balloon_deflated_bytes", zeros)),
+        vm_counter("memtune_balloon_guest_swap_in_bytes_total",
+                   "Bytes the guest read back from its disk after ballooning.", names,
+                   host.counters.get("guest_swap_in_bytes", zeros)),
     ]
-    for v, name in enumerate(host.vm_names):
-        for fam, arr in fams:
-            fam.add_metric([name], float(arr[v]))
-    return [fam for fam, _ in fams]

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from memtune import hookimpl
 from memtune.core.knobs import Knob
@@ -340,27 +339,25 @@ def memtune_vm_columns(host: Any) -> dict[str, np.ndarray] | None:
 
 @hookimpl
 def memtune_collect_metrics(host: Any) -> list | None:
+    from memtune.metrics.families import vm_counter, vm_gauge
+
     d = _data(host)
     if d is None:
         return None
+    names = host.vm_names
     compressed = host.pages.counts[:, d.code] * float(host.page_bytes)
-    fams = [
-        GaugeMetricFamily("memtune_compression_compressed_bytes",
-                          "Guest memory held compressed, uncompressed size (esxtop ZIP).", labels=["vm"]),
-        GaugeMetricFamily("memtune_compression_cache_bytes",
-                          "Machine memory the compression cache holds (esxtop ZIP minus ZIPSVD).",
-                          labels=["vm"]),
-        GaugeMetricFamily("memtune_compression_saved_bytes",
-                          "Machine memory saved by compression (esxtop ZIPSVD).", labels=["vm"]),
-        CounterMetricFamily("memtune_compression_compress_bytes_total",
-                            "Uncompressed bytes put into the compression cache.", labels=["vm"]),
-        CounterMetricFamily("memtune_compression_decompress_bytes_total",
-                            "Uncompressed bytes decompressed on guest touches.", labels=["vm"]),
-    ]
     zeros = np.zeros(host.nvm)
-    values = (compressed, d.cache_bytes, compressed - d.cache_bytes,
-              host.counters.get("compression_bytes", zeros), host.counters.get("decompression_bytes", zeros))
-    for v, name in enumerate(host.vm_names):
-        for fam, arr in zip(fams, values, strict=True):
-            fam.add_metric([name], float(arr[v]))
-    return fams
+    return [
+        vm_gauge("memtune_compression_compressed_bytes",
+                 "Guest memory held compressed, uncompressed size (esxtop ZIP).", names, compressed),
+        vm_gauge("memtune_compression_cache_bytes",
+                 "Machine memory the compression cache holds (esxtop ZIP minus ZIPSVD).", names, d.cache_bytes),
+        vm_gauge("memtune_compression_saved_bytes",
+                 "Machine memory saved by compression (esxtop ZIPSVD).", names, compressed - d.cache_bytes),
+        vm_counter("memtune_compression_compress_bytes_total",
+                   "Uncompressed bytes put into the compression cache.", names,
+                   host.counters.get("compression_bytes", zeros)),
+        vm_counter("memtune_compression_decompress_bytes_total",
+                   "Uncompressed bytes decompressed on guest touches.", names,
+                   host.counters.get("decompression_bytes", zeros)),
+    ]

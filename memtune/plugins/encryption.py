@@ -103,15 +103,13 @@ def memtune_fault_latency(host: Host, state: int, pages: np.ndarray, latency: np
 
 @hookimpl
 def memtune_collect_metrics(host: Host) -> list | None:
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from memtune.metrics.families import vm_counter, vm_gauge
 
-    g = GaugeMetricFamily("memtune_encryption_encrypted", "1 if the VM's memory is encrypted, else 0.",
-                          labels=["vm"])
-    c = CounterMetricFamily("memtune_encryption_swap_in_pages_total",
-                            "Pages of encrypted VMs decrypted on a hypervisor swap-in (4 KiB pages).",
-                            labels=["vm"])
-    swapped = host.counters.get("encrypted_swap_in_pages", np.zeros(host.nvm))
-    for i, name in enumerate(host.vm_names):
-        g.add_metric([name], float(host.encrypted[i]))
-        c.add_metric([name], float(swapped[i]))
-    return [g, c]
+    names = host.vm_names
+    return [
+        vm_gauge("memtune_encryption_encrypted", "1 if the VM's memory is encrypted, else 0.", names,
+                 host.encrypted),
+        vm_counter("memtune_encryption_swap_in_pages_total",
+                   "Pages of encrypted VMs decrypted on a hypervisor swap-in (4 KiB pages).", names,
+                   host.counters.get("encrypted_swap_in_pages", np.zeros(host.nvm))),
+    ]

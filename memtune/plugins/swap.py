@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from memtune import hookimpl
 from memtune.core.knobs import Knob
@@ -209,26 +208,21 @@ def memtune_vm_columns(host: Any) -> dict[str, np.ndarray] | None:
 
 @hookimpl
 def memtune_collect_metrics(host: Any) -> list | None:
+    from memtune.metrics.families import vm_counter, vm_gauge
+
     d = _data(host)
     if d is None:
         return None
     names = host.vm_names
     pb = float(host.page_bytes)
-    swapped = GaugeMetricFamily("memtune_swap_swapped_bytes",
-                                "Guest memory swapped out by the hypervisor (SWCUR).", labels=["vm"])
-    cache = GaugeMetricFamily("memtune_swap_host_cache_bytes",
-                              "Swapped guest memory held in the host swap cache.", labels=["vm"])
-    out_c = CounterMetricFamily("memtune_swap_out_bytes_total", "Bytes swapped out by the hypervisor.",
-                                labels=["vm"])
-    in_c = CounterMetricFamily("memtune_swap_in_bytes_total", "Bytes swapped in on guest touches.",
-                               labels=["vm"])
     zeros = np.zeros(host.nvm)
-    outs = host.counters.get("swap_out_bytes", zeros)
-    ins = host.counters.get("swap_in_bytes", zeros)
-    counts = host.pages.counts[:, d.code]
-    for v, name in enumerate(names):
-        swapped.add_metric([name], float(counts[v] * pb))
-        cache.add_metric([name], float(d.cache_pages[v] * pb))
-        out_c.add_metric([name], float(outs[v]))
-        in_c.add_metric([name], float(ins[v]))
-    return [swapped, cache, out_c, in_c]
+    return [
+        vm_gauge("memtune_swap_swapped_bytes", "Guest memory swapped out by the hypervisor (SWCUR).", names,
+                 host.pages.counts[:, d.code] * pb),
+        vm_gauge("memtune_swap_host_cache_bytes", "Swapped guest memory held in the host swap cache.", names,
+                 d.cache_pages * pb),
+        vm_counter("memtune_swap_out_bytes_total", "Bytes swapped out by the hypervisor.", names,
+                   host.counters.get("swap_out_bytes", zeros)),
+        vm_counter("memtune_swap_in_bytes_total", "Bytes swapped in on guest touches.", names,
+                   host.counters.get("swap_in_bytes", zeros)),
+    ]

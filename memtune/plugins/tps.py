@@ -427,27 +427,22 @@ def memtune_vm_columns(host: Host) -> dict[str, np.ndarray] | None:
 
 @hookimpl
 def memtune_collect_metrics(host: Host) -> list | None:
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.core import GaugeMetricFamily
+
+    from memtune.metrics.families import vm_counter, vm_gauge
 
     if NAME not in host.plugin_data:
         return None
     d = _data(host)
     a = sharing_amounts(host)
-    fams: list = []
-    for key, (name, _kind, help_, _labels) in zip(("shared", "shared_saved", "shared_consumed", "zero"),
-                                                   METRICS[:4], strict=True):
-        g = GaugeMetricFamily(name, help_, labels=["vm"])
-        for i, vname in enumerate(host.vm_names):
-            g.add_metric([vname], float(a[key][i]))
-        fams.append(g)
+    names = host.vm_names
+    fams: list = [vm_gauge(name, help_, names, a[key])
+                  for key, (name, _kind, help_, _labels) in zip(("shared", "shared_saved", "shared_consumed", "zero"),
+                                                                METRICS[:4], strict=True)]
     zeros = np.zeros(host.nvm)
-    for counter, (name, _kind, help_, _labels) in zip(("tps_scanned_pages", "cow_breaks"), METRICS[4:6],
-                                                        strict=True):
-        c = CounterMetricFamily(name, help_, labels=["vm"])
-        vals = host.counters.get(counter, zeros)
-        for i, vname in enumerate(host.vm_names):
-            c.add_metric([vname], float(vals[i]))
-        fams.append(c)
+    fams += [vm_counter(name, help_, names, host.counters.get(counter, zeros))
+             for counter, (name, _kind, help_, _labels) in zip(("tps_scanned_pages", "cow_breaks"), METRICS[4:6],
+                                                               strict=True)]
     scale = float(host.page_scale)
     fams.append(GaugeMetricFamily(METRICS[6][0], METRICS[6][2], value=d.frames * scale))
     fams.append(GaugeMetricFamily(METRICS[7][0], METRICS[7][2], value=(d.total_ref - d.frames) * scale))

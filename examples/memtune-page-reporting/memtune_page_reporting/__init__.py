@@ -135,13 +135,11 @@ def memtune_tick(host, now, dt):
 
 @hookimpl
 def memtune_collect_metrics(host):
-    from prometheus_client.core import CounterMetricFamily
+    # one call per family with the per-VM array: no add_metric per VM (see docs/plugins.md)
+    from memtune.metrics.families import vm_counter
 
     data = host.plugin_data.get(NAME)
     if data is None:
         return None
-    fam = CounterMetricFamily(REPORTED_METRIC, "Guest memory released to the host by free page "
-                              "reporting.", labels=["vm"])
-    for name, value in zip(host.vm_names, data["reported"], strict=True):
-        fam.add_metric([name], float(value))
-    return [fam]
+    return [vm_counter(REPORTED_METRIC, "Guest memory released to the host by free page reporting.",
+                       host.vm_names, data["reported"])]
