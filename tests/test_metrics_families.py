@@ -210,8 +210,10 @@ def test_a_vm_family_over_other_vms_than_the_host_renders_its_own_samples():
 @pytest.fixture(scope="module")
 def busy_host():
     """Overcommitted (12 x 1 GiB guests on 6 GiB): every technique holds pages after a few minutes."""
+    # inter-VM sharing (salting 0) and a 10-minute scan, so TPS shares thousands of pages, not a few
     data = {"name": "families-busy", "duration": "5m", "tick": "5s", "seed": 11,
             "host": {"memory": "6 GiB", "page_scale": 64},
+            "settings": {"Mem.ShareForceSalting": 0, "Mem.ShareScanTime": 10},
             "vm": [{"name": "web", "count": 8, "memory": "1 GiB", "image": "web",
                     "workload": {"allocated": 0.9, "wss": 0.3, "touch_rate": 20000}},
                    {"name": "db", "count": 4, "memory": "1 GiB", "image": "db", "encrypted": True,
