@@ -171,9 +171,9 @@ class PageTable:
 
         ``allowed`` is a boolean table over state codes; ``lo``/``hi`` bound the rank range per VM.
         Uniform ranks are drawn in proportion to what is wanted over the density of allowed pages
-        (known from the per-state counts), so the cost follows the pages picked; a VM that wants a
-        large part of what its range holds, or is still short after ``tries`` rounds, has its range
-        listed instead.
+        (known from the per-state counts), so the cost follows the pages picked. A VM's range is
+        listed instead where that is cheaper (it wants a large part of what the range holds, or the
+        state is sparse there), or when it is still short after ``tries`` rounds.
         """
         nvm = self.counts.shape[0]
         want = np.asarray(want, dtype=np.int64)
@@ -183,9 +183,13 @@ class PageTable:
         n_allowed = self.counts[:, np.flatnonzero(allowed[: self.ns])].sum(axis=1)
         density = np.minimum(n_allowed, span) / np.maximum(span, 1)
         want = np.minimum(want, np.minimum(span, n_allowed))
-        listed = (want > 0) & (2 * want >= density * span)
+        # list the range where random draws would cost more: wanting a large part of what is there
+        # (draws would mostly repeat), or a sparse state (a draw costs about 16 x a scanned page)
+        draws = want * 1.25 / np.maximum(density, 1e-3)
+        listed = (want > 0) & ((2 * want >= density * span) | (draws * 16 > span))
         remaining = np.where(listed, 0, want)
         chosen: list[np.ndarray] = []
+        have = np.zeros(nvm, dtype=np.int64)
         for _ in range(tries):
             if not remaining.any():
                 break
@@ -203,14 +207,14 @@ class PageTable:
             got = np.bincount(self.vm[keep], minlength=nvm)
             density = np.where(got < remaining, density / 2, density)     # fewer there than counted
             remaining -= got
+            have += got
         listed |= remaining > 0
         for v in np.flatnonzero(listed):
             start = self.base[v] + lo[v]
             cand = start + np.flatnonzero(allowed[self.state[start:self.base[v] + hi[v]]])
-            if chosen:
+            if have[v]:
                 cand = cand[~self.member(cand, np.concatenate(chosen))]
-            need = int(want[v]) - sum(int(np.count_nonzero(self.vm[c] == v)) for c in chosen)
-            chosen.append(rng.permutation(cand)[: max(need, 0)])
+            chosen.append(rng.choice(cand, size=min(int(want[v] - have[v]), cand.size), replace=False))
         if not chosen:
             return np.zeros(0, dtype=np.int64)
         out = np.concatenate(chosen).astype(np.int64)
