@@ -1,15 +1,15 @@
 """Write a host's final state in the Prometheus text format (``memtune simulate --metrics-out``).
 
 The file suits node_exporter's textfile collector: it is written to a temporary file and renamed
-into place (``prometheus_client.write_to_textfile``), so a collector never reads half a file.
+into place (as ``prometheus_client.write_to_textfile`` does), so a collector never reads half a file.
+The text comes from the same fast renderer as ``/metrics`` (``generate_latest`` takes ~200 ms on a
+256-VM host, the renderer a few ms).
 """
 
 from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING
-
-from prometheus_client import write_to_textfile
 
 from memtune.errors import UserError
 from memtune.metrics.collector import host_registry
@@ -24,8 +24,15 @@ def write_textfile(host: Host, path: str | os.PathLike[str]) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise UserError(f"directory {parent!r} does not exist", source=path, field="--metrics-out")
+    tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        write_to_textfile(path, host_registry(host))
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(host_registry(host).render_text())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise UserError(f"cannot write metrics: {exc.strerror or exc}", source=path,
                         field="--metrics-out") from None
