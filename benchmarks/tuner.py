@@ -72,7 +72,7 @@ def _resimulate(tuner: Tuner, assignments: dict[str, dict], executor: Any) -> di
     tasks = [EvalTask("esxi-default", apply_policy(load_policy("esxi-default"), tuner.base,
                                                    registry=tuner.space.registry), seeds)]
     for name, a in assignments.items():
-        _, sc, _ = tuner._policy_scenario(a, name)
+        _, sc, _ = tuner._policy_scenario(a, name, full=True)
         tasks.append(EvalTask(name, sc, seeds))
     return {str(r["index"]): c.objective.value(r["metrics"], tuner.weights) for r in executor.run(tasks)}
 

@@ -106,6 +106,9 @@ class _Bar:
 @click.option("--initial-points", type=_Int(1), default=default("tuner.initial_points"), show_default=True,
               help="Latin-hypercube points before the model is used (rounded up to whole batches).")
 @click.option("--duration", help="Simulated time per evaluation (default: the scenario's).")
+@click.option("--fidelity", type=_Choice(["coarse", "full"]), default=default("tuner.fidelity"), show_default=True,
+              help="Resolution of evaluations: coarse (ticks and pages x2, about half the time) or full; "
+                   "the report compares at full resolution either way.")
 @click.option("--seed", type=_Int(0), help="Run seed (default: the scenario's).")
 @click.option("--workers", type=_Int(1), default=default("tuner.workers"), show_default=True,
               help="Local worker processes (1: in this process).")
@@ -118,7 +121,7 @@ class _Bar:
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal).")
 @plugin_options
 def cli(scenario, out, resume, budget, time_limit, patience, optimizer, objective, weights, slo_p99, knobs,
-        fix, group, repeats, batch, initial_points, duration, seed, workers, dask_scheduler, presets, plots,
+        fix, group, repeats, batch, initial_points, duration, fidelity, seed, workers, dask_scheduler, presets, plots,
         metrics_port, metrics_bind, progress, disable, plugins):
     """Tune SCENARIO's policy (a built-in name or a TOML file; default: small).
 
@@ -144,7 +147,7 @@ def cli(scenario, out, resume, budget, time_limit, patience, optimizer, objectiv
                             field="--presets")
     config = TuneConfig(
         scenario=sc, seed=seed, budget=budget, batch=batch, repeats=repeats, initial_points=initial_points,
-        duration=duration_option(duration), optimizer=optimizer, objective=obj, group=group,
+        duration=duration_option(duration), fidelity=fidelity, optimizer=optimizer, objective=obj, group=group,
         knobs=tuple(knobs), fix=tuple(fix), disable=tuple(disable), plugins=tuple(plugins),
         patience=patience, time_limit=duration_option(time_limit, "--time-limit"), presets=preset_list)
     if workers is not None and workers < 1:

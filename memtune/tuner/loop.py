@@ -22,12 +22,13 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from memtune.core.host import auto_page_scale
 from memtune.core.plugins import build_plugin_manager
 from memtune.core.scenario import Scenario
 from memtune.errors import ConfigError, UserError
@@ -42,6 +43,7 @@ from memtune.tuner.space import FRACTION_FIELDS, SearchSpace, build_space
 OPTIMIZERS = ("gp", "forest", "random")
 BASELINE = "esxi-default"
 JOURNAL = "journal.jsonl"
+FIDELITIES = ("coarse", "full")
 ACQ_SAMPLES = 5000   # random candidates the acquisition is evaluated on (skopt default 10000)
 
 
@@ -56,6 +58,7 @@ class TuneConfig:
     repeats: int = field(default_factory=lambda: default("tuner.repeats"))
     initial_points: int = field(default_factory=lambda: default("tuner.initial_points"))
     duration: float | None = None           # simulated seconds per run; None: the scenario's
+    fidelity: str = field(default_factory=lambda: default("tuner.fidelity"))
     optimizer: str = "gp"
     objective: Objective = field(default_factory=Objective)
     group: str = "prefix"
@@ -71,6 +74,8 @@ class TuneConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}", field="--optimizer")
+        if self.fidelity not in FIDELITIES:
+            raise UserError(f"expected one of {', '.join(FIDELITIES)}, got {self.fidelity!r}", field="--fidelity")
         for name, flag in (("budget", "--budget"), ("batch", "--batch"), ("repeats", "--repeats"),
                            ("initial_points", "--initial-points")):
             if getattr(self, name) < 1:
@@ -129,6 +134,24 @@ def eval_scenario(scenario: Scenario, duration: float | None) -> Scenario:
     warmup = scenario.warmup if scenario.warmup < duration else duration / 3
     duration = max(scenario.tick, round(duration / scenario.tick) * scenario.tick)
     return scenario.replace(duration=float(duration), warmup=float(warmup))
+
+
+def coarse_scenario(scenario: Scenario) -> Scenario:
+    """``scenario`` simulated at a coarser resolution for the search: ticks and simulated pages
+    ``tuner.coarse_factor`` times as long and as large (same duration, warm-up and workloads).
+
+    Measured on 17 points of a `small` run: CPU per evaluation 2.11 s -> 1.14 s, Spearman rank
+    correlation of the objective with the full resolution 0.994, values 3 % lower on average. The
+    optimizer only needs the order of points right; the report simulates the best point, the
+    baseline and the presets again at full resolution."""
+    f = int(default("tuner.coarse_factor"))
+    if f <= 1:
+        return scenario
+    tick = scenario.tick * f
+    scale = scenario.host.page_scale or auto_page_scale(sum(v.memory for v in scenario.vms))
+    duration = max(tick, round(scenario.duration / tick) * tick)
+    return scenario.replace(tick=float(tick), duration=float(duration),
+                            host=replace(scenario.host, page_scale=scale * f))
 
 
 def assignment_to_policy(space: SearchSpace, assignment: dict[str, Any], name: str,
@@ -215,7 +238,9 @@ class Tuner:
         self.executor = executor or SerialExecutor()
         self.on_eval = on_eval
         self.pm = build_plugin_manager(disable=tuple(c.disable) + tuple(c.scenario.disable), modules=c.plugins)
-        self.base = eval_scenario(c.scenario, c.duration)
+        self.base = eval_scenario(c.scenario, c.duration)      # what the report compares on
+        # what evaluations simulate
+        self.eval_base = coarse_scenario(self.base) if c.fidelity == "coarse" else self.base
         self.space = build_space(self.base, self.pm, group=c.group, knobs=c.knobs, fix=c.fix)
         self.weights = c.objective.vm_weights(self.base, self.space.groups)
         self.history: list[Evaluation] = []
@@ -234,10 +259,12 @@ class Tuner:
         return {"type": "start", "version": 1, "scenario": c.scenario.name, "source": c.scenario.source,
                 "seed": c.seed, "budget": c.budget, "batch": c.batch, "repeats": c.repeats,
                 "initial_points": c.n_initial, "optimizer": c.optimizer, "duration": self.base.duration,
+                "fidelity": {"name": c.fidelity, "tick": self.eval_base.tick,
+                             "page_scale": self.eval_base.host.page_scale},
                 "warmup": self.base.warmup, "objective": c.objective.describe(), "space": self.space.signature(),
                 "plugins": self.pm.plugin_names(), "modules": list(c.plugins)}
 
-    _MUST_MATCH = ("scenario", "seed", "batch", "repeats", "initial_points", "optimizer", "duration",
+    _MUST_MATCH = ("scenario", "seed", "batch", "repeats", "initial_points", "optimizer", "duration", "fidelity",
                    "warmup", "objective", "space", "plugins")
 
     def _prepare(self, resume: bool) -> None:
@@ -406,10 +433,14 @@ class Tuner:
 
     # --- running ---------------------------------------------------------------------------------
 
-    def _policy_scenario(self, assignment: dict[str, Any], name: str) -> tuple[Policy, Scenario | None, str | None]:
+    def _policy_scenario(self, assignment: dict[str, Any], name: str, *,
+                         full: bool = False) -> tuple[Policy, Scenario | None, str | None]:
+        """The policy of ``assignment`` and the scenario it gives: at the evaluations' resolution,
+        or with ``full`` at the scenario's own (for comparisons in the report)."""
         policy = assignment_to_policy(self.space, assignment, name)
         try:
-            return policy, apply_policy(policy, self.base, registry=self.space.registry), None
+            return policy, apply_policy(policy, self.base if full else self.eval_base,
+                                        registry=self.space.registry), None
         except UserError as exc:
             return policy, None, exc.message
 
@@ -515,7 +546,7 @@ class Tuner:
             entries["scenario"] = {"kind": "scenario", "feasible": True, "reason": None}
             tasks.append(EvalTask("scenario", self.base, seeds, tuple(c.disable), tuple(c.plugins)))
         if best is not None:
-            _, sc, _ = self._policy_scenario(best.assignment, "best")
+            _, sc, _ = self._policy_scenario(best.assignment, "best", full=True)
             entries["best"] = {"kind": "best", "feasible": True, "reason": None, "index": best.index}
             tasks.append(EvalTask("best", sc, seeds, tuple(c.disable), tuple(c.plugins)))
         for res in self.executor.run(tasks):

@@ -49,6 +49,9 @@ def build_report(tuner: Tuner, comparison: dict[str, Any]) -> dict[str, Any]:
         "repeats": c.repeats,
         "duration": tuner.base.duration,
         "warmup": tuner.base.warmup,
+        # evaluations ran at this resolution; "best", "presets" and "vms" are at full resolution
+        "evaluation_fidelity": {"name": c.fidelity, "tick": tuner.eval_base.tick,
+                                "page_scale": tuner.eval_base.host.page_scale},
         "executor": tuner.executor.describe(),
         "stop_reason": tuner.stop_reason,
         "evaluations": len(tuner.history),
