@@ -297,7 +297,8 @@ def _scan(host: Host, d: TPSState, dt: float, now: float) -> None:
     keys = content_keys(d, host, cand)
     order = np.lexsort((cand, keys))
     keys, cand = keys[order], cand[order]
-    uk, start, cnt = np.unique(keys, return_index=True, return_counts=True)
+    start = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))   # keys are sorted
+    uk, cnt = keys[start], np.diff(np.append(start, keys.size))
     idx = d.index
     slot = idx.find(uk)
     found = slot >= 0
