@@ -180,7 +180,8 @@ class PageTable:
         lo = np.zeros(nvm, dtype=np.int64) if lo is None else np.asarray(lo, dtype=np.int64)
         hi = self.npages if hi is None else np.minimum(np.asarray(hi, dtype=np.int64), self.npages)
         span = np.maximum(hi - lo, 0)
-        n_allowed = self.counts[:, np.flatnonzero(allowed[: self.ns])].sum(axis=1)
+        codes = np.flatnonzero(allowed[: self.ns])
+        n_allowed = self.counts[:, codes].sum(axis=1)
         density = np.minimum(n_allowed, span) / np.maximum(span, 1)
         want = np.minimum(want, np.minimum(span, n_allowed))
         # list the range where random draws would cost more: wanting a large part of what is there
@@ -211,7 +212,8 @@ class PageTable:
         listed |= remaining > 0
         for v in np.flatnonzero(listed):
             start = self.base[v] + lo[v]
-            cand = start + np.flatnonzero(allowed[self.state[start:self.base[v] + hi[v]]])
+            states = self.state[start:self.base[v] + hi[v]]
+            cand = start + np.flatnonzero(states == codes[0] if codes.size == 1 else allowed[states])
             if have[v]:
                 cand = cand[~self.member(cand, np.concatenate(chosen))]
             chosen.append(rng.choice(cand, size=min(int(want[v] - have[v]), cand.size), replace=False))
