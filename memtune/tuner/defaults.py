@@ -22,10 +22,37 @@ TUNER_SETTINGS = {s.name: s for s in (
             "skopt default n_initial_points = 10, rounded up to whole batches of 4", owner="tuner",
             minimum=1),
     Setting("tuner.keep_baseline", "float", 0.7,
-            "Share of knobs that keep their esxi-default value in each initial design point.",
+            "Share of knobs (of knob blocks, see tuner.block_moves) that keep their esxi-default "
+            "value in each initial design point.",
             "model choice: measured on `small`, a fully random design point usually holds some "
             "knob at a harmful value (stall 0.05-0.5 vs 0.012 default), hiding the knobs that "
             "help (cross-VM sharing: 0.001)", owner="tuner", minimum=0, maximum=1),
+    Setting("tuner.local_share", "float", 1.0,
+            "Share of the acquisition's random candidates that are local moves around the best "
+            "points told so far (a few knobs redrawn); the rest are uniform over the space.",
+            "measured on `db` (10 min, GP at 40 evaluations, seeds 11/1/2/3; benchmarks/tuner.py "
+            "gp_vs_random): stall / esxi-default 1.02, 0.55, 0.93, 1.03 with uniform candidates "
+            "(expected improvement picked points that changed most of the 16 knobs at once); "
+            "block moves with share 0.5: 0.97, 0.72, 0.52, 0.70; share 1: 0.48, 0.42, 1.00, 0.36. "
+            "The initial design does the global exploration", owner="tuner", minimum=0, maximum=1),
+    Setting("tuner.local_changes", "float", 1.0,
+            "Expected number of knob blocks a local candidate redraws (each with probability "
+            "changes / blocks, at least one).",
+            "measured as tuner.local_share (share 1, block moves): 1 block: 0.42, 0.45, 0.90, 0.37; "
+            "2: 0.48, 0.42, 1.00, 0.36; 3: 0.43, 0.90. TuRBO (Eriksson et al., NeurIPS 2019) "
+            "perturbs ~20/d of the coordinates; our budgets are 10x smaller", owner="tuner", minimum=0),
+    Setting("tuner.local_centres", "int", 3,
+            "Best feasible points told so far that local candidates start from.",
+            "model choice: the best alone makes a batch of 4 cluster; three keeps some diversity",
+            owner="tuner", minimum=1),
+    Setting("tuner.block_moves", "int", 1,
+            "1: the initial design keeps or varies, and local moves redraw, whole blocks of knobs "
+            "(one plugin's host knobs; one plugin's knobs for one VM group); 0: single knobs.",
+            "measured as tuner.local_share (share 1): single knobs 1.02, 0.55, 0.93, 1.03; blocks "
+            "0.48, 0.42, 1.00, 0.36. On `db` the gain needs TPS's salting, scan time and rate cap "
+            "changed together (the scan speed is min(VM size / Mem.ShareScanTime, "
+            "Mem.ShareRateMax)): stall 0.0236 default, 0.0223 / 0.0216 / 0.0166 for one or two of "
+            "them, 0.0066 for all three", owner="tuner", minimum=0, maximum=1),
     Setting("tuner.repeats", "int", 1, "Simulations (seeds) per point; the objective is their mean.",
             "measured: on `small` (30 min) the stall fraction of one policy differs by ~5 % between "
             "seeds, far less than between policies, so one seed per point buys twice the points; "

@@ -190,6 +190,52 @@ def constant_liar(opt: Any, n: int, lie: float) -> list[list[Any]]:
     return pts
 
 
+def local_candidates(space: Any, centres: list[list[Any]], share: float, changes: float,
+                     blocks: list[list[int]] | None = None) -> None:
+    """Make ``space.rvs`` (the candidates skopt minimises the acquisition over) draw a ``share`` of
+    its samples as *local moves*: one of ``centres`` (the best points told so far) with each knob
+    redrawn from its prior with probability ``changes / d`` (at least one knob), the rest
+    uniformly over the space as before.
+
+    Expected improvement over uniform candidates alone favours points far from every evaluation,
+    where the GP's variance is largest: in the 17 dimensions of `db`, 25 of the 28 model-guided
+    points of a 40-point run changed most knobs at once, several to harmful values (a limit of 0.3),
+    and none followed up the points that had helped. Local moves let the model refine a good
+    point a few knobs at a time, in the spirit of trust-region BO (TuRBO, Eriksson et al.,
+    NeurIPS 2019, which perturbs ~20/d of the coordinates of the incumbent). Draws come from the
+    optimizer's own random state, so the points stay a function of the seed and the history.
+    """
+    if not centres or share <= 0:
+        return
+    from sklearn.utils import check_random_state
+
+    uniform = space.rvs
+    d = space.n_dims
+    blocks = blocks or [[j] for j in range(d)]
+    member = np.zeros((len(blocks), d), dtype=bool)
+    for b, idx in enumerate(blocks):
+        member[b, idx] = True
+    p = min(1.0, changes / len(blocks))
+
+    def rvs(n_samples: int = 1, random_state: Any = None) -> list[list[Any]]:
+        rng = check_random_state(random_state)
+        rows = uniform(n_samples=n_samples, random_state=rng)
+        n_local = int(round(share * n_samples)) if n_samples > 1 else 0
+        if n_local == 0:
+            return rows
+        which = rng.randint(len(centres), size=n_local)
+        pick = rng.random_sample((n_local, len(blocks))) < p
+        none = ~pick.any(axis=1)
+        pick[none, rng.randint(len(blocks), size=int(none.sum()))] = True
+        change = (pick.astype(np.int64) @ member.astype(np.int64)) > 0
+        for i in range(n_local):
+            c = centres[which[i]]
+            rows[i] = [rows[i][j] if change[i, j] else c[j] for j in range(d)]
+        return rows
+
+    space.rvs = rvs
+
+
 def _fixed_kernel_gp(model: Any) -> Any:
     """A GP with ``model``'s learned kernel and noise level, and no hyperparameter search."""
     from sklearn.base import clone
@@ -357,8 +403,15 @@ class Tuner:
             dims, k, random_state=derive_seed(c.seed, "design"))] if k > 0 else []
         if base is None:
             return design
-        keep = np.random.default_rng(derive_seed(c.seed, "keep")).random((len(design), len(dims)))
         p = default("tuner.keep_baseline")
+        if default("tuner.block_moves"):
+            blocks = self.space.blocks()
+            kb = np.random.default_rng(derive_seed(c.seed, "keep")).random((len(design), len(blocks)))
+            keep = np.zeros((len(design), len(dims)))
+            for b, idx in enumerate(blocks):
+                keep[:, idx] = kb[:, [b]]
+        else:
+            keep = np.random.default_rng(derive_seed(c.seed, "keep")).random((len(design), len(dims)))
         design = [[base[j] if keep[i, j] < p else v for j, v in enumerate(pt)] for i, pt in enumerate(design)]
         return [base, *design]
 
@@ -395,6 +448,10 @@ class Tuner:
                         acq_optimizer_kwargs={"n_points": ACQ_SAMPLES}, random_state=rs)
         xs, ys = self.told()
         ys = model_scale(ys)
+        feasible = sorted((e.value, e.index) for e in self.history if e.feasible and e.value is not None)
+        centres = [list(self.history[i].x) for _, i in feasible[:default("tuner.local_centres")]]
+        local_candidates(opt.space, centres, default("tuner.local_share"), default("tuner.local_changes"),
+                         self.space.blocks() if default("tuner.block_moves") else None)
         from threadpoolctl import threadpool_limits
 
         # one BLAS thread: the GP's small matrices gain nothing from more, and on a busy 2-core host
