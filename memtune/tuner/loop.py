@@ -171,7 +171,8 @@ def model_scale(ys: list[float]) -> list[float]:
     return [float(v) for v in np.log(np.maximum(arr, 0.0) + c)]
 
 
-def constant_liar(opt: Any, n: int, lie: float) -> list[list[Any]]:
+def constant_liar(opt: Any, n: int, lie: float,
+                  before: Callable[[int], None] | None = None) -> list[list[Any]]:
     """``n`` points from a fitted skopt ``Optimizer`` by the constant liar (CL-min): after each point
     the model is told ``lie`` there, so the next point goes elsewhere.
 
@@ -179,19 +180,24 @@ def constant_liar(opt: Any, n: int, lie: float) -> list[list[Any]]:
     makes and for every lie (6 L-BFGS fits for a batch of 4, ~70 % of the tuner's own time on
     `small`). A lie is a what-if, not data: here the lies reuse the kernel learned from the real
     evaluations, so each costs one Cholesky factorisation.
+
+    ``before(k)``, when given, is called before the tell that chooses point ``k`` > 0 (the caller
+    does it for point 0, which the first tell chooses).
     """
     pts = [list(opt.ask())]
     model = opt.models[-1] if opt.models else None
     if n > 1 and model is not None and hasattr(model, "kernel_"):
         opt.base_estimator_ = _fixed_kernel_gp(model)
-    for _ in range(n - 1):
+    for k in range(1, n):
+        if before is not None:
+            before(k)
         opt.tell(pts[-1], lie)
         pts.append(list(opt.ask()))
     return pts
 
 
 def local_candidates(space: Any, centres: list[list[Any]], share: float, changes: float,
-                     blocks: list[list[int]] | None = None) -> None:
+                     blocks: list[list[int]] | None = None) -> Callable[[float], None]:
     """Make ``space.rvs`` (the candidates skopt minimises the acquisition over) draw a ``share`` of
     its samples as *local moves*: one of ``centres`` (the best points told so far) with each knob
     redrawn from its prior with probability ``changes / d`` (at least one knob), the rest
@@ -204,10 +210,15 @@ def local_candidates(space: Any, centres: list[list[Any]], share: float, changes
     point a few knobs at a time, in the spirit of trust-region BO (TuRBO, Eriksson et al.,
     NeurIPS 2019, which perturbs ~20/d of the coordinates of the incumbent). Draws come from the
     optimizer's own random state, so the points stay a function of the seed and the history.
+
+    Returns a function that sets the share for the following draws.
     """
-    if not centres or share <= 0:
-        return
     from sklearn.utils import check_random_state
+
+    state = {"share": share if centres else 0.0}
+
+    def set_share(value: float) -> None:
+        state["share"] = value if centres else 0.0
 
     uniform = space.rvs
     d = space.n_dims
@@ -220,7 +231,7 @@ def local_candidates(space: Any, centres: list[list[Any]], share: float, changes
     def rvs(n_samples: int = 1, random_state: Any = None) -> list[list[Any]]:
         rng = check_random_state(random_state)
         rows = uniform(n_samples=n_samples, random_state=rng)
-        n_local = int(round(share * n_samples)) if n_samples > 1 else 0
+        n_local = int(round(state["share"] * n_samples)) if n_samples > 1 else 0
         if n_local == 0:
             return rows
         which = rng.randint(len(centres), size=n_local)
@@ -234,6 +245,7 @@ def local_candidates(space: Any, centres: list[list[Any]], share: float, changes
         return rows
 
     space.rvs = rvs
+    return set_share
 
 
 def _fixed_kernel_gp(model: Any) -> Any:
@@ -450,16 +462,25 @@ class Tuner:
         ys = model_scale(ys)
         feasible = sorted((e.value, e.index) for e in self.history if e.feasible and e.value is not None)
         centres = [list(self.history[i].x) for _, i in feasible[:default("tuner.local_centres")]]
-        local_candidates(opt.space, centres, default("tuner.local_share"), default("tuner.local_changes"),
-                         self.space.blocks() if default("tuner.block_moves") else None)
+        set_share = local_candidates(opt.space, centres, default("tuner.local_share"),
+                                     default("tuner.local_changes"),
+                                     self.space.blocks() if default("tuner.block_moves") else None)
+        every = default("tuner.global_every")
+        first = told - c.n_initial          # model-guided points asked before this batch
+
+        def before(k: int) -> None:         # every `every`-th model-guided point: uniform candidates
+            glob = every > 0 and (first + k) % every == every - 1
+            set_share(0.0 if glob else default("tuner.local_share"))
+
         from threadpoolctl import threadpool_limits
 
         # one BLAS thread: the GP's small matrices gain nothing from more, and on a busy 2-core host
         # oversubscribed BLAS threads made each batch ~4x slower (measured 18 s vs 4.7 s)
         with warnings.catch_warnings(), threadpool_limits(1):
             warnings.simplefilter("ignore")
+            before(0)
             opt.tell(xs, ys)
-            return constant_liar(opt, n, min(ys))
+            return constant_liar(opt, n, min(ys), before)
 
     # --- running ---------------------------------------------------------------------------------
 
