@@ -291,6 +291,18 @@ def test_local_candidates_redraw_whole_blocks_of_a_centre(tiny, pm, tmp_path):
     assert 90 <= far <= 110
     # a single draw (skopt's fallback for a duplicate point) stays uniform
     assert len(draw(1.0, n=1)) == 1
+    # block_share 0: single-knob moves, about `changes` knobs each (at least one)
+    sk = Space(space.skopt_dimensions())
+    local_candidates(sk, [centre], 1.0, 1.0, blocks, block_share=0.0)
+    rows = sk.rvs(n_samples=300, random_state=np.random.RandomState(2))
+    n_knobs = np.mean([sum(v != c for v, c in zip(row, centre, strict=True)) for row in rows])
+    assert 0.8 < n_knobs < 1.6
+    # the returned setter switches the following draws to uniform ones (tuner.global_every)
+    sk = Space(space.skopt_dimensions())
+    set_share = local_candidates(sk, [centre], 1.0, 2.0, blocks)
+    set_share(0.0)
+    rows = sk.rvs(n_samples=50, random_state=np.random.RandomState(1))
+    assert sum(all(row[i] != centre[i] for i in real) for row in rows) == 50
 
 
 def test_initial_design_keeps_or_varies_whole_blocks(tiny, tmp_path):

@@ -197,7 +197,8 @@ def constant_liar(opt: Any, n: int, lie: float,
 
 
 def local_candidates(space: Any, centres: list[list[Any]], share: float, changes: float,
-                     blocks: list[list[int]] | None = None) -> Callable[[float], None]:
+                     blocks: list[list[int]] | None = None,
+                     block_share: float = 1.0) -> Callable[[float], None]:
     """Make ``space.rvs`` (the candidates skopt minimises the acquisition over) draw a ``share`` of
     its samples as *local moves*: one of ``centres`` (the best points told so far) with each knob
     redrawn from its prior with probability ``changes / d`` (at least one knob), the rest
@@ -222,11 +223,22 @@ def local_candidates(space: Any, centres: list[list[Any]], share: float, changes
 
     uniform = space.rvs
     d = space.n_dims
-    blocks = blocks or [[j] for j in range(d)]
-    member = np.zeros((len(blocks), d), dtype=bool)
-    for b, idx in enumerate(blocks):
-        member[b, idx] = True
-    p = min(1.0, changes / len(blocks))
+    singles = [[j] for j in range(d)]
+    kinds = [(blocks or singles, block_share if blocks else 1.0), (singles, 1.0 - block_share if blocks else 0.0)]
+    members = []
+    for bl, _ in kinds:
+        m = np.zeros((len(bl), d), dtype=np.int64)
+        for b, idx in enumerate(bl):
+            m[b, idx] = 1
+        members.append(m)
+
+    def moves(rng: Any, n: int, k: int) -> np.ndarray:
+        """Which knobs ``n`` local moves redraw, by blocks of kind ``k``."""
+        m = members[k]
+        pick = rng.random_sample((n, m.shape[0])) < min(1.0, changes / m.shape[0])
+        none = ~pick.any(axis=1)
+        pick[none, rng.randint(m.shape[0], size=int(none.sum()))] = True
+        return (pick.astype(np.int64) @ m) > 0
 
     def rvs(n_samples: int = 1, random_state: Any = None) -> list[list[Any]]:
         rng = check_random_state(random_state)
@@ -235,10 +247,8 @@ def local_candidates(space: Any, centres: list[list[Any]], share: float, changes
         if n_local == 0:
             return rows
         which = rng.randint(len(centres), size=n_local)
-        pick = rng.random_sample((n_local, len(blocks))) < p
-        none = ~pick.any(axis=1)
-        pick[none, rng.randint(len(blocks), size=int(none.sum()))] = True
-        change = (pick.astype(np.int64) @ member.astype(np.int64)) > 0
+        n_block = int(round(kinds[0][1] * n_local))
+        change = np.vstack([moves(rng, n_block, 0), moves(rng, n_local - n_block, 1)])
         for i in range(n_local):
             c = centres[which[i]]
             rows[i] = [rows[i][j] if change[i, j] else c[j] for j in range(d)]
@@ -416,7 +426,7 @@ class Tuner:
         if base is None:
             return design
         p = default("tuner.keep_baseline")
-        if default("tuner.block_moves"):
+        if default("tuner.block_moves") > 0:
             blocks = self.space.blocks()
             kb = np.random.default_rng(derive_seed(c.seed, "keep")).random((len(design), len(blocks)))
             keep = np.zeros((len(design), len(dims)))
@@ -463,8 +473,8 @@ class Tuner:
         feasible = sorted((e.value, e.index) for e in self.history if e.feasible and e.value is not None)
         centres = [list(self.history[i].x) for _, i in feasible[:default("tuner.local_centres")]]
         set_share = local_candidates(opt.space, centres, default("tuner.local_share"),
-                                     default("tuner.local_changes"),
-                                     self.space.blocks() if default("tuner.block_moves") else None)
+                                     default("tuner.local_changes"), self.space.blocks(),
+                                     default("tuner.block_moves"))
         every = default("tuner.global_every")
         first = told - c.n_initial          # model-guided points asked before this batch
 
