@@ -26,7 +26,9 @@ TUNER_SETTINGS = {s.name: s for s in (
             "value in each initial design point.",
             "model choice: measured on `small`, a fully random design point usually holds some "
             "knob at a harmful value (stall 0.05-0.5 vs 0.012 default), hiding the knobs that "
-            "help (cross-VM sharing: 0.001)", owner="tuner", minimum=0, maximum=1),
+            "help (cross-VM sharing: 0.001); with knob blocks, 0.5 measured on `db` (GP at 40, "
+            "30 min seeds 11/1/2: 0.48, 0.55, 0.52; 10 min seeds 11/2: 0.95, 0.45) against 0.7 "
+            "(0.54, 0.34, 0.59; 0.42, 0.90): no better", owner="tuner", minimum=0, maximum=1),
     Setting("tuner.local_share", "float", 1.0,
             "Share of the acquisition's random candidates that are local moves around the best "
             "points told so far (a few knobs redrawn); the rest are uniform over the space.",
@@ -49,8 +51,11 @@ TUNER_SETTINGS = {s.name: s for s in (
             "perturbs ~20/d of the coordinates; our budgets are 10x smaller", owner="tuner", minimum=0),
     Setting("tuner.local_centres", "int", 3,
             "Best feasible points told so far that local candidates start from.",
-            "model choice: the best alone makes a batch of 4 cluster; three keeps some diversity",
-            owner="tuner", minimum=1),
+            "measured (GP at 40 evaluations, stall / esxi-default; `db` 30 min seeds 11/1/2, `db` "
+            "10 min seeds 11/2): 1 centre 0.35, 0.40, 0.41 / 1.02, 1.00; 2 centres 0.43, 0.41, "
+            "0.59 / 0.62, 0.99; 3 centres 0.54, 0.34, 0.59 / 0.42, 0.90 (and 0.45, 0.37 on 10-min "
+            "seeds 1, 3): fewer centres refine the full `db` run better but miss the 10-minute "
+            "run's narrow gain", owner="tuner", minimum=1),
     Setting("tuner.block_moves", "float", 1.0,
             "Share of local moves that redraw whole blocks of knobs (one plugin's host knobs; one "
             "plugin's knobs for one VM group), the others redraw single knobs; above 0 the initial "
