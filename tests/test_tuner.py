@@ -222,3 +222,98 @@ def test_time_limit_slo_mode_and_forest(tiny, tmp_path):
             assert e.value == pytest.approx(1 + worst / 50e-6)
     # the baseline point reserves nothing
     assert hist[0].metrics["reserved_share"] == 0.0
+
+
+# --- space shape and local moves ----------------------------------------------------------------
+
+def test_host_default_every_vm_overrides_is_no_dimension(tiny, pm, tmp_path):
+    # every group has a maxmemctl dimension, so Mem.CtlMaxPercent (the default for VMs without
+    # sched.mem.maxmemctl) would be a dead dimension
+    names = build_space(tiny, pm).names
+    assert "web.maxmemctl" in names and "db.maxmemctl" in names and "Mem.CtlMaxPercent" not in names
+    assert build_space(tiny, pm, knobs=("Mem.CtlMaxPercent",)).names == ["Mem.CtlMaxPercent"]
+    assert "Mem.CtlMaxPercent" in build_space(tiny, pm, knobs=("Mem.*",)).names
+    assert "Mem.CtlMaxPercent" not in build_space(tiny, pm, fix=("maxmemctl=0.3",)).names
+    # the model agrees: with maxmemctl set for every VM, the host cap changes nothing
+    from memtune.tuner.evaluate import EvalTask, run_task
+
+    results = []
+    for cap in (0, 65):
+        t = Tuner(cfg(tiny, knobs=("maxmemctl",), fix=(f"Mem.CtlMaxPercent={cap}",)), tmp_path / str(cap))
+        assert t.space.names == ["web.maxmemctl", "db.maxmemctl"]
+        _, sc, _ = t._policy_scenario(t.space.assignment([0.3, 0.3]), f"cap{cap}")
+        assert sc.settings["Mem.CtlMaxPercent"] == cap
+        results.append(run_task(EvalTask(cap, sc, (1,)))["metrics"])
+    assert results[0]["stall"] == results[1]["stall"] and results[0]["stall"][0] > 0
+
+
+def test_blocks_group_a_plugins_knobs_per_host_and_vm_group(tiny, pm):
+    space = build_space(tiny, pm)
+    blocks = [{space.names[i] for i in b} for b in space.blocks()]
+    assert sorted(i for b in space.blocks() for i in b) == list(range(len(space.names)))
+    assert {"Mem.ShareForceSalting", "Mem.ShareScanTime", "Mem.ShareRateMax"} in blocks
+    assert {"web.reservation", "web.limit", "web.shares"} in blocks
+    assert {"web.maxmemctl"} in blocks and {"Mem.IdleTax"} in blocks
+
+
+def test_local_candidates_redraw_whole_blocks_of_a_centre(tiny, pm, tmp_path):
+    from skopt.space import Space
+
+    from memtune.tuner.loop import local_candidates
+
+    space = build_space(tiny, pm)
+    blocks = space.blocks()
+    t = Tuner(cfg(tiny, knobs=()), tmp_path)
+    centre = t.baseline_point()
+
+    def draw(share, seed=0, n=300):
+        sk = Space(space.skopt_dimensions())
+        local_candidates(sk, [centre], share, 2.0, blocks)
+        return sk.rvs(n_samples=n, random_state=np.random.RandomState(seed))
+
+    rows = draw(1.0)
+    assert rows == draw(1.0)                    # a function of the random state only
+    real = [i for i, d in enumerate(space.dimensions) if d.knob.kind == "real"]
+    unchanged = 0
+    for row in rows:
+        changed = {i for i, (v, c) in enumerate(zip(row, centre, strict=True)) if v != c}
+        unchanged += not changed                # only when a redrawn switch drew its old value
+        for b in blocks:
+            moved = [i in changed for i in b if i in real]
+            assert all(moved) or not any(moved)  # a block's real knobs move together
+    assert unchanged < 0.1 * len(rows)
+    # on average about two of the blocks are redrawn
+    n_blocks = np.mean([sum(any(row[i] != centre[i] for i in b) for b in blocks) for row in rows])
+    assert 1.5 < n_blocks < 3.0
+    # with share 0.5 half the candidates are uniform draws, which change (nearly) every real knob
+    half = draw(0.5, n=200)
+    far = sum(all(row[i] != centre[i] for i in real) for row in half)
+    assert 90 <= far <= 110
+    # a single draw (skopt's fallback for a duplicate point) stays uniform
+    assert len(draw(1.0, n=1)) == 1
+    # block_share 0: single-knob moves, about `changes` knobs each (at least one)
+    sk = Space(space.skopt_dimensions())
+    local_candidates(sk, [centre], 1.0, 1.0, blocks, block_share=0.0)
+    rows = sk.rvs(n_samples=300, random_state=np.random.RandomState(2))
+    n_knobs = np.mean([sum(v != c for v, c in zip(row, centre, strict=True)) for row in rows])
+    assert 0.8 < n_knobs < 1.6
+    # the returned setter switches the following draws to uniform ones (tuner.global_every)
+    sk = Space(space.skopt_dimensions())
+    set_share = local_candidates(sk, [centre], 1.0, 2.0, blocks)
+    set_share(0.0)
+    rows = sk.rvs(n_samples=50, random_state=np.random.RandomState(1))
+    assert sum(all(row[i] != centre[i] for i in real) for row in rows) == 50
+
+
+def test_initial_design_keeps_or_varies_whole_blocks(tiny, tmp_path):
+    t = Tuner(cfg(tiny, knobs=(), initial_points=12), tmp_path)
+    dims = t.space.skopt_dimensions()
+    base, *design = t._design(dims)
+    assert base == t.baseline_point() and len(design) == 11
+    names = t.space.names
+    pairs = [(names.index(f"{g}.reservation"), names.index(f"{g}.limit")) for g in ("web", "db")]
+    for pt in design:
+        for r, lim in pairs:
+            assert (pt[r] == base[r]) == (pt[lim] == base[lim])
+    kept = np.mean([[v == b for v, b in zip(pt, base, strict=True)] for pt in design])
+    assert 0.5 < kept < 0.95

@@ -22,10 +22,50 @@ TUNER_SETTINGS = {s.name: s for s in (
             "skopt default n_initial_points = 10, rounded up to whole batches of 4", owner="tuner",
             minimum=1),
     Setting("tuner.keep_baseline", "float", 0.7,
-            "Share of knobs that keep their esxi-default value in each initial design point.",
+            "Share of knobs (of knob blocks, see tuner.block_moves) that keep their esxi-default "
+            "value in each initial design point.",
             "model choice: measured on `small`, a fully random design point usually holds some "
             "knob at a harmful value (stall 0.05-0.5 vs 0.012 default), hiding the knobs that "
-            "help (cross-VM sharing: 0.001)", owner="tuner", minimum=0, maximum=1),
+            "help (cross-VM sharing: 0.001); with knob blocks, 0.5 measured on `db` (GP at 40, "
+            "30 min seeds 11/1/2: 0.48, 0.55, 0.52; 10 min seeds 11/2: 0.95, 0.45) against 0.7 "
+            "(0.54, 0.34, 0.59; 0.42, 0.90): no better", owner="tuner", minimum=0, maximum=1),
+    Setting("tuner.local_share", "float", 1.0,
+            "Share of the acquisition's random candidates that are local moves around the best "
+            "points told so far (a few knobs redrawn); the rest are uniform over the space.",
+            "measured on `db` (10 min, GP at 40 evaluations, seeds 11/1/2/3; benchmarks/tuner.py "
+            "gp_vs_random): stall / esxi-default 1.02, 0.55, 0.93, 1.03 with uniform candidates "
+            "(expected improvement picked points that changed most of the 16 knobs at once); "
+            "block moves with share 0.5: 0.97, 0.72, 0.52, 0.70; share 1: 0.48, 0.42, 1.00, 0.36. "
+            "The initial design does the global exploration", owner="tuner", minimum=0, maximum=1),
+    Setting("tuner.global_every", "int", 0,
+            "Every n-th model-guided point is chosen among uniform candidates only (0: never).",
+            "measured (GP at 40 evaluations, stall / esxi-default): `db` 10 min, seeds 11/1/2/3: "
+            "never 0.42, 0.45, 0.90, 0.37; every 4th 0.41, 0.59, 0.77, 0.72; every 2nd 0.43, 0.88, "
+            "1.06, 0.74. `small` (one seed, noisier): 0.37, 0.25, 0.31; all meet its 0.5 target",
+            owner="tuner", minimum=0),
+    Setting("tuner.local_changes", "float", 1.0,
+            "Expected number of knob blocks a local candidate redraws (each with probability "
+            "changes / blocks, at least one).",
+            "measured as tuner.local_share (share 1, block moves): 1 block: 0.42, 0.45, 0.90, 0.37; "
+            "2: 0.48, 0.42, 1.00, 0.36; 3: 0.43, 0.90. TuRBO (Eriksson et al., NeurIPS 2019) "
+            "perturbs ~20/d of the coordinates; our budgets are 10x smaller", owner="tuner", minimum=0),
+    Setting("tuner.local_centres", "int", 3,
+            "Best feasible points told so far that local candidates start from.",
+            "measured (GP at 40 evaluations, stall / esxi-default; `db` 30 min seeds 11/1/2, `db` "
+            "10 min seeds 11/2): 1 centre 0.35, 0.40, 0.41 / 1.02, 1.00; 2 centres 0.43, 0.41, "
+            "0.59 / 0.62, 0.99; 3 centres 0.54, 0.34, 0.59 / 0.42, 0.90 (and 0.45, 0.37 on 10-min "
+            "seeds 1, 3): fewer centres refine the full `db` run better but miss the 10-minute "
+            "run's narrow gain", owner="tuner", minimum=1),
+    Setting("tuner.block_moves", "float", 1.0,
+            "Share of local moves that redraw whole blocks of knobs (one plugin's host knobs; one "
+            "plugin's knobs for one VM group), the others redraw single knobs; above 0 the initial "
+            "design also keeps or varies whole blocks.",
+            "measured as tuner.local_share (share 1): single knobs 1.02, 0.55, 0.93, 1.03; blocks "
+            "0.48, 0.42, 1.00, 0.36. On `db` the gain needs TPS's salting, scan time and rate cap "
+            "changed together (the scan speed is min(VM size / Mem.ShareScanTime, "
+            "Mem.ShareRateMax)): stall 0.0236 default, 0.0223 / 0.0216 / 0.0166 for one or two of "
+            "them, 0.0066 for all three. Half block, half single-knob moves: 0.94, 0.95, 1.00, 0.39",
+            owner="tuner", minimum=0, maximum=1),
     Setting("tuner.repeats", "int", 1, "Simulations (seeds) per point; the objective is their mean.",
             "measured: on `small` (30 min) the stall fraction of one policy differs by ~5 % between "
             "seeds, far less than between policies, so one seed per point buys twice the points; "

@@ -31,6 +31,10 @@ VM_FIELDS = ("reservation", "limit", "shares", "maxmemctl")
 # per-VM fields given as a share of the VM's configured memory (shares: shares per MB)
 FRACTION_FIELDS = ("reservation", "limit", "maxmemctl")
 GROUP_MODES = ("prefix", "vm", "all")
+# host settings that are only a default for a per-VM field: once every VM group has that field (a
+# dimension or --fix), every VM carries its own value and the host setting changes nothing
+# (`Mem.CtlMaxPercent` caps a balloon only for VMs without sched.mem.maxmemctl)
+SHADOWED_BY_VM_FIELD = {"Mem.CtlMaxPercent": "maxmemctl"}
 _SUFFIX = re.compile(r"^(.+?)-\d+$")
 
 
@@ -171,6 +175,17 @@ class SearchSpace:
     def names(self) -> list[str]:
         return [d.name for d in self.dimensions]
 
+    def blocks(self) -> list[list[int]]:
+        """Indices of the dimensions grouped by what they act on: the knobs one plugin registers
+        for the host, and those it registers for one VM group. Knobs of one block usually work
+        together (TPS: salting, scan time and rate cap set one scan speed and scope; a group's
+        reservation is a share of its limit), so the initial design and the local moves change
+        them together."""
+        out: dict[tuple[str, str | None], list[int]] = {}
+        for i, d in enumerate(self.dimensions):
+            out.setdefault((d.knob.owner, d.group), []).append(i)
+        return list(out.values())
+
     def skopt_dimensions(self) -> list[Any]:
         return [d.to_skopt() for d in self.dimensions]
 
@@ -270,9 +285,21 @@ def build_space(scenario: Scenario, pm: MemtunePluginManager, *, group: str = "p
         else:
             raise UserError(f"{name!r} is neither a knob nor a host setting "
                             f"(knobs: {', '.join(d.name for d in all_dims)})", field="--fix")
+    dims = [d for d in dims if not _shadowed(d, dims, fixed, groups)]
     if not dims:
         raise UserError("nothing left to tune: every knob is fixed or filtered out", field="--knobs")
     return SearchSpace(scenario, dims, fixed, groups, registry, all_dims)
+
+
+def _shadowed(d: Dimension, dims: list[Dimension], fixed: Mapping[str, Any],
+              groups: Mapping[str, tuple[str, ...]]) -> bool:
+    """Whether host dimension ``d`` is a default every VM group overrides (a dead dimension: the
+    model would spend points learning that it does nothing)."""
+    fld = SHADOWED_BY_VM_FIELD.get(d.name) if d.group is None else None
+    if fld is None:
+        return False
+    names = {x.name for x in dims} | set(fixed)
+    return all(f"{g}.{fld}" in names for g in groups)
 
 
 def _fixed_value(d: Dimension, text: str, sizes: set[int]) -> Any:
