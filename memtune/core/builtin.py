@@ -10,6 +10,13 @@ SETTINGS = (
     Setting("Mem.IdleTax", "percent", 75, "Idle memory tax rate tau, percent (k = 1/(1 - tau)).",
             "Waldspurger OSDI 2002 s.5.2; ESXi default Mem.IdleTax = 75", minimum=0, maximum=99,
             tunable=True),
+    Setting("Mem.MemMinFreePct", "percent", 0,
+            "Free memory the VMkernel keeps (minFree), percent of host memory; 0 = the sliding scale "
+            "(6 % of the first 4 GB, 4 % of the next 8, 2 % of the next 16, 1 % of the rest). The "
+            "soft, hard and low thresholds are 64, 32 and 16 % of minFree either way.",
+            "VMware KB 1033687; vSphere Resource Management guide, Advanced Memory Attributes: "
+            "Mem.MemMinFreePct default 0 (sliding scale since vSphere 5)", minimum=0, maximum=50,
+            tunable=True),
     Setting("Mem.SamplePeriod", "seconds", 60, "Working-set sampling period.",
             "ESXi default Mem.SamplePeriod = 60 s", minimum=1),
     Setting("Mem.SampleSize", "int", 100, "Pages watched per VM per sampling period.",
@@ -52,6 +59,9 @@ def memtune_register_settings(register):
 @hookimpl
 def memtune_register_knobs(register, scenario):
     register(Knob("Mem.IdleTax", kind="int", low=0, high=95, help="idle memory tax, percent"))
+    # 0 keeps the sliding scale; KB 1033687 discusses 2-6 %
+    register(Knob("Mem.MemMinFreePct", kind="int", low=0, high=6,
+                  help="minFree as a percent of host memory (0: sliding scale)"))
     register(Knob("reservation", target="vm", kind="real", low=0.0, high=0.9,
                   help="sched.mem.min as a share of configured memory"))
     register(Knob("limit", target="vm", kind="real", low=0.3, high=1.0,

@@ -76,11 +76,12 @@ def settings_registry(pm: MemtunePluginManager) -> SettingsRegistry:
     return reg
 
 
-def admission_control(memory: float, needs: np.ndarray | list[float]) -> tuple[np.ndarray, np.ndarray]:
+def admission_control(memory: float, needs: np.ndarray | list[float],
+                      min_free_pct: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """vSphere admission control: VMs power on in order while their reservation + overhead
     (``needs``, bytes) fits the host's unreserved memory (``memory`` minus minFree); a refused VM
     reserves nothing. Returns the admitted mask and the unreserved bytes each VM found."""
-    capacity = memory - min_free(memory)
+    capacity = memory - min_free(memory, min_free_pct)
     admitted = np.ones(len(needs), dtype=bool)
     left = np.empty(len(needs))
     reserved = 0.0
@@ -110,7 +111,7 @@ class Host:
         self.memory = scenario.host.memory
         self.page_scale = scenario.host.page_scale or auto_page_scale(sum(v.memory for v in self.vms))
         self.page_bytes = PAGE_4K * self.page_scale
-        self.min_free = min_free(self.memory)
+        self.min_free = min_free(self.memory, self.settings["Mem.MemMinFreePct"])
 
         # page states and page-out tiers from plugins
         self.states = PageStates()
@@ -187,7 +188,7 @@ class Host:
     def _admission(self, mode: str) -> np.ndarray:
         """Power on VMs in order while reservation + overhead fits unreserved memory."""
         needs = np.array([v.reservation for v in self.vms], dtype=np.float64) + self.overhead
-        powered, left = admission_control(self.memory, needs)
+        powered, left = admission_control(self.memory, needs, self.settings["Mem.MemMinFreePct"])
         for i in np.flatnonzero(~powered):
             v = self.vms[i]
             msg = (f"admission control: VM {v.name!r} needs {needs[i] / 2**20:.0f} MiB reserved "

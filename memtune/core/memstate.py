@@ -34,8 +34,11 @@ ENTRY_THRESHOLDS = {MemState.HIGH: 1.00, MemState.CLEAR: 0.64, MemState.SOFT: 0.
 LARGE_PAGE_BREAK = 4.00
 
 
-def min_free(host_bytes: int) -> int:
-    """minFree of a host with ``host_bytes`` of memory (sliding scale)."""
+def min_free(host_bytes: int, pct: float = 0.0) -> int:
+    """minFree of a host with ``host_bytes`` of memory: ``pct`` percent of it (``Mem.MemMinFreePct``)
+    if set, else the sliding scale (the ESXi default, ``Mem.MemMinFreePct = 0``)."""
+    if pct > 0:
+        return int(host_bytes * pct / 100.0)
     tiers = ((4 * GiB, 0.06), (8 * GiB, 0.04), (16 * GiB, 0.02))
     rest = float(host_bytes)
     total = 0.0

@@ -159,8 +159,14 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
     d = _data(host)
     rng = host.rng(NAME)
     before_all = host.held()
+    # where a VM holds pooled memory (compressed pages), a page-out can free up to half a page more
+    # than its victims (the compression tier evicting an older compressed page to make room): stay
+    # half a page short of the need there, so reclamation never takes a VM below its reservation
+    pooled = np.zeros(host.nvm) + sum(host.vm_pools.values(), np.zeros(host.nvm))
+    margin = np.where(pooled > 0, 0.5, 0.0)
     for _ in range(ROUNDS):
-        want = np.where(host.powered & (need >= 1.0), np.floor(need + 1e-9), 0).astype(np.int64)
+        left = need - margin
+        want = np.where(host.powered & (left >= 1.0), np.floor(left + 1e-9), 0).astype(np.int64)
         if not (want > 0).any():
             break
         victims = host.pages.pick_random(rng, np.maximum(want, 0), d.resident_only)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from memtune.core.builtin import SETTINGS as CORE_SETTINGS
 from memtune.core.host import admission_control, settings_registry
 from memtune.core.memstate import min_free
 from memtune.core.plugins import build_plugin_manager
@@ -137,20 +138,33 @@ def resolve_vms(policy: Policy, scenario: Scenario) -> list[ResolvedVM]:
             shares=given.get("shares", vm.shares), salt=given.get("salt", vm.salt), maxmemctl=maxmemctl,
             overhead=vm.overhead, origin=origin))
         active.append(is_active)
-    out = _fit_active(out, np.array(active, dtype=bool), scenario.host.memory)
-    _admit(out, policy, scenario)
+    pct = min_free_pct(policy, scenario)
+    out = _fit_active(out, np.array(active, dtype=bool), scenario.host.memory, pct)
+    _admit(out, policy, scenario, pct)
     return out
 
 
-def _fit_active(vms: list[ResolvedVM], active: np.ndarray, memory: int) -> list[ResolvedVM]:
+MIN_FREE = next(s for s in CORE_SETTINGS if s.name == "Mem.MemMinFreePct")
+
+
+def min_free_pct(policy: Policy, scenario: Scenario) -> float:
+    """``Mem.MemMinFreePct`` in force: the policy's, else the scenario's, else 0 (sliding scale)."""
+    raw = policy.settings.get(MIN_FREE.name, scenario.settings.get(MIN_FREE.name, MIN_FREE.default))
+    try:
+        return float(MIN_FREE.coerce(raw))
+    except ValueError as exc:
+        raise ConfigError(str(exc), source=policy.source, field=f"settings.{MIN_FREE.name}") from None
+
+
+def _fit_active(vms: list[ResolvedVM], active: np.ndarray, memory: int, pct: float) -> list[ResolvedVM]:
     if not active.any():
         return vms
     res = np.array([v.reservation for v in vms], dtype=np.float64)
     over = np.array([v.overhead for v in vms], dtype=np.float64)
-    admitted, _ = admission_control(memory, res + over)
+    admitted, _ = admission_control(memory, res + over, pct)
     if admitted.all():
         return vms
-    room = memory - min_free(memory) - over.sum() - res[~active].sum()
+    room = memory - min_free(memory, pct) - over.sum() - res[~active].sum()
     want = res[active].sum()
     factor = max(0.0, room / want) if want > 0 else 0.0
     scaled = np.floor(res[active] * factor / MiB) * MiB
@@ -160,9 +174,9 @@ def _fit_active(vms: list[ResolvedVM], active: np.ndarray, memory: int) -> list[
     return new
 
 
-def _admit(vms: list[ResolvedVM], policy: Policy, scenario: Scenario) -> None:
+def _admit(vms: list[ResolvedVM], policy: Policy, scenario: Scenario, pct: float) -> None:
     needs = np.array([v.reservation + v.overhead for v in vms], dtype=np.float64)
-    admitted, left = admission_control(scenario.host.memory, needs)
+    admitted, left = admission_control(scenario.host.memory, needs, pct)
     if admitted.all():
         return
     i = int(np.flatnonzero(~admitted)[0])

@@ -21,7 +21,7 @@ from memtune.core.scenario import Scenario
 from memtune.core.settings import SettingsRegistry
 from memtune.core.vm import shares_value
 from memtune.errors import UserError
-from memtune.policies.apply import ResolvedVM, check_policy_settings, resolve_vms
+from memtune.policies.apply import ResolvedVM, check_policy_settings, min_free_pct, resolve_vms
 from memtune.policies.model import Policy
 from memtune.units import KiB, MiB, format_size
 
@@ -97,7 +97,7 @@ def host_options(policy: Policy, registry: SettingsRegistry) -> tuple[list[tuple
     return options, notes
 
 
-def entitlements(vms: list[ResolvedVM], memory: int) -> np.ndarray:
+def entitlements(vms: list[ResolvedVM], memory: int, min_free_pct: float = 0.0) -> np.ndarray:
     """Bytes each VM gets under full contention when every VM is fully active: the host's memory
     (minus minFree and all overhead) split in proportion to shares, each VM clamped between its
     reservation and its limit (water-filling). With no contention, every VM gets its limit."""
@@ -105,7 +105,7 @@ def entitlements(vms: list[ResolvedVM], memory: int) -> np.ndarray:
     lo = np.array([v.reservation for v in vms], dtype=np.float64)
     hi = np.array([v.effective_limit for v in vms], dtype=np.float64)
     shares = np.array([shares_value(v.shares, v.memory) for v in vms], dtype=np.float64)
-    avail = memory - min_free(memory) - sum(v.overhead for v in vms)
+    avail = memory - min_free(memory, min_free_pct) - sum(v.overhead for v in vms)
     if hi.sum() <= avail:
         return hi
     out = lo.copy()
@@ -203,7 +203,7 @@ def export_powercli(policy: Policy, scenario: Scenario | None, vms: list[Resolve
 
 
 def export_libvirt(policy: Policy, scenario: Scenario, vms: list[ResolvedVM], registry: SettingsRegistry) -> str:
-    ent = entitlements(vms, scenario.host.memory)
+    ent = entitlements(vms, scenario.host.memory, min_free_pct(policy, scenario))
     lines = [f"<!-- memtune policy {escape(policy.name)} for scenario {escape(scenario.name)}: "
              "one <memtune> per domain (virsh edit NAME). KiB; hard and soft limit include the "
              "VM's overhead; min_guarantee is honoured by the ESX driver only. -->"]
@@ -219,7 +219,7 @@ def export_libvirt(policy: Policy, scenario: Scenario, vms: list[ResolvedVM], re
 
 
 def export_cgroup(policy: Policy, scenario: Scenario, vms: list[ResolvedVM], registry: SettingsRegistry) -> str:
-    ent = entitlements(vms, scenario.host.memory)
+    ent = entitlements(vms, scenario.host.memory, min_free_pct(policy, scenario))
     lines = _header(policy, scenario, "#")
     lines.append("# cgroup v2 memory controller, bytes (max = no limit), each including the VM's overhead.")
     lines.append("# CGROUP_ROOT: the parent of the VMs' cgroups, e.g. /sys/fs/cgroup/machine.slice")

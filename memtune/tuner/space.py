@@ -180,10 +180,11 @@ class SearchSpace:
         for the host, and those it registers for one VM group. Knobs of one block usually work
         together (TPS: salting, scan time and rate cap set one scan speed and scope; a group's
         reservation is a share of its limit), so the initial design and the local moves change
-        them together."""
+        them together. The core's host knobs (idle tax, minFree) are one block each."""
         out: dict[tuple[str, str | None], list[int]] = {}
         for i, d in enumerate(self.dimensions):
-            out.setdefault((d.knob.owner, d.group), []).append(i)
+            key = (f"core:{d.name}", None) if d.knob.owner == "core" and d.group is None else (d.knob.owner, d.group)
+            out.setdefault(key, []).append(i)
         return list(out.values())
 
     def skopt_dimensions(self) -> list[Any]:
