@@ -55,6 +55,11 @@ def auto_page_scale(total_bytes: int) -> int:
     return scale
 
 
+def page_scale_of(scenario: Scenario) -> int:
+    """4 KiB pages per simulated page: the scenario's ``page_scale``, else the automatic one."""
+    return scenario.host.page_scale or auto_page_scale(sum(v.memory for v in scenario.vms))
+
+
 def call_each(pm: MemtunePluginManager, hook: str, make_kwargs: Callable[[str], dict]) -> None:
     """Call every implementation of a registration hook with arguments that know the caller."""
     for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
@@ -109,7 +114,7 @@ class Host:
         self.vms = list(scenario.vms)
         self.nvm = len(self.vms)
         self.memory = scenario.host.memory
-        self.page_scale = scenario.host.page_scale or auto_page_scale(sum(v.memory for v in self.vms))
+        self.page_scale = page_scale_of(scenario)
         self.page_bytes = PAGE_4K * self.page_scale
         self.min_free = min_free(self.memory, self.settings["Mem.MemMinFreePct"])
 

@@ -44,6 +44,12 @@ def unique_content(page: np.ndarray) -> np.ndarray:
     return (UNIQUE_KIND << _KIND_SHIFT) | page.astype(np.int64)
 
 
+def first_of_each(vm: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Mask of the first ``want[v]`` entries of each VM ``v`` in ``vm``, a list grouped by VM."""
+    n = np.bincount(vm, minlength=want.size)
+    return np.arange(vm.size) - (np.cumsum(n) - n)[vm] < want[vm]
+
+
 def is_unique(content: np.ndarray) -> np.ndarray:
     return (content >> _KIND_SHIFT) == UNIQUE_KIND
 
@@ -201,9 +207,7 @@ class PageTable:
             page = page[self.first_seen(page)]
             if chosen:
                 page = page[~self.member(page, np.concatenate(chosen))]
-            pv = self.vm[page]
-            n = np.bincount(pv, minlength=nvm)
-            keep = page[np.arange(page.size) - (np.cumsum(n) - n)[pv] < remaining[pv]]
+            keep = page[first_of_each(self.vm[page], remaining)]
             chosen.append(keep)
             got = np.bincount(self.vm[keep], minlength=nvm)
             density = np.where(got < remaining, density / 2, density)     # fewer there than counted

@@ -187,10 +187,19 @@ class WorkloadState:
         rank = np.where(hot, hot_rank, cold_rank)
         return vm, np.minimum(rank, a - 1)
 
-    def probability(self, vm: np.ndarray, rank: np.ndarray) -> np.ndarray:
-        """Probability that one touch of VM ``vm`` lands on page ``rank`` (0 for guest-free pages)."""
+    def _rel(self, vm: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """Position of ``rank`` counted from the start of VM ``vm``'s hot window."""
         rel = rank - self.offset[vm]
         rel %= self._alloc1[vm]
+        return rel
+
+    def in_hot_set(self, vm: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """Whether page ``rank`` of VM ``vm`` lies in its working set's hot window."""
+        return self._rel(vm, rank) < self.wss[vm]
+
+    def probability(self, vm: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """Probability that one touch of VM ``vm`` lands on page ``rank`` (0 for guest-free pages)."""
+        rel = self._rel(vm, rank)
         p = self._p_cold[vm]
         hot = np.flatnonzero(rel < self.wss[vm])
         if hot.size:

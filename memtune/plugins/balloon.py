@@ -50,6 +50,7 @@ import numpy as np
 from memtune import hookimpl
 from memtune.core.knobs import Knob
 from memtune.core.memstate import MemState
+from memtune.core.pages import first_of_each
 from memtune.core.settings import Setting
 from memtune.units import MiB
 
@@ -173,13 +174,6 @@ def _budget(rate_bytes: float, dt: float, host: Any, carry: np.ndarray, mask: np
     return whole.astype(np.int64)
 
 
-def _first(pages: np.ndarray, vm: np.ndarray, want: np.ndarray) -> np.ndarray:
-    """The first ``want[v]`` entries of each VM in ``pages`` (grouped by VM)."""
-    n = np.bincount(vm, minlength=want.size)
-    pos = np.arange(pages.size) - (np.cumsum(n) - n)[vm]
-    return pages[pos < want[vm]]
-
-
 def _coldest(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
     """About ``want[v]`` of VM v's coldest resident guest pages, best of k random candidates each."""
     k = int(host.settings["memtune.balloon_candidates"])
@@ -192,8 +186,7 @@ def _coldest(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
     vm = pg.vm[cand]
     # pages outside the hot set are all equally cold: they come first, in their random draw order;
     # hot candidates follow, least likely touched first (stable sorts keep ties in random order)
-    rank = cand - pg.base[vm]
-    hot = (rank - wl.offset[vm]) % np.maximum(alloc[vm], 1) < wl.wss[vm]
+    hot = wl.in_hot_set(vm, cand - pg.base[vm])
     order = np.argsort((vm * 2 + hot).astype(np.int32), kind="stable")
     cand, vm, hot = cand[order], vm[order], hot[order]
     cold_n = np.bincount(vm[~hot], minlength=host.nvm)
@@ -202,7 +195,7 @@ def _coldest(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
         p = host.touch_probability(cand[short])
         sub = short[np.argsort(vm[short] + p / (2.0 * max(float(p.max()), 1e-300)), kind="stable")]
         cand[short] = cand[sub]
-    return _first(cand, vm, want)
+    return cand[first_of_each(vm, want)]
 
 
 def _inflate(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
@@ -317,9 +310,7 @@ def memtune_page_fault(host: Any, state: int, pages: np.ndarray, write: np.ndarr
     got = np.bincount(pg.vm[victims], minlength=nvm)
     # a VM with too few resident pages to evict keeps the rest of its touched pages ballooned
     order = np.argsort(vm, kind="stable")
-    svm = vm[order]
-    pos = np.arange(svm.size) - np.searchsorted(svm, svm)
-    back = order[pos < got[svm]]
+    back = order[first_of_each(vm[order], got)]
     pg.set_state(pages[back], host.resident_state())
     pg.set_state(victims, d.code)
     host.count_per_vm("guest_swap_in_bytes", want * float(host.page_bytes))

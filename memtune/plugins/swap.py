@@ -162,8 +162,7 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
     # where a VM holds pooled memory (compressed pages), a page-out can free up to half a page more
     # than its victims (the compression tier evicting an older compressed page to make room): stay
     # half a page short of the need there, so reclamation never takes a VM below its reservation
-    pooled = np.zeros(host.nvm) + sum(host.vm_pools.values(), np.zeros(host.nvm))
-    margin = np.where(pooled > 0, 0.5, 0.0)
+    margin = np.where(sum(host.vm_pools.values(), np.zeros(host.nvm)) > 0, 0.5, 0.0)
     for _ in range(ROUNDS):
         left = need - margin
         want = np.where(host.powered & (left >= 1.0), np.floor(left + 1e-9), 0).astype(np.int64)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from memtune.core.host import auto_page_scale
+from memtune.core.host import page_scale_of
 from memtune.core.plugins import build_plugin_manager
 from memtune.core.scenario import Scenario
 from memtune.errors import ConfigError, UserError
@@ -149,8 +149,7 @@ def coarse_scenario(scenario: Scenario) -> Scenario:
     f = int(default("tuner.coarse_factor"))
     if f <= 1:
         return scenario
-    scale = scenario.host.page_scale or auto_page_scale(sum(v.memory for v in scenario.vms))
-    return scenario.replace(host=replace(scenario.host, page_scale=scale * f))
+    return scenario.replace(host=replace(scenario.host, page_scale=page_scale_of(scenario) * f))
 
 
 def assignment_to_policy(space: SearchSpace, assignment: dict[str, Any], name: str,
