@@ -26,8 +26,8 @@ def write_textfile(host: Host, path: str | os.PathLike[str]) -> None:
         raise UserError(f"directory {parent!r} does not exist", source=path, field="--metrics-out")
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(host_registry(host).render_text())
+        with open(tmp, "wb") as f:
+            f.write(host_registry(host).render_body())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
