@@ -12,7 +12,7 @@ from memtune.core.plugins import build_plugin_manager
 from memtune.core.scenario import load_scenario
 from memtune.errors import UserError
 from memtune.policies import Percent, apply_policy, load_policy
-from memtune.tuner.loop import JOURNAL, TuneConfig, Tuner, assignment_to_policy
+from memtune.tuner.loop import JOURNAL, LAG, TuneConfig, Tuner, assignment_to_policy
 from memtune.tuner.objective import Objective, parse_weights
 from memtune.tuner.report import tune
 from memtune.tuner.space import build_space, group_vms
@@ -171,8 +171,10 @@ def test_patience_stops_early(tiny, tmp_path):
     best = t.best()
     assert t.stop_reason.startswith("no improvement")
     assert len(hist) < 40 and sum(1 for e in hist if e.index > best.index) >= 2
-    # stops at the first batch boundary after two evaluations without improvement
-    assert sum(1 for e in hist if e.index > best.index) < 2 + 4
+    # stops asking at the first batch boundary after two evaluations without improvement; the
+    # LAG batches asked ahead finish
+    assert sum(1 for e in hist if e.index > best.index) < 2 + 4 * (1 + LAG)
+    assert len(hist) % 4 == 0
 
 
 def test_tune_writes_policy_report_and_plots(tiny, tmp_path):
@@ -208,8 +210,9 @@ def test_time_limit_slo_mode_and_forest(tiny, tmp_path):
         if ev.index == 3:
             tuner.started -= 7200
 
-    t = Tuner(cfg(tiny, optimizer="random", time_limit=3600), tmp_path / "t", on_eval=two_hours_pass)
-    assert len(t.run()) == 4 and t.stop_reason == "time limit"
+    t = Tuner(cfg(tiny, optimizer="random", time_limit=3600, budget=40), tmp_path / "t", on_eval=two_hours_pass)
+    # no batch is asked after the first is told; the one asked ahead of it (LAG) finishes
+    assert len(t.run()) == 4 * (1 + LAG) and t.stop_reason == "time limit"
     slo = Objective(slo_p99=50e-6)
     t = Tuner(cfg(tiny, optimizer="forest", objective=slo), tmp_path / "s")
     hist = t.run()
@@ -311,6 +314,19 @@ def test_initial_design_keeps_or_varies_whole_blocks(tiny, tmp_path):
     base, *design = t._design(dims)
     assert base == t.baseline_point() and len(design) == 11
     names = t.space.names
+    # the shipped presets come right after the baseline, as points of the space
+    presets = t.preset_points()
+    assert design[:len(presets)] == presets and len(presets) == 3
+    design = design[len(presets):]
+    salting = names.index("Mem.ShareForceSalting")
+    legacy = presets[0]                 # esxi-legacy-tps: the default but for salting 0
+    assert legacy[salting] == 0 and base[salting] == 2
+    assert [v for j, v in enumerate(legacy) if j != salting] == [v for j, v in enumerate(base) if j != salting]
+    # no-overcommit-reserve reserves the active sets: web 0.3 and db 0.5 of 1 GiB (relative to
+    # limit 1.0), within a MiB
+    reserve = presets[2]
+    assert reserve[names.index("web.reservation")] == pytest.approx(0.3, abs=1e-3)
+    assert reserve[names.index("db.reservation")] == pytest.approx(0.5, abs=1e-3)
     pairs = [(names.index(f"{g}.reservation"), names.index(f"{g}.limit")) for g in ("web", "db")]
     for pt in design:
         for r, lim in pairs:

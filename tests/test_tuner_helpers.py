@@ -61,9 +61,9 @@ class RecordingExecutor(SerialExecutor):
     """Runs in this process and remembers which evaluation indices were simulated."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.simulated: list[int | str] = []
 
-    def run(self, tasks):
-        for t in tasks:
-            self.simulated.append(t.index)
-        yield from super().run(tasks)
+    def submit(self, task):
+        self.simulated.append(task.index)
+        super().submit(task)

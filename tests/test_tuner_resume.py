@@ -42,14 +42,14 @@ class _Killed(Exception):
 
 class _DiesAfter(SerialExecutor):
     def __init__(self, n):
+        super().__init__()
         self.n = n
 
-    def run(self, tasks):
-        for res in super().run(tasks):
-            if self.n == 0:
-                raise _Killed
-            self.n -= 1
-            yield res
+    def next_result(self):
+        if self.n == 0:
+            raise _Killed
+        self.n -= 1
+        return super().next_result()
 
 
 def test_resume_replays_journal_and_reruns_only_unfinished(tiny, tmp_path):
@@ -150,3 +150,48 @@ def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tiny_path, tmp_pa
     assert {r["index"]: (r["x"], r["value"]) for r in after} == ref_vals
     report = json.loads((out / "report.json").read_text())
     assert report["evaluations"] == 12 and [h["index"] for h in report["history"]] == list(range(12))
+
+
+class _Lifo(SerialExecutor):
+    """Runs the task submitted last first, so results of the batch asked ahead arrive before the
+    batch in front of it is complete; dies (like a kill) before result ``n`` when given."""
+
+    def __init__(self, n=None):
+        super().__init__()
+        self.n = n
+
+    def next_result(self):
+        if self.n == 0:
+            raise _Killed
+        if self.n is not None:
+            self.n -= 1
+        self._queue.rotate(1)
+        return super().next_result()
+
+
+def test_two_batches_in_flight_resume_as_one_run(tiny, tmp_path):
+    """The optimizer asks batch b + 1 while batch b runs; a kill leaves two batches unfinished,
+    and completion order does not matter: the resumed run visits the uninterrupted run's points."""
+    gp = dict(budget=12, optimizer="gp")
+    ref = Tuner(cfg(tiny, **gp), tmp_path / "ref")
+    ref_hist = ref.run()
+    recs = [json.loads(line) for line in (tmp_path / "ref" / JOURNAL).read_text().splitlines()]
+    at = {(r["type"], r.get("batch") if r["type"] == "batch" else r.get("index")): n for n, r in enumerate(recs)}
+    # batch 2 (model-guided) is asked once batch 0 is told, before batch 1's simulations finish
+    simulated = [e.index for e in ref_hist if e.seeds]
+    assert at[("batch", 1)] < min(at[("eval", i)] for i in range(4))
+    assert max(at[("eval", i)] for i in range(4)) < at[("batch", 2)]
+    assert at[("batch", 2)] < min(at[("eval", i)] for i in simulated if 4 <= i < 8)
+    lifo = Tuner(cfg(tiny, **gp), tmp_path / "lifo", executor=_Lifo()).run()
+    assert [(e.x, e.value) for e in lifo] == [(e.x, e.value) for e in ref_hist]
+    out = tmp_path / "cut"
+    with pytest.raises(_Killed):     # evaluations 7, 6, 5, 4 and 3 finish: batch 0 is the one unfinished
+        Tuner(cfg(tiny, **gp), out, executor=_Lifo(5)).run()
+    st = read_journal(out / JOURNAL)
+    infeasible = {e.index for e in ref_hist if not e.seeds}
+    assert sorted(st.batches) == [0, 1]
+    assert sorted(st.evals) == sorted({3, 4, 5, 6, 7} | (infeasible & set(range(8))))
+    ex = RecordingExecutor()
+    hist = Tuner(cfg(tiny, **gp), out, resume=True, executor=ex).run()
+    assert ex.simulated == [i for i in (0, 1, 2, *range(8, 12)) if i not in infeasible]
+    assert [(e.x, e.value) for e in hist] == [(e.x, e.value) for e in ref_hist]

@@ -29,6 +29,11 @@ TUNER_SETTINGS = {s.name: s for s in (
             "help (cross-VM sharing: 0.001); with knob blocks, 0.5 measured on `db` (GP at 40, "
             "30 min seeds 11/1/2: 0.48, 0.55, 0.52; 10 min seeds 11/2: 0.95, 0.45) against 0.7 "
             "(0.54, 0.34, 0.59; 0.42, 0.90): no better", owner="tuner", minimum=0, maximum=1),
+    Setting("tuner.design_presets", "bool", True,
+            "The initial design holds the shipped presets (translated into the search space) right "
+            "after esxi-default, before its Latin-hypercube points.",
+            "model choice: a capacity planner expects the tuner never to report a policy worse "
+            "than a preset it ships; measured on `db` (GP at 40, docs/tuner.md)", owner="tuner"),
     Setting("tuner.local_share", "float", 1.0,
             "Share of the acquisition's random candidates that are local moves around the best "
             "points told so far (a few knobs redrawn); the rest are uniform over the space.",

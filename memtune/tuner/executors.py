@@ -1,14 +1,16 @@
 """Where evaluations run: in this process, in local worker processes, or on a Dask cluster.
 
-Each executor takes a batch of :class:`~memtune.tuner.evaluate.EvalTask` and yields results as
-they complete (each carries its task's ``index``); the loop journals each one at once and tells
-the optimizer in ask order, so results do not depend on which executor or how many workers ran
-them.
+An executor takes :class:`~memtune.tuner.evaluate.EvalTask` s (``submit``) and hands out their
+results as they complete (``next_result``; each carries its task's ``index``). The loop keeps the
+next batch queued behind the current one, so the workers never wait for the optimizer; it journals
+each result at once and tells the optimizer in ask order, so results do not depend on which
+executor or how many workers ran them.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -53,15 +55,37 @@ def _exit_with_parent(parent: int) -> None:
 
 
 class Executor:
-    """Runs tasks; ``workers`` is how many at once (for the progress ETA and the report)."""
+    """Runs tasks; ``workers`` is how many at once (for the progress ETA and the report).
+
+    This base class runs each task in this process when its result is asked for, in submission
+    order."""
 
     name = "serial"
     workers = 1
 
+    def __init__(self) -> None:
+        self._queue: deque[EvalTask] = deque()
+
+    def submit(self, task: EvalTask) -> None:
+        """Queue ``task``; its result comes out of :meth:`next_result`."""
+        self._queue.append(task)
+
+    def pending(self) -> int:
+        """Submitted tasks whose result has not been handed out yet."""
+        return len(self._queue)
+
+    def next_result(self) -> dict[str, Any]:
+        """The result of a submitted task, waiting until one completes (any of them)."""
+        return _raise_if_error(run_task_safe(self._queue.popleft()))
+
     def run(self, tasks: Sequence[EvalTask]) -> Iterator[dict[str, Any]]:
-        """Yield each task's result as it completes."""
+        """Submit ``tasks`` and yield each result as it completes (nothing else may be pending)."""
+        if self.pending():
+            raise RuntimeError("run() while other tasks are pending")
         for task in tasks:
-            yield _raise_if_error(run_task_safe(task))
+            self.submit(task)
+        for _ in range(len(tasks)):
+            yield self.next_result()
 
     def close(self) -> None:
         """Release workers or the cluster connection."""
@@ -93,25 +117,29 @@ class LocalExecutor(Executor):
             raise UserError("must be at least 1", field="--workers")
         if context not in ("spawn", "forkserver"):
             raise ValueError(f"context must be spawn or forkserver, got {context!r}")
+        super().__init__()
         self.workers = workers
         self.context = context
+        self._futures: set[Any] = set()
+        self._done: deque[Any] = deque()
         import os
 
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(context),
                                         initializer=_exit_with_parent, initargs=(os.getpid(),))
 
-    def run(self, tasks: Sequence[EvalTask]) -> Iterator[dict[str, Any]]:
+    def submit(self, task: EvalTask) -> None:
+        self._futures.add(self.pool.submit(run_task_safe, task))
+
+    def pending(self) -> int:
+        return len(self._futures) + len(self._done)
+
+    def next_result(self) -> dict[str, Any]:
         from concurrent.futures import FIRST_COMPLETED, wait
 
-        pending = {self.pool.submit(run_task_safe, t) for t in tasks}
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in sorted(done, key=lambda f: str(f.result().get("index"))):
-                    yield _raise_if_error(fut.result())
-        finally:
-            for fut in pending:
-                fut.cancel()
+        if not self._done:
+            done, self._futures = wait(self._futures, return_when=FIRST_COMPLETED)
+            self._done.extend(sorted(done, key=lambda f: str(f.result().get("index"))))
+        return _raise_if_error(self._done.popleft().result())
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -132,7 +160,10 @@ class DaskExecutor(Executor):
         except ImportError:
             raise UserError("Dask is not installed (pip install 'memtune[dask]')",
                             field="--dask-scheduler") from None
+        super().__init__()
         self.address = address
+        self._futures: list[Any] = []
+        self._completed: Any = None
         if isinstance(address, Client):
             self.client, self._own = address, False
         else:
@@ -145,19 +176,28 @@ class DaskExecutor(Executor):
         info = self.client.scheduler_info()
         self.workers = max(1, sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values()))
 
-    def run(self, tasks: Sequence[EvalTask]) -> Iterator[dict[str, Any]]:
+    def submit(self, task: EvalTask) -> None:
         from distributed import as_completed
 
-        futures = [self.client.submit(run_task_safe, t, pure=False) for t in tasks]
-        try:
-            for fut in as_completed(futures, loop=self.client.loop):
-                yield _raise_if_error(fut.result())
-        finally:
-            for fut in futures:
-                if not fut.done():
-                    fut.cancel()
+        fut = self.client.submit(run_task_safe, task, pure=False)
+        self._futures.append(fut)
+        if self._completed is None:
+            self._completed = as_completed([fut], loop=self.client.loop)
+        else:
+            self._completed.add(fut)
+
+    def pending(self) -> int:
+        return len(self._futures)
+
+    def next_result(self) -> dict[str, Any]:
+        fut = next(self._completed)
+        self._futures.remove(fut)
+        return _raise_if_error(fut.result())
 
     def close(self) -> None:
+        for fut in self._futures:
+            fut.cancel()
+        self._futures.clear()
         if self._own:
             self.client.close()
 

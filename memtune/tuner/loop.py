@@ -45,6 +45,9 @@ BASELINE = "esxi-default"
 JOURNAL = "journal.jsonl"
 FIDELITIES = ("coarse", "full")
 ACQ_SAMPLES = 5000   # random candidates the acquisition is evaluated on (skopt default 10000)
+# batches asked ahead of the history: batch b is asked once batches <= b - 1 - LAG are told (the
+# optimizer works while the workers simulate; see Tuner.run)
+LAG = 1
 
 
 @dataclass
@@ -124,6 +127,17 @@ class Evaluation:
                    elapsed=float(rec.get("elapsed", 0.0)))
 
 
+@dataclass
+class _Batch:
+    """A batch asked and not yet told: its points, finished results and running evaluations."""
+
+    b: int
+    first: int
+    points: list[list[Any]]
+    results: dict[int, Evaluation] = field(default_factory=dict)
+    running: dict[int, Evaluation] = field(default_factory=dict)
+
+
 def eval_scenario(scenario: Scenario, duration: float | None) -> Scenario:
     """``scenario`` with the simulated time of one evaluation: ``duration`` if given (a warm-up
     as long or longer is cut to a third of it), else the scenario's own (scenarios put their
@@ -192,8 +206,8 @@ def model_scale(ys: list[float]) -> list[float]:
     return [float(v) for v in np.log(np.maximum(arr, 0.0) + c)]
 
 
-def constant_liar(opt: Any, n: int, lie: float,
-                  before: Callable[[int], None] | None = None) -> list[list[Any]]:
+def constant_liar(opt: Any, n: int, lie: float, before: Callable[[int], None] | None = None,
+                  pending: list[list[Any]] | None = None) -> list[list[Any]]:
     """``n`` points from a fitted skopt ``Optimizer`` by the constant liar (CL-min): after each point
     the model is told ``lie`` there, so the next point goes elsewhere.
 
@@ -202,13 +216,17 @@ def constant_liar(opt: Any, n: int, lie: float,
     `small`). A lie is a what-if, not data: here the lies reuse the kernel learned from the real
     evaluations, so each costs one Cholesky factorisation.
 
+    ``pending`` points (asked earlier, still being simulated) are told ``lie`` first, the same way.
+
     ``before(k)``, when given, is called before the tell that chooses point ``k`` > 0 (the caller
-    does it for point 0, which the first tell chooses).
+    does it for point 0, which the first tell chooses unless there are pending points).
     """
-    pts = [list(opt.ask())]
     model = opt.models[-1] if opt.models else None
-    if n > 1 and model is not None and hasattr(model, "kernel_"):
+    if (n > 1 or pending) and model is not None and hasattr(model, "kernel_"):
         opt.base_estimator_ = _fixed_kernel_gp(model)
+    if pending:
+        opt.tell([list(p) for p in pending], [lie] * len(pending))
+    pts = [list(opt.ask())]
     for k in range(1, n):
         if before is not None:
             before(k)
@@ -314,8 +332,9 @@ class Tuner:
         self.started = time.monotonic()
         self.sim_seconds = 0.0
         self._journal_path = self.out / JOURNAL
-        self._pending_batch: dict[str, Any] | None = None
-        self._done_in_batch: dict[int, Evaluation] = {}
+        # batches asked but not yet told, in ask order (at most LAG + 1); on resume, those the
+        # journal holds unfinished
+        self._inflight: list[_Batch] = []
         self._prepare(resume)
 
     # --- set-up and resume ---------------------------------------------------------------------
@@ -359,31 +378,59 @@ class Tuner:
         self.journal.write({**self.start_record(), "time": time.time()})
 
     def _load(self, state: JournalState) -> None:
-        """Rebuild the history from the journal: whole batches in order; a batch cut short by the
-        kill keeps its finished evaluations and re-runs the rest."""
+        """Rebuild the history from the journal: whole batches in order; the batches after the
+        first one the kill cut short (at most ``LAG + 1`` were in flight) keep their finished
+        evaluations and re-run the rest."""
         b = 0
+        first = 0
         while b in state.batches:
             rec = state.batches[b]
-            first, points = int(rec["first"]), rec["points"]
-            if first != len(self.history):
-                raise ConfigError(f"batch {b} starts at evaluation {first}, expected {len(self.history)}",
+            points = rec["points"]
+            if int(rec["first"]) != first:
+                raise ConfigError(f"batch {b} starts at evaluation {rec['first']}, expected {first}",
                                   source=str(self._journal_path))
             done = [state.evals.get(first + i) for i in range(len(points))]
-            if all(done):
+            if all(done) and not self._inflight:
                 self.history.extend(Evaluation.from_record(r) for r in done)
-                b += 1
-                continue
-            self._pending_batch = rec
-            self._done_in_batch = {int(r["index"]): Evaluation.from_record(r) for r in done if r}
-            break
+            else:
+                batch = _Batch(b, first, [list(p) for p in points])
+                batch.results = {int(r["index"]): Evaluation.from_record(r) for r in done if r}
+                self._inflight.append(batch)
+            first += len(points)
+            b += 1
+        if len(self._inflight) > LAG + 1:
+            raise ConfigError(f"{len(self._inflight)} unfinished batches, a run has at most {LAG + 1} "
+                              f"in flight", source=str(self._journal_path))
 
     # --- asking ----------------------------------------------------------------------------------
 
     def baseline_point(self) -> list[Any] | None:
         """The ``esxi-default`` policy as a point of the space (the first point of every run), or
         None when it is not representable (a categorical value outside the knob's categories)."""
+        return self.policy_point(BASELINE)
+
+    def preset_points(self) -> list[list[Any]]:
+        """The shipped presets other than ``esxi-default`` as points of the space (settings the
+        space has no dimension for are dropped), in preset order, without duplicates of each other
+        or of the baseline; presets the scenario cannot admit or the space cannot express are
+        left out."""
+        seen = [self.baseline_point()]
+        out: list[list[Any]] = []
+        for name in list_presets():
+            if name == BASELINE:
+                continue
+            x = self.policy_point(name)
+            if x is not None and x not in seen:
+                seen.append(x)
+                out.append(x)
+        return out
+
+    def policy_point(self, name: str) -> list[Any] | None:
+        """Policy ``name`` (a preset) as a point of the space, each dimension clipped to its knob's
+        range; None when the scenario cannot admit it or a categorical value is outside the knob's
+        categories."""
         try:
-            sc = apply_policy(load_policy(BASELINE), self.base, registry=self.space.registry)
+            sc = apply_policy(load_policy(name), self.base, registry=self.space.registry)
         except (UserError, FileNotFoundError):
             return None
         settings = self.space.registry.resolve(sc.settings, source=sc.source)
@@ -435,36 +482,50 @@ class Tuner:
         return xs, ys
 
     def _design(self, dims: list[Any]) -> list[list[Any]]:
-        """The initial design: the baseline point, then a Latin hypercube from the run seed in
-        which each knob keeps its baseline value with probability ``tuner.keep_baseline``.
+        """The initial design: the baseline point, the other presets (``tuner.design_presets``),
+        then a Latin hypercube from the run seed in which each knob block keeps its baseline value
+        with probability ``tuner.keep_baseline``.
 
         A screening design around the default: a few knobs at harmful values (a limit below the
         working set) dominate any fully random point and hide the knobs that matter; with half of
         the knobs at their defaults the model sees each knob's effect near a sane policy."""
+        c = self.config
+        base = self.baseline_point()
+        presets = self.preset_points() if base is not None and default("tuner.design_presets") else []
+        k = c.n_initial - (base is not None) - len(presets)
+        head = [base, *presets] if base is not None else []
+        return (head + self._screening(dims, base, k, ("design",), ("keep",)))[:c.n_initial]
+
+    def _screening(self, dims: list[Any], base: list[Any] | None, k: int, design_key: tuple[Any, ...],
+                   keep_key: tuple[Any, ...]) -> list[list[Any]]:
+        """``k`` Latin-hypercube points drawn from (run seed, ``design_key``), each knob block kept
+        at ``base`` with probability ``tuner.keep_baseline`` (drawn from (run seed, ``keep_key``))."""
         from skopt.sampler import Lhs
 
         c = self.config
-        base = self.baseline_point()
-        k = c.n_initial - (base is not None)
+        if k <= 0:
+            return []
         design = [list(p) for p in Lhs(lhs_type="classic", criterion="maximin", iterations=20).generate(
-            dims, k, random_state=derive_seed(c.seed, "design"))] if k > 0 else []
+            dims, k, random_state=derive_seed(c.seed, *design_key))]
         if base is None:
             return design
+        rng = np.random.default_rng(derive_seed(c.seed, *keep_key))
         p = default("tuner.keep_baseline")
         if default("tuner.block_moves") > 0:
             blocks = self.space.blocks()
-            kb = np.random.default_rng(derive_seed(c.seed, "keep")).random((len(design), len(blocks)))
+            kb = rng.random((len(design), len(blocks)))
             keep = np.zeros((len(design), len(dims)))
             for b, idx in enumerate(blocks):
                 keep[:, idx] = kb[:, [b]]
         else:
-            keep = np.random.default_rng(derive_seed(c.seed, "keep")).random((len(design), len(dims)))
-        design = [[base[j] if keep[i, j] < p else v for j, v in enumerate(pt)] for i, pt in enumerate(design)]
-        return [base, *design]
+            keep = rng.random((len(design), len(dims)))
+        return [[base[j] if keep[i, j] < p else v for j, v in enumerate(pt)] for i, pt in enumerate(design)]
 
-    def propose(self, b: int, n: int) -> list[list[Any]]:
-        """The ``n`` points of batch ``b`` (a function of the run seed and the history only)."""
+    def propose(self, b: int, n: int, pending: list[list[Any]] | None = None) -> list[list[Any]]:
+        """The ``n`` points of batch ``b``: a function of the run seed, the history and the
+        ``pending`` points (asked, not yet told: the batch in flight) only."""
         c = self.config
+        pending = pending or []
         dims = self.space.skopt_dimensions()
         from skopt.space import Space
 
@@ -473,13 +534,14 @@ class Tuner:
             pts = space.rvs(n_samples=n, random_state=derive_seed(c.seed, "random", b))
             base = self.baseline_point() if b == 0 else None
             return [base, *pts[1:]] if base is not None else pts
-        told = len(self.history)
-        if told < c.n_initial:
-
+        asked = len(self.history) + len(pending)
+        if asked < c.n_initial or not self.history:
+            # the initial design; a model batch asked before anything is told (--initial-points
+            # of one batch) continues it with screening points of its own
             design = self._design(dims)
-            pts = [list(p) for p in design[told:told + n]]
+            pts = [list(p) for p in design[asked:asked + n]]
             if len(pts) < n:
-                pts += space.rvs(n_samples=n - len(pts), random_state=derive_seed(c.seed, "fill", b))
+                pts += self._screening(dims, self.baseline_point(), n - len(pts), ("fill", b), ("fill-keep", b))
             return pts
         from skopt import Optimizer
         from skopt.utils import cook_estimator
@@ -501,7 +563,7 @@ class Tuner:
                                      default("tuner.local_changes"), self.space.blocks(),
                                      default("tuner.block_moves"))
         every = default("tuner.global_every")
-        first = told - c.n_initial          # model-guided points asked before this batch
+        first = asked - c.n_initial         # model-guided points asked before this batch
 
         def before(k: int) -> None:         # every `every`-th model-guided point: uniform candidates
             glob = every > 0 and (first + k) % every == every - 1
@@ -515,7 +577,7 @@ class Tuner:
             warnings.simplefilter("ignore")
             before(0)
             opt.tell(xs, ys)
-            return constant_liar(opt, n, min(ys), before)
+            return constant_liar(opt, n, min(ys), before, pending)
 
     # --- running ---------------------------------------------------------------------------------
 
@@ -542,7 +604,7 @@ class Tuner:
 
     def _should_stop(self) -> bool:
         c = self.config
-        if len(self.history) >= c.budget:
+        if self.asked() >= c.budget:
             self.stop_reason = "budget"
         elif c.patience is not None and self._since_best() >= c.patience:
             self.stop_reason = f"no improvement in {c.patience} evaluations"
@@ -550,50 +612,74 @@ class Tuner:
             self.stop_reason = "time limit"
         return bool(self.stop_reason)
 
+    def asked(self) -> int:
+        """Evaluations asked so far: told, and in flight."""
+        return len(self.history) + sum(len(bt.points) for bt in self._inflight)
+
     def run(self) -> list[Evaluation]:
-        """Evaluate batches until a stopping rule holds; returns the history."""
+        """Evaluate batches until a stopping rule holds; returns the history.
+
+        Batch ``b`` is asked once every batch up to ``b - 1 - LAG`` is told: with ``LAG`` 1 the
+        optimizer proposes batch ``b + 1`` while batch ``b`` is simulated (batch ``b - 1``'s points
+        are told to it as pending, with the constant liar's value), and batch ``b + 1``'s tasks queue
+        behind ``b``'s, so the workers never wait for the optimizer. What batch ``b`` holds depends
+        on the seed, the history of batches ``< b - LAG`` and the points of the batches in between,
+        not on timing: a resumed run asks the same points."""
         c = self.config
+        for bt in self._inflight:                     # resumed: re-run what had not finished
+            self._start_batch(bt)
+        asking = True
         while True:
-            if self._pending_batch is not None:
-                rec, done = self._pending_batch, self._done_in_batch
-                self._pending_batch, self._done_in_batch = None, {}
-                self._run_batch(int(rec["batch"]), int(rec["first"]), [list(p) for p in rec["points"]], done)
-                continue
-            if self._should_stop():
+            while asking and len(self._inflight) <= LAG:
+                if self._should_stop():
+                    asking = False
+                    break
+                b = self._inflight[-1].b + 1 if self._inflight else (self.history[-1].batch + 1 if self.history else 0)
+                n = min(c.batch, c.budget - self.asked())
+                first = self.asked()
+                pending = [p for bt in self._inflight for p in bt.points]
+                points = self.propose(b, n, pending)
+                points = [[self.space.dimensions[i].native(v) for i, v in enumerate(p)] for p in points]
+                self.journal.write({"type": "batch", "batch": b, "first": first, "points": points})
+                bt = _Batch(b, first, points)
+                self._inflight.append(bt)
+                self._start_batch(bt)
+            if not self._inflight:
                 break
-            b = self.history[-1].batch + 1 if self.history else 0
-            n = min(c.batch, c.budget - len(self.history))
-            points = self.propose(b, n)
-            points = [[self.space.dimensions[i].native(v) for i, v in enumerate(p)] for p in points]
-            first = len(self.history)
-            self.journal.write({"type": "batch", "batch": b, "first": first, "points": points})
-            self._run_batch(b, first, points, {})
+            self._finish_first()
         self.journal.write({"type": "end", "told": len(self.history), "reason": self.stop_reason,
                             "time": time.time()})
         return self.history
 
-    def _run_batch(self, b: int, first: int, points: list[list[Any]], done: dict[int, Evaluation]) -> None:
+    def _start_batch(self, bt: _Batch) -> None:
+        """Journal the infeasible points of ``bt`` (never simulated) and submit the others."""
         c = self.config
-        results: dict[int, Evaluation] = dict(done)
-        tasks: list[EvalTask] = []
-        pending: dict[int, Evaluation] = {}
-        for i, x in enumerate(points):
-            idx = first + i
-            if idx in results:
+        for i, x in enumerate(bt.points):
+            idx = bt.first + i
+            if idx in bt.results:
                 continue
             assignment = self.space.assignment(x)
             _, scenario, problem = self._policy_scenario(assignment, f"point-{idx}")
-            ev = Evaluation(idx, b, x, assignment, feasible=scenario is not None, reason=problem)
+            ev = Evaluation(idx, bt.b, x, assignment, feasible=scenario is not None, reason=problem)
             if scenario is None:
                 self.journal.write(ev.record())
-                results[idx] = ev
+                bt.results[idx] = ev
                 self._notify(ev)
                 continue
             ev.seeds = eval_seeds(c.seed, idx, c.repeats)
-            pending[idx] = ev
-            tasks.append(EvalTask(idx, scenario, ev.seeds, tuple(c.disable), tuple(c.plugins)))
-        for res in self.executor.run(tasks):
-            ev = pending[int(res["index"])]
+            bt.running[idx] = ev
+            self.executor.submit(EvalTask(idx, scenario, ev.seeds, tuple(c.disable), tuple(c.plugins)))
+
+    def _finish_first(self) -> None:
+        """Collect results (of any batch in flight) until the first batch in flight is complete,
+        then tell it: append it to the history in ask order."""
+        c = self.config
+        head = self._inflight[0]
+        while head.running:
+            res = self.executor.next_result()
+            idx = int(res["index"])
+            bt = next(x for x in self._inflight if idx in x.running)
+            ev = bt.running.pop(idx)
             ev.elapsed = float(res["elapsed"])
             self.sim_seconds += ev.elapsed
             if not res["feasible"]:      # refused at power-on although the policy validated
@@ -602,9 +688,10 @@ class Tuner:
                 ev.metrics = res["metrics"]
                 ev.value = c.objective.value(res["metrics"], self.weights)
             self.journal.write(ev.record())
-            results[ev.index] = ev
+            bt.results[idx] = ev
             self._notify(ev)
-        self.history.extend(results[first + i] for i in range(len(points)))
+        self._inflight.pop(0)
+        self.history.extend(head.results[head.first + i] for i in range(len(head.points)))
 
     def _notify(self, ev: Evaluation) -> None:
         if self.on_eval is not None:
