@@ -170,15 +170,15 @@ class Engine:
         written = -np.expm1(-lam[v] * sel / scale) / (draws[v] * sel)   # 4 KiB pages / scale
         extra = np.floor(written + rng.random(wi.size)).astype(np.int64) - 1
         extra = np.minimum(np.maximum(extra, 0), MAX_COMPANIONS)
-        cpage = self._companions(page[wi], rank[wi], pg.state[page[wi]], extra)[0]
-        wp = np.concatenate([page[wi], cpage])
-        pg.content[wp] = unique_content(wp)
+        cpage = self._companions(page[wi], rank[wi], pg.state[page[wi]], extra, with_source=False)[0]
+        for wp in (page[wi], cpage):
+            pg.content[wp] = unique_content(wp)
 
     def _companions(self, pages: np.ndarray, ranks: np.ndarray, states: np.ndarray,
-                    extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                    extra: np.ndarray, with_source: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """The next ``extra[i]`` pages after each draw ``i`` (same VM, same state): the other pages of
-        similar heat that the touches this draw stands for reached. Returns the pages and the index
-        of the draw each came from."""
+        similar heat that the touches this draw stands for reached. Returns the pages and (with
+        ``with_source``) the index of the draw each came from."""
         h = self.host
         alloc = np.maximum(h.workload.allocated[h.pages.vm[pages]], 1)
         extra = np.minimum(extra, alloc - 1)           # never the drawn page again
@@ -195,9 +195,16 @@ class Engine:
             n = extra[wrap] - inside
             at = np.repeat(start[wrap] + inside - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
             cpage[at] -= np.repeat(alloc[wrap], n)
-        src = np.repeat(np.arange(pages.size), extra)
-        keep = h.pages.state[cpage] == states[src]
-        return cpage[keep], src[keep]
+        # one state for all draws (always so for writes: resident) spares gathering it per companion
+        if (states == states[0]).all():
+            keep = h.pages.state[cpage] == states[0]
+            if not with_source:
+                return cpage[keep], None
+            src = np.repeat(np.arange(pages.size), extra)
+        else:
+            src = np.repeat(np.arange(pages.size), extra)
+            keep = h.pages.state[cpage] == states[src]
+        return cpage[keep], (src[keep] if with_source else None)
 
     def _serve_faults(self, pages: np.ndarray, writes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bring faulting pages back; latency per draw and whether its page is now mapped."""

@@ -166,6 +166,13 @@ class WorkloadState:
         self._alloc1 = np.maximum(self.allocated, 1)
         self._p_cold = (1.0 - self.share) / self._alloc1
         self._p_hot = self.share / self.wss
+        # Zipf law on [1, wss + 1): per-VM constants of its CDF, so a draw costs one power
+        n1 = self.wss.astype(np.float64) + 1.0
+        self._z_one = np.abs(self.zipf_s - 1.0) < 1e-9
+        self._z_e = np.where(self._z_one, 1.0, 1.0 - self.zipf_s)
+        self._z_n1 = n1
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self._z_norm = np.where(self._z_one, np.log(n1), n1 ** (1.0 - self.zipf_s) - 1.0)
 
     # --- touch law ---------------------------------------------------------------------------
 
@@ -182,7 +189,7 @@ class WorkloadState:
         hot_rank = np.floor(u * w).astype(np.int64)
         z = hot & self.is_zipf[vm]
         if z.any():
-            hot_rank[z] = _zipf_inverse(u[z], w[z], self.zipf_s[vm[z]])
+            hot_rank[z] = self._zipf_inverse(u[z], vm[z])
         hot_rank = (hot_rank + self.offset[vm]) % a
         rank = np.where(hot, hot_rank, cold_rank)
         return vm, np.minimum(rank, a - 1)
@@ -208,34 +215,30 @@ class WorkloadState:
             z = np.flatnonzero(self.is_zipf[vh])
             if z.size:
                 vz = vh[z]
-                p_hot[z] = self.share[vz] * _zipf_pmf(rel[hot[z]], self.wss[vz], self.zipf_s[vz])
+                p_hot[z] = self.share[vz] * self._zipf_pmf(rel[hot[z]], vz)
             p[hot] += p_hot
         p[rank >= self.allocated[vm]] = 0.0
         return p
 
+    def _zipf_inverse(self, u: np.ndarray, vm: np.ndarray) -> np.ndarray:
+        """Ranks 0..wss-1 of VM ``vm`` from a continuous Zipf(s) law on [1, wss+1) by inverse CDF."""
+        one = self._z_one[vm]
+        x = (self._z_norm[vm] * u + 1.0) ** (1.0 / self._z_e[vm])
+        if one.any():
+            x[one] = self._z_n1[vm[one]] ** u[one]
+        return np.minimum(np.maximum(np.floor(x - 1.0), 0), self.wss[vm] - 1).astype(np.int64)
 
-def _zipf_inverse(u: np.ndarray, n: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Ranks 0..n-1 from a continuous Zipf(s) law on [1, n+1) by inverse CDF."""
-    n1 = n.astype(np.float64) + 1.0
-    one = np.abs(s - 1.0) < 1e-9
-    with np.errstate(divide="ignore", invalid="ignore"):
-        e = 1.0 - s
-        x_gen = ((n1 ** e - 1.0) * u + 1.0) ** (1.0 / np.where(one, 1.0, e))
-        x_one = n1 ** u
-    x = np.where(one, x_one, x_gen)
-    return np.minimum(np.maximum(np.floor(x - 1.0), 0), n - 1).astype(np.int64)
-
-
-def _zipf_pmf(rel: np.ndarray, n: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Probability of rank ``rel`` (0-based) under the continuous Zipf law of `_zipf_inverse`."""
-    n1 = n.astype(np.float64) + 1.0
-    x0 = np.maximum(rel, 0).astype(np.float64) + 1.0
-    one = np.abs(s - 1.0) < 1e-9
-    out = np.empty(x0.size)
-    if one.any():
-        out[one] = np.log1p(1.0 / x0[one]) / np.log(n1[one])
-    gen = ~one
-    if gen.any():
-        e, x = 1.0 - s[gen], x0[gen]
-        out[gen] = ((x + 1.0) ** e - x ** e) / (n1[gen] ** e - 1.0)
-    return out
+    def _zipf_pmf(self, rel: np.ndarray, vm: np.ndarray) -> np.ndarray:
+        """Probability of rank ``rel`` (0-based) under the Zipf law of `_zipf_inverse`."""
+        x = np.maximum(rel, 0).astype(np.float64) + 1.0
+        one = self._z_one[vm]
+        if not one.any():
+            e = self._z_e[vm]
+            return ((x + 1.0) ** e - x ** e) / self._z_norm[vm]
+        out = np.empty(x.size)
+        out[one] = np.log1p(1.0 / x[one]) / self._z_norm[vm[one]]
+        gen = ~one
+        if gen.any():
+            e, xg = self._z_e[vm[gen]], x[gen]
+            out[gen] = ((xg + 1.0) ** e - xg ** e) / self._z_norm[vm[gen]]
+        return out
