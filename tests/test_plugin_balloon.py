@@ -126,7 +126,7 @@ def test_no_driver_vm_keeps_its_memory_in_a_run(scenario_of):
     from memtune.testing import run_with
 
     sc = scenario_of([{"name": f"vm{i}"} for i in range(3)] + [{"name": "nodriver", "balloon_driver": False}],
-                     memory="2.75 GiB", duration="3m", workload={"touch_rate": 1e5})
+                     memory="2.75 GiB", duration="3m", workload={"touch_rate": 3e4})
     run = run_with(scenario=sc, disable=["compression", "swap"])
     series = np.array(run.result["timeline"]["vm"]["ballooned"])
     assert (series[:, 3] == 0).all()
@@ -216,11 +216,13 @@ def test_metrics_report_balloon_sizes(mapped):
 def test_vm_above_its_limit_is_ballooned_on_a_roomy_host(scenario_of):
     """A 1 GiB VM limited to 512 MiB whose guest uses 80 % (819 MiB) on an 8 GiB host: the host never
     leaves the high state, yet the balloon grows to allocated - limit = 13107 - 8192 = 4915 pages and
-    the guest pages out its cold pages instead of the hypervisor swapping random ones."""
+    the guest pages out its cold pages instead of the hypervisor swapping random ones. 30000 touches/s:
+    at 100000 both ways stall about half the time (0.46 and 0.54), which compares saturation, not
+    where the pages come from."""
     from memtune.testing import run_with
 
     sc = scenario_of([{"name": "lim", "limit": "512 MiB"}, {"name": "free"}], memory="8 GiB", duration="3m",
-                     workload={"touch_rate": 1e5})
+                     workload={"touch_rate": 3e4})
     with_b = run_with(scenario=sc)
     without = run_with(scenario=sc, disable=["balloon"])
     assert with_b.result["host"]["states_visited"] == ["high"]

@@ -195,7 +195,7 @@ def test_pages_touched_by_the_guest_are_found_without_mapping_by_hand():
     a = vm_amounts(host)
     assert host.pages.counts[:, FREE].sum() == 0
     best = 2999 + 10000 + 4500                 # every duplicate found (see the salting 0 test)
-    assert 0.999 * best <= a["shared_saved"].sum() / PAGE <= best
+    assert 0.999 * best <= a["shared_saved"].sum() / PAGE <= best + 1e-6     # sums of 1 - 1/refcount
     check_table(host)
 
 

@@ -24,7 +24,9 @@ def test_legacy_tps_shares_more_than_todays_default_on_small():
     # pages that VMs of one image have in common (35-45 % of web and vdi memory in `small`)
     assert total(legacy, "shared_saved") > 1.1 * total(default, "shared_saved")
     assert total(legacy, "shared") > 1.5 * total(default, "shared")
-    for role in ("web", "vdi"):
-        saved = {name: sum(v["shared_saved"] for v in r["vms"] if v["name"].startswith(role))
-                 for name, r in (("default", default), ("legacy", legacy))}
-        assert saved["legacy"] > saved["default"], role
+    # per role on the desktops of one image; `web` writes 4000 pages/s, 90 % of them in its hot set,
+    # and is ballooned from its cold end, so little of its template memory is left intact and
+    # scanned in 5 minutes (about 20 MiB saved across the four web VMs either way)
+    saved = {name: sum(v["shared_saved"] for v in r["vms"] if v["name"].startswith("vdi"))
+             for name, r in (("default", default), ("legacy", legacy))}
+    assert saved["legacy"] > 1.5 * saved["default"]

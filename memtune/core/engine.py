@@ -25,8 +25,6 @@ from memtune.core.pages import FREE, RESIDENT, unique_content
 from memtune.core.report import Timeline, build_result
 from memtune.errors import PluginError
 
-MAX_COMPANIONS = 256
-
 
 class Engine:
     """Runs a :class:`Host` tick by tick."""
@@ -121,11 +119,11 @@ class Engine:
             # simulated pages this draw's 4 KiB faults amount to; the drawn page is one of them
             pages_in = faults[fi] / scale
             extra = np.floor(pages_in + rng.random(fi.size)).astype(np.int64) - 1
-            extra = np.minimum(np.maximum(extra, 0), MAX_COMPANIONS)
+            extra = np.maximum(extra, 0)
             # no companions where allocations would be refused anyway
             refuse = self.allocates[st[fi]] & (h.blocked[vf] | (h.free_pages() <= 0))
             extra[refuse] = 0
-            cpage, src = self._companions(page[fi], rank[fi], st[fi], extra)
+            cpage, src = self._companions(page[fi], rank[fi], st[fi], extra, search=True)
             # companions of a write fault (COW) are written too; of a read fault, only read
             cwrite = (write[fi] & ~rf[fi])[src]
             lat_f, ok_f = self._serve_faults(np.concatenate([page[fi], cpage]),
@@ -169,42 +167,69 @@ class Engine:
         scale = pg.scale
         written = -np.expm1(-lam[v] * sel / scale) / (draws[v] * sel)   # 4 KiB pages / scale
         extra = np.floor(written + rng.random(wi.size)).astype(np.int64) - 1
-        extra = np.minimum(np.maximum(extra, 0), MAX_COMPANIONS)
+        extra = np.maximum(extra, 0)
         cpage = self._companions(page[wi], rank[wi], pg.state[page[wi]], extra, with_source=False)[0]
         for wp in (page[wi], cpage):
             pg.content[wp] = unique_content(wp)
 
-    def _companions(self, pages: np.ndarray, ranks: np.ndarray, states: np.ndarray,
-                    extra: np.ndarray, with_source: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        """The next ``extra[i]`` pages after each draw ``i`` (same VM, same state): the other pages of
-        similar heat that the touches this draw stands for reached. Returns the pages and (with
-        ``with_source``) the index of the draw each came from."""
+    def _companions(self, pages: np.ndarray, ranks: np.ndarray, states: np.ndarray, extra: np.ndarray,
+                    *, with_source: bool = True, search: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """The ``extra[i]`` pages next after each draw ``i`` in rank order that are in the draw's
+        state (same VM): the other pages of similar heat that the touches this draw stands for
+        reached. Returns the pages and (with ``with_source``) the index of the draw each came from.
+
+        Without ``search`` only the next ``extra[i]`` ranks are looked at (right for writes, whose
+        draws are resident pages among mostly resident neighbours). With it the look goes on until
+        ``extra[i]`` are found, over a reach sized by how dense the state is in the VM, in at most
+        three rounds: a fault draw's companions are the pages its faults brought in, and stopping at
+        the next ``extra[i]`` ranks brought in only 30 % of them on `small` (the rest faulted again
+        later, so stall grew as touch draws were made fewer).
+        """
         h = self.host
-        alloc = np.maximum(h.workload.allocated[h.pages.vm[pages]], 1)
-        extra = np.minimum(extra, alloc - 1)           # never the drawn page again
-        total = int(extra.sum())
-        if total == 0:
+        pg = h.pages
+        alloc = np.maximum(h.workload.allocated[pg.vm[pages]], 1)
+        base = pages - ranks
+        missing = np.minimum(extra, alloc - 1)           # never the drawn page again
+        seen = np.zeros(pages.size, dtype=np.int64)      # ranks looked at after each draw
+        uniform = bool(states.size) and bool((states == states[0]).all())
+        if search:       # share of the VM's allocated ranks in the draw's state, at least 1 in 64
+            density = np.clip(pg.counts[pg.vm[pages], states] / alloc, 1.0 / 64, 1.0)
+        found: list[np.ndarray] = []
+        source: list[np.ndarray] = []
+        for reach in ((1.25, 2.5, 10.0) if search else (None,)):
+            draw = np.flatnonzero((missing > 0) & (seen < alloc - 1))
+            if draw.size == 0:
+                break
+            look = missing[draw] if reach is None else np.ceil(reach * missing[draw] / density[draw]) + 2
+            a = alloc[draw]
+            span = np.minimum(look, a - 1 - seen[draw]).astype(np.int64)
+            start = np.cumsum(span) - span
+            # page j of draw i's look is rank + 1 + seen[i] + j, wrapping inside the allocated ranks
+            first = ranks[draw] + 1 + seen[draw]
+            first = np.where(first >= a, first - a, first)
+            cpage = np.repeat(base[draw] + first - start, span) + np.arange(int(span.sum()))
+            wrap = np.flatnonzero(first + span > a)
+            if wrap.size:
+                inside = a[wrap] - first[wrap]                     # pages before the wrap
+                n = span[wrap] - inside
+                at = np.repeat(start[wrap] + inside - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
+                cpage[at] -= np.repeat(a[wrap], n)
+            src = np.repeat(draw, span) if (with_source or reach is not None or not uniform) else None
+            keep = pg.state[cpage] == (states[0] if uniform else states[src])
+            if reach is not None:                         # the first `missing` of them per draw
+                got = np.cumsum(keep)
+                before = np.where(start > 0, got[np.maximum(start - 1, 0)], 0)
+                keep &= got - np.repeat(before, span) <= np.repeat(missing[draw], span)
+                missing -= np.bincount(src[keep], minlength=pages.size)
+                seen[draw] += span
+            found.append(cpage[keep])
+            if with_source:
+                source.append(src[keep])
+        if not found:
             empty = np.zeros(0, dtype=np.int64)
-            return empty, empty
-        start = np.cumsum(extra) - extra
-        # companion j of draw i is page + 1 + (j - start[i]), wrapping inside the allocated ranks
-        cpage = np.repeat(pages + 1 - start, extra) + np.arange(total)
-        wrap = np.flatnonzero(ranks + extra >= alloc)
-        if wrap.size:
-            inside = alloc[wrap] - ranks[wrap] - 1        # companions before the wrap
-            n = extra[wrap] - inside
-            at = np.repeat(start[wrap] + inside - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
-            cpage[at] -= np.repeat(alloc[wrap], n)
-        # one state for all draws (always so for writes: resident) spares gathering it per companion
-        if (states == states[0]).all():
-            keep = h.pages.state[cpage] == states[0]
-            if not with_source:
-                return cpage[keep], None
-            src = np.repeat(np.arange(pages.size), extra)
-        else:
-            src = np.repeat(np.arange(pages.size), extra)
-            keep = h.pages.state[cpage] == states[src]
-        return cpage[keep], (src[keep] if with_source else None)
+            return empty, (empty if with_source else None)
+        cpage = np.concatenate(found)
+        return cpage, (np.concatenate(source) if with_source else None)
 
     def _serve_faults(self, pages: np.ndarray, writes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bring faulting pages back; latency per draw and whether its page is now mapped."""
