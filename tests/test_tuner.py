@@ -308,6 +308,53 @@ def test_local_candidates_redraw_whole_blocks_of_a_centre(tiny, pm, tmp_path):
     assert sum(all(row[i] != centre[i] for i in real) for row in rows) == 50
 
 
+def test_local_steps_move_a_block_a_little_and_rarely_flip_switches(tiny, pm, tmp_path):
+    from skopt.space import Space
+
+    from memtune.tuner.loop import local_candidates
+
+    space = build_space(tiny, pm)
+    blocks = space.blocks()
+    centre = Tuner(cfg(tiny, knobs=()), tmp_path).baseline_point()
+    sk = Space(space.skopt_dimensions())
+    local_candidates(sk, [centre], 1.0, 1.0, blocks, step=0.1, step_share=1.0)
+    rows = sk.rvs(n_samples=400, random_state=np.random.RandomState(3))
+    names = space.names
+    cats = [i for i, d in enumerate(space.dimensions) if d.knob.kind == "categorical"]
+    nums = [i for i in range(len(names)) if i not in cats]
+    # switches keep the centre's value, unless the move changes nothing else (a block of switches
+    # only, such as page_reporting.enabled: redrawn)
+    for row in rows:
+        if any(row[i] != centre[i] for i in nums):
+            assert all(row[i] == centre[i] for i in cats)
+    # a step is a normal step of 0.1 x the range: on the log scale for the log-uniform scan time
+    scan = names.index("Mem.ShareScanTime")
+    lo, hi = np.log(10), np.log(600)
+    z = [(np.log(row[scan]) - np.log(centre[scan])) / (hi - lo) for row in rows if row[scan] != centre[scan]]
+    assert 0.07 < np.std(z) < 0.12 and len(z) > 20
+    # a limit of 1.0 (its upper bound) steps down or stays, within a few tenths
+    lim = names.index("web.limit")
+    moved = [row[lim] for row in rows if row[lim] != centre[lim]]
+    assert moved and all(0.6 < v < 1.0 for v in moved)
+    # a block's numeric knobs step together (a knob at a bound may stay when clipped)
+    res = names.index("web.reservation")
+    both = sum((row[res] != centre[res]) for row in rows if row[lim] != centre[lim])
+    assert both >= 0.4 * len(moved)
+    # steps of 0.05, 0.1, 0.2 and 0.4 x the range, switches of a stepped block redrawn with
+    # probability 2 x the step: salting (3 values) changes in 2/3 x mean(0.1, 0.2, 0.4, 0.8) = 25 %
+    # of the steps of the TPS block
+    sk = Space(space.skopt_dimensions())
+    local_candidates(sk, [centre], 1.0, 1.0, blocks, step=0.05, step_share=1.0, step_scales=4, flip_per_step=2.0)
+    rows = sk.rvs(n_samples=2000, random_state=np.random.RandomState(4))
+    salting = names.index("Mem.ShareForceSalting")
+    tps = [row for row in rows if row[scan] != centre[scan]]
+    assert 0.19 < np.mean([row[salting] != centre[salting] for row in tps]) < 0.31
+    z = np.abs([(np.log(row[scan]) - np.log(centre[scan])) / (hi - lo) for row in tps])
+    # |z| < 0.05: P(|N| < 1, 0.5, 0.25, 0.125) = 0.68, 0.38, 0.20, 0.10 -> 0.34 on average; |z| > 0.3:
+    # 0, 0, 0.13, 0.45 -> 0.15
+    assert 0.25 < np.mean(z < 0.05) < 0.43 and 0.09 < np.mean(z > 0.3) < 0.21
+
+
 def test_initial_design_keeps_or_varies_whole_blocks(tiny, tmp_path):
     t = Tuner(cfg(tiny, knobs=(), initial_points=12), tmp_path)
     dims = t.space.skopt_dimensions()

@@ -177,7 +177,7 @@ def cli(scenario, out, resume, budget, time_limit, patience, optimizer, objectiv
 
     executor = make_executor(workers, dask_scheduler)
     try:
-        tuner = Tuner(config, Path(out), resume=resume, executor=executor, on_eval=on_eval)
+        tuner = Tuner(config, Path(out), resume=resume, executor=executor, on_eval=on_eval, compare_early=True)
         if bar is not None:
             best = tuner.best()
             bar.skip(len(tuner.history), best.value if best else None)

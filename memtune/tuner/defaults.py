@@ -34,6 +34,29 @@ TUNER_SETTINGS = {s.name: s for s in (
             "after esxi-default, before its Latin-hypercube points.",
             "model choice: a capacity planner expects the tuner never to report a policy worse "
             "than a preset it ships; measured on `db` (GP at 40, docs/tuner.md)", owner="tuner"),
+    Setting("tuner.local_step", "float", 0.05,
+            "Smallest local step: a normal step of this many times a knob's range (log scale for "
+            "log-uniform knobs); see tuner.step_share and tuner.step_scales.",
+            "measured on `db` (GP at 40, stall / esxi-default on the report seeds, seeds 11/1/2): "
+            "redraws only 0.73 (seed 11), 0.81 (seed 1); steps of 0.1 only (categorical knobs "
+            "kept) 0.33, 0.60, 0.62; half steps of 0.1, half redraws 0.53 (seed 11); steps of "
+            "0.05-0.4 with switches flipped 0.36, 0.62, 0.34", owner="tuner", minimum=0),
+    Setting("tuner.step_share", "float", 1.0,
+            "Share of the local moves that step the numeric knobs of the blocks they change from "
+            "the centre's values instead of redrawing them from their priors.",
+            "measured as tuner.local_step: redraws found the TPS block on `db` but then spent most "
+            "points on harmful limits (0.2-0.3 stall against 0.05 for the best); steps refine the "
+            "scan time and rate cap and reach 0.33-0.36 on seed 11", owner="tuner", minimum=0, maximum=1),
+    Setting("tuner.step_scales", "int", 4,
+            "Local steps come in this many sizes: tuner.local_step times 1, 2, 4 ... (each equally "
+            "likely), so the acquisition can choose between refining and moving further.",
+            "measured as tuner.local_step (steps of 0.05-0.4 against 0.1 only)", owner="tuner", minimum=1),
+    Setting("tuner.step_flip", "float", 2.0,
+            "In a local step, each categorical knob of the changed blocks is redrawn with "
+            "probability step_flip x the step's size (0.1 for the smallest step, 0.8 for the "
+            "largest), else it keeps the centre's value.",
+            "measured as tuner.local_step: with switches always kept, a run whose best block has "
+            "salting 2 never tries sharing across VMs (`db` seed 1)", owner="tuner", minimum=0),
     Setting("tuner.local_share", "float", 1.0,
             "Share of the acquisition's random candidates that are local moves around the best "
             "points told so far (a few knobs redrawn); the rest are uniform over the space.",

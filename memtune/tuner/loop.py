@@ -236,8 +236,9 @@ def constant_liar(opt: Any, n: int, lie: float, before: Callable[[int], None] | 
 
 
 def local_candidates(space: Any, centres: list[list[Any]], share: float, changes: float,
-                     blocks: list[list[int]] | None = None,
-                     block_share: float = 1.0) -> Callable[[float], None]:
+                     blocks: list[list[int]] | None = None, block_share: float = 1.0,
+                     step: float = 0.0, step_share: float = 0.0, step_scales: int = 1,
+                     flip_per_step: float = 0.0) -> Callable[[float], None]:
     """Make ``space.rvs`` (the candidates skopt minimises the acquisition over) draw a ``share`` of
     its samples as *local moves*: one of ``centres`` (the best points told so far) with each knob
     redrawn from its prior with probability ``changes / d`` (at least one knob), the rest
@@ -251,9 +252,18 @@ def local_candidates(space: Any, centres: list[list[Any]], share: float, changes
     NeurIPS 2019, which perturbs ~20/d of the coordinates of the incumbent). Draws come from the
     optimizer's own random state, so the points stay a function of the seed and the history.
 
+    A ``step_share`` of the local moves *step* instead of redrawing: each numeric knob they change
+    moves from the centre's value by a normal step of ``step`` times its range (on the log scale
+    for log-uniform knobs), categorical knobs keep the centre's value (a move that would change
+    only categorical knobs, such as a block of one switch, redraws them). Redrawn blocks find which
+    mechanism helps; steps refine inside it (on `db`, the TPS block is found with a redraw, but
+    the scan time and rate cap that make it pay are narrow, and a reservation of 0.9 of the limit
+    for `report` is a small corner of a uniform redraw of its block).
+
     Returns a function that sets the share for the following draws.
     """
     from sklearn.utils import check_random_state
+    from skopt.space import Categorical
 
     state = {"share": share if centres else 0.0}
 
@@ -262,6 +272,8 @@ def local_candidates(space: Any, centres: list[list[Any]], share: float, changes
 
     uniform = space.rvs
     d = space.n_dims
+    dims = space.dimensions
+    numeric = np.array([not isinstance(dim, Categorical) for dim in dims])
     singles = [[j] for j in range(d)]
     kinds = [(blocks or singles, block_share if blocks else 1.0), (singles, 1.0 - block_share if blocks else 0.0)]
     members = []
@@ -288,13 +300,45 @@ def local_candidates(space: Any, centres: list[list[Any]], share: float, changes
         which = rng.randint(len(centres), size=n_local)
         n_block = int(round(kinds[0][1] * n_local))
         change = np.vstack([moves(rng, n_block, 0), moves(rng, n_local - n_block, 1)])
-        for i in range(n_local):
-            c = centres[which[i]]
-            rows[i] = [rows[i][j] if change[i, j] else c[j] for j in range(d)]
+        stepped = rng.random_sample(n_local) < step_share if step > 0 else np.zeros(n_local, dtype=bool)
+        scale = step * 2.0 ** rng.randint(max(1, step_scales), size=n_local)
+        noise = rng.standard_normal((n_local, d)) * scale[:, None]
+        flip = rng.random_sample((n_local, d)) < np.minimum(1.0, flip_per_step * scale)[:, None]
+        cen = np.empty((len(centres), d), dtype=object)
+        cen[:] = centres
+        cen = cen[which]
+        drawn = np.empty((n_local, d), dtype=object)
+        drawn[:] = rows[:n_local]
+        # steps: rows that change some numeric knob; their changed numeric knobs step, the rest
+        # (categorical ones included) keep the centre's values
+        stepped &= (change & numeric).any(axis=1)
+        for j in np.flatnonzero(numeric):
+            sel = stepped & change[:, j]
+            if sel.any():
+                drawn[sel, j] = _step(dims[j], cen[sel, j].astype(np.float64), noise[sel, j])
+        keep = ~change | (stepped[:, None] & ~numeric[None, :] & ~flip)
+        drawn[keep] = cen[keep]
+        rows[:n_local] = drawn.tolist()
         return rows
 
     space.rvs = rvs
     return set_share
+
+
+def _step(dim: Any, values: np.ndarray, z: np.ndarray) -> list[Any]:
+    """``values`` of skopt dimension ``dim`` moved by ``z`` times its range (log scale for
+    log-uniform priors), clipped to the range; integers rounded."""
+    from skopt.space import Integer
+
+    lo, hi = float(dim.low), float(dim.high)
+    log = getattr(dim, "prior", "uniform") == "log-uniform"
+    f: Callable[[Any], Any] = np.log if log else np.asarray
+    a, b = float(f(lo)), float(f(hi))
+    v = np.clip(f(values) + z * (b - a), a, b)
+    v = np.clip(np.exp(v) if log else v, lo, hi)
+    if isinstance(dim, Integer):
+        return [int(x) for x in np.rint(v)]
+    return [float(x) for x in v]
 
 
 def _fixed_kernel_gp(model: Any) -> Any:
@@ -316,7 +360,8 @@ class Tuner:
 
     def __init__(self, config: TuneConfig, out: Path, *, resume: bool = False,
                  executor: Executor | None = None,
-                 on_eval: Callable[[Evaluation, Tuner], None] | None = None) -> None:
+                 on_eval: Callable[[Evaluation, Tuner], None] | None = None,
+                 compare_early: bool = False) -> None:
         self.config = c = config
         self.out = Path(out)
         self.executor = executor or SerialExecutor()
@@ -331,10 +376,17 @@ class Tuner:
         self.stop_reason = ""
         self.started = time.monotonic()
         self.sim_seconds = 0.0
+        self.sim_cpu_seconds = 0.0
+        self.optimizer_seconds = 0.0    # proposing batches (in this process, while workers simulate)
+        self.optimizer_cpu_seconds = 0.0
         self._journal_path = self.out / JOURNAL
         # batches asked but not yet told, in ask order (at most LAG + 1); on resume, those the
         # journal holds unfinished
         self._inflight: list[_Batch] = []
+        # the report's simulations (start_comparison); with compare_early they are submitted as
+        # soon as the loop asks no more batches
+        self._comparison: dict[str, Any] | None = None
+        self.compare_early = compare_early
         self._prepare(resume)
 
     # --- set-up and resume ---------------------------------------------------------------------
@@ -561,7 +613,9 @@ class Tuner:
         centres = [list(self.history[i].x) for _, i in feasible[:default("tuner.local_centres")]]
         set_share = local_candidates(opt.space, centres, default("tuner.local_share"),
                                      default("tuner.local_changes"), self.space.blocks(),
-                                     default("tuner.block_moves"))
+                                     default("tuner.block_moves"), default("tuner.local_step"),
+                                     default("tuner.step_share"), default("tuner.step_scales"),
+                                     default("tuner.step_flip"))
         every = default("tuner.global_every")
         first = asked - c.n_initial         # model-guided points asked before this batch
 
@@ -633,12 +687,17 @@ class Tuner:
             while asking and len(self._inflight) <= LAG:
                 if self._should_stop():
                     asking = False
+                    if self.compare_early:
+                        self.start_comparison()
                     break
                 b = self._inflight[-1].b + 1 if self._inflight else (self.history[-1].batch + 1 if self.history else 0)
                 n = min(c.batch, c.budget - self.asked())
                 first = self.asked()
                 pending = [p for bt in self._inflight for p in bt.points]
+                t0, c0 = time.perf_counter(), time.process_time()
                 points = self.propose(b, n, pending)
+                self.optimizer_seconds += time.perf_counter() - t0
+                self.optimizer_cpu_seconds += time.process_time() - c0
                 points = [[self.space.dimensions[i].native(v) for i, v in enumerate(p)] for p in points]
                 self.journal.write({"type": "batch", "batch": b, "first": first, "points": points})
                 bt = _Batch(b, first, points)
@@ -677,11 +736,15 @@ class Tuner:
         head = self._inflight[0]
         while head.running:
             res = self.executor.next_result()
+            if isinstance(res["index"], str):        # the report's, submitted early
+                self._comparison_result(res)
+                continue
             idx = int(res["index"])
             bt = next(x for x in self._inflight if idx in x.running)
             ev = bt.running.pop(idx)
             ev.elapsed = float(res["elapsed"])
             self.sim_seconds += ev.elapsed
+            self.sim_cpu_seconds += float(res.get("cpu", 0.0))
             if not res["feasible"]:      # refused at power-on although the policy validated
                 ev.feasible, ev.reason = False, res["reason"]
             else:
@@ -699,13 +762,17 @@ class Tuner:
 
     # --- comparing -------------------------------------------------------------------------------
 
-    def compare(self, best: Evaluation | None) -> dict[str, Any]:
-        """The best point, the baseline and the presets simulated on the same report seeds."""
+    def start_comparison(self) -> None:
+        """Submit the report's simulations that do not depend on the search (the presets, or the
+        scenario itself when ``esxi-default`` is not compared): the loop does it once it asks no
+        more batches, so they fill the workers while the last batches finish."""
+        if self._comparison is not None:
+            return
         c = self.config
         seeds = report_seeds(c.seed, c.repeats)
         names = list_presets() if c.presets is None else list(c.presets)
         entries: dict[str, dict[str, Any]] = {}
-        tasks: list[EvalTask] = []
+        waiting: set[str] = set()
         for name in names:
             try:
                 sc = apply_policy(load_policy(name), self.base, registry=self.space.registry)
@@ -714,21 +781,38 @@ class Tuner:
                 sc, problem = None, exc.message
             entries[name] = {"kind": "preset", "feasible": sc is not None, "reason": problem}
             if sc is not None:
-                tasks.append(EvalTask(name, sc, seeds, tuple(c.disable), tuple(c.plugins)))
+                waiting.add(name)
+                self.executor.submit(EvalTask(name, sc, seeds, tuple(c.disable), tuple(c.plugins)))
         if BASELINE not in names:
             entries["scenario"] = {"kind": "scenario", "feasible": True, "reason": None}
-            tasks.append(EvalTask("scenario", self.base, seeds, tuple(c.disable), tuple(c.plugins)))
-        if best is not None:
+            waiting.add("scenario")
+            self.executor.submit(EvalTask("scenario", self.base, seeds, tuple(c.disable), tuple(c.plugins)))
+        self._comparison = {"seeds": seeds, "entries": entries, "waiting": waiting}
+
+    def _comparison_result(self, res: dict[str, Any]) -> None:
+        assert self._comparison is not None
+        e = self._comparison["entries"][str(res["index"])]
+        self._comparison["waiting"].discard(str(res["index"]))
+        if not res["feasible"]:
+            e["feasible"], e["reason"] = False, res["reason"]
+            return
+        e["metrics"] = res["metrics"]
+        e["value"] = self.config.objective.value(res["metrics"], self.weights)
+
+    def compare(self, best: Evaluation | None) -> dict[str, Any]:
+        """The best point, the baseline and the presets simulated on the same report seeds (at
+        full resolution)."""
+        c = self.config
+        self.start_comparison()
+        assert self._comparison is not None
+        seeds, entries, waiting = self._comparison["seeds"], self._comparison["entries"], self._comparison["waiting"]
+        if best is not None and "best" not in entries:
             _, sc, _ = self._policy_scenario(best.assignment, "best", full=True)
             entries["best"] = {"kind": "best", "feasible": True, "reason": None, "index": best.index}
-            tasks.append(EvalTask("best", sc, seeds, tuple(c.disable), tuple(c.plugins)))
-        for res in self.executor.run(tasks):
-            e = entries[str(res["index"])]
-            if not res["feasible"]:
-                e["feasible"], e["reason"] = False, res["reason"]
-                continue
-            e["metrics"] = res["metrics"]
-            e["value"] = c.objective.value(res["metrics"], self.weights)
+            waiting.add("best")
+            self.executor.submit(EvalTask("best", sc, seeds, tuple(c.disable), tuple(c.plugins)))
+        while waiting:
+            self._comparison_result(self.executor.next_result())
         return {"seeds": list(seeds), "baseline": BASELINE if BASELINE in entries else "scenario",
                 "entries": entries}
 

@@ -59,6 +59,12 @@ def build_report(tuner: Tuner, comparison: dict[str, Any]) -> dict[str, Any]:
         "infeasible": sum(1 for e in tuner.history if not e.feasible),
         "penalty": tuner.penalty(),
         "wall_seconds": time.monotonic() - tuner.started,
+        # time the search spent: simulations (wall and CPU seconds summed over evaluations, in the
+        # workers) and proposing batches (in this process, overlapping the simulations)
+        "simulation_seconds": tuner.sim_seconds,
+        "simulation_cpu_seconds": tuner.sim_cpu_seconds,
+        "optimizer_seconds": tuner.optimizer_seconds,
+        "optimizer_cpu_seconds": tuner.optimizer_cpu_seconds,
         "space": [d.describe() for d in tuner.space.dimensions],
         "fixed": tuner.space.fixed,
         "groups": {k: list(v) for k, v in tuner.space.groups.items()},
@@ -168,7 +174,7 @@ def _policy_line(policy: dict[str, Any] | None) -> str:
 def tune(config: TuneConfig, out: Path | str, *, resume: bool = False, executor: Any = None,
          on_eval: Any = None, plots: bool = True) -> dict[str, Any]:
     """Run a whole tuning job: search, compare on the report seeds, write the outputs."""
-    tuner = Tuner(config, Path(out), resume=resume, executor=executor, on_eval=on_eval)
+    tuner = Tuner(config, Path(out), resume=resume, executor=executor, on_eval=on_eval, compare_early=True)
     tuner.run()
     comparison = tuner.compare(tuner.best())
     report = write_outputs(tuner, comparison, plots=plots)
