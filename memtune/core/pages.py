@@ -171,11 +171,15 @@ class PageTable:
 
     def pick_random(self, rng: np.random.Generator, want: np.ndarray, allowed: np.ndarray,
                     *, lo: np.ndarray | None = None, hi: np.ndarray | None = None,
+                    shift: np.ndarray | None = None, wrap: np.ndarray | None = None,
                     tries: int = 4) -> np.ndarray:
         """Up to ``want[v]`` distinct random pages of each VM whose state is allowed, grouped by VM
         and in random order inside each VM.
 
         ``allowed`` is a boolean table over state codes; ``lo``/``hi`` bound the rank range per VM.
+        With ``shift`` and ``wrap``, ranks are counted from ``shift[v]`` round the ``wrap[v]`` first
+        ranks: position ``r`` in ``[lo, hi)`` (``hi <= wrap``) is rank ``(r + shift) % wrap``, for a
+        window that wraps, such as a working set's hot window and the pages outside it.
         Uniform ranks are drawn in proportion to what is wanted over the density of allowed pages
         (known from the per-state counts), so the cost follows the pages picked. A VM's range is
         listed instead where that is cheaper (it wants a large part of what the range holds, or the
@@ -202,7 +206,10 @@ class PageTable:
                 break
             draws = np.where(remaining > 0, np.ceil(remaining * 1.25 / np.maximum(density, 1e-3)) + 4, 0)
             vm = np.repeat(np.arange(nvm), np.minimum(draws, 4 * span).astype(np.int64))
-            page = self.base[vm] + lo[vm] + np.floor(rng.random(vm.size) * span[vm]).astype(np.int64)
+            rank = lo[vm] + np.floor(rng.random(vm.size) * span[vm]).astype(np.int64)
+            if shift is not None:
+                rank = (rank + shift[vm]) % np.maximum(wrap[vm], 1)
+            page = self.base[vm] + rank
             page = page[allowed[self.state[page]]]
             page = page[self.first_seen(page)]
             if chosen:
@@ -215,9 +222,14 @@ class PageTable:
             have += got
         listed |= remaining > 0
         for v in np.flatnonzero(listed):
-            start = self.base[v] + lo[v]
-            states = self.state[start:self.base[v] + hi[v]]
-            cand = start + np.flatnonzero(states == codes[0] if codes.size == 1 else allowed[states])
+            if shift is None:
+                start = self.base[v] + lo[v]
+                states = self.state[start:self.base[v] + hi[v]]
+                cand = start + np.flatnonzero(states == codes[0] if codes.size == 1 else allowed[states])
+            else:
+                cand = self.base[v] + (lo[v] + np.arange(span[v]) + shift[v]) % max(wrap[v], 1)
+                states = self.state[cand]
+                cand = cand[states == codes[0] if codes.size == 1 else allowed[states]]
             if have[v]:
                 cand = cand[~self.member(cand, np.concatenate(chosen))]
             chosen.append(rng.choice(cand, size=min(int(want[v] - have[v]), cand.size), replace=False))

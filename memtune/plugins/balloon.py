@@ -15,8 +15,12 @@ Model:
   rate (16384 pages/s = 64 MiB/s), pages the guest must page out first at the sleeping rate
   (2048 pages/s = 8 MiB/s); time spent on one kind is not available for the other.
 - Guest-free pages are pages beyond the guest's allocated memory that still hold a machine page
-  (``host.guest_free``). The guest's coldest pages are found by sampling: ``memtune.balloon_candidates``
-  random resident pages per page wanted, the ones with the lowest touch probability win.
+  (``host.guest_free``). The guest's coldest pages are its resident pages outside the working
+  set's hot window (all equally cold, taken at random, like the cold end of the guest's LRU lists);
+  only when none is left does it give up hot pages, the least likely touched among
+  ``memtune.balloon_candidates`` random ones per page. Sampling k candidates per page over all
+  resident pages instead took hot pages whenever the sample held too few cold ones: 16 % more stall
+  on `small` (0.0477 against 0.0410).
 - A ballooned page holds no machine page. A guest touch of a ballooned page (data the guest paged
   out) costs guest paging latency (``latency.guest_swap_in``) and the guest pages out another cold
   page of its own to make room, so the balloon keeps its size (``fault_allocates`` is False).
@@ -74,8 +78,10 @@ SETTINGS = (
             "Balloon shrinkage per VM per second.",
             "Linux vmw_balloon VMW_BALLOON_RATE_FREE_MAX = 16384 pages per 1 s cycle", minimum=1),
     Setting("memtune.balloon_candidates", "int", 4,
-            "Random resident pages the guest compares for each cold page it gives up (best of k).",
-            "model choice: best of 4 random pages approximates the guest LRU's cold end", minimum=1,
+            "Random hot-window pages the guest compares per page it gives up once no resident page "
+            "outside its hot window is left (the least likely touched of k per page are taken).",
+            "model choice: best of 4 random pages approximates the order of the guest's active list",
+            minimum=1,
             maximum=64),
     Setting("latency.guest_swap_in", "seconds", 160e-6,
             "Guest touch of a page it paged out because of the balloon: its virtual disk read plus the "
@@ -175,27 +181,28 @@ def _budget(rate_bytes: float, dt: float, host: Any, carry: np.ndarray, mask: np
 
 
 def _coldest(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
-    """About ``want[v]`` of VM v's coldest resident guest pages, best of k random candidates each."""
+    """About ``want[v]`` of VM v's coldest resident guest pages, grouped by VM: pages outside the
+    working set's hot window first (all equally cold: at random), then the least likely touched
+    hot ones among k random candidates per page."""
     k = int(host.settings["memtune.balloon_candidates"])
     pg = host.pages
     wl = host.workload
+    rng = host.rng(NAME)
     alloc = wl.allocated
-    cand = pg.pick_random(host.rng(NAME), want * k, d.resident_only, hi=alloc)   # k per page wanted
+    hot_end = np.minimum(wl.wss, alloc)          # the hot window: ranks offset .. offset + wss - 1
+    cold = pg.pick_random(rng, want, d.resident_only, lo=hot_end, hi=alloc, shift=wl.offset, wrap=alloc)
+    short = want - np.bincount(pg.vm[cold], minlength=host.nvm)
+    if not short.any():
+        return cold
+    cand = pg.pick_random(rng, short * k, d.resident_only, hi=hot_end, shift=wl.offset, wrap=alloc)
     if cand.size == 0:
-        return cand
+        return cold
+    # least likely touched first; the stable sort keeps ties (a uniform hot set) in random order
+    p = host.touch_probability(cand)
     vm = pg.vm[cand]
-    # pages outside the hot set are all equally cold: they come first, in their random draw order;
-    # hot candidates follow, least likely touched first (stable sorts keep ties in random order)
-    hot = wl.in_hot_set(vm, cand - pg.base[vm])
-    order = np.argsort((vm * 2 + hot).astype(np.int32), kind="stable")
-    cand, vm, hot = cand[order], vm[order], hot[order]
-    cold_n = np.bincount(vm[~hot], minlength=host.nvm)
-    short = np.flatnonzero(hot & (cold_n[vm] < want[vm]))    # hot candidates that will be taken
-    if short.size:
-        p = host.touch_probability(cand[short])
-        sub = short[np.argsort(vm[short] + p / (2.0 * max(float(p.max()), 1e-300)), kind="stable")]
-        cand[short] = cand[sub]
-    return cand[first_of_each(vm, want)]
+    cand = cand[np.argsort(vm + p / (2.0 * max(float(p.max()), 1e-300)), kind="stable")]
+    out = np.concatenate([cold, cand[first_of_each(pg.vm[cand], short)]])
+    return out[np.argsort(pg.vm[out], kind="stable")]
 
 
 def _inflate(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
