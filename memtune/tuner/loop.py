@@ -48,6 +48,7 @@ ACQ_SAMPLES = 5000   # random candidates the acquisition is evaluated on (skopt 
 # batches asked ahead of the history: batch b is asked once batches <= b - 1 - LAG are told (the
 # optimizer works while the workers simulate; see Tuner.run)
 LAG = 1
+GP_RESTARTS = 2      # extra L-BFGS starts of the GP hyperparameter fit (skopt default 2)
 
 
 @dataclass
@@ -600,7 +601,8 @@ class Tuner:
 
         rs = derive_seed(c.seed, "optimizer", b)
         if c.optimizer == "gp":
-            est = cook_estimator("GP", space=space, random_state=rs, noise="gaussian")
+            est = cook_estimator("GP", space=space, random_state=rs, noise="gaussian",
+                                 n_restarts_optimizer=GP_RESTARTS)
         else:
             est = cook_estimator("ET", random_state=rs, n_estimators=100, min_samples_leaf=3)
         # EI with the acquisition minimised over random samples: gp_hedge + L-BFGS costs ~5x the
