@@ -42,6 +42,7 @@ class Engine:
         self.write_fault[:n] = st.mask(lambda s: s.write_fault)
         self.allocates[:n] = st.mask(lambda s: s.fault_allocates)
         self.private[:n] = st.mask(lambda s: s.private_frame)
+        self.faults_on = np.stack([self.read_fault, self.write_fault])   # by access: read, write
         self.resident_only = np.zeros(256, dtype=bool)
         self.resident_only[RESIDENT] = True
         self.timeline = Timeline(h)
@@ -123,7 +124,10 @@ class Engine:
             # no companions where allocations would be refused anyway
             refuse = self.allocates[st[fi]] & (h.blocked[vf] | (h.free_pages() <= 0))
             extra[refuse] = 0
-            cpage, src = self._companions(page[fi], rank[fi], st[fi], extra, search=True)
+            # companions: the pages near the draw the same access faults on (a read: states that
+            # fault on reads; a write to a shared page: states that fault on writes)
+            cpage, src = self._companions(page[fi], rank[fi], (~rf[fi]).astype(np.intp), self.faults_on, extra,
+                                          search=True)
             # companions of a write fault (COW) are written too; of a read fault, only read
             cwrite = (write[fi] & ~rf[fi])[src]
             lat_f, ok_f = self._serve_faults(np.concatenate([page[fi], cpage]),
@@ -168,32 +172,37 @@ class Engine:
         written = -np.expm1(-lam[v] * sel / scale) / (draws[v] * sel)   # 4 KiB pages / scale
         extra = np.floor(written + rng.random(wi.size)).astype(np.int64) - 1
         extra = np.maximum(extra, 0)
-        cpage = self._companions(page[wi], rank[wi], pg.state[page[wi]], extra, with_source=False)[0]
+        cpage = self._companions(page[wi], rank[wi], np.zeros(wi.size, dtype=np.intp), self.private[None, :],
+                                 extra, with_source=False)[0]
         for wp in (page[wi], cpage):
             pg.content[wp] = unique_content(wp)
 
-    def _companions(self, pages: np.ndarray, ranks: np.ndarray, states: np.ndarray, extra: np.ndarray,
-                    *, with_source: bool = True, search: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """The ``extra[i]`` pages next after each draw ``i`` in rank order that are in the draw's
-        state (same VM): the other pages of similar heat that the touches this draw stands for
-        reached. Returns the pages and (with ``with_source``) the index of the draw each came from.
+    def _companions(self, pages: np.ndarray, ranks: np.ndarray, kinds: np.ndarray, match: np.ndarray,
+                    extra: np.ndarray, *, with_source: bool = True,
+                    search: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """The ``extra[i]`` pages next after each draw ``i`` in rank order (same VM) whose state
+        ``match[kinds[i]]`` (a boolean table over state codes) allows: the other pages of similar
+        heat that the touches this draw stands for reached. Returns the pages and (with
+        ``with_source``) the index of the draw each came from.
 
         Without ``search`` only the next ``extra[i]`` ranks are looked at (right for writes, whose
         draws are resident pages among mostly resident neighbours). With it the look goes on until
-        ``extra[i]`` are found, over a reach sized by how dense the state is in the VM, in at most
-        three rounds: a fault draw's companions are the pages its faults brought in, and stopping at
-        the next ``extra[i]`` ranks brought in only 30 % of them on `small` (the rest faulted again
-        later, so stall grew as touch draws were made fewer).
+        ``extra[i]`` are found, over a reach sized by how dense those states are in the VM, in at
+        most three rounds: a fault draw's companions are the pages its faults brought in, and
+        stopping at the next ``extra[i]`` ranks brought in only 30 % of them on `small` (the rest
+        faulted again later, so stall grew as touch draws were made fewer).
         """
         h = self.host
         pg = h.pages
-        alloc = np.maximum(h.workload.allocated[pg.vm[pages]], 1)
+        vm = pg.vm[pages]
+        alloc = np.maximum(h.workload.allocated[vm], 1)
         base = pages - ranks
         missing = np.minimum(extra, alloc - 1)           # never the drawn page again
         seen = np.zeros(pages.size, dtype=np.int64)      # ranks looked at after each draw
-        uniform = bool(states.size) and bool((states == states[0]).all())
-        if search:       # share of the VM's allocated ranks in the draw's state, at least 1 in 64
-            density = np.clip(pg.counts[pg.vm[pages], states] / alloc, 1.0 / 64, 1.0)
+        uniform = bool(kinds.size) and bool((kinds == kinds[0]).all())
+        if search:       # share of the VM's allocated ranks in a matching state, at least 1 in 64
+            n_match = (pg.counts[vm] * match[kinds, : pg.ns]).sum(axis=1)
+            density = np.clip(n_match / alloc, 1.0 / 64, 1.0)
         found: list[np.ndarray] = []
         source: list[np.ndarray] = []
         for reach in ((1.25, 2.5, 10.0) if search else (None,)):
@@ -215,7 +224,8 @@ class Engine:
                 at = np.repeat(start[wrap] + inside - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
                 cpage[at] -= np.repeat(a[wrap], n)
             src = np.repeat(draw, span) if (with_source or reach is not None or not uniform) else None
-            keep = pg.state[cpage] == (states[0] if uniform else states[src])
+            state = pg.state[cpage]
+            keep = match[kinds[0]][state] if uniform else match[kinds[src], state]
             if reach is not None:                         # the first `missing` of them per draw
                 got = np.cumsum(keep)
                 before = np.where(start > 0, got[np.maximum(start - 1, 0)], 0)
