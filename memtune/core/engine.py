@@ -245,10 +245,9 @@ class Engine:
         """Bring faulting pages back; latency per draw and whether its page is now mapped."""
         h = self.host
         s = h.settings
-        uniq, inv = np.unique(pages, return_inverse=True)
+        uniq, inv = h.pages.distinct(pages)          # drawn pages first, then their companions
         ustate = h.pages.state[uniq]
-        uwrite = np.zeros(uniq.size, dtype=bool)
-        np.logical_or.at(uwrite, inv, writes)
+        uwrite = np.bincount(inv, weights=writes, minlength=uniq.size) > 0
         ulat = np.zeros(uniq.size)
         uok = np.ones(uniq.size, dtype=bool)
         alloc = self.allocates[ustate]
@@ -303,7 +302,8 @@ class Engine:
             ok &= pos < room[vm]
             # faults paid for by the VM's own page-outs use the frames those freed
             funded = over & ok
-        # host free memory (as it was before any page-out), first come first served in page order
+        # host free memory (as it was before any page-out), first come first served: the touched
+        # pages before the companions that came with them
         rest = ok & ~funded
         ok = funded | (rest & (np.cumsum(rest) <= free))
         return ok

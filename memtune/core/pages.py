@@ -144,6 +144,13 @@ class PageTable:
         self._scratch[pages] = pos      # one position per distinct page survives the scatter
         return self._scratch[pages] == pos
 
+    def distinct(self, pages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct pages of ``pages`` in the order first seen, and for each entry the index of
+        its page among them (``np.unique(..., return_inverse=True)`` without the sort)."""
+        uniq = pages[self.first_seen(pages)]
+        self._scratch[uniq] = np.arange(uniq.size, dtype=np.int32)
+        return uniq, self._scratch[pages].astype(np.intp)
+
     def member(self, pages: np.ndarray, of: np.ndarray) -> np.ndarray:
         """``np.isin(pages, of)`` for page indices, in O(len(pages) + len(of)) with no sort."""
         self._scratch[pages] = 0
