@@ -209,15 +209,18 @@ def test_a_vm_family_over_other_vms_than_the_host_renders_its_own_samples():
 
 @pytest.fixture(scope="module")
 def busy_host():
-    """Overcommitted (12 x 1 GiB guests on 6 GiB): every technique holds pages after a few minutes."""
-    # inter-VM sharing (salting 0) and a 10-minute scan, so TPS shares thousands of pages, not a few
+    """Overcommitted (12 x 1 GiB guests on 6 GiB): every technique holds pages after a few minutes.
+    Touch rates such that the guests fill the host over several ticks: at 20000 / 40000 touches/s
+    memory runs out within one 5 s tick, the host goes from high straight to hard and never
+    balloons."""
+    # inter-VM sharing (salting 0) and a 10-minute scan, so TPS shares pages within the 3 minutes
     data = {"name": "families-busy", "duration": "5m", "tick": "5s", "seed": 11,
             "host": {"memory": "6 GiB", "page_scale": 64},
             "settings": {"Mem.ShareForceSalting": 0, "Mem.ShareScanTime": 10},
             "vm": [{"name": "web", "count": 8, "memory": "1 GiB", "image": "web",
-                    "workload": {"allocated": 0.9, "wss": 0.3, "touch_rate": 20000}},
+                    "workload": {"allocated": 0.9, "wss": 0.3, "touch_rate": 15000}},
                    {"name": "db", "count": 4, "memory": "1 GiB", "image": "db", "encrypted": True,
-                    "workload": {"allocated": 0.95, "wss": 0.5, "touch_rate": 40000}}]}
+                    "workload": {"allocated": 0.95, "wss": 0.5, "touch_rate": 30000}}]}
     # built-ins only: installed third-party plugins (entry points) are not what this checks
     host = build_host(scenario_from_dict(data, "<test>"), pm=build_plugin_manager(entrypoints=False))
     eng = Engine(host)

@@ -121,6 +121,7 @@ class Engine:
             pages_in = faults[fi] / scale
             extra = np.floor(pages_in + rng.random(fi.size)).astype(np.int64) - 1
             extra = np.maximum(extra, 0)
+            extra[~pg.first_seen(page[fi])] += 1     # a page drawn twice comes in once: one more companion
             # no companions where allocations would be refused anyway
             refuse = self.allocates[st[fi]] & (h.blocked[vf] | (h.free_pages() <= 0))
             extra[refuse] = 0
@@ -187,10 +188,10 @@ class Engine:
 
         Without ``search`` only the next ``extra[i]`` ranks are looked at (right for writes, whose
         draws are resident pages among mostly resident neighbours). With it the look goes on until
-        ``extra[i]`` are found, over a reach sized by how dense those states are in the VM, in at
-        most three rounds: a fault draw's companions are the pages its faults brought in, and
-        stopping at the next ``extra[i]`` ranks brought in only 30 % of them on `small` (the rest
-        faulted again later, so stall grew as touch draws were made fewer).
+        ``extra[i]`` pages no other draw has are found, over a reach sized by how dense those states
+        are in the VM, in at most five rounds: a fault draw's companions are the pages its faults
+        brought in, and stopping at the next ``extra[i]`` ranks brought in only 30 % of them on
+        `small` (the rest faulted again later, so stall grew as touch draws were made fewer).
         """
         h = self.host
         pg = h.pages
@@ -205,7 +206,7 @@ class Engine:
             density = np.clip(n_match / alloc, 1.0 / 64, 1.0)
         found: list[np.ndarray] = []
         source: list[np.ndarray] = []
-        for reach in ((1.25, 2.5, 10.0) if search else (None,)):
+        for reach in ((1.25, 2.5, 10.0, 40.0, 160.0) if search else (None,)):
             draw = np.flatnonzero((missing > 0) & (seen < alloc - 1))
             if draw.size == 0:
                 break
@@ -226,8 +227,11 @@ class Engine:
             src = np.repeat(draw, span) if (with_source or reach is not None or not uniform) else None
             state = pg.state[cpage]
             keep = match[kinds[0]][state] if uniform else match[kinds[src], state]
-            if reach is not None:                         # the first `missing` of them per draw
-                got = np.cumsum(keep)
+            if reach is not None:
+                # a page comes in once: the first draw to reach it gets it, the others look further
+                hit = np.flatnonzero(keep)
+                keep[hit] = pg.first_seen(cpage[hit]) & ~pg.member(cpage[hit], np.concatenate([pages, *found]))
+                got = np.cumsum(keep)                     # the first `missing` of them per draw
                 before = np.where(start > 0, got[np.maximum(start - 1, 0)], 0)
                 keep &= got - np.repeat(before, span) <= np.repeat(missing[draw], span)
                 missing -= np.bincount(src[keep], minlength=pages.size)
