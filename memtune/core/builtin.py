@@ -34,7 +34,7 @@ SETTINGS = (
     Setting("memtune.touch_samples", "int", 32,
             "Touch draws per VM per simulated second; each stands for touch_rate/touch_samples touches.",
             "model choice: cost follows activity, not memory size; results agree from 32 up "
-            "(small 0.0484 / 0.0480 stall at 32 / 64, docs/model.md)", minimum=1),
+            "(small 0.0412 / 0.0410 stall at 32 / 64, docs/model.md)", minimum=1),
     Setting("memtune.warm_start", "bool", False,
             "Start VMs (powered on at time 0, not booting) as if they had been running: their "
             "most-touched allocated pages resident, up to their initial allocation target.",
