@@ -44,11 +44,15 @@ OPTIMIZERS = ("gp", "forest", "random")
 BASELINE = "esxi-default"
 JOURNAL = "journal.jsonl"
 FIDELITIES = ("coarse", "full")
-ACQ_SAMPLES = 5000   # random candidates the acquisition is evaluated on (skopt default 10000)
+# random candidates the acquisition is evaluated on (skopt default 10000), and extra L-BFGS starts
+# of the GP hyperparameter fit (skopt default 2): 2000 and 0 instead of 5000 and 2 halved the
+# optimizer's CPU (15.3 -> 8.2 s in a 50-evaluation `small` run; 69.8 -> 66.4 s wall) with the
+# ratios still on target (small 0.31 -> 0.30, db 0.43 -> 0.45, GP@40 share 1.97 -> 1.30)
+ACQ_SAMPLES = 2000
 # batches asked ahead of the history: batch b is asked once batches <= b - 1 - LAG are told (the
 # optimizer works while the workers simulate; see Tuner.run)
 LAG = 1
-GP_RESTARTS = 2      # extra L-BFGS starts of the GP hyperparameter fit (skopt default 2)
+GP_RESTARTS = 0
 
 
 @dataclass
