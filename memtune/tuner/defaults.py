@@ -33,7 +33,9 @@ TUNER_SETTINGS = {s.name: s for s in (
             "The initial design holds the shipped presets (translated into the search space) right "
             "after esxi-default, before its Latin-hypercube points.",
             "model choice: a capacity planner expects the tuner never to report a policy worse "
-            "than a preset it ships; measured on `db` (GP at 40, docs/tuner.md)", owner="tuner"),
+            "than a preset it ships (on the evaluation seeds). Its effect on the ratios was not "
+            "measured apart from the local steps; on `db` seed 11 the steps start from `mom-like`'s "
+            "point (salting 0, 10-minute scan)", owner="tuner"),
     Setting("tuner.local_step", "float", 0.05,
             "Smallest local step: a normal step of this many times a knob's range (log scale for "
             "log-uniform knobs); see tuner.step_share and tuner.step_scales.",
