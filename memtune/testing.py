@@ -24,14 +24,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from memtune import hookimpl
 from memtune.core.engine import Engine
 from memtune.core.host import Host
 from memtune.core.knobs import Knob
 from memtune.core.plugins import DEFAULT_PLUGINS, MemtunePluginManager, build_plugin_manager, contributions
 from memtune.core.scenario import Scenario, scenario_from_dict
 
-__all__ = ["Comparison", "Run", "collect_knobs", "collect_metrics", "compare", "plugin_manager",
-           "run_with", "tiny_scenario"]
+__all__ = ["Comparison", "FixedLatencyState", "Run", "collect_knobs", "collect_metrics", "compare",
+           "plugin_manager", "run_with", "tiny_scenario"]
 
 # A small web-like guest: 80 % of memory allocated, a 25 % working set taking 90 % of touches.
 TINY_WORKLOAD: dict[str, Any] = {
@@ -193,3 +196,27 @@ def collect_metrics(host: Host) -> dict[str, Any]:
         for fam in families or []:
             out[fam.name] = fam
     return out
+
+
+class FixedLatencyState:
+    """A minimal page-out technique for tests of the fault path: registers ``state`` (no machine
+    page behind it, faults on reads and writes, needs a free page to come back) and serves its
+    faults by making the pages resident again at a fixed ``latency``. The test puts pages in the
+    state itself (``host.pages.set_state``)."""
+
+    def __init__(self, state: str, latency: float) -> None:
+        self.name = state
+        self.state = state
+        self.latency = latency
+
+    @hookimpl
+    def memtune_register_page_states(self, register: Any) -> None:
+        register(self.state, private_frame=False, mapped=False, read_fault=True, write_fault=True,
+                 fault_allocates=True)
+
+    @hookimpl
+    def memtune_page_fault(self, host: Host, state: int, pages: np.ndarray, write: np.ndarray) -> np.ndarray | None:
+        if state != host.states.code(self.state):
+            return None
+        host.pages.set_state(pages, host.resident_state())
+        return np.full(pages.size, self.latency)

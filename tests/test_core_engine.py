@@ -17,6 +17,7 @@ from memtune.core.plugins import build_plugin_manager
 from memtune.core.scenario import scenario_from_dict
 from memtune.core.simulation import build_host, simulate
 from memtune.errors import AdmissionError
+from memtune.testing import FixedLatencyState
 
 ALL_BUILTIN_TECHNIQUES = ["balloon", "tps", "compression", "swap", "encryption", "audit"]
 
@@ -242,25 +243,6 @@ def h_memory_unreserved(sc):
     return sc.host.memory - min_free(sc.host.memory)
 
 
-class _SparseFaults:
-    """A ``parked`` page state (no machine page, faults on reads and writes, served at 100 us) that
-    the test sets on every third page of a VM whose memory is otherwise mapped."""
-
-    name = "parked"
-
-    @hookimpl
-    def memtune_register_page_states(self, register):
-        register("parked", private_frame=False, mapped=False, read_fault=True, write_fault=True,
-                 fault_allocates=True)
-
-    @hookimpl
-    def memtune_page_fault(self, host, state, pages, write):
-        if state != host.states.code("parked"):
-            return None
-        host.pages.set_state(pages, host.resident_state())
-        return np.full(pages.size, 100e-6)
-
-
 @pytest.mark.parametrize("touch_samples", [8, 32, 128])
 def test_a_fault_draw_brings_in_the_pages_it_is_charged_for(touch_samples):
     """Faults are counted in 4 KiB pages from the draws (importance sampling); the pages brought in
@@ -271,7 +253,8 @@ def test_a_fault_draw_brings_in_the_pages_it_is_charged_for(touch_samples):
     vms = [{"name": "vm", "memory": "2 GiB",
             "workload": {"allocated": 1.0, "wss": 0.2, "touch_rate": 100000, "write_fraction": 0.0}}]
     sc = scenario(host="8 GiB", vms=vms, tick="2s", settings={"memtune.touch_samples": touch_samples})
-    pm = build_plugin_manager(disable=ALL_BUILTIN_TECHNIQUES, entrypoints=False, extra=[("parked", _SparseFaults())])
+    pm = build_plugin_manager(disable=ALL_BUILTIN_TECHNIQUES, entrypoints=False,
+                              extra=[("parked", FixedLatencyState("parked", 100e-6))])
     host = build_host(sc, pm=pm)
     eng = Engine(host)
     pg = host.pages

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from memtune import hookimpl
 from memtune.core.engine import Engine
 from memtune.core.pages import FREE, RESIDENT, is_unique
 from memtune.core.plugins import build_plugin_manager
@@ -14,6 +13,7 @@ from memtune.core.report import vm_amounts
 from memtune.core.scenario import scenario_from_dict
 from memtune.core.simulation import build_host
 from memtune.plugins import encryption
+from memtune.testing import FixedLatencyState
 
 OTHERS = ["balloon", "compression", "swap", "audit"]
 PAGE = 4096
@@ -108,28 +108,14 @@ def test_encrypted_vm_pays_the_access_overhead_on_every_touch():
     assert host.book.mean_extra()[2] == pytest.approx(0.02 * DRAM)
 
 
-class FakeSwap:
-    """A minimal hypervisor swap: a ``swapped`` state served at a fixed device latency."""
-
-    name = "fakeswap"
-    DEVICE = 150e-6
-
-    @hookimpl
-    def memtune_register_page_states(self, register):
-        register("swapped", private_frame=False, mapped=False, read_fault=True, write_fault=True,
-                 fault_allocates=True)
-
-    @hookimpl
-    def memtune_page_fault(self, host, state, pages, write):
-        if state != host.states.code("swapped"):
-            return None
-        host.pages.set_state(pages, RESIDENT)
-        return np.full(pages.size, self.DEVICE)
+def fake_swap() -> FixedLatencyState:
+    """A minimal hypervisor swap: a ``swapped`` state served at a fixed device latency (150 us)."""
+    return FixedLatencyState("swapped", 150e-6)
 
 
 def test_swap_in_of_an_encrypted_page_pays_the_crypto_cost():
     host, eng = make(scenario(encrypted=(False, True, False), touch_rate=1e6),
-                     disable=OTHERS, extra=[("fakeswap", FakeSwap())])
+                     disable=OTHERS, extra=[("fakeswap", fake_swap())])
     code = host.states.code("swapped")
     map_all(host)
     pg = host.pages
