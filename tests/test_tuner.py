@@ -14,7 +14,7 @@ from memtune.errors import UserError
 from memtune.policies import Percent, apply_policy, load_policy
 from memtune.tuner.loop import JOURNAL, LAG, TuneConfig, Tuner, assignment_to_policy
 from memtune.tuner.objective import Objective, parse_weights
-from memtune.tuner.report import tune
+from memtune.tuner.report import summary, tune
 from memtune.tuner.space import build_space, group_vms
 from memtune.units import GiB
 
@@ -188,6 +188,10 @@ def test_tune_writes_policy_report_and_plots(tiny, tmp_path):
     assert on_disk["history"][0]["point"] == {"web.reservation": 0.0, "db.reservation": 0.0, "web.limit": 1.0,
                                               "db.limit": 1.0}
     assert best["value_during_search"] <= on_disk["history"][0]["value"]
+    assert on_disk["baseline_value_during_search"] == on_disk["history"][0]["value"]
+    r = best["value_during_search"] / on_disk["history"][0]["value"]
+    assert f"during the search (evaluation seeds): best {best['value_during_search']:.4f} vs esxi-default " \
+           f"{on_disk['history'][0]['value']:.4f} = {r:.2f}x" in summary(on_disk)
     base = on_disk["presets"]["esxi-default"]["value"]
     assert on_disk["ratio_to_baseline"] == pytest.approx(best["value"] / base)
     assert {r["vm"] for r in on_disk["vms"]} == {"web-01", "web-02", "db-01", "db-02"}

@@ -38,6 +38,9 @@ def build_report(tuner: Tuner, comparison: dict[str, Any]) -> dict[str, Any]:
     base = entries.get(base_name, {})
     best_entry = entries.get("best", {})
     names = [vm.name for vm in tuner.base.vms]
+    # the baseline is the first point of a run: its value on the evaluation seeds, beside the best's
+    base_x = tuner.baseline_point()
+    base_eval = next((e for e in tuner.history if e.x == base_x and e.value is not None), None)
     evals = [e.record() | {"told": v} for e, v in zip(tuner.history, tuner.told()[1], strict=True)]
     return {
         "scenario": c.scenario.name,
@@ -72,6 +75,7 @@ def build_report(tuner: Tuner, comparison: dict[str, Any]) -> dict[str, Any]:
             "index": best.index, "point": best.assignment, "value_during_search": best.value,
             "value": best_entry.get("value"), "metrics": best_entry.get("metrics"),
         },
+        "baseline_value_during_search": None if base_eval is None else base_eval.value,
         "baseline": base_name,
         "ratio_to_baseline": ratio(best_entry.get("value"), base.get("value")),
         "report_seeds": comparison["seeds"],
@@ -154,6 +158,12 @@ def summary(report: dict[str, Any]) -> str:
                   for k, v in presets.items() if k != report["baseline"]]
         if others:
             lines.append("presets on the same seeds: " + ", ".join(others))
+        searched = report.get("baseline_value_during_search")
+        if searched is not None:
+            r = ratio(best["value_during_search"], searched)
+            lines.append(f"during the search (evaluation seeds): best {fmt_value(best['value_during_search'], obj['kind'], slo)}"
+                         f" vs {report['baseline']} {fmt_value(searched, obj['kind'], slo)}"
+                         + (f" = {r:.2f}x" if r is not None else ""))
         lines.append(f"best policy (evaluation #{best['index']}): {_policy_line(best.get('policy'))}")
     for name in ("policy", "report"):
         if name in report.get("files", {}):
