@@ -229,14 +229,12 @@ class PageTable:
             have += got
         listed |= remaining > 0
         for v in np.flatnonzero(listed):
-            if shift is None:
-                start = self.base[v] + lo[v]
-                states = self.state[start:self.base[v] + hi[v]]
-                cand = start + np.flatnonzero(states == codes[0] if codes.size == 1 else allowed[states])
-            else:
-                cand = self.base[v] + (lo[v] + np.arange(span[v]) + shift[v]) % max(wrap[v], 1)
-                states = self.state[cand]
-                cand = cand[states == codes[0] if codes.size == 1 else allowed[states]]
+            rank = lo[v] + np.arange(span[v])
+            if shift is not None:
+                rank = (rank + shift[v]) % max(wrap[v], 1)
+            cand = self.base[v] + rank
+            states = self.state[cand]
+            cand = cand[states == codes[0] if codes.size == 1 else allowed[states]]
             if have[v]:
                 cand = cand[~self.member(cand, np.concatenate(chosen))]
             chosen.append(rng.choice(cand, size=min(int(want[v] - have[v]), cand.size), replace=False))

@@ -231,14 +231,9 @@ class WorkloadState:
     def _zipf_pmf(self, rel: np.ndarray, vm: np.ndarray) -> np.ndarray:
         """Probability of rank ``rel`` (0-based) under the Zipf law of `_zipf_inverse`."""
         x = np.maximum(rel, 0).astype(np.float64) + 1.0
+        e = self._z_e[vm]
+        p = ((x + 1.0) ** e - x ** e) / self._z_norm[vm]
         one = self._z_one[vm]
-        if not one.any():
-            e = self._z_e[vm]
-            return ((x + 1.0) ** e - x ** e) / self._z_norm[vm]
-        out = np.empty(x.size)
-        out[one] = np.log1p(1.0 / x[one]) / self._z_norm[vm[one]]
-        gen = ~one
-        if gen.any():
-            e, xg = self._z_e[vm[gen]], x[gen]
-            out[gen] = ((xg + 1.0) ** e - xg ** e) / self._z_norm[vm[gen]]
-        return out
+        if one.any():
+            p[one] = np.log1p(1.0 / x[one]) / self._z_norm[vm[one]]
+        return p

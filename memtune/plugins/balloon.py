@@ -200,8 +200,9 @@ def _coldest(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
     # least likely touched first; the stable sort keeps ties (a uniform hot set) in random order
     p = host.touch_probability(cand)
     vm = pg.vm[cand]
-    cand = cand[np.argsort(vm + p / (2.0 * max(float(p.max()), 1e-300)), kind="stable")]
-    out = np.concatenate([cold, cand[first_of_each(pg.vm[cand], short)]])
+    order = np.argsort(vm + p / (2.0 * max(float(p.max()), 1e-300)), kind="stable")
+    cand, vm = cand[order], vm[order]
+    out = np.concatenate([cold, cand[first_of_each(vm, short)]])
     return out[np.argsort(pg.vm[out], kind="stable")]
 
 

@@ -733,7 +733,12 @@ class Tuner:
                 continue
             ev.seeds = eval_seeds(c.seed, idx, c.repeats)
             bt.running[idx] = ev
-            self.executor.submit(EvalTask(idx, scenario, ev.seeds, tuple(c.disable), tuple(c.plugins)))
+            self._submit(idx, scenario, ev.seeds)
+
+    def _submit(self, index: int | str, scenario: Scenario, seeds: tuple[int, ...]) -> None:
+        """Hand one simulation to the executor, with the run's plugin selection."""
+        c = self.config
+        self.executor.submit(EvalTask(index, scenario, seeds, tuple(c.disable), tuple(c.plugins)))
 
     def _finish_first(self) -> None:
         """Collect results (of any batch in flight) until the first batch in flight is complete,
@@ -788,11 +793,11 @@ class Tuner:
             entries[name] = {"kind": "preset", "feasible": sc is not None, "reason": problem}
             if sc is not None:
                 waiting.add(name)
-                self.executor.submit(EvalTask(name, sc, seeds, tuple(c.disable), tuple(c.plugins)))
+                self._submit(name, sc, seeds)
         if BASELINE not in names:
             entries["scenario"] = {"kind": "scenario", "feasible": True, "reason": None}
             waiting.add("scenario")
-            self.executor.submit(EvalTask("scenario", self.base, seeds, tuple(c.disable), tuple(c.plugins)))
+            self._submit("scenario", self.base, seeds)
         self._comparison = {"seeds": seeds, "entries": entries, "waiting": waiting}
 
     def _comparison_result(self, res: dict[str, Any]) -> None:
@@ -808,7 +813,6 @@ class Tuner:
     def compare(self, best: Evaluation | None) -> dict[str, Any]:
         """The best point, the baseline and the presets simulated on the same report seeds (at
         full resolution)."""
-        c = self.config
         self.start_comparison()
         assert self._comparison is not None
         seeds, entries, waiting = self._comparison["seeds"], self._comparison["entries"], self._comparison["waiting"]
@@ -816,7 +820,7 @@ class Tuner:
             _, sc, _ = self._policy_scenario(best.assignment, "best", full=True)
             entries["best"] = {"kind": "best", "feasible": True, "reason": None, "index": best.index}
             waiting.add("best")
-            self.executor.submit(EvalTask("best", sc, seeds, tuple(c.disable), tuple(c.plugins)))
+            self._submit("best", sc, seeds)
         while waiting:
             self._comparison_result(self.executor.next_result())
         return {"seeds": list(seeds), "baseline": BASELINE if BASELINE in entries else "scenario",
