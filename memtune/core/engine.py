@@ -108,7 +108,10 @@ class Engine:
         faults = np.zeros(vm.size)
         latency = np.zeros(vm.size)
         served = np.ones(vm.size, dtype=bool)
-        pi_all = wl.probability(vm, rank)        # per-touch probability of each drawn page
+        # per-touch probability of each drawn page, where fault or write counting needs it
+        pi_all = np.zeros(vm.size)
+        need = np.flatnonzero(faulting | write)
+        pi_all[need] = wl.probability(vm[need], rank[need])
         fi = np.flatnonzero(faulting)
         if fi.size:
             vf = vm[fi]

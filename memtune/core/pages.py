@@ -172,6 +172,22 @@ class PageTable:
             flat += np.bincount(key + np.asarray(new, dtype=np.int32), minlength=size)
         self.state[pages] = new
 
+    def _list_range(self, v: int, lo: int, span: int, shift: int, wrap: int, allowed: np.ndarray,
+                    codes: np.ndarray) -> np.ndarray:
+        """Pages of VM ``v`` at positions ``[lo, lo + span)`` (rank ``(r + shift) % wrap``) whose
+        state is allowed, in position order: at most two contiguous slices of the state array."""
+        wrap = max(int(wrap), 1)
+        first = (int(lo) + int(shift)) % wrap
+        head = min(int(span), wrap - first)
+        out = []
+        for start, n in ((first, head), (0, int(span) - head)):
+            if n <= 0:
+                continue
+            at = int(self.base[v]) + start
+            states = self.state[at: at + n]
+            out.append(at + np.flatnonzero(states == codes[0] if codes.size == 1 else allowed[states]))
+        return np.concatenate(out) if len(out) > 1 else out[0] if out else np.zeros(0, dtype=np.int64)
+
     def count(self, state: int) -> np.ndarray:
         """Pages in ``state`` per VM."""
         return self.counts[:, state]
@@ -188,9 +204,10 @@ class PageTable:
         ranks: position ``r`` in ``[lo, hi)`` (``hi <= wrap``) is rank ``(r + shift) % wrap``, for a
         window that wraps, such as a working set's hot window and the pages outside it.
         Uniform ranks are drawn in proportion to what is wanted over the density of allowed pages
-        (known from the per-state counts), so the cost follows the pages picked. A VM's range is
-        listed instead where that is cheaper (it wants a large part of what the range holds, or the
-        state is sparse there), or when it is still short after ``tries`` rounds.
+        (first from the per-state counts, then as the draws found it: a window may hold fewer of
+        them than the VM's average), so the cost follows the pages picked. A VM's range is listed
+        instead where that is cheaper (it wants a large part of what the range holds, or the state is
+        sparse there), or when it is still short after ``tries`` rounds.
         """
         nvm = self.counts.shape[0]
         want = np.asarray(want, dtype=np.int64)
@@ -201,10 +218,14 @@ class PageTable:
         n_allowed = self.counts[:, codes].sum(axis=1)
         density = np.minimum(n_allowed, span) / np.maximum(span, 1)
         want = np.minimum(want, np.minimum(span, n_allowed))
-        # list the range where random draws would cost more: wanting a large part of what is there
-        # (draws would mostly repeat), or a sparse state (a draw costs about 16 x a scanned page)
-        draws = want * 1.25 / np.maximum(density, 1e-3)
-        listed = (want > 0) & ((2 * want >= density * span) | (draws * 16 > span))
+
+        def cheaper_listed(wanted: np.ndarray) -> np.ndarray:
+            # wanting a large part of what the range holds (draws would mostly repeat), or a sparse
+            # state there: a draw costs about 16 listed pages, listing a VM's range 50000 more
+            d = np.maximum(density, 1e-3)
+            return (wanted > 0) & ((2 * wanted >= d * span) | (wanted * 1.25 / d * 16 > span + 50_000))
+
+        listed = cheaper_listed(want)
         remaining = np.where(listed, 0, want)
         chosen: list[np.ndarray] = []
         have = np.zeros(nvm, dtype=np.int64)
@@ -212,29 +233,32 @@ class PageTable:
             if not remaining.any():
                 break
             draws = np.where(remaining > 0, np.ceil(remaining * 1.25 / np.maximum(density, 1e-3)) + 4, 0)
-            vm = np.repeat(np.arange(nvm), np.minimum(draws, 4 * span).astype(np.int64))
+            draws = np.minimum(draws, 4 * span).astype(np.int64)
+            vm = np.repeat(np.arange(nvm), draws)
             rank = lo[vm] + np.floor(rng.random(vm.size) * span[vm]).astype(np.int64)
             if shift is not None:
                 rank = (rank + shift[vm]) % np.maximum(wrap[vm], 1)
             page = self.base[vm] + rank
             page = page[allowed[self.state[page]]]
+            # what the draws saw: the counts say how many allowed pages a VM has, not where they are
+            seen = np.bincount(self.vm[page], minlength=nvm)
+            density = np.where(draws > 0, np.maximum(seen, 0.5) / np.maximum(draws, 1), density)
             page = page[self.first_seen(page)]
             if chosen:
                 page = page[~self.member(page, np.concatenate(chosen))]
             keep = page[first_of_each(self.vm[page], remaining)]
             chosen.append(keep)
             got = np.bincount(self.vm[keep], minlength=nvm)
-            density = np.where(got < remaining, density / 2, density)     # fewer there than counted
             remaining -= got
             have += got
+            density = np.maximum(density - have / np.maximum(span, 1), 0.0)     # what is left to pick
+            now_listed = cheaper_listed(remaining)
+            listed |= now_listed
+            remaining[now_listed] = 0
         listed |= remaining > 0
         for v in np.flatnonzero(listed):
-            rank = lo[v] + np.arange(span[v])
-            if shift is not None:
-                rank = (rank + shift[v]) % max(wrap[v], 1)
-            cand = self.base[v] + rank
-            states = self.state[cand]
-            cand = cand[states == codes[0] if codes.size == 1 else allowed[states]]
+            cand = self._list_range(v, lo[v], span[v], 0 if shift is None else shift[v],
+                                    span[v] + lo[v] if wrap is None else wrap[v], allowed, codes)
             if have[v]:
                 cand = cand[~self.member(cand, np.concatenate(chosen))]
             chosen.append(rng.choice(cand, size=min(int(want[v] - have[v]), cand.size), replace=False))
