@@ -26,6 +26,23 @@ from memtune.core.report import Timeline, build_result
 from memtune.errors import PluginError
 
 
+def rank_runs(base: np.ndarray, first: np.ndarray, span: np.ndarray,
+              alloc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pages of runs of ranks: ``span[i]`` ranks from ``first[i]`` on (``first <= alloc``), wrapping
+    inside the ``alloc[i]`` allocated ranks of the VM whose pages start at ``base[i]``; and where
+    each run starts in the result."""
+    first = np.where(first >= alloc, first - alloc, first)
+    start = np.cumsum(span) - span
+    pages = np.repeat(base + first - start, span) + np.arange(int(span.sum()))
+    wrap = np.flatnonzero(first + span > alloc)
+    if wrap.size:
+        inside = alloc[wrap] - first[wrap]                 # pages before the wrap
+        n = span[wrap] - inside
+        at = np.repeat(start[wrap] + inside - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
+        pages[at] -= np.repeat(alloc[wrap], n)
+    return pages, start
+
+
 class Engine:
     """Runs a :class:`Host` tick by tick."""
 
@@ -102,8 +119,8 @@ class Engine:
         page = pg.base[vm] + rank
         write = rng.random(vm.size) < wl.writes[vm]
         st = pg.state[page]
-        rf = self.read_fault[st]
-        faulting = rf | (write & self.write_fault[st])
+        rf = self.read_fault.take(st)
+        faulting = rf | (write & self.write_fault.take(st))
         weight = lam[vm] / draws[vm]
         faults = np.zeros(vm.size)
         latency = np.zeros(vm.size)
@@ -130,8 +147,7 @@ class Engine:
             extra[refuse] = 0
             # companions: the pages near the draw the same access faults on (a read: states that
             # fault on reads; a write to a shared page: states that fault on writes)
-            cpage, src = self._companions(page[fi], rank[fi], (~rf[fi]).astype(np.intp), self.faults_on, extra,
-                                          search=True)
+            cpage, src = self._companions(page[fi], rank[fi], (~rf[fi]).astype(np.intp), extra)
             # companions of a write fault (COW) are written too; of a read fault, only read
             cwrite = (write[fi] & ~rf[fi])[src]
             lat_f, ok_f = self._serve_faults(np.concatenate([page[fi], cpage]),
@@ -163,11 +179,12 @@ class Engine:
                lam: np.ndarray, draws: np.ndarray, rng: np.random.Generator) -> None:
         """Written pages hold new (unique) content. A write draw stands for the distinct 4 KiB pages
         its writes hit, ``scale * (1 - exp(-lam * wf * pi / scale)) / (n * wf * pi)``; in simulated
-        pages that is the drawn one and its companions."""
+        pages that is the drawn one and the private pages among the next ranks (its resident
+        neighbours of similar heat)."""
         h = self.host
         pg = h.pages
         wi = np.flatnonzero(wr)
-        wi = wi[self.private[pg.state[page[wi]]]]
+        wi = wi[self.private.take(pg.state[page[wi]])]
         if wi.size == 0:
             return
         v = vm[wi]
@@ -175,78 +192,62 @@ class Engine:
         scale = pg.scale
         written = -np.expm1(-lam[v] * sel / scale) / (draws[v] * sel)   # 4 KiB pages / scale
         extra = np.floor(written + rng.random(wi.size)).astype(np.int64) - 1
-        extra = np.maximum(extra, 0)
-        cpage = self._companions(page[wi], rank[wi], np.zeros(wi.size, dtype=np.intp), self.private[None, :],
-                                 extra, with_source=False)[0]
-        for wp in (page[wi], cpage):
+        alloc = np.maximum(h.workload.allocated[v], 1)
+        near, _ = rank_runs(pg.base[v], rank[wi] + 1, np.clip(extra, 0, alloc - 1), alloc)
+        near = near[self.private.take(pg.state[near])]
+        for wp in (page[wi], near):
             pg.content[wp] = unique_content(wp)
 
-    def _companions(self, pages: np.ndarray, ranks: np.ndarray, kinds: np.ndarray, match: np.ndarray,
-                    extra: np.ndarray, *, with_source: bool = True,
-                    search: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """The ``extra[i]`` pages next after each draw ``i`` in rank order (same VM) whose state
-        ``match[kinds[i]]`` (a boolean table over state codes) allows: the other pages of similar
-        heat that the touches this draw stands for reached. Returns the pages and (with
-        ``with_source``) the index of the draw each came from.
+    def _companions(self, pages: np.ndarray, ranks: np.ndarray, kinds: np.ndarray,
+                    extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pages a fault draw's other faults brought in: ``extra[i]`` pages after draw ``i`` in
+        rank order (same VM, the other pages of similar heat its touches reached) that the same
+        access faults on (``kinds[i]``: 0 a read, 1 a write; any technique's state) and no other
+        draw has. Returns the pages and the index of the draw each came from.
 
-        Without ``search`` only the next ``extra[i]`` ranks are looked at (right for writes, whose
-        draws are resident pages among mostly resident neighbours). With it the look goes on until
-        ``extra[i]`` pages no other draw has are found, over a reach sized by how dense those states
-        are in the VM, in at most five rounds: a fault draw's companions are the pages its faults
-        brought in, and stopping at the next ``extra[i]`` ranks brought in only 30 % of them on
-        `small` (the rest faulted again later, so stall grew as touch draws were made fewer).
+        The look goes on past pages that do not fault, over a reach sized by how dense those states
+        are in the VM, in at most five rounds of growing reach. Stopping at the next
+        ``extra[i]`` ranks brought in only 30 % of the pages charged on `small` (the rest faulted
+        again later, so stall grew as touch draws were made fewer).
         """
         h = self.host
         pg = h.pages
-        vm = pg.vm[pages]
-        alloc = np.maximum(h.workload.allocated[vm], 1)
+        table = self.faults_on.reshape(-1)               # by (access, state code)
+        width = self.faults_on.shape[1]
+        alloc = np.maximum(h.workload.allocated[pg.vm[pages]], 1)
         base = pages - ranks
         missing = np.minimum(extra, alloc - 1)           # never the drawn page again
         seen = np.zeros(pages.size, dtype=np.int64)      # ranks looked at after each draw
-        uniform = bool(kinds.size) and bool((kinds == kinds[0]).all())
-        if search:       # share of the VM's allocated ranks in a matching state, at least 1 in 64
-            n_match = (pg.counts[vm] * match[kinds, : pg.ns]).sum(axis=1)
-            density = np.clip(n_match / alloc, 1.0 / 64, 1.0)
-        found: list[np.ndarray] = []
+        # share of the VM's allocated ranks in a faulting state, at least 1 in 64
+        n_match = (pg.counts[pg.vm[pages]] * self.faults_on[kinds, : pg.ns]).sum(axis=1)
+        density = np.clip(n_match / alloc, 1.0 / 64, 1.0)
+        taken = [pages]
         source: list[np.ndarray] = []
-        for reach in ((1.25, 2.5, 10.0, 40.0, 160.0) if search else (None,)):
+        for reach in (1.25, 2.5, 10.0, 40.0, 160.0):
             draw = np.flatnonzero((missing > 0) & (seen < alloc - 1))
             if draw.size == 0:
                 break
-            look = missing[draw] if reach is None else np.ceil(reach * missing[draw] / density[draw]) + 2
             a = alloc[draw]
-            span = np.minimum(look, a - 1 - seen[draw]).astype(np.int64)
-            start = np.cumsum(span) - span
-            # page j of draw i's look is rank + 1 + seen[i] + j, wrapping inside the allocated ranks
-            first = ranks[draw] + 1 + seen[draw]
-            first = np.where(first >= a, first - a, first)
-            cpage = np.repeat(base[draw] + first - start, span) + np.arange(int(span.sum()))
-            wrap = np.flatnonzero(first + span > a)
-            if wrap.size:
-                inside = a[wrap] - first[wrap]                     # pages before the wrap
-                n = span[wrap] - inside
-                at = np.repeat(start[wrap] + inside - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
-                cpage[at] -= np.repeat(a[wrap], n)
-            src = np.repeat(draw, span) if (with_source or reach is not None or not uniform) else None
+            span = np.minimum(np.ceil(reach * missing[draw] / density[draw]) + 2, a - 1 - seen[draw]).astype(np.int64)
+            cpage, start = rank_runs(base[draw], ranks[draw] + 1 + seen[draw], span, a)
+            src = np.repeat(draw, span)
+            k = kinds[draw]
             state = pg.state[cpage]
-            keep = match[kinds[0]][state] if uniform else match[kinds[src], state]
-            if reach is not None:
-                # a page comes in once: the first draw to reach it gets it, the others look further
-                hit = np.flatnonzero(keep)
-                keep[hit] = pg.first_seen(cpage[hit]) & ~pg.member(cpage[hit], np.concatenate([pages, *found]))
-                got = np.cumsum(keep)                     # the first `missing` of them per draw
-                before = np.where(start > 0, got[np.maximum(start - 1, 0)], 0)
-                keep &= got - np.repeat(before, span) <= np.repeat(missing[draw], span)
-                missing -= np.bincount(src[keep], minlength=pages.size)
-                seen[draw] += span
-            found.append(cpage[keep])
-            if with_source:
-                source.append(src[keep])
-        if not found:
+            keep = self.faults_on[k[0]].take(state) if (k == k[0]).all() else table.take(kinds[src] * width + state)
+            # a page comes in once: the first draw to reach it gets it, the others look further
+            hit = np.flatnonzero(keep)
+            keep[hit] = pg.first_seen(cpage[hit]) & ~pg.member(cpage[hit], np.concatenate(taken))
+            got = np.cumsum(keep)                         # the first `missing` of them per draw
+            before = np.where(start > 0, got[np.maximum(start - 1, 0)], 0)
+            keep &= got <= np.repeat(before + missing[draw], span)
+            missing -= np.bincount(src[keep], minlength=pages.size)
+            seen[draw] += span
+            taken.append(cpage[keep])
+            source.append(src[keep])
+        if not source:
             empty = np.zeros(0, dtype=np.int64)
-            return empty, (empty if with_source else None)
-        cpage = np.concatenate(found)
-        return cpage, (np.concatenate(source) if with_source else None)
+            return empty, empty
+        return np.concatenate(taken[1:]), np.concatenate(source)
 
     def _serve_faults(self, pages: np.ndarray, writes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bring faulting pages back; latency per draw and whether its page is now mapped."""
