@@ -34,7 +34,9 @@ def scenario(vms: list[dict], *, salting: int = 0, content: dict | None = None, 
              touch_rate: float = 1e5, tick: str = "10s"):
     wl = {"allocated": 1.0, "wss": 1.0, "touch_rate": touch_rate, "write_fraction": write,
           "content": content or {"template": 1.0}}
-    s = {"Mem.ShareForceSalting": salting, "Mem.ShareScanTime": 10, **(settings or {})}
+    # scan every tick (not in 30 s batches), so figures follow the scan rate tick by tick
+    s = {"Mem.ShareForceSalting": salting, "Mem.ShareScanTime": 10, "memtune.share_scan_interval": 0,
+         **(settings or {})}
     for v in vms:
         v.setdefault("workload", "w")
         v.setdefault("image", "linux")
@@ -187,6 +189,25 @@ def test_scan_covers_a_vm_in_share_scan_time_and_respects_share_rate_max():
     map_all(host)
     run(eng, 300)
     assert np.array_equal(host.counters["tps_scanned_pages"], [1500, 1500])
+
+
+def test_the_scan_runs_in_batches_at_the_same_rate():
+    """memtune.share_scan_interval 30 on 10 s ticks: nothing at 10 and 20 s, 30 s of scanning
+    (500 pages at 10000 pages per 600 s) at 30 s, and after a full pass the same sharing."""
+    batched = {"memtune.share_scan_interval": 30}
+    host, eng = make(scenario([{"name": "web", "count": 2, "memory": N10K}], settings=batched))
+    map_all(host)
+    scanned = []
+    for _ in range(3):
+        eng.step(10.0)
+        scanned.append(host.counters.get("tps_scanned_pages", np.zeros(2)).tolist())
+    assert scanned == [[0, 0], [0, 0], [500, 500]]
+    run(eng, SCAN - 10)
+    per_tick, eng2 = make(scenario([{"name": "web", "count": 2, "memory": N10K}]))
+    map_all(per_tick)
+    run(eng2, SCAN + 20)
+    assert np.array_equal(host.pages.counts, per_tick.pages.counts)
+    check_table(host)
 
 
 def test_pages_touched_by_the_guest_are_found_without_mapping_by_hand():

@@ -86,8 +86,7 @@ def outcomes():
     sc = build_scenario([{"name": f"vm{i}"} for i in range(4)], memory="2.75 GiB", duration="3m",
                         workload={"touch_rate": 3e4})
     out = {}
-    for key, disable in (("all", []), ("no-balloon", ["balloon"]),
-                         ("no-balloon-no-compression", ["balloon", "compression"]), ("no-swap", ["swap"])):
+    for key, disable in (("all", []), ("no-balloon", ["balloon"]), ("no-swap", ["swap"])):
         out[key] = run_with(scenario=sc, disable=disable).result["host"]
     return out
 
@@ -97,12 +96,26 @@ def test_turning_off_ballooning_means_swapping(outcomes):
     assert outcomes["no-balloon"]["totals"]["swapped"] > 50 * MiB
 
 
-def test_turning_off_compression_means_more_swapping_and_more_latency(outcomes):
-    with_zip, without = outcomes["no-balloon"], outcomes["no-balloon-no-compression"]
-    assert "compressed" not in without["totals"] and with_zip["totals"]["compressed"] > 0
-    assert without["totals"]["swapped"] > 2 * with_zip["totals"]["swapped"]
-    assert without["stall"] > 1.5 * with_zip["stall"]
-    assert without["mean_latency"] > 1.5 * with_zip["mean_latency"]
+def test_turning_off_compression_means_more_swapping_and_more_latency():
+    """Summed over seeds 1-4: one run's latency ratio swings with what the hard state happened to
+    catch compressed (1.15x to 3.7x over seeds 1-6; 4 seeds together: stall 2.2x, latency 1.7x)."""
+    from conftest import build_scenario
+
+    with_zip, without = [], []
+    for seed in (1, 2, 3, 4):
+        sc = build_scenario([{"name": f"vm{i}"} for i in range(4)], memory="2.75 GiB", duration="3m",
+                            workload={"touch_rate": 3e4}).replace(seed=seed)
+        with_zip.append(run_with(scenario=sc, disable=["balloon"]).result["host"])
+        without.append(run_with(scenario=sc, disable=["balloon", "compression"]).result["host"])
+    for a, b in zip(with_zip, without, strict=True):
+        assert "compressed" not in b["totals"] and a["totals"]["compressed"] > 0
+        assert b["totals"]["swapped"] > 2 * a["totals"]["swapped"]
+
+    def total(runs, key):
+        return sum(r[key] for r in runs)
+
+    assert total(without, "stall") > 1.5 * total(with_zip, "stall")
+    assert total(without, "mean_latency") > 1.5 * total(with_zip, "mean_latency")
 
 
 def test_turning_off_swap_changes_nothing_while_the_balloon_suffices(outcomes):

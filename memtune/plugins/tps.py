@@ -3,7 +3,9 @@
 Model (Waldspurger, OSDI 2002, section 4; vSphere Resource Management guide, "Memory Sharing"):
 
 - A scanner walks each VM's pages at a bounded rate: the whole VM within ``Mem.ShareScanTime``
-  minutes, at most ``Mem.ShareRateMax`` 4 KiB pages per second per VM. Each VM keeps a cursor.
+  minutes, at most ``Mem.ShareRateMax`` 4 KiB pages per second per VM. Each VM keeps a cursor. The
+  scan is applied in batches every ``memtune.share_scan_interval`` (30 s): the same sharing as a
+  batch per tick, at a sixth of the cost on 5 s ticks.
 - Only private resident pages are candidates. Pages of a VM backed by 2 MB large pages are not
   shareable until the host breaks large pages (``host.large_pages_broken``).
 - A page's content key is (salt scope, content id). ``Mem.ShareForceSalting``: 0 = one scope for
@@ -60,6 +62,13 @@ SETTINGS = (
             "sched.mem.pshare.salt (no salt = salt 0), 2 = salt if set, else per VM (intra-VM only).",
             "VMware KB 2097593 and vSphere Resource Management guide: Mem.ShareForceSalting, "
             "default 2 since ESXi 5.5 U2d / 6.0 (2015)", choices=(0, 1, 2), tunable=True),
+    Setting("memtune.share_scan_interval", "seconds", 30,
+            "The scanner's work is applied in batches: every interval, the pages its rate allowed since "
+            "the last batch.",
+            "model choice: a 60-minute scan covers 0.8 % of a VM per 30 s batch. Against a batch every "
+            "5 s tick, 8 seeds of `small` gave stall 0.0413 vs 0.0414 and 1.035 vs 1.033 GiB saved; 4 "
+            "seeds of `vdi` 0.618 GiB saved both ways (1.614 vs 1.628 GiB with Mem.ShareForceSalting 0)",
+            minimum=0),
     Setting("latency.cow_break", "seconds", 3e-6,
             "A write to a shared page: write fault, new machine page and a 4 KiB copy (COW break).",
             "~1 us EPT/NPT fault and exit + ~1 us page allocation + 4 KiB memcpy at ~14 GB/s "
@@ -179,6 +188,7 @@ class TPSState:
         self.index = ShareIndex()
         self.cursor = np.zeros(host.nvm, dtype=np.int64)
         self.budget = np.zeros(host.nvm, dtype=np.float64)
+        self.since_scan = 0.0                        # seconds of scanning owed to the next batch
         scan_time = float(s["Mem.ShareScanTime"]) * 60.0
         self.rate = np.minimum(host.vm_pages / scan_time, s["Mem.ShareRateMax"] / host.page_scale)
         self.total_ref = 0                           # pages in the shared state, per the table
@@ -260,7 +270,10 @@ def memtune_tick(host: Host, now: float, dt: float) -> None:
     d = _data(host)
     _reconcile(host, d)
     _emit_cow(host, d, now)
-    _scan(host, d, dt, now)
+    d.since_scan += dt
+    if d.since_scan >= host.settings["memtune.share_scan_interval"] - 1e-9:
+        _scan(host, d, d.since_scan, now)
+        d.since_scan = 0.0
     host.set_host_pool(NAME, float(d.frames))
 
 
