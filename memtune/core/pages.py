@@ -185,7 +185,7 @@ class PageTable:
                 continue
             at = int(self.base[v]) + start
             states = self.state[at: at + n]
-            out.append(at + np.flatnonzero(states == codes[0] if codes.size == 1 else allowed[states]))
+            out.append(at + np.flatnonzero(states == codes[0] if codes.size == 1 else allowed.take(states)))
         return np.concatenate(out) if len(out) > 1 else out[0] if out else np.zeros(0, dtype=np.int64)
 
     def count(self, state: int) -> np.ndarray:
@@ -214,6 +214,9 @@ class PageTable:
         lo = np.zeros(nvm, dtype=np.int64) if lo is None else np.asarray(lo, dtype=np.int64)
         hi = self.npages if hi is None else np.minimum(np.asarray(hi, dtype=np.int64), self.npages)
         span = np.maximum(hi - lo, 0)
+        if shift is not None:
+            wrap = np.maximum(np.asarray(wrap, dtype=np.int64), 1)
+            shift = np.asarray(shift, dtype=np.int64) % wrap
         codes = np.flatnonzero(allowed[: self.ns])
         n_allowed = self.counts[:, codes].sum(axis=1)
         density = np.minimum(n_allowed, span) / np.maximum(span, 1)
@@ -236,10 +239,12 @@ class PageTable:
             draws = np.minimum(draws, 4 * span).astype(np.int64)
             vm = np.repeat(np.arange(nvm), draws)
             rank = lo[vm] + np.floor(rng.random(vm.size) * span[vm]).astype(np.int64)
-            if shift is not None:
-                rank = (rank + shift[vm]) % np.maximum(wrap[vm], 1)
+            if shift is not None:       # position + shift < 2 * wrap: one subtraction wraps it
+                rank += shift[vm]
+                w = wrap[vm]
+                rank -= w * (rank >= w)
             page = self.base[vm] + rank
-            page = page[allowed[self.state[page]]]
+            page = page[allowed.take(self.state[page])]
             # what the draws saw: the counts say how many allowed pages a VM has, not where they are
             seen = np.bincount(self.vm[page], minlength=nvm)
             density = np.where(draws > 0, np.maximum(seen, 0.5) / np.maximum(draws, 1), density)
