@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memtune import hookimpl
-from memtune.core.engine import Engine
+from memtune.core.engine import Engine, rank_runs
 from memtune.core.memstate import MemState
 from memtune.core.plugins import build_plugin_manager
 from memtune.core.scenario import scenario_from_dict
@@ -266,3 +266,17 @@ def test_a_fault_draw_brings_in_the_pages_it_is_charged_for(touch_samples):
     faults = host.book.faults["parked"].sum()
     assert faults > 10000
     assert brought_in == pytest.approx(faults, rel=0.03)
+
+
+@given(st.lists(st.tuples(st.integers(1, 50), st.integers(0, 99), st.integers(0, 49)), min_size=1, max_size=6))
+def test_rank_runs_wrap_inside_the_allocated_ranks(runs):
+    """Run i: span ranks from first on, counted round the alloc allocated ranks of a VM at base."""
+    alloc = np.array([a for a, _, _ in runs])
+    first = np.array([f % (2 * a - 1) for a, f, _ in runs])          # first < 2 * alloc
+    span = np.array([s % a for a, _, s in runs])                     # span < alloc
+    base = np.cumsum(np.concatenate([[0], 2 * alloc[:-1]])) + 1000
+    pages, start = rank_runs(base, first, span, alloc)
+    want = [b + (f + j) % a for b, f, s, a in zip(base, first, span, alloc, strict=True)
+            for j in range(s)]
+    assert pages.tolist() == want
+    assert start.tolist() == (np.cumsum(span) - span).tolist()

@@ -28,9 +28,9 @@ from memtune.errors import PluginError
 
 def rank_runs(base: np.ndarray, first: np.ndarray, span: np.ndarray,
               alloc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pages of runs of ranks: ``span[i]`` ranks from ``first[i]`` on (``first <= alloc``), wrapping
-    inside the ``alloc[i]`` allocated ranks of the VM whose pages start at ``base[i]``; and where
-    each run starts in the result."""
+    """Pages of runs of ranks: ``span[i]`` ranks from ``first[i]`` on (``first < 2 * alloc``, ``span <
+    alloc``), wrapping inside the ``alloc[i]`` allocated ranks of the VM whose pages start at
+    ``base[i]``; and where each run starts in the result."""
     first = np.where(first >= alloc, first - alloc, first)
     start = np.cumsum(span) - span
     pages = np.repeat(base + first - start, span) + np.arange(int(span.sum()))
