@@ -143,6 +143,16 @@ class _Batch:
     running: dict[int, Evaluation] = field(default_factory=dict)
 
 
+@dataclass
+class _Comparison:
+    """The report's simulations: one entry per compared policy (preset, scenario, best), on the
+    run's report seeds, and the names whose results have not come back yet."""
+
+    seeds: tuple[int, ...]
+    entries: dict[str, dict[str, Any]]
+    waiting: set[str]
+
+
 def eval_scenario(scenario: Scenario, duration: float | None) -> Scenario:
     """``scenario`` with the simulated time of one evaluation: ``duration`` if given (a warm-up
     as long or longer is cut to a third of it), else the scenario's own (scenarios put their
@@ -390,7 +400,7 @@ class Tuner:
         self._inflight: list[_Batch] = []
         # the report's simulations (start_comparison); with compare_early they are submitted as
         # soon as the loop asks no more batches
-        self._comparison: dict[str, Any] | None = None
+        self._comparison: _Comparison | None = None
         self.compare_early = compare_early
         self._prepare(resume)
 
@@ -798,12 +808,12 @@ class Tuner:
             entries["scenario"] = {"kind": "scenario", "feasible": True, "reason": None}
             waiting.add("scenario")
             self._submit("scenario", self.base, seeds)
-        self._comparison = {"seeds": seeds, "entries": entries, "waiting": waiting}
+        self._comparison = _Comparison(seeds, entries, waiting)
 
     def _comparison_result(self, res: dict[str, Any]) -> None:
         assert self._comparison is not None
-        e = self._comparison["entries"][str(res["index"])]
-        self._comparison["waiting"].discard(str(res["index"]))
+        e = self._comparison.entries[str(res["index"])]
+        self._comparison.waiting.discard(str(res["index"]))
         if not res["feasible"]:
             e["feasible"], e["reason"] = False, res["reason"]
             return
@@ -815,7 +825,7 @@ class Tuner:
         full resolution)."""
         self.start_comparison()
         assert self._comparison is not None
-        seeds, entries, waiting = self._comparison["seeds"], self._comparison["entries"], self._comparison["waiting"]
+        seeds, entries, waiting = self._comparison.seeds, self._comparison.entries, self._comparison.waiting
         if best is not None and "best" not in entries:
             _, sc, _ = self._policy_scenario(best.assignment, "best", full=True)
             entries["best"] = {"kind": "best", "feasible": True, "reason": None, "index": best.index}
