@@ -244,18 +244,22 @@ class PageTable:
                 w = wrap[vm]
                 rank -= w * (rank >= w)
             page = self.base[vm] + rank
-            page = page[allowed.take(self.state[page])]
+            ok = allowed.take(self.state[page])
+            page, vm = page[ok], vm[ok]
             # what the draws saw: the counts say how many allowed pages a VM has, not where they are
-            seen = np.bincount(self.vm[page], minlength=nvm)
+            seen = np.bincount(vm, minlength=nvm)
             density = np.where(draws > 0, np.maximum(seen, 0.5) / np.maximum(draws, 1), density)
-            page = page[self.first_seen(page)]
+            new = self.first_seen(page)
             if chosen:
-                page = page[~self.member(page, np.concatenate(chosen))]
-            keep = page[first_of_each(self.vm[page], remaining)]
-            chosen.append(keep)
-            got = np.bincount(self.vm[keep], minlength=nvm)
+                new[new] = ~self.member(page[new], np.concatenate(chosen))
+            page, vm = page[new], vm[new]
+            take = first_of_each(vm, remaining)
+            chosen.append(page[take])
+            got = np.bincount(vm[take], minlength=nvm)
             remaining -= got
             have += got
+            if not remaining.any():
+                break
             density = np.maximum(density - have / np.maximum(span, 1), 0.0)     # what is left to pick
             now_listed = cheaper_listed(remaining)
             listed |= now_listed
