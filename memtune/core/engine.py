@@ -60,6 +60,7 @@ class Engine:
         self.allocates[:n] = st.mask(lambda s: s.fault_allocates)
         self.private[:n] = st.mask(lambda s: s.private_frame)
         self.faults_on = np.stack([self.read_fault, self.write_fault])   # by access: read, write
+        self._faults_on_flat = self.faults_on.reshape(-1)                  # index access * 256 + state
         self.resident_only = np.zeros(256, dtype=bool)
         self.resident_only[RESIDENT] = True
         self.timeline = Timeline(h)
@@ -212,8 +213,6 @@ class Engine:
         """
         h = self.host
         pg = h.pages
-        table = self.faults_on.reshape(-1)               # by (access, state code)
-        width = self.faults_on.shape[1]
         alloc = np.maximum(h.workload.allocated[pg.vm[pages]], 1)
         base = pages - ranks
         missing = np.minimum(extra, alloc - 1)           # never the drawn page again
@@ -233,7 +232,8 @@ class Engine:
             src = np.repeat(draw, span)
             k = kinds[draw]
             state = pg.state[cpage]
-            keep = self.faults_on[k[0]].take(state) if (k == k[0]).all() else table.take(kinds[src] * width + state)
+            keep = (self.faults_on[k[0]].take(state) if (k == k[0]).all()
+                    else self._faults_on_flat.take(kinds[src] * self.faults_on.shape[1] + state))
             # a page comes in once: the first draw to reach it gets it, the others look further
             hit = np.flatnonzero(keep)
             keep[hit] = pg.first_seen(cpage[hit]) & ~pg.member(cpage[hit], np.concatenate(taken))

@@ -172,13 +172,15 @@ class PageTable:
             flat += np.bincount(key + np.asarray(new, dtype=np.int32), minlength=size)
         self.state[pages] = new
 
-    def _list_range(self, v: int, lo: int, span: int, shift: int, wrap: int, allowed: np.ndarray,
-                    codes: np.ndarray) -> np.ndarray:
-        """Pages of VM ``v`` at positions ``[lo, lo + span)`` (rank ``(r + shift) % wrap``) whose
-        state is allowed, in position order: at most two contiguous slices of the state array."""
-        wrap = max(int(wrap), 1)
-        first = (int(lo) + int(shift)) % wrap
-        head = min(int(span), wrap - first)
+    def _list_range(self, v: int, lo: int, span: int, allowed: np.ndarray, codes: np.ndarray,
+                    shift: int = 0, wrap: int | None = None) -> np.ndarray:
+        """Pages of VM ``v`` at positions ``[lo, lo + span)`` whose state is allowed, in position
+        order; with ``wrap``, position ``r`` is rank ``(r + shift) % wrap``. At most two contiguous
+        slices of the state array."""
+        first, head = int(lo), int(span)
+        if wrap is not None:
+            first = (first + int(shift)) % int(wrap)
+            head = min(head, int(wrap) - first)
         out = []
         for start, n in ((first, head), (0, int(span) - head)):
             if n <= 0:
@@ -266,8 +268,8 @@ class PageTable:
             remaining[now_listed] = 0
         listed |= remaining > 0
         for v in np.flatnonzero(listed):
-            cand = self._list_range(v, lo[v], span[v], 0 if shift is None else shift[v],
-                                    span[v] + lo[v] if wrap is None else wrap[v], allowed, codes)
+            cand = (self._list_range(v, lo[v], span[v], allowed, codes) if shift is None else
+                    self._list_range(v, lo[v], span[v], allowed, codes, shift[v], wrap[v]))
             if have[v]:
                 cand = cand[~self.member(cand, np.concatenate(chosen))]
             chosen.append(rng.choice(cand, size=min(int(want[v] - have[v]), cand.size), replace=False))

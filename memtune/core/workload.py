@@ -200,10 +200,6 @@ class WorkloadState:
         rel %= self._alloc1[vm]
         return rel
 
-    def in_hot_set(self, vm: np.ndarray, rank: np.ndarray) -> np.ndarray:
-        """Whether page ``rank`` of VM ``vm`` lies in its working set's hot window."""
-        return self._rel(vm, rank) < self.wss[vm]
-
     def probability(self, vm: np.ndarray, rank: np.ndarray) -> np.ndarray:
         """Probability that one touch of VM ``vm`` lands on page ``rank`` (0 for guest-free pages)."""
         rel = self._rel(vm, rank)

@@ -682,6 +682,12 @@ class Tuner:
             self.stop_reason = "time limit"
         return bool(self.stop_reason)
 
+    def _next_batch(self) -> int:
+        """Number of the batch to ask next: after the last in flight, else after the last told."""
+        if self._inflight:
+            return self._inflight[-1].b + 1
+        return self.history[-1].batch + 1 if self.history else 0
+
     def asked(self) -> int:
         """Evaluations asked so far: told, and in flight."""
         return len(self.history) + sum(len(bt.points) for bt in self._inflight)
@@ -706,7 +712,7 @@ class Tuner:
                     if self.compare_early:
                         self.start_comparison()
                     break
-                b = self._inflight[-1].b + 1 if self._inflight else (self.history[-1].batch + 1 if self.history else 0)
+                b = self._next_batch()
                 n = min(c.batch, c.budget - self.asked())
                 first = self.asked()
                 pending = [p for bt in self._inflight for p in bt.points]
