@@ -286,8 +286,11 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
     if state == MemState.HIGH:
         room = (size - floor).astype(np.float64)
     else:                                   # only VMs below target (never one just inflated)
+        # pages given back with their data on the guest's disk come back at their next touch: they
+        # count against the room below target, or deflation overshoots it tick after tick
+        pending = host.pages.counts[:, d.guest_swapped]
         room = np.where(above | (want > 0), 0.0,
-                        np.minimum(size - floor, np.floor(host.targets - host.held())))
+                        np.minimum(size - floor, np.floor(host.targets - host.held()) - pending))
     mask = (room > 0) & (size > 0)
     if not mask.any():
         d.carry_out[:] = 0.0
