@@ -34,7 +34,7 @@ def rank_runs(base: np.ndarray, first: np.ndarray, span: np.ndarray,
     first = np.where(first >= alloc, first - alloc, first)
     start = np.cumsum(span) - span
     pages = np.repeat(base + first - start, span) + np.arange(int(span.sum()))
-    wrap = np.flatnonzero(first + span > alloc)
+    wrap = (first + span > alloc).nonzero()[0]
     if wrap.size:
         inside = alloc[wrap] - first[wrap]                 # pages before the wrap
         n = span[wrap] - inside
@@ -128,9 +128,9 @@ class Engine:
         served = np.ones(vm.size, dtype=bool)
         # per-touch probability of each drawn page, where fault or write counting needs it
         pi_all = np.zeros(vm.size)
-        need = np.flatnonzero(faulting | write)
+        need = (faulting | write).nonzero()[0]
         pi_all[need] = wl.probability(vm[need], rank[need])
-        fi = np.flatnonzero(faulting)
+        fi = faulting.nonzero()[0]
         if fi.size:
             vf = vm[fi]
             pi = pi_all[fi]
@@ -166,10 +166,11 @@ class Engine:
         book = h.book
         nvm = h.nvm
         if fi.size:
-            book.add(vm[fi], latency[fi] + overhead[vm[fi]], faults[fi])
-            for code in np.unique(st[fi]):
-                m = st[fi] == code
-                book.count_faults(h.states[int(code)].name, vm[fi][m], faults[fi][m])
+            vf, ff, sf = vm[fi], faults[fi], st[fi]
+            book.add(vf, latency[fi] + overhead[vf], ff)
+            for code in np.bincount(sf).nonzero()[0]:       # the states faulted on, in code order
+                m = sf == code
+                book.count_faults(h.states[int(code)].name, vf[m], ff[m])
         plain = np.bincount(vm, weights=weight - faults, minlength=nvm)
         book.add(np.arange(nvm), overhead, plain)
         book.touches += np.bincount(vm, weights=weight, minlength=nvm)
@@ -184,7 +185,7 @@ class Engine:
         neighbours of similar heat)."""
         h = self.host
         pg = h.pages
-        wi = np.flatnonzero(wr)
+        wi = wr.nonzero()[0]
         wi = wi[self.private.take(pg.state[page[wi]])]
         if wi.size == 0:
             return
@@ -223,7 +224,7 @@ class Engine:
         taken = [pages]
         source: list[np.ndarray] = []
         for reach in (1.25, 2.5, 10.0, 40.0, 160.0):
-            draw = np.flatnonzero((missing > 0) & (seen < alloc - 1))
+            draw = ((missing > 0) & (seen < alloc - 1)).nonzero()[0]
             if draw.size == 0:
                 break
             a = alloc[draw]
@@ -235,7 +236,7 @@ class Engine:
             keep = (self.faults_on[k[0]].take(state) if (k == k[0]).all()
                     else self._faults_on_flat.take(kinds[src] * self.faults_on.shape[1] + state))
             # a page comes in once: the first draw to reach it gets it, the others look further
-            hit = np.flatnonzero(keep)
+            hit = keep.nonzero()[0]
             keep[hit] = pg.first_seen(cpage[hit]) & ~pg.member(cpage[hit], np.concatenate(taken))
             got = np.cumsum(keep)                         # the first `missing` of them per draw
             before = np.where(start > 0, got[np.maximum(start - 1, 0)], 0)
@@ -263,7 +264,7 @@ class Engine:
             uok[alloc] = self._admit_allocations(uniq[alloc])
         blocked = ~uok
         ulat[blocked] = s["latency.blocked_alloc"]
-        for code in np.unique(ustate[uok]):
+        for code in np.bincount(ustate[uok]).nonzero()[0]:
             m = uok & (ustate == code)
             idx = uniq[m]
             if code == FREE:
@@ -275,7 +276,8 @@ class Engine:
                 info = h.states[int(code)]
                 raise PluginError(info.owner, "memtune_page_fault",
                                   RuntimeError(f"no plugin serves faults on {info.name!r} pages"))
-            lat = np.broadcast_to(np.asarray(lat, dtype=np.float64), idx.shape).copy()
+            lat = np.asarray(lat, dtype=np.float64)
+            lat = lat.copy() if lat.shape == idx.shape else np.broadcast_to(lat, idx.shape).copy()
             for extra in h.hook.memtune_fault_latency(host=h, state=int(code), pages=idx, latency=lat):
                 if extra is not None:
                     lat += extra

@@ -166,7 +166,7 @@ class PageTable:
         key = vm * self.ns                        # int32: nvm * 32 stays far below 2**31
         flat = self.counts.reshape(-1)
         flat -= np.bincount(key + self.state[pages], minlength=size)
-        if np.ndim(new) == 0:
+        if not isinstance(new, np.ndarray):
             self.counts[:, int(new)] += np.bincount(vm, minlength=self.counts.shape[0])
         else:
             flat += np.bincount(key + np.asarray(new, dtype=np.int32), minlength=size)
@@ -187,7 +187,7 @@ class PageTable:
                 continue
             at = int(self.base[v]) + start
             states = self.state[at: at + n]
-            out.append(at + np.flatnonzero(states == codes[0] if codes.size == 1 else allowed.take(states)))
+            out.append(at + (states == codes[0] if codes.size == 1 else allowed.take(states)).nonzero()[0])
         return np.concatenate(out) if len(out) > 1 else out[0] if out else np.zeros(0, dtype=np.int64)
 
     def count(self, state: int) -> np.ndarray:
@@ -213,14 +213,18 @@ class PageTable:
         """
         nvm = self.counts.shape[0]
         want = np.asarray(want, dtype=np.int64)
-        lo = np.zeros(nvm, dtype=np.int64) if lo is None else np.asarray(lo, dtype=np.int64)
         hi = self.npages if hi is None else np.minimum(np.asarray(hi, dtype=np.int64), self.npages)
-        span = np.maximum(hi - lo, 0)
+        if lo is None:
+            lo, span = np.zeros(nvm, dtype=np.int64), hi
+        else:
+            lo = np.asarray(lo, dtype=np.int64)
+            span = np.maximum(hi - lo, 0)
         if shift is not None:
             wrap = np.maximum(np.asarray(wrap, dtype=np.int64), 1)
             shift = np.asarray(shift, dtype=np.int64) % wrap
-        codes = np.flatnonzero(allowed[: self.ns])
-        n_allowed = self.counts[:, codes].sum(axis=1)
+        table = allowed[: self.ns]
+        codes = table.nonzero()[0]
+        n_allowed = self.counts.dot(table.astype(np.int64))
         density = np.minimum(n_allowed, span) / np.maximum(span, 1)
         want = np.minimum(want, np.minimum(span, n_allowed))
 
@@ -234,13 +238,16 @@ class PageTable:
         remaining = np.where(listed, 0, want)
         chosen: list[np.ndarray] = []
         have = np.zeros(nvm, dtype=np.int64)
+        most = 4 * span
         for _ in range(tries):
             if not remaining.any():
                 break
             draws = np.where(remaining > 0, np.ceil(remaining * 1.25 / np.maximum(density, 1e-3)) + 4, 0)
-            draws = np.minimum(draws, 4 * span).astype(np.int64)
-            vm = np.repeat(np.arange(nvm), draws)
-            rank = lo[vm] + np.floor(rng.random(vm.size) * span[vm]).astype(np.int64)
+            draws = np.minimum(draws, most).astype(np.int64)
+            vm = np.arange(nvm).repeat(draws)
+            rank = (rng.random(vm.size) * span[vm]).astype(np.int64)      # uniform positions
+            if lo.any():
+                rank += lo[vm]
             if shift is not None:       # position + shift < 2 * wrap: one subtraction wraps it
                 rank += shift[vm]
                 w = wrap[vm]
@@ -249,15 +256,18 @@ class PageTable:
             ok = allowed.take(self.state[page])
             page, vm = page[ok], vm[ok]
             # what the draws saw: the counts say how many allowed pages a VM has, not where they are
-            seen = np.bincount(vm, minlength=nvm)
-            density = np.where(draws > 0, np.maximum(seen, 0.5) / np.maximum(draws, 1), density)
+            n = np.bincount(vm, minlength=nvm)
+            density = np.where(draws > 0, np.maximum(n, 0.5) / np.maximum(draws, 1), density)
             new = self.first_seen(page)
             if chosen:
                 new[new] = ~self.member(page[new], np.concatenate(chosen))
-            page, vm = page[new], vm[new]
-            take = first_of_each(vm, remaining)
+            if not new.all():
+                page, vm = page[new], vm[new]
+                n = np.bincount(vm, minlength=nvm)
+            # the first remaining[v] of each VM's new pages (first_of_each with the counts at hand)
+            take = np.arange(vm.size) - (np.cumsum(n) - n)[vm] < remaining[vm]
             chosen.append(page[take])
-            got = np.bincount(vm[take], minlength=nvm)
+            got = np.minimum(n, remaining)
             remaining -= got
             have += got
             if not remaining.any():
@@ -267,7 +277,7 @@ class PageTable:
             listed |= now_listed
             remaining[now_listed] = 0
         listed |= remaining > 0
-        for v in np.flatnonzero(listed):
+        for v in listed.nonzero()[0]:
             cand = (self._list_range(v, lo[v], span[v], allowed, codes) if shift is None else
                     self._list_range(v, lo[v], span[v], allowed, codes, shift[v], wrap[v]))
             if have[v]:

@@ -204,11 +204,11 @@ class WorkloadState:
         """Probability that one touch of VM ``vm`` lands on page ``rank`` (0 for guest-free pages)."""
         rel = self._rel(vm, rank)
         p = self._p_cold[vm]
-        hot = np.flatnonzero(rel < self.wss[vm])
+        hot = (rel < self.wss[vm]).nonzero()[0]
         if hot.size:
             vh = vm[hot]
             p_hot = self._p_hot[vh]
-            z = np.flatnonzero(self.is_zipf[vh])
+            z = self.is_zipf[vh].nonzero()[0]
             if z.size:
                 vz = vh[z]
                 p_hot[z] = self.share[vz] * self._zipf_pmf(rel[hot[z]], vz)
