@@ -239,39 +239,39 @@ class PageTable:
         chosen: list[np.ndarray] = []
         have = np.zeros(nvm, dtype=np.int64)
         most = 4 * span
+        # page of position 0 in each VM's range; with a wrap, pages from `end` on wrap back
+        start = self.base + lo if shift is None else self.base + lo + shift
+        end = None if shift is None else self.base + wrap
         for _ in range(tries):
             if not remaining.any():
                 break
             draws = np.where(remaining > 0, np.ceil(remaining * 1.25 / np.maximum(density, 1e-3)) + 4, 0)
             draws = np.minimum(draws, most).astype(np.int64)
             vm = np.arange(nvm).repeat(draws)
-            rank = (rng.random(vm.size) * span[vm]).astype(np.int64)      # uniform positions
-            if lo.any():
-                rank += lo[vm]
+            page = (rng.random(vm.size) * span[vm]).astype(np.int64)      # uniform positions
+            page += start[vm]
             if shift is not None:       # position + shift < 2 * wrap: one subtraction wraps it
-                rank += shift[vm]
                 w = wrap[vm]
-                rank -= w * (rank >= w)
-            page = self.base[vm] + rank
+                page -= w * (page >= end[vm])
             ok = allowed.take(self.state[page])
             page, vm = page[ok], vm[ok]
             # what the draws saw: the counts say how many allowed pages a VM has, not where they are
-            n = np.bincount(vm, minlength=nvm)
-            density = np.where(draws > 0, np.maximum(n, 0.5) / np.maximum(draws, 1), density)
+            seen = n = np.bincount(vm, minlength=nvm)
             new = self.first_seen(page)
             if chosen:
                 new[new] = ~self.member(page[new], np.concatenate(chosen))
             if not new.all():
                 page, vm = page[new], vm[new]
                 n = np.bincount(vm, minlength=nvm)
-            # the first remaining[v] of each VM's new pages (first_of_each with the counts at hand)
-            take = np.arange(vm.size) - (np.cumsum(n) - n)[vm] < remaining[vm]
+            # the first remaining[v] of each VM's new pages (vm is grouped: first_of_each's test)
+            take = np.arange(vm.size) < (np.cumsum(n) - n + remaining)[vm]
             chosen.append(page[take])
             got = np.minimum(n, remaining)
             remaining -= got
             have += got
             if not remaining.any():
                 break
+            density = np.where(draws > 0, np.maximum(seen, 0.5) / np.maximum(draws, 1), density)
             density = np.maximum(density - have / np.maximum(span, 1), 0.0)     # what is left to pick
             now_listed = cheaper_listed(remaining)
             listed |= now_listed
