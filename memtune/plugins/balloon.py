@@ -28,7 +28,11 @@ Model:
   free rate 16384 pages/s = 64 MiB/s) gives pages back to the guest. Deflating every balloon in the
   clear state as well made the `small` scenario swing between soft and clear every minute or two
   (54 GiB inflated and deflated again in 25 simulated minutes); ESX sizes balloons from allocation
-  targets, which is what the "below target" rule follows. What the guest gets back is free memory,
+  targets, which is what the "below target" rule follows. The room below target counts pages
+  already given back whose data is still on the guest's disk (``guest_swapped``, they take a
+  machine page again at their next touch): without that, room stayed the same tick after tick and a
+  VM deflated at the full rate until its touches caught up (on `small`, 194 s in soft instead of
+  116 s, a clear/soft sawtooth). What the guest gets back is free memory,
   not its paged-out data: a ballooned page beyond the guest's allocated memory becomes ``free``
   (the next touch allocates a machine page); a ballooned page inside it, whose data is still on the
   guest's virtual disk, becomes ``guest_swapped``: its next touch costs the guest's swap-in
