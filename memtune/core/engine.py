@@ -32,14 +32,14 @@ def rank_runs(base: np.ndarray, first: np.ndarray, span: np.ndarray,
     alloc``), wrapping inside the ``alloc[i]`` allocated ranks of the VM whose pages start at
     ``base[i]``; and where each run starts in the result."""
     first = np.where(first >= alloc, first - alloc, first)
-    start = np.cumsum(span) - span
-    pages = np.repeat(base + first - start, span) + np.arange(int(span.sum()))
+    start = span.cumsum() - span
+    pages = (base + first - start).repeat(span) + np.arange(int(span.sum()))
     wrap = (first + span > alloc).nonzero()[0]
     if wrap.size:
         inside = alloc[wrap] - first[wrap]                 # pages before the wrap
         n = span[wrap] - inside
-        at = np.repeat(start[wrap] + inside - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
-        pages[at] -= np.repeat(alloc[wrap], n)
+        at = (start[wrap] + inside - (n.cumsum() - n)).repeat(n) + np.arange(int(n.sum()))
+        pages[at] -= alloc[wrap].repeat(n)
     return pages, start
 
 
@@ -195,7 +195,7 @@ class Engine:
         written = -np.expm1(-lam[v] * sel / scale) / (draws[v] * sel)   # 4 KiB pages / scale
         extra = np.floor(written + rng.random(wi.size)).astype(np.int64) - 1
         alloc = np.maximum(h.workload.allocated[v], 1)
-        near, _ = rank_runs(pg.base[v], rank[wi] + 1, np.clip(extra, 0, alloc - 1), alloc)
+        near, _ = rank_runs(pg.base[v], rank[wi] + 1, np.minimum(np.maximum(extra, 0), alloc - 1), alloc)
         near = near[self.private.take(pg.state[near])]
         for wp in (page[wi], near):
             pg.content[wp] = unique_content(wp)
@@ -220,7 +220,7 @@ class Engine:
         seen = np.zeros(pages.size, dtype=np.int64)      # ranks looked at after each draw
         # share of the VM's allocated ranks in a faulting state, at least 1 in 64
         n_match = (pg.counts[pg.vm[pages]] * self.faults_on[kinds, : pg.ns]).sum(axis=1)
-        density = np.clip(n_match / alloc, 1.0 / 64, 1.0)
+        density = np.minimum(np.maximum(n_match / alloc, 1.0 / 64), 1.0)
         taken = [pages]
         source: list[np.ndarray] = []
         for reach in (1.25, 2.5, 10.0, 40.0, 160.0):
@@ -230,7 +230,7 @@ class Engine:
             a = alloc[draw]
             span = np.minimum(np.ceil(reach * missing[draw] / density[draw]) + 2, a - 1 - seen[draw]).astype(np.int64)
             cpage, start = rank_runs(base[draw], ranks[draw] + 1 + seen[draw], span, a)
-            src = np.repeat(draw, span)
+            src = draw.repeat(span)
             k = kinds[draw]
             state = pg.state[cpage]
             keep = (self.faults_on[k[0]].take(state) if (k == k[0]).all()
@@ -238,9 +238,9 @@ class Engine:
             # a page comes in once: the first draw to reach it gets it, the others look further
             hit = keep.nonzero()[0]
             keep[hit] = pg.first_seen(cpage[hit]) & ~pg.member(cpage[hit], np.concatenate(taken))
-            got = np.cumsum(keep)                         # the first `missing` of them per draw
+            got = keep.cumsum()                           # the first `missing` of them per draw
             before = np.where(start > 0, got[np.maximum(start - 1, 0)], 0)
-            keep &= got <= np.repeat(before + missing[draw], span)
+            keep &= got <= (before + missing[draw]).repeat(span)
             missing -= np.bincount(src[keep], minlength=pages.size)
             seen[draw] += span
             taken.append(cpage[keep])
@@ -296,7 +296,7 @@ class Engine:
         room = np.floor(h.limit - h.held()).astype(np.int64)
         wanted = np.bincount(vm[ok], minlength=h.nvm)
         if (wanted > room).any():
-            order = np.argsort(vm, kind="stable")
+            order = vm.argsort(kind="stable")
             svm = vm[order]
             first = np.searchsorted(svm, np.arange(h.nvm))
             pos = np.empty(pages.size, dtype=np.int64)
@@ -315,7 +315,7 @@ class Engine:
         # host free memory (as it was before any page-out), first come first served: the touched
         # pages before the companions that came with them
         rest = ok & ~funded
-        ok = funded | (rest & (np.cumsum(rest) <= free))
+        ok = funded | (rest & (rest.cumsum() <= free))
         return ok
 
     def _allocate(self, on: np.ndarray) -> None:

@@ -47,7 +47,7 @@ def unique_content(page: np.ndarray) -> np.ndarray:
 def first_of_each(vm: np.ndarray, want: np.ndarray) -> np.ndarray:
     """Mask of the first ``want[v]`` entries of each VM ``v`` in ``vm``, a list grouped by VM."""
     n = np.bincount(vm, minlength=want.size)
-    return np.arange(vm.size) - (np.cumsum(n) - n)[vm] < want[vm]
+    return np.arange(vm.size) - (n.cumsum() - n)[vm] < want[vm]
 
 
 def is_unique(content: np.ndarray) -> np.ndarray:
@@ -264,7 +264,7 @@ class PageTable:
                 page, vm = page[new], vm[new]
                 n = np.bincount(vm, minlength=nvm)
             # the first remaining[v] of each VM's new pages (vm is grouped: first_of_each's test)
-            take = np.arange(vm.size) < (np.cumsum(n) - n + remaining)[vm]
+            take = np.arange(vm.size) < (n.cumsum() - n + remaining)[vm]
             chosen.append(page[take])
             got = np.minimum(n, remaining)
             remaining -= got
@@ -286,4 +286,4 @@ class PageTable:
         if not chosen:
             return np.zeros(0, dtype=np.int64)
         out = np.concatenate(chosen).astype(np.int64)
-        return out[np.argsort(self.vm[out], kind="stable")] if len(chosen) > 1 else out
+        return out[self.vm[out].argsort(kind="stable")] if len(chosen) > 1 else out

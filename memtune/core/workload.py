@@ -149,10 +149,10 @@ class WorkloadState:
             wss[i] = self._phase_wss[rows, done]
             alloc[i] = self._phase_alloc[rows, done]
             self._shift_total[i] = self._phase_shift[rows, done]
-        alloc = np.clip(alloc, 0.0, 1.0)
+        alloc = np.minimum(np.maximum(alloc, 0.0), 1.0)
         allocated = np.maximum(1, np.floor(alloc * self.pages)).astype(np.int64)
         self.allocated = np.where(self.on, allocated, 0)
-        w = np.clip(np.floor(np.clip(wss, 0.0, 1.0) * self.pages), 1, None).astype(np.int64)
+        w = np.maximum(np.floor(np.minimum(np.maximum(wss, 0.0), 1.0) * self.pages), 1).astype(np.int64)
         self.wss = np.minimum(w, np.maximum(self.allocated, 1))
         self.offset = (np.floor(self._shift_total * np.maximum(self.allocated, 1))).astype(np.int64)
         self.rate = np.where(self.on, rate, 0.0)
@@ -178,7 +178,7 @@ class WorkloadState:
 
     def draw(self, rng: np.random.Generator, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``counts[v]`` touches for every VM at once: (vm index, rank) arrays."""
-        vm = np.repeat(np.arange(len(counts)), counts)
+        vm = np.arange(len(counts)).repeat(counts)
         if vm.size == 0:
             return vm, vm.copy()
         a = np.maximum(self.allocated[vm], 1)

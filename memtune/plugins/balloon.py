@@ -204,10 +204,10 @@ def _coldest(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
     # least likely touched first; the stable sort keeps ties (a uniform hot set) in random order
     p = host.touch_probability(cand)
     vm = pg.vm[cand]
-    order = np.argsort(vm + p / (2.0 * max(float(p.max()), 1e-300)), kind="stable")
+    order = (vm + p / (2.0 * max(float(p.max()), 1e-300))).argsort(kind="stable")
     cand, vm = cand[order], vm[order]
     out = np.concatenate([cold, cand[first_of_each(vm, short)]])
-    return out[np.argsort(pg.vm[out], kind="stable")]
+    return out[pg.vm[out].argsort(kind="stable")]
 
 
 def _inflate(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
@@ -324,7 +324,7 @@ def memtune_page_fault(host: Any, state: int, pages: np.ndarray, write: np.ndarr
     victims = _coldest(host, d, want)      # the touched pages are not resident yet: never picked
     got = np.bincount(pg.vm[victims], minlength=nvm)
     # a VM with too few resident pages to evict keeps the rest of its touched pages ballooned
-    order = np.argsort(vm, kind="stable")
+    order = vm.argsort(kind="stable")
     back = order[first_of_each(vm[order], got)]
     pg.set_state(pages[back], host.resident_state())
     pg.set_state(victims, d.code)

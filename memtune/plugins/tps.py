@@ -298,8 +298,8 @@ def _scan(host: Host, d: TPSState, dt: float, now: float) -> None:
     if total == 0:
         return
     host.count_per_vm("tps_scanned_pages", k * float(host.page_scale))
-    vm = np.repeat(np.arange(host.nvm, dtype=np.int64), k)
-    step = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(k) - k, k)
+    vm = np.arange(host.nvm, dtype=np.int64).repeat(k)
+    step = np.arange(total, dtype=np.int64) - (k.cumsum() - k).repeat(k)
     rank = (d.cursor[vm] + step) % host.vm_pages[vm]
     d.cursor = (d.cursor + k) % host.vm_pages
     pages = pg.base[vm] + rank
