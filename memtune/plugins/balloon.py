@@ -324,9 +324,10 @@ def memtune_page_fault(host: Any, state: int, pages: np.ndarray, write: np.ndarr
     victims = _coldest(host, d, want)      # the touched pages are not resident yet: never picked
     got = np.bincount(pg.vm[victims], minlength=nvm)
     # a VM with too few resident pages to evict keeps the rest of its touched pages ballooned
-    order = vm.argsort(kind="stable")
-    back = order[first_of_each(vm[order], got)]
-    pg.set_state(pages[back], host.resident_state())
+    if (got < want).any():
+        order = vm.argsort(kind="stable")
+        pages = pages[order[first_of_each(vm[order], got)]]
+    pg.set_state(pages, host.resident_state())
     pg.set_state(victims, d.code)
     host.count_per_vm("guest_swap_in_bytes", want * float(host.page_bytes))
     host.count_per_vm("guest_swap_out_bytes", got * float(host.page_bytes))
