@@ -289,6 +289,25 @@ def test_guest_writes_charge_cow_breaks_through_the_engine():
     assert d.repairs == 0
 
 
+def test_reports_read_the_shared_pages_from_the_log_of_pages_shared():
+    # reports list the shared pages from the log the scan keeps (O(shared pages)), pruned of pages
+    # a write broke; they must be exactly the pages a scan of every page finds
+    host, eng = make(scenario([{"name": "web", "count": 3, "memory": N10K}], write=0.0005, touch_rate=2e4))
+    map_all(host)
+    run(eng, SCAN + 20)
+    d = host.plugin_data["tps"]
+    pg = host.pages
+    every = np.flatnonzero(pg.state == d.code)
+    assert host.counters["cow_breaks"].sum() > 0 and every.size > 0       # some shared, some broken
+    logged = d.shared_len
+    assert np.array_equal(np.sort(tps.shared_pages(host, d)), every)
+    assert d.shared_len == every.size < logged        # the broken ones were pruned
+    # a page put in the shared state by something other than the scan is still reported
+    other = np.flatnonzero(pg.state == RESIDENT)[:1]
+    pg.set_state(other, d.code)
+    assert np.array_equal(np.sort(tps.shared_pages(host, d)), np.sort(np.concatenate([every, other])))
+
+
 def test_refcounts_are_repaired_if_another_plugin_takes_a_shared_page():
     host, eng = make(scenario([{"name": "web", "count": 2, "memory": N10K}]))
     map_all(host)

@@ -195,6 +195,10 @@ class TPSState:
         self.frames = 0                              # shared frames held (host pool)
         self.cow_pending = np.zeros(host.nvm)        # COW breaks this tick, in 4 KiB pages
         self.repairs = 0
+        # pages put in the shared state, in the order shared; pages that left it since (COW breaks)
+        # are pruned when the log is read, so reports cost O(shared pages), not O(memory)
+        self.shared_log = np.zeros(1024, dtype=np.int64)
+        self.shared_len = 0
 
 
 def salt_scopes(host: Host) -> np.ndarray:
@@ -328,6 +332,7 @@ def _scan(host: Host, d: TPSState, dt: float, now: float) -> None:
     new_pages = np.concatenate([cand[np.repeat(share, cnt)], hp[share & hv]])
     if new_pages.size:
         pg.set_state(new_pages, d.code)
+        _log_shared(d, new_pages)
         d.total_ref += int(new_pages.size)
         d.frames += int(np.count_nonzero(share & ~frame))
         per_vm = np.bincount(pg.vm[new_pages], minlength=host.nvm) * float(host.page_scale)
@@ -352,6 +357,29 @@ def _scan(host: Host, d: TPSState, dt: float, now: float) -> None:
         key_of_slot[idx.new_slots] = idx.new_keys
         ok = (h >= 0) & (pg.state[hp_all] == RESIDENT) & (content_keys(d, host, hp_all) == key_of_slot[slots])
         idx.merge(keep_hint=ok)
+
+
+def _log_shared(d: TPSState, pages: np.ndarray) -> None:
+    n = d.shared_len + pages.size
+    if n > d.shared_log.size:
+        grown = np.zeros(max(n, 2 * d.shared_log.size), dtype=np.int64)
+        grown[: d.shared_len] = d.shared_log[: d.shared_len]
+        d.shared_log = grown
+    d.shared_log[d.shared_len: n] = pages
+    d.shared_len = n
+
+
+def shared_pages(host: Host, d: TPSState) -> np.ndarray:
+    """The pages in the shared state, read from the log of pages shared (and the log pruned)."""
+    pg = host.pages
+    log = d.shared_log[: d.shared_len]
+    sp = log[pg.state[log] == d.code]
+    sp = sp[pg.first_seen(sp)]            # shared, broken by a write and shared again: logged twice
+    if sp.size != int(pg.counts[:, d.code].sum()):      # put in the state by something else
+        sp = np.flatnonzero(pg.state == d.code)
+    d.shared_log[: sp.size] = sp
+    d.shared_len = sp.size
+    return sp
 
 
 def _release(host: Host, d: TPSState, pages: np.ndarray) -> None:
@@ -418,7 +446,7 @@ def sharing_amounts(host: Host) -> dict[str, np.ndarray]:
     d = _data(host)
     pg = host.pages
     pb = float(host.page_bytes)
-    sp = np.flatnonzero(pg.state == d.code)
+    sp = shared_pages(host, d)
     vm = pg.vm[sp]
     slot = d.index.find(content_keys(d, host, sp))
     ref = np.maximum(d.index.ref[np.maximum(slot, 0)], 1).astype(np.float64)
