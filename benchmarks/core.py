@@ -16,30 +16,41 @@ from memtune.core.scenario import Scenario, load_scenario
 from memtune.core.simulation import build_host
 
 
-def timed_run(sc: Scenario, repeat: int = 1) -> dict:
-    """Build (not timed) and run (timed) a scenario ``repeat`` times; speed figures of the fastest
-    run (the least disturbed by other work on the machine; every run simulates the same thing)."""
-    wall = float("inf")
+def timed_runs(scenarios: list[Scenario], repeat: int = 1) -> list[dict]:
+    """Build (not timed) and run (timed) each scenario ``repeat`` times, taking turns, so a slow
+    spell of the machine hits every scenario alike (this one's speed varies by half within
+    minutes); speed figures of each scenario's fastest run, the least disturbed (every run of a
+    scenario simulates the same thing)."""
+    wall = [float("inf")] * len(scenarios)
+    last: list = [None] * len(scenarios)
     for _ in range(repeat):
-        host = build_host(sc)
-        eng = Engine(host)
-        t0 = time.perf_counter()
-        result = eng.run()
-        wall = min(wall, time.perf_counter() - t0)
-    ticks = host.ticks
-    touches = float(host.book.touches.sum())
-    return {
-        "scenario": sc.name,
-        "vms": host.nvm,
-        "pages": int(host.pages.total),
-        "page_bytes": host.page_bytes,
-        "simulated_s": sc.duration,
-        "repeat": repeat,
-        "wall_s": round(wall, 3),
-        "vm_ticks_per_s": round(ticks * host.nvm / wall),
-        "simulated_touches_per_s": round(touches / wall),
-        "host_stall": round(result["host"]["stall"], 4),
-    }
+        for k, sc in enumerate(scenarios):
+            host = build_host(sc)
+            eng = Engine(host)
+            t0 = time.perf_counter()
+            result = eng.run()
+            wall[k] = min(wall[k], time.perf_counter() - t0)
+            last[k] = (host, result)
+    out = []
+    for sc, w, (host, result) in zip(scenarios, wall, last, strict=True):
+        out.append({
+            "scenario": sc.name,
+            "vms": host.nvm,
+            "pages": int(host.pages.total),
+            "page_bytes": host.page_bytes,
+            "simulated_s": sc.duration,
+            "repeat": repeat,
+            "wall_s": round(w, 3),
+            "vm_ticks_per_s": round(host.ticks * host.nvm / w),
+            "simulated_touches_per_s": round(float(host.book.touches.sum()) / w),
+            "host_stall": round(result["host"]["stall"], 4),
+        })
+    return out
+
+
+def timed_run(sc: Scenario, repeat: int = 1) -> dict:
+    """:func:`timed_runs` for one scenario."""
+    return timed_runs([sc], repeat)[0]
 
 
 def scaled(sc: Scenario, *, vm_factor: int = 1, mem_factor: int = 1, page_scale: int | None = None,
@@ -61,19 +72,18 @@ def scaled(sc: Scenario, *, vm_factor: int = 1, mem_factor: int = 1, page_scale:
 def run() -> dict:
     small = load_scenario("small")
     large = load_scenario("large")
-    out: dict = {"small": timed_run(small, repeat=3), "large": timed_run(large)}
     # the tick's fixed work (numpy calls, hooks): `small` with 4 MiB pages, where the pages it
     # moves cost next to nothing; times the ticks of a run, it is the floor under `small`'s time
     coarse = small.replace(host=dataclasses.replace(small.host, page_scale=1024))
-    fixed = timed_run(coarse, repeat=3)
+    small_run, fixed = timed_runs([small, coarse], repeat=5)
+    out: dict = {"small": small_run, "large": timed_run(large)}
     ticks = round(small.duration / small.tick)
     out["fixed_work"] = {"per_tick_ms": round(fixed["wall_s"] / ticks * 1e3, 2), "ticks": ticks,
                          "run_s": fixed["wall_s"], "share_of_small": round(fixed["wall_s"] / out["small"]["wall_s"], 2)}
     base = small.replace(duration=600.0)
-    t1 = timed_run(scaled(base, page_scale=16), repeat=3)
-    t2 = timed_run(scaled(base, vm_factor=2, page_scale=16), repeat=3)
-    t4 = timed_run(scaled(base, vm_factor=4, page_scale=16), repeat=3)
-    m4 = timed_run(scaled(base, mem_factor=4, page_scale=16), repeat=3)
+    t1, t2, t4, m4 = timed_runs([scaled(base, page_scale=16), scaled(base, vm_factor=2, page_scale=16),
+                                 scaled(base, vm_factor=4, page_scale=16),
+                                 scaled(base, mem_factor=4, page_scale=16)], repeat=3)
     out["scaling"] = {
         "base_wall_s": t1["wall_s"],
         "double_vms_ratio": round(t2["wall_s"] / t1["wall_s"], 3),
