@@ -22,7 +22,8 @@ Model (Waldspurger, OSDI 2002, section 4; vSphere Resource Management guide, "Me
 The table is a sorted array of keys (a large main level plus a small recent level merged in batches,
 so inserting costs amortised O(1) per key) over slot arrays (refcount, hint page). Everything per
 tick is numpy over the scanned batch and the faulting pages; the per-VM SHRDSVD / consumed split
-(sum of 1 - 1/refcount and 1/refcount over a VM's shared pages) is computed at snapshot time.
+(sum of 1 - 1/refcount and 1/refcount over a VM's shared pages) is computed at snapshot time,
+over the pages the scan logged as shared (pruned of those a write broke since), not over every page.
 
 esxtop / KSM names: shared pages = SHRD (``shared`` page state), saved = SHRDSVD
 (``shared_saved``), ``zero`` = ZERO; host-wide frames in use = KSM ``pages_shared``, pages mapping
