@@ -276,8 +276,7 @@ class Engine:
                 info = h.states[int(code)]
                 raise PluginError(info.owner, "memtune_page_fault",
                                   RuntimeError(f"no plugin serves faults on {info.name!r} pages"))
-            lat = np.asarray(lat, dtype=np.float64)
-            lat = lat.copy() if lat.shape == idx.shape else np.broadcast_to(lat, idx.shape).copy()
+            lat = np.broadcast_to(np.asarray(lat, dtype=np.float64), idx.shape).copy()
             for extra in h.hook.memtune_fault_latency(host=h, state=int(code), pages=idx, latency=lat):
                 if extra is not None:
                     lat += extra

@@ -44,9 +44,11 @@ def unique_content(page: np.ndarray) -> np.ndarray:
     return (UNIQUE_KIND << _KIND_SHIFT) | page.astype(np.int64)
 
 
-def first_of_each(vm: np.ndarray, want: np.ndarray) -> np.ndarray:
-    """Mask of the first ``want[v]`` entries of each VM ``v`` in ``vm``, a list grouped by VM."""
-    n = np.bincount(vm, minlength=want.size)
+def first_of_each(vm: np.ndarray, want: np.ndarray, n: np.ndarray | None = None) -> np.ndarray:
+    """Mask of the first ``want[v]`` entries of each VM ``v`` in ``vm``, a list grouped by VM
+    (``n``: the entries per VM, if the caller has counted them)."""
+    if n is None:
+        n = np.bincount(vm, minlength=want.size)
     return np.arange(vm.size) - (n.cumsum() - n)[vm] < want[vm]
 
 
@@ -263,8 +265,7 @@ class PageTable:
             if not new.all():
                 page, vm = page[new], vm[new]
                 n = np.bincount(vm, minlength=nvm)
-            # the first remaining[v] of each VM's new pages (vm is grouped: first_of_each's test)
-            take = np.arange(vm.size) < (n.cumsum() - n + remaining)[vm]
+            take = first_of_each(vm, remaining, n)
             chosen.append(page[take])
             got = np.minimum(n, remaining)
             remaining -= got

@@ -402,9 +402,8 @@ def _reconcile(host: Host, d: TPSState) -> None:
     n = int(host.pages.counts[:, d.code].sum())
     if n == d.total_ref:
         return
-    pg = host.pages
     idx = d.index
-    sp = np.flatnonzero(pg.state == d.code)
+    sp = shared_pages(host, d)
     slot = idx.find(content_keys(d, host, sp))
     idx.ref[: idx.size] = 0
     us, c = np.unique(slot[slot >= 0], return_counts=True)
