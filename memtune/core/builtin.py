@@ -35,6 +35,15 @@ SETTINGS = (
             "Touch draws per VM per simulated second; each stands for touch_rate/touch_samples touches.",
             "model choice: cost follows activity, not memory size; results agree from 32 up "
             "(small 0.0412 / 0.0410 stall at 32 / 64, docs/model.md)", minimum=1),
+    Setting("memtune.touch_interval", "seconds", 10.0,
+            "Longest span one round of touch draws stands for, a whole number of ticks. Touches are "
+            "drawn once per span while no VM starts, boots or changes phase in it, the host is above "
+            "the hard state and no sampling period or the warm-up ends inside it; otherwise every "
+            "tick. At or below the tick: every tick. Allocation, memory states and reclamation run "
+            "every tick either way.",
+            "model choice: on the built-in scenarios 10 s gives the stall, latency, balloon and "
+            "sharing of per-tick draws within their seed spread at about 0.7x the time of `small` "
+            "(docs/model.md, Step length)", minimum=0),
     Setting("memtune.warm_start", "bool", False,
             "Start VMs (powered on at time 0, not booting) as if they had been running: their "
             "most-touched allocated pages resident, up to their initial allocation target.",

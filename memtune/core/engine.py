@@ -20,7 +20,7 @@ import numpy as np
 from memtune.core.allocation import allocation_targets
 from memtune.core.host import Host
 from memtune.core.latency import LatencyBook
-from memtune.core.memstate import LARGE_PAGE_BREAK, MemState, next_state
+from memtune.core.memstate import ENTRY_THRESHOLDS, LARGE_PAGE_BREAK, MemState, next_state
 from memtune.core.pages import FREE, RESIDENT, unique_content
 from memtune.core.report import Timeline, build_result
 from memtune.errors import PluginError
@@ -66,6 +66,9 @@ class Engine:
         self.timeline = Timeline(h)
         self._next_report = 0.0
         self._warm = h.scenario.warmup <= 0
+        self._touched_until = 0.0           # touch draws made so far stand for the time up to here
+        self._free_seen: list[tuple[float, float]] = []     # (time, free memory) at the last rounds
+        self._stop = np.inf                 # end of the run, where one is under way
         h.hook.memtune_configure(host=h)
         self._policy_event()
 
@@ -83,11 +86,15 @@ class Engine:
         wl = h.workload
         wl.advance(h.now)
         on = wl.on & h.powered
-        lam = np.where(on, wl.rate * dt, 0.0)
-        per_tick = max(1, int(round(h.settings["memtune.touch_samples"] * dt)))
-        draws = np.where(lam > 0, np.minimum(np.ceil(lam), per_tick), 0).astype(np.int64)
-        self._touch(now, dt, lam, draws, on)
-        h.sampler.observe_touches(lam)
+        if h.now >= self._touched_until - 1e-9 * dt:
+            self._free_seen = self._free_seen[-3:] + [(h.now, h.free_bytes())]
+            span = self._touch_span(dt)
+            self._touched_until = h.now + span
+            lam = np.where(on, wl.rate * span, 0.0)
+            per_round = max(1, int(round(h.settings["memtune.touch_samples"] * span)))
+            draws = np.where(lam > 0, np.minimum(np.ceil(lam), per_round), 0).astype(np.int64)
+            self._touch(now, span, lam, draws, on)
+            h.sampler.observe_touches(lam)
         h.hook.memtune_tick(host=h, now=now, dt=dt)
         period = h.settings["Mem.SamplePeriod"]
         if np.floor(now / period) > np.floor(h.now / period):
@@ -108,6 +115,30 @@ class Engine:
         if now >= self._next_report:
             self.timeline.record()
             self._next_report = now + h.scenario.report_interval
+
+    def _touch_span(self, dt: float) -> float:
+        """Simulated time the next round of touch draws stands for: ``memtune.touch_interval`` in
+        whole ticks while the workloads are steady and the host stays in the high or clear state
+        (free memory falling at 1.5 times its fastest rate over the last rounds stays above the soft
+        threshold), and the span ends before the next sampling period, the warm-up or the run does;
+        else one tick."""
+        h = self.host
+        k = int(h.settings["memtune.touch_interval"] / dt + 1e-9)
+        if k <= 1 or h.state >= MemState.HARD or len(self._free_seen) < 2:
+            return dt
+        seen = self._free_seen
+        fall = max(max((f0 - f1) / max(t1 - t0, 1e-9) for (t0, f0), (t1, f1) in zip(seen, seen[1:], strict=False)), 0.0)
+        low = (ENTRY_THRESHOLDS[MemState.SOFT] + h.settings["memtune.state_hysteresis"]) * h.min_free
+        if h.free_bytes() - 1.5 * k * dt * fall < low:
+            return dt
+        t0, t1 = h.now, h.now + k * dt
+        period = h.settings["Mem.SamplePeriod"]
+        eps = 1e-9 * dt
+        if np.floor((t1 - eps) / period) > np.floor(t0 / period) or t0 < h.scenario.warmup < t1 - eps:
+            return dt
+        if t1 > self._stop + eps or not h.workload.steady(t0, t1):
+            return dt
+        return k * dt
 
     def _touch(self, now: float, dt: float, lam: np.ndarray, draws: np.ndarray, on: np.ndarray) -> None:
         h = self.host
@@ -353,10 +384,12 @@ class Engine:
         duration = h.scenario.duration if duration is None else duration
         tick = h.scenario.tick
         steps = int(round(duration / tick))
+        self._stop = h.now + steps * tick
         for i in range(steps):
             self.step(tick)
             if progress is not None:
                 progress((i + 1) / steps)
+        self._stop = np.inf
         self.timeline.record()
         result = build_result(h, self.timeline)
         h.hook.memtune_finish(host=h, result=result)

@@ -161,6 +161,17 @@ class WorkloadState:
         self._derive()
         return prev
 
+    def steady(self, t0: float, t1: float) -> bool:
+        """No VM starts, boots or changes phase in ``(t0, t1]``."""
+        a, b = t0 - self.starts, t1 - self.starts
+        if ((a < 0) & (b >= 0)).any():
+            return False
+        i = self._kinds["boot-storm"]
+        if i.size and ((b[i] >= 0) & (a[i] < self._boot_time[i])).any():
+            return False
+        i = self._kinds["phased"]
+        return not (i.size and ((self._phase_at > a[i][:, None]) & (self._phase_at <= b[i][:, None])).any())
+
     def _derive(self) -> None:
         # per-touch probability of one cold page and of one page of a uniform hot set
         self._alloc1 = np.maximum(self.allocated, 1)
