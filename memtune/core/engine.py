@@ -25,6 +25,12 @@ from memtune.core.pages import FREE, RESIDENT, unique_content
 from memtune.core.report import Timeline, build_result
 from memtune.errors import PluginError
 
+# A round of touch draws counts each 4 KiB page once, so a span of k ticks drawn as one round loses
+# the refaults per-tick rounds would have counted: about (k - 1) * (1 - s) * tick / round of a VM's
+# faults, where s is its faults per touch of an unmapped page in the last round. Longer spans only
+# while that stays below 2 % for every VM (a VM thrashing against its limit stays per tick).
+REPEAT_LOSS = 0.02
+
 
 def rank_runs(base: np.ndarray, first: np.ndarray, span: np.ndarray,
               alloc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,6 +75,9 @@ class Engine:
         self._touched_until = 0.0           # touch draws made so far stand for the time up to here
         self._free_seen: list[tuple[float, float]] = []     # (time, free memory) at the last rounds
         self._stop = np.inf                 # end of the run, where one is under way
+        # per simulated second of the last round, the largest share of a VM's touches of unmapped
+        # pages that repeated one already faulted in that round
+        self._repeat_rate = 0.0
         h.hook.memtune_configure(host=h)
         self._policy_event()
 
@@ -118,25 +127,26 @@ class Engine:
 
     def _touch_span(self, dt: float) -> float:
         """Simulated time the next round of touch draws stands for: ``memtune.touch_interval`` in
-        whole ticks while the workloads are steady and the host stays in the high or clear state
-        (free memory falling at 1.5 times its fastest rate over the last rounds stays above the soft
-        threshold), and the span ends before the next sampling period, the warm-up or the run does;
-        else one tick."""
+        whole ticks, cut short where the next sampling period, the end of the warm-up or the end of
+        the run comes first, while the workloads are steady, free memory falling at 1.5 times its
+        fastest rate over the last rounds stays above the hard threshold, and no VM lost more than
+        REPEAT_LOSS of its faults to repeats in the last round; else one tick."""
         h = self.host
         k = int(h.settings["memtune.touch_interval"] / dt + 1e-9)
-        if k <= 1 or h.state >= MemState.HARD or len(self._free_seen) < 2:
-            return dt
         seen = self._free_seen
+        if k <= 1 or h.state >= MemState.HARD or len(seen) < 2:
+            return dt
         fall = max(max((f0 - f1) / max(t1 - t0, 1e-9) for (t0, f0), (t1, f1) in zip(seen, seen[1:], strict=False)), 0.0)
         low = (ENTRY_THRESHOLDS[MemState.SOFT] + h.settings["memtune.state_hysteresis"]) * h.min_free
-        if h.free_bytes() - 1.5 * k * dt * fall < low:
+        if h.free_bytes() - 1.5 * k * dt * fall < low or (k - 1) * dt * self._repeat_rate > REPEAT_LOSS:
             return dt
-        t0, t1 = h.now, h.now + k * dt
+        t0 = h.now
         period = h.settings["Mem.SamplePeriod"]
-        eps = 1e-9 * dt
-        if np.floor((t1 - eps) / period) > np.floor(t0 / period) or t0 < h.scenario.warmup < t1 - eps:
-            return dt
-        if t1 > self._stop + eps or not h.workload.steady(t0, t1):
+        ends = [(np.floor(t0 / period + 1e-9) + 1) * period, self._stop]
+        if t0 < h.scenario.warmup:
+            ends.append(h.scenario.warmup)
+        k = int(min(k, *((end - t0) / dt + 1e-9 for end in ends)))
+        if k <= 1 or not h.workload.steady(t0, t0 + k * dt):
             return dt
         return k * dt
 
@@ -196,8 +206,13 @@ class Engine:
                 overhead += np.asarray(extra, dtype=np.float64)
         book = h.book
         nvm = h.nvm
+        self._repeat_rate = 0.0
         if fi.size:
             vf, ff, sf = vm[fi], faults[fi], st[fi]
+            unmapped = np.bincount(vf, weights=weight[fi], minlength=nvm)
+            brought = np.bincount(vf, weights=ff, minlength=nvm)
+            hit = unmapped > 0
+            self._repeat_rate = float((1.0 - brought[hit] / unmapped[hit]).max()) / dt
             book.add(vf, latency[fi] + overhead[vf], ff)
             for code in np.bincount(sf).nonzero()[0]:       # the states faulted on, in code order
                 m = sf == code
