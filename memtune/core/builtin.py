@@ -36,14 +36,15 @@ SETTINGS = (
             "model choice: cost follows activity, not memory size; results agree from 32 up "
             "(small 0.0412 / 0.0410 stall at 32 / 64, docs/model.md)", minimum=1),
     Setting("memtune.touch_interval", "seconds", 10.0,
-            "Longest span one round of touch draws stands for, a whole number of ticks. Touches are "
-            "drawn once per span while no VM starts, boots or changes phase in it, the host is above "
-            "the hard state and no sampling period or the warm-up ends inside it; otherwise every "
-            "tick. At or below the tick: every tick. Allocation, memory states and reclamation run "
-            "every tick either way.",
+            "Longest span one round of touch draws stands for, a whole number of ticks, cut short at "
+            "the next sampling period, the end of the warm-up or the end of the run. Rounds span "
+            "more than one tick only while no VM starts, boots or changes phase, the host is above "
+            "the hard state and cannot reach it within the span at its recent rate, and no VM would "
+            "lose over 2 % of its faults to repeats (a thrashing VM stays per tick). At or below the "
+            "tick: every tick. Allocation, memory states and reclamation run every tick either way.",
             "model choice: on the built-in scenarios 10 s gives the stall, latency, balloon and "
-            "sharing of per-tick draws within their seed spread at about 0.7x the time of `small` "
-            "(docs/model.md, Step length)", minimum=0),
+            "sharing of per-tick draws within their seed spread at about 0.8x the time of `small` "
+            "(docs/model.md, Touch spans)", minimum=0),
     Setting("memtune.warm_start", "bool", False,
             "Start VMs (powered on at time 0, not booting) as if they had been running: their "
             "most-touched allocated pages resident, up to their initial allocation target.",
