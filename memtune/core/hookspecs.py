@@ -139,8 +139,9 @@ def memtune_configure(host: Host) -> None:
 def memtune_tick(host: Host, now: float, dt: float) -> None:
     """Background work once per tick after touches were served (e.g. a page-sharing scan).
 
-    ``now`` is the simulated time at the end of the tick, ``dt`` its length in seconds.
-    Returns nothing.
+    ``now`` is the simulated time at the end of the tick, ``dt`` its length in seconds. One round
+    of touch draws may stand for several ticks (``memtune.touch_interval``); later ticks of such a
+    span serve no new touches. Returns nothing.
     """
 
 
@@ -178,8 +179,8 @@ def memtune_fault_latency(host: Host, state: int, pages: np.ndarray, latency: np
 def memtune_access_overhead(host: Host) -> np.ndarray | None:
     """Extra seconds every touch of each VM pays (e.g. memory encryption), one value per VM.
 
-    Called once per tick. Return an array of ``host.nvm`` values to add, or None; all results are
-    added.
+    Called once per round of touch draws (every tick, or once for a span of ticks). Return an array
+    of ``host.nvm`` values to add, or None; all results are added.
     """
 
 
