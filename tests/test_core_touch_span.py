@@ -2,20 +2,18 @@
 when the engine keeps drawing touches every tick."""
 
 import pytest
+from test_core_engine import scenario
 
 from memtune.core.engine import Engine
 from memtune.core.memstate import MemState
-from memtune.core.scenario import scenario_from_dict
 from memtune.core.simulation import build_host
 from memtune.testing import run_with
 
 
-def scenario(host="16 GiB", workload=None, duration="3m", tick="5s", settings=None):
-    wl = {"allocated": 0.6, "wss": 0.2, **(workload or {})}
-    data = {"name": "t", "duration": duration, "tick": tick, "seed": 3, "settings": settings or {},
-            "host": {"memory": host, "page_scale": 64},
-            "vm": [{"name": "vm", "count": 2, "memory": "2 GiB", "workload": wl}]}
-    return scenario_from_dict(data, "<test>")
+def roomy(workload=None, settings=None):
+    """Two 2 GiB VMs on a 16 GiB host for 3 minutes (``scenario`` of the engine tests)."""
+    vms = [{"name": "vm", "count": 2, "memory": "2 GiB", "workload": {"allocated": 0.6, "wss": 0.2, **(workload or {})}}]
+    return scenario(host="16 GiB", vms=vms, duration="3m", settings=settings)
 
 
 def rounds(engine: Engine) -> list[tuple[float, float]]:
@@ -39,14 +37,14 @@ def run(sc):
 
 
 def test_steady_roomy_host_draws_touches_once_per_interval_within_each_sampling_period():
-    result, seen = run(scenario())
+    result, seen = run(roomy())
     assert sum(dt for _, dt in seen) == 180 and all(dt in (5, 10) for _, dt in seen)
     # while the VMs first touch their hot pages a round counts many touches as repeats of one
     # fault, so rounds stay one tick; once that settles, every round spans the 10 s interval
     settled = [r for r in seen if r[0] >= 60]
     assert settled == [(60 + 10 * i, 10) for i in range(12)]
     assert all(t // 60 == (t + dt - 1) // 60 for t, dt in seen)      # no span crosses a period
-    per_tick, seen_5 = run(scenario(settings={"memtune.touch_interval": 5.0}))
+    per_tick, seen_5 = run(roomy(settings={"memtune.touch_interval": 5.0}))
     assert seen_5 == [(5.0 * i, 5.0) for i in range(36)]
     # a round stands for all the touches of its span: the touch count is the same either way
     touches = [v["touches"] for v in result["vms"]]
@@ -55,7 +53,7 @@ def test_steady_roomy_host_draws_touches_once_per_interval_within_each_sampling_
 
 
 def test_phase_change_is_drawn_from_its_own_tick():
-    _, seen = run(scenario(workload={"kind": "phased", "phases": [{"at": "95s", "wss": 0.4}]}))
+    _, seen = run(roomy(workload={"kind": "phased", "phases": [{"at": "95s", "wss": 0.4}]}))
     starts = [t for t, _ in seen]
     assert (90, 5) in seen and (95, 10) in seen      # the span from 90 s would cross the change
     assert 85 not in starts
@@ -79,7 +77,7 @@ def test_vm_thrashing_against_its_limit_keeps_per_tick_rounds(scenario_of):
 def test_span_only_where_free_memory_cannot_reach_the_hard_threshold(margin, span):
     # free memory falling at 1.5 times its last rate over a 10 s span must stay above the hard
     # threshold (0.32 minFree) plus the hysteresis margin, so that no state is skipped
-    host = build_host(scenario())
+    host = build_host(roomy())
     engine = Engine(host)
     free = host.free_bytes()
     low = (0.32 + host.settings["memtune.state_hysteresis"]) * host.min_free

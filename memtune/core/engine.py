@@ -13,6 +13,7 @@ about the draw's weight ``lam / n`` for a cold page, and about one fault per 4 K
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -73,7 +74,7 @@ class Engine:
         self._next_report = 0.0
         self._warm = h.scenario.warmup <= 0
         self._touched_until = 0.0           # touch draws made so far stand for the time up to here
-        self._free_seen: list[tuple[float, float]] = []     # (time, free memory) at the last rounds
+        self._free_seen: deque[tuple[float, float]] = deque(maxlen=4)   # (time, free memory) at the last rounds
         self._stop = np.inf                 # end of the run, where one is under way
         # per simulated second of the last round, the largest share of a VM's touches of unmapped
         # pages that repeated one already faulted in that round
@@ -96,7 +97,7 @@ class Engine:
         wl.advance(h.now)
         on = wl.on & h.powered
         if h.now >= self._touched_until - 1e-9 * dt:
-            self._free_seen = self._free_seen[-3:] + [(h.now, h.free_bytes())]
+            self._free_seen.append((h.now, h.free_bytes()))
             span = self._touch_span(dt)
             self._touched_until = h.now + span
             lam = np.where(on, wl.rate * span, 0.0)
@@ -136,9 +137,10 @@ class Engine:
         seen = self._free_seen
         if k <= 1 or h.state >= MemState.HARD or len(seen) < 2:
             return dt
-        fall = max(max((f0 - f1) / max(t1 - t0, 1e-9) for (t0, f0), (t1, f1) in zip(seen, seen[1:], strict=False)), 0.0)
+        times, free = zip(*seen, strict=True)
+        fall = max(0.0, *(-np.diff(free) / np.maximum(np.diff(times), 1e-9)))
         low = (ENTRY_THRESHOLDS[MemState.SOFT] + h.settings["memtune.state_hysteresis"]) * h.min_free
-        if h.free_bytes() - 1.5 * k * dt * fall < low or (k - 1) * dt * self._repeat_rate > REPEAT_LOSS:
+        if free[-1] - 1.5 * k * dt * fall < low or (k - 1) * dt * self._repeat_rate > REPEAT_LOSS:
             return dt
         t0 = h.now
         period = h.settings["Mem.SamplePeriod"]
