@@ -2,7 +2,8 @@
 
 A :class:`UserError` is a mistake in something the user handed in (a file, a flag, a name). The CLI
 prints ``str(error)`` on one line and exits with ``exit_code``; no traceback. Everything else is a
-bug and keeps its traceback.
+bug: the CLI prints it on one line too, as an internal error, and keeps the traceback for
+``memtune --debug``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class AdmissionError(UserError):
 
 
 class PluginError(Exception):
-    """A plugin failed inside a hook; names the plugin and the hook."""
+    """A plugin failed inside a hook (or, with ``hook=""``, while its module was imported); names
+    the plugin and the hook."""
 
     exit_code = 1
 
@@ -47,4 +49,33 @@ class PluginError(Exception):
         self.plugin = plugin
         self.hook = hook
         self.cause = cause
-        super().__init__(f"plugin {plugin!r} failed in hook {hook}: {type(cause).__name__}: {cause}")
+        where = f"in hook {hook}" if hook else "while importing"
+        super().__init__(f"plugin {plugin!r} failed {where}: {type(cause).__name__}: {_cause_text(cause)}")
+
+
+def _cause_text(cause: BaseException) -> str:
+    if isinstance(cause, SyntaxError) and cause.filename:
+        return f"{cause.msg} ({cause.filename}, line {cause.lineno})"
+    return str(cause)
+
+
+class OutputError(UserError):
+    """Writing a result failed (disk full, permissions): names the file, says what was kept. Exit 1:
+    the input was fine, the machine could not take the output."""
+
+    exit_code = 1
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError: the file(s) it names and the system's reason."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    return f"{' -> '.join(repr(n) for n in names)}: {reason}" if names else reason
+
+
+def one_line(text: str, limit: int = 2000) -> str:
+    """``text`` as one terminal line: line breaks become ``; ``, other control characters are
+    escaped (a file or VM name a user handed in may hold any of them), very long text is cut."""
+    text = "; ".join(part.strip() for part in text.splitlines() if part.strip()) or text
+    text = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -184,15 +184,18 @@ def _dist(root, dist, version, entry, value, module_text=ACME):
     (info / "entry_points.txt").write_text(f"[memtune]\n{entry} = {value}\n")
 
 
-def test_entry_point_named_like_a_builtin_is_an_error(tmp_path, monkeypatch):
+def test_entry_point_named_like_a_builtin_is_skipped_with_a_warning_naming_its_package(tmp_path, monkeypatch,
+                                                                                        capsys):
     _dist(tmp_path, "fake_swap", "1.0", "swap", "fake_swap")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(UserError, match=r"entry point: entry point 'swap' \(fake_swap\) takes the name of a "
-                                        r"built-in plugin"):
-        build_plugin_manager()
+    monkeypatch.setattr("memtune.core.plugins._warned", set())
+    pm = build_plugin_manager()
+    assert pm.info["swap"].source == "builtin"
+    assert "memtune: warning: skipped plugin 'swap' of package 'fake_swap' (fake_swap): it takes the name of a " \
+           "built-in plugin" in capsys.readouterr().err
 
 
-def test_two_packages_claiming_one_name_is_an_error_the_same_one_twice_is_not(tmp_path, monkeypatch):
+def test_two_packages_claiming_one_name_keep_the_first_the_same_one_twice_is_one(tmp_path, monkeypatch, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
@@ -201,12 +204,16 @@ def test_two_packages_claiming_one_name_is_an_error_the_same_one_twice_is_not(tm
     monkeypatch.syspath_prepend(str(a))
     monkeypatch.syspath_prepend(str(b))
     assert build_plugin_manager().plugin_names().count("acme") == 1
+    assert "warning" not in capsys.readouterr().err
     c = tmp_path / "c"
     c.mkdir()
     _dist(c, "acme_two", "2.0", "acme", "acme_two")
     monkeypatch.syspath_prepend(str(c))
-    with pytest.raises(UserError, match=r"two installed packages define plugin 'acme' \(acme_two and acme_one\)"):
-        build_plugin_manager()
+    monkeypatch.setattr("memtune.core.plugins._warned", set())
+    pm = build_plugin_manager()
+    assert pm.info["acme"].module == "acme_two" and pm.info["acme"].version == "2.0"
+    assert "skipped plugin 'acme' of package 'acme_one' (acme_one): package 'acme_two' (acme_two) already " \
+           "defines a plugin of that name" in capsys.readouterr().err
 
 
 def test_memtune_optimize_searches_the_example_knob(tmp_path):

@@ -156,3 +156,86 @@ def test_cli_prints_one_line_and_exits_1_and_the_traceback_with_debug(modules):
     assert 'boom.py", line 8, in memtune_tick\n    raise RuntimeError("disk on fire at t=%g" % now)' in r.stderr
     assert "RuntimeError: disk on fire at t=6" in r.stderr
     assert "PluginError: plugin 'boom' failed in hook memtune_tick" in r.stderr
+
+
+# --- -p modules that cannot be used, installed plugins that collide, names `plugin new` refuses ----
+
+@pytest.mark.parametrize("text, says", [
+    ("raise RuntimeError('no config file')\n",
+     "plugin 'broken' failed while importing: RuntimeError: no config file"),
+    ("def memtune_tick(host, now:\n",
+     "plugin 'broken' failed while importing: SyntaxError: "),
+    ("import no_such_dependency\n",
+     "plugin 'broken' failed while importing: ModuleNotFoundError: No module named 'no_such_dependency'"),
+])
+def test_module_that_fails_while_importing_is_one_line_exit_1_and_the_traceback_with_debug(modules, text, says):
+    modules("broken", text)
+    r = memtune("simulate", "tiny.toml", "-p", "broken", cwd=modules.dir)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith(f"memtune: error: {says}") and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.endswith(" (run with --debug for the traceback)\n")
+    r = memtune("--debug", "simulate", "tiny.toml", "-p", "broken", cwd=modules.dir)
+    assert r.returncode == 1 and r.stderr.startswith("Traceback (most recent call last):"), r.stderr
+
+
+def test_syntax_error_names_the_file_and_line(modules):
+    modules("broken", "\n\ndef f(:\n")
+    with pytest.raises(PluginError, match=r"invalid syntax \(.*broken\.py, line 3\)"):
+        build_plugin_manager(modules=["broken"], entrypoints=False)
+
+
+@pytest.mark.parametrize("given, hint", [
+    ("./broken.py", "give -p 'broken'"), ("broken.py", "give -p 'broken'"), ("/abs/dir/x-y.py", "not a file"),
+    ("a b", "names joined by dots"), ("x" * 300, "cannot be imported"),
+])
+def test_file_path_or_bad_module_name_is_a_usage_error(modules, given, hint):
+    modules("broken", "")
+    r = CliRunner().invoke(main_group, ["simulate", str(modules.dir / "tiny.toml"), "-p", given])
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("memtune: error: -p: plugin module ") and r.output.count("\n") == 1, r.output
+    assert hint in r.output
+
+
+def _installed(root, dist: str, entry: str, module: str, text: str = "") -> None:
+    """A package installed on ``root`` (a sys.path entry) with a `memtune` entry point."""
+    (root / module).mkdir(parents=True)
+    (root / module / "__init__.py").write_text(text)
+    info = root / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[memtune]\n{entry} = {module}\n")
+
+
+def test_installed_plugin_named_like_a_builtin_is_skipped_and_commands_keep_working(modules):
+    # what `memtune plugin new balloon` + `pip install -e` made before names were reserved
+    _installed(modules.dir, "memtune-balloon", "balloon", "memtune_balloon",
+               "raise RuntimeError('must never be imported')\n")
+    _installed(modules.dir, "memtune-other", "balloon_two", "memtune_other")
+    _installed(modules.dir, "memtune-clash", "balloon_two", "memtune_clash")
+    r = memtune("simulate", "tiny.toml", "--duration", "4s", cwd=modules.dir)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    warnings = r.stderr.splitlines()
+    assert "memtune: warning: skipped plugin 'balloon' of package 'memtune-balloon' (memtune_balloon): it takes " \
+           "the name of a built-in plugin; rename its entry point (to replace the built-in, disable 'balloon' " \
+           "and load yours under another name)" in warnings
+    assert any(w.startswith("memtune: warning: skipped plugin 'balloon_two' of package ") and
+               "already defines a plugin of that name" in w for w in warnings), warnings
+    r = memtune("plugins", "--json", cwd=modules.dir)
+    assert r.returncode == 0, r.stderr
+    listed = r.stdout
+    assert '"balloon"' in listed and '"balloon_two"' in listed and '"module": "memtune_balloon"' not in listed
+
+
+@pytest.mark.parametrize("name, says", [
+    ("balloon", "'balloon' is the name of a built-in plugin"),
+    ("tps", "'tps' is the name of a built-in plugin"),
+    ("page-reporting", "'page-reporting' is the name of the plugin of installed package 'memtune-page-reporting'"),
+    ("a" * 300, "plugin names are at most 64 characters; got 300"),
+])
+def test_plugin_new_refuses_names_that_are_taken_or_too_long(tmp_path, name, says):
+    r = CliRunner().invoke(main_group, ["plugin", "new", name, "--dir", str(tmp_path)])
+    assert r.exit_code == 2, r.output
+    assert r.output == f"memtune: error: NAME: {says}" + (
+        "; an installed plugin of that name would be skipped: choose another name\n" if "name of" in says else "\n")
+    assert list(tmp_path.iterdir()) == []

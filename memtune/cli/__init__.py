@@ -1,12 +1,14 @@
 """The ``memtune`` command: a click group whose subcommands live one module per group.
 
-User mistakes (:class:`memtune.errors.UserError`) end in one line on stderr and exit 2; a plugin
-that fails inside a hook ends in one line naming the plugin and the hook and exit 1 (the full
-traceback only with ``--debug``).
+The one error boundary of the CLI (:meth:`MemtuneGroup.invoke`): every failure ends in one line on
+stderr. User mistakes (:class:`memtune.errors.UserError`) exit 2; a plugin that fails inside a hook
+(one line naming the plugin and the hook), a file the system will not read or write (disk full,
+permissions) and anything else exit 1. Tracebacks only with ``memtune --debug``.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import importlib.util
 import sys
@@ -14,7 +16,7 @@ import sys
 import click
 
 from memtune import __version__
-from memtune.errors import PluginError, UserError
+from memtune.errors import PluginError, UserError, one_line, os_error_line
 
 # (module, command name) of every subcommand; each module defines a click command or group `cli`.
 COMMANDS = (
@@ -47,19 +49,35 @@ class MemtuneGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise                           # click prints these itself (usage errors exit 2)
         except UserError as exc:
-            click.echo(f"memtune: error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            fail(ctx, str(exc), exc.exit_code)
         except PluginError as exc:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            click.echo(f"memtune: error: {exc} (run with --debug for the traceback)", err=True)
-            ctx.exit(exc.exit_code)
+            fail(ctx, str(exc), exc.exit_code, exc, hint=True)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                raise                       # click quiets a closed standard output
+            fail(ctx, os_error_line(exc), 1, exc)
+        except Exception as exc:  # noqa: BLE001 - the boundary: a bug still ends in one line
+            fail(ctx, f"internal error: {type(exc).__name__}: {exc} (a bug in memtune: please report it)",
+                 1, exc, hint=True)
+
+
+def fail(ctx: click.Context, message: str, code: int, exc: BaseException | None = None, *,
+         hint: bool = False) -> None:
+    """End the command with ``message`` on one line and exit ``code``; with ``--debug`` re-raise
+    ``exc`` so its traceback shows."""
+    if exc is not None and ctx.obj and ctx.obj.get("debug"):
+        raise exc
+    more = " (run with --debug for the traceback)" if hint else ""
+    click.echo(f"memtune: error: {one_line(message)}{more}", err=True)
+    ctx.exit(code)
 
 
 @click.group(cls=MemtuneGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="memtune")
-@click.option("--debug", is_flag=True, help="Show full tracebacks for plugin failures.")
+@click.option("--debug", is_flag=True, help="Show the full traceback of any failure.")
 @click.pass_context
 def main_group(ctx: click.Context, debug: bool) -> None:
     """Model, watch and tune how a virtualization host manages memory under pressure."""

@@ -14,6 +14,7 @@ import functools
 import importlib
 import os
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -177,18 +178,19 @@ def build_plugin_manager(*, disable: Iterable[str] = (), modules: Iterable[str] 
         from importlib.metadata import entry_points
 
         builtin_names = {_name_of(p) for p in DEFAULT_PLUGINS}
-        seen: dict[str, str] = {}
+        seen: dict[str, tuple[str, str]] = {}      # name -> (entry point value, package)
         for ep in entry_points(group="memtune"):
             if ep.name in builtin_names:
-                raise UserError(f"entry point {ep.name!r} ({ep.value}) takes the name of a built-in plugin; "
-                                f"rename it (to replace the built-in, disable {ep.name!r} and load yours "
-                                f"under another name)", field="entry point")
+                _warn_once(f"skipped plugin {ep.name!r} of package {_dist_name(ep)} ({ep.value}): it takes the "
+                           f"name of a built-in plugin; rename its entry point (to replace the built-in, "
+                           f"disable {ep.name!r} and load yours under another name)")
+                continue
             if ep.name in seen:
-                if seen[ep.name] != ep.value:
-                    raise UserError(f"two installed packages define plugin {ep.name!r} ({seen[ep.name]} and "
-                                    f"{ep.value})", field="entry point")
+                if seen[ep.name][0] != ep.value:
+                    _warn_once(f"skipped plugin {ep.name!r} of package {_dist_name(ep)} ({ep.value}): package "
+                               f"{seen[ep.name][1]} ({seen[ep.name][0]}) already defines a plugin of that name")
                 continue        # the same distribution found twice on sys.path
-            seen[ep.name] = ep.value
+            seen[ep.name] = (ep.value, _dist_name(ep))
             if not wanted(ep.name):
                 continue
             try:
@@ -198,10 +200,7 @@ def build_plugin_manager(*, disable: Iterable[str] = (), modules: Iterable[str] 
             version = ep.dist.version if ep.dist is not None else None
             pm.register_named(plugin, ep.name, "entrypoint", version)
     for path in modules:
-        try:
-            module = importlib.import_module(path)
-        except ImportError as exc:
-            raise UserError(f"plugin module {path!r} cannot be imported: {exc}") from None
+        module = _import_module(path)
         name = _name_of(path)
         if pm.get_plugin(name) is not None:
             raise UserError(f"plugin {name!r} is already loaded")
@@ -217,6 +216,43 @@ def build_plugin_manager(*, disable: Iterable[str] = (), modules: Iterable[str] 
             if name not in known and not _entrypoint_exists(name):
                 raise UserError(f"unknown plugin {name!r} (known: {', '.join(sorted(known))})", field=env)
     return pm
+
+
+_MODULE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """One ``memtune: warning:`` line on stderr per process (the manager is built many times)."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"memtune: warning: {message}", file=sys.stderr)
+
+
+def _dist_name(ep: object) -> str:
+    dist = getattr(ep, "dist", None)
+    return repr(dist.name) if dist is not None else "(unknown package)"
+
+
+def _import_module(path: str) -> object:
+    """The module ``-p path`` names. A file path or a name that is no module path, or a module that
+    is not there, is a UserError (exit 2); a module that fails while importing (a syntax error, an
+    exception) is a PluginError (exit 1, its traceback with --debug)."""
+    if not _MODULE_PATH.match(path) or path.endswith(".py"):
+        hint = ""
+        if path.endswith(".py") or "/" in path or os.sep in path:
+            stem = os.path.splitext(os.path.basename(path))[0]
+            hint = (f": -p takes a module name, not a file; put its folder on PYTHONPATH and give "
+                    f"-p {stem!r}" if _MODULE_PATH.match(stem) else ": -p takes a module name, not a file")
+        raise UserError(f"plugin module {path!r} is not a module path (names joined by dots){hint}", field="-p")
+    try:
+        return importlib.import_module(path)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (path == exc.name or path.startswith(exc.name + ".")):
+            raise UserError(f"plugin module {path!r} cannot be imported: {exc}", field="-p") from None
+        raise PluginError(path, "", exc) from exc       # the module imports something missing
+    except Exception as exc:  # noqa: BLE001 - re-raised naming the plugin (SyntaxError included)
+        raise PluginError(path, "", exc) from exc
 
 
 def _entrypoint_exists(name: str) -> bool:

@@ -17,6 +17,7 @@ from string import Template
 from memtune.errors import UserError
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:[_-][a-z0-9]+)*$")
+MAX_NAME = 64       # the folder memtune-<name> and the module memtune_<name> stay far below NAME_MAX
 
 # template file -> path inside the package folder ({module} is replaced)
 FILES = {
@@ -32,13 +33,33 @@ def names(name: str) -> dict[str, str]:
     if not _NAME.match(name):
         raise UserError(f"plugin names are lower-case letters and digits, words joined by '_' or '-', "
                         f"starting with a letter; got {name!r}", field="NAME")
+    if len(name) > MAX_NAME:
+        raise UserError(f"plugin names are at most {MAX_NAME} characters; got {len(name)}", field="NAME")
     plugin = name.replace("-", "_")
     if keyword.iskeyword(plugin) or plugin in ("core", "memtune"):
         raise UserError(f"{name!r} is reserved", field="NAME")
+    taken = _taken(plugin)
+    if taken:
+        raise UserError(f"{name!r} is the name of {taken}; an installed plugin of that name would be "
+                        f"skipped: choose another name", field="NAME")
     from memtune import __version__
 
     return {"name": plugin, "module": f"memtune_{plugin}", "dist": f"memtune-{plugin.replace('_', '-')}",
             "memtune_version": __version__}
+
+
+def _taken(plugin: str) -> str | None:
+    """What already holds the plugin name ``plugin``: a built-in, or an installed package."""
+    from importlib.metadata import entry_points
+
+    from memtune.core.plugins import DEFAULT_PLUGINS
+
+    if any(path.rsplit(".", 1)[-1] == plugin for path in DEFAULT_PLUGINS):
+        return "a built-in plugin"
+    for ep in entry_points(group="memtune"):
+        if ep.name == plugin:
+            return f"the plugin of installed package {ep.dist.name if ep.dist else ep.value!r}"
+    return None
 
 
 def render(name: str) -> dict[str, str]:
