@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from memtune.cli import main_group
 from memtune.core.memstate import min_free
+from memtune.core.names import UNSAFE_CATEGORIES, name_problem
 from memtune.core.scenario import load_scenario, scenario_from_dict
 from memtune.core.simulation import build_host
 from memtune.core.vm import overhead_bytes
@@ -35,6 +36,9 @@ from memtune.units import GiB, MiB
 sizes = st.integers(min_value=0, max_value=2**50) | st.sampled_from([GiB, 4 * GiB, 512 * MiB, 3 * 1024])
 percents = st.floats(min_value=0, max_value=100, allow_nan=False).map(Percent)
 texts = st.text(max_size=12)
+# names and salts are written into exported files: they hold no control or line-break character
+names = st.text(st.characters(exclude_categories=tuple(UNSAFE_CATEGORIES)), min_size=1, max_size=20).filter(
+    lambda n: name_problem(n) is None)
 
 
 @st.composite
@@ -49,7 +53,7 @@ def rules(draw, name_strategy):
     return VMRule(
         name=name, reservation=res, limit=lim,
         shares=draw(st.none() | st.sampled_from(["low", "normal", "high"]) | st.integers(1, 2**40)),
-        salt=draw(st.none() | texts),
+        salt=draw(st.none() | names),
         maxmemctl=draw(st.none() | sizes | percents | st.just("unlimited")))
 
 
@@ -64,7 +68,7 @@ vm_names = st.text(alphabet="abcdefgh-0123456789*?[]", min_size=1, max_size=10)
 @st.composite
 def policies(draw):
     vms = draw(st.lists(rules(vm_names), max_size=6, unique_by=lambda r: r.name))
-    return Policy(name=draw(st.text(min_size=1, max_size=20)), description=draw(texts),
+    return Policy(name=draw(names), description=draw(texts),
                   settings=draw(st.dictionaries(setting_names, setting_values, max_size=5)),
                   defaults=draw(rules(st.just("*"))), vms=tuple(vms))
 

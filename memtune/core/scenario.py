@@ -42,6 +42,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from memtune.core.names import name_problem
 from memtune.core.vm import SHARES_PER_MB, VMSpec
 from memtune.core.workload import (
     COMPRESS_CLASSES,
@@ -304,6 +305,11 @@ def scenario_from_dict(data: dict[str, Any], source: str,
         name = r.text("name")
         if name is None:
             r.require("name")
+        if (problem := name_problem(name)) is not None:
+            raise r.fail("name", problem)
+        salt = r.text("salt")
+        if salt is not None and (problem := name_problem(salt)) is not None:
+            raise r.fail("salt", problem)
         mem = r.size("memory", required=True, positive=True)
         count = r.number("count", 1, lo=1, integer=True)
         wref = r.data.get("workload", {})
@@ -331,7 +337,7 @@ def scenario_from_dict(data: dict[str, Any], source: str,
         stagger = r.duration("stagger", 0.0)
         common = dict(memory=mem, workload=workload, reservation=reservation, limit=limit,
                       shares=_parse_shares(r, "shares"), balloon_driver=r.boolean("balloon_driver", True),
-                      maxmemctl=maxmemctl, salt=r.text("salt"), encrypted=r.boolean("encrypted", False),
+                      maxmemctl=maxmemctl, salt=salt, encrypted=r.boolean("encrypted", False),
                       large_pages=r.boolean("large_pages", True), image=r.text("image", ""))
         width = max(2, len(str(count)))
         for j in range(count):
@@ -351,8 +357,11 @@ def scenario_from_dict(data: dict[str, Any], source: str,
     tick = top.duration("tick", 2.0, positive=True)
     if tick > duration:
         raise top.fail("tick", "tick is longer than the run")
+    sc_name = top.text("name", Path(source).stem)
+    if (problem := name_problem(sc_name)) is not None:
+        raise top.fail("name", problem)
     return Scenario(
-        name=top.text("name", Path(source).stem),
+        name=sc_name,
         description=top.text("description", ""),
         host=HostSpec(memory=host_mem, page_scale=scale),
         vms=tuple(vms),

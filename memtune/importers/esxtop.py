@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from memtune.core.names import name_problem, one_line
 from memtune.errors import UserError
 
 MiB = 1 << 20
@@ -95,7 +96,7 @@ def _split_column(name: str) -> tuple[str, str, str | None, str] | None:
     if "\\" not in remainder:
         return None
     obj, counter = remainder.rsplit("\\", 1)
-    m = re.match(r"^([^(]+)\((.*)\)$", obj)
+    m = re.match(r"^([^(]+)\((.*)\)$", obj, re.DOTALL)
     if m:
         return host, m.group(1), m.group(2), counter
     return host, obj, None, counter
@@ -128,6 +129,8 @@ def read_batch_csv(path: str | Path) -> Capture:
                     where.append(("host", counter))
                 elif obj == "Group Memory" and inst is not None:
                     gid, _, gname = inst.partition(":")
+                    if (problem := name_problem(gname or gid)) is not None:
+                        raise UserError(f"header column {j + 1}: VM group {inst!r}: {problem}", source=src)
                     where.append(((gid, gname or gid), counter))
                 else:
                     others[obj] += 1
@@ -361,6 +364,8 @@ def to_scenario(cap: Capture, *, host_memory: int | None = None,
         if tw is not None and touched is not None and np.nansum(touched) > 0:
             wl["write_fraction"] = _round(min(1.0, float(np.nansum(tw) / np.nansum(touched))))
         vm_name = gname if gname not in names_seen else f"{gname}-{gid}"
+        if (problem := name_problem(vm_name)) is not None:
+            raise UserError(f"VM group {gid}:{gname}: {problem}", source=cap.path)
         names_seen.add(vm_name)
         vms.append({"name": vm_name, "memory": _mib(size_mb), "workload": wl})
         report.append(f"{vm_name}: {size_mb:.0f} MiB, {fit.kind} wss {wl['wss']:.3f}"
@@ -397,9 +402,9 @@ def write_scenario(path: str | Path, data: dict[str, Any], report: list[str], ob
     import tomli_w
 
     head = ["# scenario imported by `memtune import esxtop`", "#"]
-    head += [f"# {line}" for line in report]
+    head += [f"# {one_line(line)}" for line in report]
     head += ["#", "# observed on the host (compare with `memtune simulate`):"]
-    head += [f"#   {line}" for line in observed]
+    head += [f"#   {one_line(line)}" for line in observed]
     text = "\n".join(head) + "\n\n" + tomli_w.dumps(data)
     if path is not None:
         try:

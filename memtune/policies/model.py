@@ -18,6 +18,7 @@ from typing import Any
 
 import tomli_w
 
+from memtune.core.names import name_problem
 from memtune.core.vm import SHARES_PER_MB
 from memtune.errors import ConfigError
 from memtune.units import GiB, KiB, MiB, TiB, parse_size
@@ -237,13 +238,15 @@ def _parse_rule(data: Any, *, source: str, table: str, name: str | None) -> VMRu
         elif f == "shares":
             values[f] = parse_shares(value, source=source, fld=fld)
         else:
-            if not isinstance(value, str):
-                raise _fail(source, fld, f"expected text, got {value!r}")
+            if (problem := name_problem(value)) is not None:
+                raise _fail(source, fld, problem)
             values[f] = value
     if name is None:
         raw = data.get("name")
         if not isinstance(raw, str) or not raw:
             raise _fail(source, f"{table}.name", "missing VM name or pattern (name = \"web-*\")")
+        if (problem := name_problem(raw)) is not None:
+            raise _fail(source, f"{table}.name", problem)
         name = raw
     res, lim = values.get("reservation"), values.get("limit")
     if isinstance(res, int) and isinstance(lim, int) and res > lim:
@@ -270,6 +273,8 @@ def policy_from_dict(data: Mapping[str, Any], source: str, *, registry: Any = No
     name = data.get("name", "")
     if not isinstance(name, str) or not name:
         raise _fail(source, "name", "missing policy name (name = \"my-policy\")")
+    if (problem := name_problem(name)) is not None:
+        raise _fail(source, "name", problem)
     description = data.get("description", "")
     if not isinstance(description, str):
         raise _fail(source, "description", f"expected text, got {description!r}")
