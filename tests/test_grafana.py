@@ -66,11 +66,15 @@ def datasource_refs(node, path=""):
 @pytest.fixture(scope="module")
 def exported_names() -> set[str]:
     """Sample names a real host with every default plugin exports, plus the tuner's."""
+    # overcommitted 2x with inter-VM sharing: every technique acts, so its counters exist
     sc = scenario_from_dict({
-        "name": "grafana-names", "duration": "5m", "tick": "5s", "seed": 1,
+        "name": "grafana-names", "duration": "5m", "tick": "5s", "seed": 11,
         "host": {"memory": "6 GiB", "page_scale": 64},
-        "vm": [{"name": "vm", "count": 4, "memory": "2 GiB", "image": "linux",
-                "workload": {"allocated": 0.9, "wss": 0.5, "touch_rate": 20000}}]}, "<test>")
+        "settings": {"Mem.ShareForceSalting": 0, "Mem.ShareScanTime": 10},
+        "vm": [{"name": "web", "count": 8, "memory": "1 GiB", "image": "web",
+                "workload": {"allocated": 0.9, "wss": 0.3, "touch_rate": 15000}},
+               {"name": "db", "count": 4, "memory": "1 GiB", "image": "db", "encrypted": True,
+                "workload": {"allocated": 0.95, "wss": 0.5, "touch_rate": 30000}}]}, "<test>")
     host = build_host(sc)
     eng = Engine(host)
     for _ in range(36):

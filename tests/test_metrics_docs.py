@@ -14,6 +14,7 @@ from memtune.core.scenario import scenario_from_dict
 from memtune.core.simulation import build_host
 from memtune.metrics import TunerMetrics
 from memtune.metrics.collector import HostCollector, snapshot_tables
+from memtune.metrics.server import DEFAULT_PORT
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 
@@ -43,4 +44,4 @@ def test_the_scrape_snippet_is_valid_yaml_with_the_default_port():
     snippet = text.split("```yaml", 1)[1].split("```", 1)[0]
     config = yaml.safe_load(snippet)
     job = config["scrape_configs"][0]
-    assert job["static_configs"][0]["targets"] == ["127.0.0.1:9109"]
+    assert job["static_configs"][0]["targets"] == [f"127.0.0.1:{DEFAULT_PORT}"]

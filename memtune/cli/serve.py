@@ -9,6 +9,7 @@ import click
 
 from memtune.cli.common import duration_option, plugin_options, scenario_arg
 from memtune.errors import UserError
+from memtune.metrics.model import LATENCY_BUCKET_MODES
 from memtune.metrics.server import DEFAULT_BIND, DEFAULT_PORT
 
 
@@ -25,8 +26,11 @@ from memtune.metrics.server import DEFAULT_BIND, DEFAULT_PORT
               help="Start the scenario over when it ends, or stop (and exit) at its end.")
 @click.option("--duration", help="Simulated time per run, e.g. 30m (default: the scenario's).")
 @click.option("--seed", type=int, help="Random seed (default: the scenario's; run n of a loop uses seed + n).")
+@click.option("--latency-buckets", type=click.Choice(LATENCY_BUCKET_MODES), default="full", show_default=True,
+              help="Buckets of the per-VM latency histogram: full (33 series per VM), coarse (one per decade, "
+                   "12 per VM) or off (none).")
 @plugin_options
-def cli(scenario, policy_ref, speed, port, bind, loop, duration, seed, disable, plugins):
+def cli(scenario, policy_ref, speed, port, bind, loop, duration, seed, latency_buckets, disable, plugins):
     """Simulate SCENARIO (default: small) in real time x SPEED and serve Prometheus metrics.
 
     Exits 0 on SIGINT/SIGTERM (or, with --once, when the run ends) after closing the server.
@@ -63,7 +67,8 @@ def cli(scenario, policy_ref, speed, port, bind, loop, duration, seed, disable, 
     sim.start()
     sim.started.wait()                     # plugins configured before the first scrape
     try:
-        server, server_thread = start_metrics_server(host_registry(handle), port, bind)
+        server, server_thread = start_metrics_server(
+            host_registry(handle, latency_buckets=latency_buckets, process=True), port, bind)
     except BaseException:
         sim.stop()
         sim.join(10)

@@ -4,19 +4,14 @@ See docs/metrics.md for every family, its units and what it matches in esxtop, v
 node_exporter (``node_ksmd_*``) and the libvirt exporter (``libvirt_domain_memory_stats_*``).
 """
 
-from memtune.metrics.collector import (
-    HostCollector,
-    RunHandle,
-    Snapshot,
-    host_registry,
-    snapshot_families,
-    take_snapshot,
-)
+from memtune.metrics.collector import HostCollector, RunHandle, host_registry, snapshot_families
+from memtune.metrics.model import LATENCY_BUCKET_MODES, Snapshot, take_snapshot
 from memtune.metrics.server import SimulationThread, start_metrics_server, stop_metrics_server
 from memtune.metrics.textfile import write_textfile
 from memtune.metrics.tuner import TunerMetrics
 
 __all__ = [
+    "LATENCY_BUCKET_MODES",
     "HostCollector",
     "RunHandle",
     "SimulationThread",

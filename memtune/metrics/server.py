@@ -12,14 +12,23 @@ from collections.abc import Callable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import start_http_server
-from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client import make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer, gzip_accepted
 from prometheus_client.registry import CollectorRegistry
 
 from memtune.errors import UserError
 from memtune.metrics.collector import RunHandle
+from memtune.metrics.text import CONTENT_TYPE
 
-DEFAULT_PORT = 9109       # memtune's default /metrics port (issue 6); `--port` changes it
+# memtune's default /metrics port. 9109 is graphite_exporter's in the Prometheus default-port
+# allocations (github.com/prometheus/prometheus/wiki/Default-port-allocations), whose 9100-9999 range
+# is taken; 19109 and 19110 are outside it and listed by no copy of that page we could read
+# (docs/metrics.md#ports).
+DEFAULT_PORT = 19109
+DEFAULT_TUNER_PORT = 19110   # the documented port for `memtune optimize --metrics-port`
+# listen backlog: socketserver's default of 5 made connections beyond it wait for a SYN retry (~1 s)
+# under 8-16 concurrent scrapers (measured); the kernel caps it at net.core.somaxconn
+LISTEN_BACKLOG = 128
 DEFAULT_BIND = "127.0.0.1"  # loopback unless told otherwise: the exposition is unauthenticated
 
 
@@ -27,19 +36,19 @@ def start_metrics_server(registry: CollectorRegistry, port: int = DEFAULT_PORT,
                          bind: str = DEFAULT_BIND) -> tuple[Any, threading.Thread]:
     """Serve ``registry`` on ``http://bind:port/metrics`` from a daemon thread.
 
-    A plain registry (e.g. the tuner's) is served by prometheus-client's ``start_http_server``. A
-    :class:`~memtune.metrics.collector.HostRegistry` is served by the same prometheus-client server
-    classes (threading WSGI server, one thread per request) with an app that writes the fast text
-    rendering: ``generate_latest`` needs about a second for a 256-VM host.
+    Both kinds of registry are served by prometheus-client's threading WSGI server (one thread per
+    request) with a listen backlog of :data:`LISTEN_BACKLOG`: a plain registry (e.g. the tuner's)
+    through prometheus-client's own WSGI app, a
+    :class:`~memtune.metrics.collector.HostRegistry` through an app that writes the fast text
+    rendering (``generate_latest`` needs about a second for a 256-VM host).
 
     Returns ``(server, thread)``; ``server.server_address[1]`` is the port (useful with ``port=0``).
     Stop it with :func:`stop_metrics_server`. A port in use or an address that cannot be bound is
     a :class:`UserError` (field ``--port`` / ``--bind``).
     """
     try:
-        if hasattr(registry, "render_text"):
-            return _start_fast_server(registry, int(port), bind)
-        return start_http_server(int(port), addr=bind, registry=registry)
+        app = metrics_app(registry) if hasattr(registry, "render_text") else make_wsgi_app(registry)
+        return _start_server(app, int(port), bind)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise UserError(f"port {port} on {bind} is already in use", field="--port") from None
@@ -58,10 +67,6 @@ def metrics_app(registry: Any) -> Callable:
     registry has ``render_body`` (a :class:`~memtune.metrics.collector.HostRegistry`), compressed
     once per tick.
     """
-    from prometheus_client.exposition import gzip_accepted
-
-    from memtune.metrics.text import CONTENT_TYPE
-
     def app(environ: dict, start_response: Callable) -> list[bytes]:
         path = environ.get("PATH_INFO", "/")
         if path not in ("/", "/metrics"):
@@ -85,14 +90,17 @@ def metrics_app(registry: Any) -> Callable:
     return app
 
 
-def _start_fast_server(registry: Any, port: int, bind: str) -> tuple[Any, threading.Thread]:
+def _start_server(app: Callable, port: int, bind: str) -> tuple[Any, threading.Thread]:
     class Server(ThreadingWSGIServer):
-        """prometheus-client's threading WSGI server with the address family of ``bind``."""
+        """prometheus-client's threading WSGI server with the address family of ``bind`` and a
+        listen backlog of :data:`LISTEN_BACKLOG`."""
+
+        request_queue_size = LISTEN_BACKLOG
 
     infos = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, _, _, _, sockaddr = infos[0]
     Server.address_family = family
-    httpd = make_server(sockaddr[0], port, metrics_app(registry), Server, handler_class=_QuietHandler)
+    httpd = make_server(sockaddr[0], port, app, Server, handler_class=_QuietHandler)
     thread = threading.Thread(target=httpd.serve_forever, name="memtune-metrics-http", daemon=True)
     thread.start()
     return httpd, thread

@@ -18,8 +18,9 @@ from collections.abc import Iterable
 import numpy as np
 from prometheus_client.core import Metric
 
-from memtune.metrics.collector import LE_LABELS, Snapshot, Table, check_plugin_families, snapshot_tables
 from memtune.metrics.families import VMFamily
+from memtune.metrics.model import Snapshot, Table, check_plugin_families
+from memtune.metrics.tables import snapshot_tables
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -122,11 +123,12 @@ class TextRenderer:
     ``str`` formatting walks the template character by character).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, latency_buckets: str = "full") -> None:
+        self.latency_buckets = latency_buckets
         self._vms: tuple[str, ...] | None = None
         self._vm_labels: list[str] = []
         self._blocks: dict[tuple[str, tuple[tuple[str, str], ...]], _Block] = {}
-        self._hist: dict[str, _Block] = {}
+        self._hist: dict[tuple[str, tuple[str, ...]], _Block] = {}
         self._plugin_prefixes: dict[tuple, str] = {}
 
     def _use_vms(self, vms: list[str]) -> None:
@@ -153,18 +155,18 @@ class TextRenderer:
         block.last = (raw, text)
         return text
 
-    def _hist_block(self, name: str, cum: np.ndarray, sums: np.ndarray) -> bytes:
+    def _hist_block(self, name: str, le: tuple[str, ...], cum: np.ndarray, sums: np.ndarray) -> bytes:
         """Cumulative bucket counts (VMs x exported buckets, +Inf last) and sums, one block."""
-        block = self._hist.get(name)
+        block = self._hist.get((name, le))
         if block is None:
             b, c, s = name + "_bucket", name + "_count", name + "_sum"
             prefixes: list[str] = []
             for vl in self._vm_labels:
-                prefixes.extend(f'{b}{{{vl},le="{le}"}} ' for le in LE_LABELS)
+                prefixes.extend(f'{b}{{{vl},le="{x}"}} ' for x in le)
                 prefixes.append(f"{c}{{{vl}}} ")
                 prefixes.append(f"{s}{{{vl}}} ")
-            convs = (["d"] * (len(LE_LABELS) + 1) + ["r"]) * len(self._vm_labels)
-            block = self._hist[name] = _Block(prefixes, convs)
+            convs = (["d"] * (len(le) + 1) + ["r"]) * len(self._vm_labels)
+            block = self._hist[(name, le)] = _Block(prefixes, convs)
         # rows in exposition order: buckets, count (= the +Inf bucket), sum
         rows = np.empty((cum.shape[0], cum.shape[1] + 2), dtype=object)
         conv, counts = template_args(cum)
@@ -187,12 +189,12 @@ class TextRenderer:
             for name, labels, values in t.per_vm:
                 out.append(self._column(name, labels, values))
             if t.hist is not None:
-                out.append(self._hist_block(t.name, *t.hist))
+                out.append(self._hist_block(t.name, t.le, *t.hist))
 
     def render_bytes(self, s: Snapshot) -> bytes:
         """The whole exposition of ``s`` in UTF-8: core tables then the plugins' families."""
         self._use_vms(s.vm_names)
-        tables = snapshot_tables(s)
+        tables = snapshot_tables(s, self.latency_buckets)
         check_plugin_families(s, {t.name for t in tables})
         out: list[bytes] = []
         for t in tables:

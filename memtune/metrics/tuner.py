@@ -4,7 +4,7 @@ Usage::
 
     registry = CollectorRegistry()
     tm = TunerMetrics(registry)
-    server, thread = start_metrics_server(registry, port=9110, bind="127.0.0.1")
+    server, thread = start_metrics_server(registry, port=19110, bind="127.0.0.1")
     tm.observe(objective)          # after each simulated evaluation (lower is better)
     tm.infeasible()                # a point rejected by admission control before simulation
 
@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 import threading
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
-from memtune.metrics.collector import build_info_family
+from memtune.metrics.model import build_info_family
 
 
 class _BuildInfo:
@@ -34,10 +34,11 @@ class TunerMetrics:
     points rejected before simulation, ``memtune_tuner_current_objective`` is the last evaluation's
     objective and ``memtune_tuner_best_objective`` the lowest so far (NaN until the first). With
     ``build_info`` (default) ``memtune_build_info`` is registered too; pass False when the registry
-    also carries a host collector, which exports it already.
+    also carries a host collector, which exports it already. With ``process`` (default) the process's
+    own ``process_*`` metrics are registered too, as exporters do.
     """
 
-    def __init__(self, registry: CollectorRegistry, *, build_info: bool = True) -> None:
+    def __init__(self, registry: CollectorRegistry, *, build_info: bool = True, process: bool = True) -> None:
         self.registry = registry
         self._lock = threading.Lock()
         self.best = math.nan
@@ -54,6 +55,8 @@ class TunerMetrics:
         self.best_gauge.set(math.nan)
         if build_info:
             registry.register(_BuildInfo())
+        if process:
+            ProcessCollector(registry=registry)
 
     def observe(self, objective: float) -> None:
         """One evaluation finished with ``objective``."""

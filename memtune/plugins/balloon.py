@@ -139,18 +139,6 @@ def memtune_register_knobs(register: Any, scenario: Any) -> None:
 
 
 @hookimpl
-def memtune_register_metrics(register: Any) -> None:
-    register("memtune_balloon_size_bytes", "gauge", "Balloon size (esxtop MCTLSZ).", ["vm"])
-    register("memtune_balloon_max_bytes", "gauge", "Largest balloon allowed (esxtop MCTLMAX).", ["vm"])
-    register("memtune_balloon_guest_swapped_bytes", "gauge",
-             "Guest memory given back by the balloon whose data is still on the guest's disk.", ["vm"])
-    register("memtune_balloon_inflated_bytes_total", "counter", "Bytes the balloon took.", ["vm"])
-    register("memtune_balloon_deflated_bytes_total", "counter", "Bytes the balloon gave back.", ["vm"])
-    register("memtune_balloon_guest_swap_in_bytes_total", "counter",
-             "Bytes the guest read back from its disk after ballooning.", ["vm"])
-
-
-@hookimpl
 def memtune_configure(host: Any) -> None:
     s = host.settings
     code = host.states.code(STATE)
@@ -340,30 +328,3 @@ def memtune_vm_columns(host: Any) -> dict[str, np.ndarray] | None:
     if d is None:
         return None
     return {"balloon_max": d.cap * float(host.page_bytes)}
-
-
-@hookimpl
-def memtune_collect_metrics(host: Any) -> list | None:
-    from memtune.metrics.families import vm_counter, vm_gauge
-
-    d = _data(host)
-    if d is None:
-        return None
-    pb = float(host.page_bytes)
-    counts = host.pages.counts
-    names = host.vm_names
-    zeros = np.zeros(host.nvm)
-    return [
-        vm_gauge("memtune_balloon_size_bytes", "Balloon size (esxtop MCTLSZ).", names, counts[:, d.code] * pb),
-        vm_gauge("memtune_balloon_max_bytes", "Largest balloon allowed (esxtop MCTLMAX).", names, d.cap * pb),
-        vm_gauge("memtune_balloon_guest_swapped_bytes",
-                 "Guest memory given back by the balloon whose data is still on the guest's disk.", names,
-                 counts[:, d.guest_swapped] * pb),
-        vm_counter("memtune_balloon_inflated_bytes_total", "Bytes the balloon took.", names,
-                   host.counters.get("balloon_inflated_bytes", zeros)),
-        vm_counter("memtune_balloon_deflated_bytes_total", "Bytes the balloon gave back.", names,
-                   host.counters.get("balloon_deflated_bytes", zeros)),
-        vm_counter("memtune_balloon_guest_swap_in_bytes_total",
-                   "Bytes the guest read back from its disk after ballooning.", names,
-                   host.counters.get("guest_swap_in_bytes", zeros)),
-    ]

@@ -111,20 +111,6 @@ def memtune_register_knobs(register: Any, scenario: Any) -> None:
 
 
 @hookimpl
-def memtune_register_metrics(register: Any) -> None:
-    register("memtune_compression_compressed_bytes", "gauge",
-             "Guest memory held compressed, uncompressed size (esxtop ZIP).", ["vm"])
-    register("memtune_compression_cache_bytes", "gauge",
-             "Machine memory the compression cache holds (esxtop ZIP minus ZIPSVD).", ["vm"])
-    register("memtune_compression_saved_bytes", "gauge",
-             "Machine memory saved by compression (esxtop ZIPSVD).", ["vm"])
-    register("memtune_compression_compress_bytes_total", "counter",
-             "Uncompressed bytes put into the compression cache.", ["vm"])
-    register("memtune_compression_decompress_bytes_total", "counter",
-             "Uncompressed bytes decompressed on guest touches.", ["vm"])
-
-
-@hookimpl
 def memtune_configure(host: Any) -> None:
     s = host.settings
     pg = host.pages
@@ -335,29 +321,3 @@ def memtune_vm_columns(host: Any) -> dict[str, np.ndarray] | None:
         return None
     compressed = host.pages.counts[:, d.code] * float(host.page_bytes)
     return {"compression_cache": d.cache_bytes.copy(), "compression_saved": compressed - d.cache_bytes}
-
-
-@hookimpl
-def memtune_collect_metrics(host: Any) -> list | None:
-    from memtune.metrics.families import vm_counter, vm_gauge
-
-    d = _data(host)
-    if d is None:
-        return None
-    names = host.vm_names
-    compressed = host.pages.counts[:, d.code] * float(host.page_bytes)
-    zeros = np.zeros(host.nvm)
-    return [
-        vm_gauge("memtune_compression_compressed_bytes",
-                 "Guest memory held compressed, uncompressed size (esxtop ZIP).", names, compressed),
-        vm_gauge("memtune_compression_cache_bytes",
-                 "Machine memory the compression cache holds (esxtop ZIP minus ZIPSVD).", names, d.cache_bytes),
-        vm_gauge("memtune_compression_saved_bytes",
-                 "Machine memory saved by compression (esxtop ZIPSVD).", names, compressed - d.cache_bytes),
-        vm_counter("memtune_compression_compress_bytes_total",
-                   "Uncompressed bytes put into the compression cache.", names,
-                   host.counters.get("compression_bytes", zeros)),
-        vm_counter("memtune_compression_decompress_bytes_total",
-                   "Uncompressed bytes decompressed on guest touches.", names,
-                   host.counters.get("decompression_bytes", zeros)),
-    ]

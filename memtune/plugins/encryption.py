@@ -60,8 +60,6 @@ def memtune_register_settings(register: Any) -> None:
 @hookimpl
 def memtune_register_metrics(register: Any) -> None:
     register("memtune_encryption_encrypted", "gauge", "1 if the VM's memory is encrypted, else 0.", ("vm",))
-    register("memtune_encryption_swap_in_pages_total", "counter",
-             "Pages of encrypted VMs decrypted on a hypervisor swap-in (4 KiB pages).", ("vm",))
 
 
 @hookimpl
@@ -103,13 +101,7 @@ def memtune_fault_latency(host: Host, state: int, pages: np.ndarray, latency: np
 
 @hookimpl
 def memtune_collect_metrics(host: Host) -> list | None:
-    from memtune.metrics.families import vm_counter, vm_gauge
+    from memtune.metrics.families import vm_gauge
 
-    names = host.vm_names
-    return [
-        vm_gauge("memtune_encryption_encrypted", "1 if the VM's memory is encrypted, else 0.", names,
-                 host.encrypted),
-        vm_counter("memtune_encryption_swap_in_pages_total",
-                   "Pages of encrypted VMs decrypted on a hypervisor swap-in (4 KiB pages).", names,
-                   host.counters.get("encrypted_swap_in_pages", np.zeros(host.nvm))),
-    ]
+    return [vm_gauge("memtune_encryption_encrypted", "1 if the VM's memory is encrypted, else 0.", host.vm_names,
+                     host.encrypted)]

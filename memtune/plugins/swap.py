@@ -107,16 +107,6 @@ def memtune_register_knobs(register: Any, scenario: Any) -> None:
 
 
 @hookimpl
-def memtune_register_metrics(register: Any) -> None:
-    register("memtune_swap_swapped_bytes", "gauge", "Guest memory swapped out by the hypervisor (SWCUR).",
-             ["vm"])
-    register("memtune_swap_host_cache_bytes", "gauge", "Swapped guest memory held in the host swap cache.",
-             ["vm"])
-    register("memtune_swap_out_bytes_total", "counter", "Bytes swapped out by the hypervisor.", ["vm"])
-    register("memtune_swap_in_bytes_total", "counter", "Bytes swapped in on guest touches.", ["vm"])
-
-
-@hookimpl
 def memtune_configure(host: Any) -> None:
     s = host.settings
     code = host.states.code(STATE)
@@ -209,25 +199,3 @@ def memtune_vm_columns(host: Any) -> dict[str, np.ndarray] | None:
     if d is None:
         return None
     return {"swap_host_cache": d.cache_pages * float(host.page_bytes)}
-
-
-@hookimpl
-def memtune_collect_metrics(host: Any) -> list | None:
-    from memtune.metrics.families import vm_counter, vm_gauge
-
-    d = _data(host)
-    if d is None:
-        return None
-    names = host.vm_names
-    pb = float(host.page_bytes)
-    zeros = np.zeros(host.nvm)
-    return [
-        vm_gauge("memtune_swap_swapped_bytes", "Guest memory swapped out by the hypervisor (SWCUR).", names,
-                 host.pages.counts[:, d.code] * pb),
-        vm_gauge("memtune_swap_host_cache_bytes", "Swapped guest memory held in the host swap cache.", names,
-                 d.cache_pages * pb),
-        vm_counter("memtune_swap_out_bytes_total", "Bytes swapped out by the hypervisor.", names,
-                   host.counters.get("swap_out_bytes", zeros)),
-        vm_counter("memtune_swap_in_bytes_total", "Bytes swapped in on guest touches.", names,
-                   host.counters.get("swap_in_bytes", zeros)),
-    ]

@@ -77,16 +77,6 @@ SETTINGS = (
 )
 
 METRICS = (
-    ("memtune_tps_shared_bytes", "gauge", "Guest memory mapped to shared frames (esxtop SHRD).", ("vm",)),
-    ("memtune_tps_shared_saved_bytes", "gauge",
-     "Memory saved by sharing: shared pages minus this VM's share of the frames (esxtop SHRDSVD).",
-     ("vm",)),
-    ("memtune_tps_shared_consumed_bytes", "gauge",
-     "This VM's share of shared frames: sum of 1/refcount over its shared pages.", ("vm",)),
-    ("memtune_tps_zero_bytes", "gauge", "Zero pages shared (esxtop ZERO).", ("vm",)),
-    ("memtune_tps_scanned_pages_total", "counter", "4 KiB pages visited by the sharing scanner.", ("vm",)),
-    ("memtune_tps_cow_breaks_total", "counter",
-     "Copy-on-write breaks: writes to shared pages (4 KiB pages).", ("vm",)),
     ("memtune_tps_pages_shared", "gauge",
      "Shared frames in use, in 4 KiB pages (node_exporter node_ksmd_pages_shared).", ()),
     ("memtune_tps_pages_sharing", "gauge",
@@ -471,21 +461,9 @@ def memtune_vm_columns(host: Host) -> dict[str, np.ndarray] | None:
 def memtune_collect_metrics(host: Host) -> list | None:
     from prometheus_client.core import GaugeMetricFamily
 
-    from memtune.metrics.families import vm_counter, vm_gauge
-
     if NAME not in host.plugin_data:
         return None
     d = _data(host)
-    a = sharing_amounts(host)
-    names = host.vm_names
-    fams: list = [vm_gauge(name, help_, names, a[key])
-                  for key, (name, _kind, help_, _labels) in zip(("shared", "shared_saved", "shared_consumed", "zero"),
-                                                                METRICS[:4], strict=True)]
-    zeros = np.zeros(host.nvm)
-    fams += [vm_counter(name, help_, names, host.counters.get(counter, zeros))
-             for counter, (name, _kind, help_, _labels) in zip(("tps_scanned_pages", "cow_breaks"), METRICS[4:6],
-                                                               strict=True)]
     scale = float(host.page_scale)
-    fams.append(GaugeMetricFamily(METRICS[6][0], METRICS[6][2], value=d.frames * scale))
-    fams.append(GaugeMetricFamily(METRICS[7][0], METRICS[7][2], value=(d.total_ref - d.frames) * scale))
-    return fams
+    return [GaugeMetricFamily(METRICS[0][0], METRICS[0][2], value=d.frames * scale),
+            GaugeMetricFamily(METRICS[1][0], METRICS[1][2], value=(d.total_ref - d.frames) * scale)]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import fnmatch
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,6 +37,7 @@ from memtune.tuner.evaluate import EvalTask, derive_seed, eval_seeds, report_see
 from memtune.tuner.executors import Executor, SerialExecutor
 from memtune.tuner.journal import Journal, JournalState, read_journal
 from memtune.tuner.objective import Objective
+from memtune.tuner.optimizer_warnings import known_optimizer_warnings
 from memtune.tuner.space import FRACTION_FIELDS, SearchSpace, build_space
 
 OPTIMIZERS = ("gp", "forest", "random")
@@ -643,8 +643,7 @@ class Tuner:
 
         # one BLAS thread: the GP's small matrices gain nothing from more, and on a busy 2-core host
         # oversubscribed BLAS threads made each batch ~4x slower (measured 18 s vs 4.7 s)
-        with warnings.catch_warnings(), threadpool_limits(1):
-            warnings.simplefilter("ignore")
+        with known_optimizer_warnings(), threadpool_limits(1):
             before(0)
             opt.tell(xs, ys)
             return constant_liar(opt, n, min(ys), before, pending)
