@@ -19,7 +19,6 @@ import pytest
 from memtune.core.memstate import MemState
 from memtune.core.pages import FREE, RESIDENT
 from memtune.plugins import balloon
-from memtune.testing import collect_metrics
 
 OTHERS = ["tps", "compression", "swap", "encryption", "audit"]
 PAGES = 16384
@@ -227,13 +226,22 @@ def test_pages_given_back_with_their_data_on_disk_count_against_the_room(mapped)
     assert host.pages.counts[:, code].tolist() == [3635 - 100 - (100 - pending), 3635]
 
 
+def exposed(host):
+    """The families Prometheus gets for ``host`` (core and plugins), by name."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from memtune.metrics import host_registry
+
+    return {f.name: f for f in text_string_to_metric_families(host_registry(host).render_text())}
+
+
 def test_metrics_report_balloon_sizes(mapped):
     host = mapped()
     inflate(host)
-    fams = collect_metrics(host)
-    size = {s.labels["vm"]: s.value for s in fams["memtune_balloon_size_bytes"].samples}
+    fams = exposed(host)
+    size = {s.labels["vm"]: s.value for s in fams["memtune_vm_ballooned_bytes"].samples}
     assert size == {"a": 2048 * PB, "b": 2048 * PB}
-    inflated = {s.labels["vm"]: s.value for s in fams["memtune_balloon_inflated_bytes"].samples
+    inflated = {s.labels["vm"]: s.value for s in fams["memtune_vm_balloon_inflated_bytes"].samples
                 if s.name.endswith("_total")}
     assert inflated == {"a": 2048 * PB, "b": 2048 * PB}
 

@@ -165,13 +165,15 @@ def test_unknown_datastore_type_is_a_config_error(scenario_of, host_of):
 
 
 def test_metrics(mapped):
-    from memtune.testing import collect_metrics
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from memtune.metrics import host_registry
 
     host, _ = mapped(settings={"memtune.swap_host_cache": 4 * PB})
     host.page_out(host.pages.base[1] + np.arange(10))
-    fams = collect_metrics(host)
-    val = {f: {s.labels["vm"]: s.value for s in fams[f].samples if not s.name.endswith("_created")}
-           for f in ("memtune_swap_swapped_bytes", "memtune_swap_host_cache_bytes", "memtune_swap_out_bytes")}
-    assert val["memtune_swap_swapped_bytes"] == {"a": 0.0, "b": 10 * PB}
-    assert val["memtune_swap_host_cache_bytes"] == {"a": 0.0, "b": 4 * PB}
-    assert val["memtune_swap_out_bytes"] == {"a": 0.0, "b": 10 * PB}
+    fams = {f.name: f for f in text_string_to_metric_families(host_registry(host).render_text())}
+    val = {f: {s.labels["vm"]: s.value for s in fams[f].samples}
+           for f in ("memtune_vm_swapped_bytes", "memtune_vm_swap_host_cache_bytes", "memtune_vm_swap_out_bytes")}
+    assert val["memtune_vm_swapped_bytes"] == {"a": 0.0, "b": 10 * PB}
+    assert val["memtune_vm_swap_host_cache_bytes"] == {"a": 0.0, "b": 4 * PB}
+    assert val["memtune_vm_swap_out_bytes"] == {"a": 0.0, "b": 10 * PB}

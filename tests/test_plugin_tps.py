@@ -357,11 +357,17 @@ def test_metrics_match_the_amounts():
     for name, kind in declared:
         base = name[: -len("_total")] if kind == "counter" else name
         assert fams[base].type == kind
-    val = {s.labels.get("vm", ""): s.value for s in fams["memtune_tps_shared_saved_bytes"].samples}
-    assert val == {f"web-0{i}": pytest.approx(n * 0.75 * PAGE) for i in range(1, 5)}
     assert fams["memtune_tps_pages_shared"].samples[0].value == n           # KSM pages_shared
     assert fams["memtune_tps_pages_sharing"].samples[0].value == 3 * n      # KSM pages_sharing
-    zero = {s.labels["vm"]: s.value for s in fams["memtune_tps_zero_bytes"].samples}
+    # per-VM sharing is the core's memtune_vm_shared*_bytes / memtune_vm_zero_bytes (report columns)
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from memtune.metrics import host_registry
+
+    fams = {f.name: f for f in text_string_to_metric_families(host_registry(host).render_text())}
+    val = {s.labels.get("vm", ""): s.value for s in fams["memtune_vm_shared_saved_bytes"].samples}
+    assert val == {f"web-0{i}": pytest.approx(n * 0.75 * PAGE) for i in range(1, 5)}
+    zero = {s.labels["vm"]: s.value for s in fams["memtune_vm_zero_bytes"].samples}
     assert set(zero.values()) == {0.0}
 
 

@@ -9,9 +9,9 @@ prefixes cached per set of VMs::
 
     @hookimpl
     def memtune_collect_metrics(host):
-        return [vm_gauge("memtune_balloon_size_bytes", "Balloon size (esxtop MCTLSZ).",
+        return [vm_gauge("memtune_example_size_bytes", "Size of the example pool.",
                          host.vm_names, sizes),
-                vm_counter("memtune_balloon_inflated_bytes", "Bytes the balloon took.",
+                vm_counter("memtune_example_filled_bytes", "Bytes put in the example pool.",
                            host.vm_names, inflated)]
 
 A :class:`VMFamily` is a prometheus_client ``Metric``: its ``samples`` are built the first time
