@@ -30,8 +30,9 @@ from typing import Any
 from memtune.core.scenario import load_scenario
 from memtune.tuner.evaluate import EvalTask, report_seeds
 from memtune.tuner.executors import make_executor
+from memtune.tuner.job import tune
 from memtune.tuner.loop import TuneConfig, Tuner
-from memtune.tuner.report import tune, write_outputs
+from memtune.tuner.report import write_outputs
 
 
 def _load() -> float:

@@ -12,9 +12,11 @@ from memtune.core.plugins import build_plugin_manager
 from memtune.core.scenario import load_scenario
 from memtune.errors import UserError
 from memtune.policies import Percent, apply_policy, load_policy
-from memtune.tuner.loop import JOURNAL, LAG, TuneConfig, Tuner, assignment_to_policy
+from memtune.tuner.job import tune
+from memtune.tuner.loop import JOURNAL, LAG, TuneConfig, Tuner
+from memtune.tuner.mapping import assignment_to_policy
 from memtune.tuner.objective import Objective, parse_weights
-from memtune.tuner.report import summary, tune
+from memtune.tuner.report import summary
 from memtune.tuner.space import build_space, group_vms
 from memtune.units import GiB
 
@@ -201,8 +203,8 @@ def test_tune_writes_policy_report_and_plots(tiny, tmp_path):
     for name in ("convergence.png", "vm-latency.png", "knobs.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the written policy is the best point: re-simulating it on the report seeds gives its value
+    from memtune.tuner.config import eval_scenario
     from memtune.tuner.evaluate import EvalTask, report_seeds, run_task
-    from memtune.tuner.loop import eval_scenario
 
     sc = apply_policy(pol, eval_scenario(load_scenario(tiny.source), 40.0))
     res = run_task(EvalTask("x", sc, report_seeds(7, 1)))
@@ -266,7 +268,7 @@ def test_blocks_group_a_plugins_knobs_per_host_and_vm_group(tiny, pm):
 def test_local_candidates_redraw_whole_blocks_of_a_centre(tiny, pm, tmp_path):
     from skopt.space import Space
 
-    from memtune.tuner.loop import local_candidates
+    from memtune.tuner.candidates import local_candidates
 
     space = build_space(tiny, pm)
     blocks = space.blocks()
@@ -315,7 +317,7 @@ def test_local_candidates_redraw_whole_blocks_of_a_centre(tiny, pm, tmp_path):
 def test_local_steps_move_a_block_a_little_and_rarely_flip_switches(tiny, pm, tmp_path):
     from skopt.space import Space
 
-    from memtune.tuner.loop import local_candidates
+    from memtune.tuner.candidates import local_candidates
 
     space = build_space(tiny, pm)
     blocks = space.blocks()
@@ -361,8 +363,7 @@ def test_local_steps_move_a_block_a_little_and_rarely_flip_switches(tiny, pm, tm
 
 def test_initial_design_keeps_or_varies_whole_blocks(tiny, tmp_path):
     t = Tuner(cfg(tiny, knobs=(), initial_points=12), tmp_path)
-    dims = t.space.skopt_dimensions()
-    base, *design = t._design(dims)
+    base, *design = t.proposer.design()
     assert base == t.baseline_point() and len(design) == 11
     names = t.space.names
     # the shipped presets come right after the baseline, as points of the space

@@ -18,12 +18,16 @@ __all__ = ["Objective", "TuneConfig", "Tuner", "build_space", "make_executor", "
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("TuneConfig", "Tuner"):
-        from memtune.tuner import loop
+    if name == "TuneConfig":
+        from memtune.tuner.config import TuneConfig
 
-        return getattr(loop, name)
+        return TuneConfig
+    if name == "Tuner":
+        from memtune.tuner.loop import Tuner
+
+        return Tuner
     if name == "tune":
-        from memtune.tuner.report import tune
+        from memtune.tuner.job import tune
 
         return tune
     if name == "Objective":

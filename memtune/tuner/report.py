@@ -15,15 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from memtune.tuner.loop import (
-    BASELINE,
-    Evaluation,
-    TuneConfig,
-    Tuner,
-    assignment_to_policy,
-    ratio,
-    vm_table,
-)
+from memtune.tuner.config import BASELINE
+from memtune.tuner.history import Evaluation
+from memtune.tuner.loop import Tuner
+from memtune.tuner.mapping import assignment_to_policy
 
 POLICY_FILE = "best-policy.toml"
 REPORT_FILE = "report.json"
@@ -181,15 +176,24 @@ def _policy_line(policy: dict[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
-def tune(config: TuneConfig, out: Path | str, *, resume: bool = False, executor: Any = None,
-         on_eval: Any = None, plots: bool = True) -> dict[str, Any]:
-    """Run a whole tuning job: search, compare on the report seeds, write the outputs."""
-    tuner = Tuner(config, Path(out), resume=resume, executor=executor, on_eval=on_eval, compare_early=True)
-    tuner.run()
-    comparison = tuner.compare(tuner.best())
-    report = write_outputs(tuner, comparison, plots=plots)
-    tuner.journal.close()
-    return report
+def vm_table(names: list[str], before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Per-VM latency and stall before (baseline) and after (best)."""
+    rows = []
+    for i, n in enumerate(names):
+        row: dict[str, Any] = {"vm": n}
+        for tag, m in (("before", before), ("after", after)):
+            if m is None:
+                continue
+            for k in ("mean_latency", "p99_latency", "stall"):
+                row[f"{k}_{tag}"] = m[k][i]
+        rows.append(row)
+    return rows
 
 
-__all__ = ["BASELINE", "Evaluation", "build_report", "summary", "tune", "write_outputs"]
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not np.isfinite(a) or not np.isfinite(b) or b == 0:
+        return None
+    return float(a / b)
+
+
+__all__ = ["BASELINE", "Evaluation", "build_report", "ratio", "summary", "vm_table", "write_outputs"]

@@ -8,7 +8,7 @@ suffix (``web-01`` .. ``web-04`` -> ``web``). A dimension is named ``<setting>``
 ``<group>.<field>`` for per-VM knobs (``web.reservation``).
 
 A point of the space becomes an *assignment* (dimension name -> value, fixed knobs included),
-which :func:`assignment_to_policy` turns into a :class:`memtune.policies.Policy`.
+which :func:`memtune.tuner.mapping.assignment_to_policy` turns into a :class:`memtune.policies.Policy`.
 """
 
 from __future__ import annotations
@@ -238,7 +238,22 @@ def build_space(scenario: Scenario, pm: MemtunePluginManager, *, group: str = "p
     ``fix`` (``NAME=VALUE``) pins a dimension, a per-VM field of every group or any host setting."""
     registry = settings_registry(pm)
     groups = group_vms([v.name for v in scenario.vms], group)
-    raw = collect_knobs(pm, scenario)
+    all_dims = _expand(collect_knobs(pm, scenario), registry, scenario, groups)
+    dims = _select(all_dims, knobs)
+    fixed: dict[str, Any] = {}
+    for item in fix:
+        pinned = _apply_fix(item, all_dims, registry, scenario, groups, fixed)
+        dims = [d for d in dims if d not in pinned]
+    dims = [d for d in dims if not _shadowed(d, dims, fixed, groups)]
+    if not dims:
+        raise UserError("nothing left to tune: every knob is fixed or filtered out", field="--knobs")
+    return SearchSpace(scenario, dims, fixed, groups, registry, all_dims)
+
+
+def _expand(raw: Iterable[Knob], registry: SettingsRegistry, scenario: Scenario,
+            groups: Mapping[str, tuple[str, ...]]) -> list[Dimension]:
+    """One dimension per host knob, one per per-VM knob and VM group (checked; maxmemctl only
+    when some VM has a balloon driver; a knob registered twice is an error)."""
     seen: dict[str, Knob] = {}
     dims: list[Dimension] = []
     for knob in raw:
@@ -253,43 +268,47 @@ def build_space(scenario: Scenario, pm: MemtunePluginManager, *, group: str = "p
             dims.append(Dimension(knob.name, knob))
         else:
             dims.extend(Dimension(f"{g}.{knob.name}", knob, g) for g in groups)
-    all_dims = list(dims)
+    return dims
+
+
+def _select(dims: list[Dimension], knobs: Iterable[str]) -> list[Dimension]:
+    """The dimensions matching the ``--knobs`` patterns (all of them when none is given)."""
     patterns = [p.strip() for item in knobs for p in item.split(",") if p.strip()]
-    if patterns:
-        keep: list[Dimension] = []
-        for p in patterns:
-            hit = [d for d in dims if fnmatch.fnmatchcase(d.name, p) or
-                   (d.group is not None and fnmatch.fnmatchcase(d.field, p))]
-            if not hit:
-                raise UserError(f"{p!r} matches no knob (knobs: {', '.join(d.name for d in dims)})",
-                                field="--knobs")
-            keep.extend(d for d in hit if d not in keep)
-        dims = [d for d in dims if d in keep]
-    fixed: dict[str, Any] = {}
-    for item in fix:
-        name, sep, text = item.partition("=")
-        name = name.strip()
-        if not sep or not name or not text.strip():
-            raise UserError(f"expected NAME=VALUE, got {item!r}", field="--fix")
-        targets = [d for d in all_dims if d.name == name or (d.group is not None and d.field == name)]
-        if targets:
-            for d in targets:
-                members = set(groups.get(d.group or "", ()))
-                sizes = {vm.memory for vm in scenario.vms if vm.name in members}
-                fixed[d.name] = _fixed_value(d, text, sizes)
-            dims = [d for d in dims if d not in targets]
-        elif name in registry:
-            try:
-                fixed[name] = registry.settings[name].coerce(parse_literal(text))
-            except ValueError as exc:
-                raise UserError(f"{name}: {exc}", field="--fix") from None
-        else:
-            raise UserError(f"{name!r} is neither a knob nor a host setting "
-                            f"(knobs: {', '.join(d.name for d in all_dims)})", field="--fix")
-    dims = [d for d in dims if not _shadowed(d, dims, fixed, groups)]
-    if not dims:
-        raise UserError("nothing left to tune: every knob is fixed or filtered out", field="--knobs")
-    return SearchSpace(scenario, dims, fixed, groups, registry, all_dims)
+    if not patterns:
+        return list(dims)
+    keep: list[Dimension] = []
+    for p in patterns:
+        hit = [d for d in dims if fnmatch.fnmatchcase(d.name, p) or
+               (d.group is not None and fnmatch.fnmatchcase(d.field, p))]
+        if not hit:
+            raise UserError(f"{p!r} matches no knob (knobs: {', '.join(d.name for d in dims)})",
+                            field="--knobs")
+        keep.extend(d for d in hit if d not in keep)
+    return [d for d in dims if d in keep]
+
+
+def _apply_fix(item: str, all_dims: list[Dimension], registry: SettingsRegistry, scenario: Scenario,
+               groups: Mapping[str, tuple[str, ...]], fixed: dict[str, Any]) -> list[Dimension]:
+    """Record one ``--fix NAME=VALUE`` in ``fixed``; returns the dimensions it pins."""
+    name, sep, text = item.partition("=")
+    name = name.strip()
+    if not sep or not name or not text.strip():
+        raise UserError(f"expected NAME=VALUE, got {item!r}", field="--fix")
+    targets = [d for d in all_dims if d.name == name or (d.group is not None and d.field == name)]
+    for d in targets:
+        members = set(groups.get(d.group or "", ()))
+        sizes = {vm.memory for vm in scenario.vms if vm.name in members}
+        fixed[d.name] = _fixed_value(d, text, sizes)
+    if targets:
+        return targets
+    if name not in registry:
+        raise UserError(f"{name!r} is neither a knob nor a host setting "
+                        f"(knobs: {', '.join(d.name for d in all_dims)})", field="--fix")
+    try:
+        fixed[name] = registry.settings[name].coerce(parse_literal(text))
+    except ValueError as exc:
+        raise UserError(f"{name}: {exc}", field="--fix") from None
+    return []
 
 
 def _shadowed(d: Dimension, dims: list[Dimension], fixed: Mapping[str, Any],
