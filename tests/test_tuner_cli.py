@@ -77,7 +77,7 @@ def test_bad_files_one_line_exit_2(tiny, tmp_path, done_run):
         ([str(tmp_path / "missing.toml")], "missing.toml: no such scenario file"),
         ([str(bad)], "bad.toml: host.memory:"),
         ([tiny, "--out", str(out)], "already holds a tuning run; use --resume"),
-        ([tiny, "--out", str(out), "--resume", "--seed", "3"], "journal.jsonl: seed: this run's seed differs"),
+        ([tiny, "--out", str(out), "--resume", "--seed", "3"], "journal.jsonl: seed: this run's seed (3) differs from the journal's (7)"),
     ]
     afile = tmp_path / "afile"
     afile.write_text("x")

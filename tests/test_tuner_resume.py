@@ -10,6 +10,8 @@ import sys
 import time
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from test_tuner_helpers import RecordingExecutor, tiny_file
 
 from memtune.core.scenario import load_scenario
@@ -195,3 +197,153 @@ def test_two_batches_in_flight_resume_as_one_run(tiny, tmp_path):
     hist = Tuner(cfg(tiny, **gp), out, resume=True, executor=ex).run()
     assert ex.simulated == [i for i in (0, 1, 2, *range(8, 12)) if i not in infeasible]
     assert [(e.x, e.value) for e in hist] == [(e.x, e.value) for e in ref_hist]
+
+
+# --- one run per output directory, nothing to resume, what differs, records checked on reading -----
+
+def test_a_second_run_on_a_locked_directory_is_refused_naming_the_holder(tiny, tiny_path, tmp_path):
+    out = tmp_path / "o"
+    first = Tuner(cfg(tiny), out)                       # holds --out until its journal is closed
+    journal = (out / JOURNAL).read_bytes()
+    with pytest.raises(UserError, match=rf"is in use by another memtune run \(pid {os.getpid()}\)"):
+        Tuner(cfg(tiny), out, resume=True)
+    # another process: `memtune optimize --resume` on the same --out, exit 2, one line, journal untouched
+    r = subprocess.run([sys.executable, "-m", "memtune.cli", "optimize", str(tiny_path), "--out", str(out),
+                        "--resume", "--knobs", "reservation,limit", "--budget", "8", "--no-plots"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == (f"memtune: error: --out: {str(out)!r} is in use by another memtune run (pid {os.getpid()});"
+                        f" wait for it to end or use another directory\n")
+    assert (out / JOURNAL).read_bytes() == journal
+    first.run()
+    first.journal.close()                               # the lock goes with the journal
+    t = Tuner(cfg(tiny, budget=12), out, resume=True)
+    assert len(t.history) == 8
+    t.journal.close()
+
+
+def test_two_resumes_at_once_run_each_evaluation_once(tiny_path, tmp_path):
+    """The case the lock is for: two `optimize --resume` on one --out started together."""
+    out = tmp_path / "o"
+    args = [sys.executable, "-m", "memtune.cli", "optimize", str(tiny_path), "--out", str(out),
+            "--knobs", "reservation,limit", "--batch", "4", "--initial-points", "4", "--duration", "40s",
+            "--presets", "esxi-default", "--no-plots", "--optimizer", "random"]
+    subprocess.run([*args, "--budget", "4"], check=True, capture_output=True, timeout=120)
+    procs = [subprocess.Popen([*args, "--budget", "12", "--resume"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=180), p.stderr.read()) for p in procs]
+    for p in procs:
+        p.stdout.close()
+        p.stderr.close()
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert "is in use by another memtune run (pid " in refused and refused.count("\n") == 1
+    st = read_journal(out / JOURNAL)                    # resumable: every evaluation once
+    assert sorted(st.evals) == list(range(12))
+    r = subprocess.run([*args, "--budget", "12", "--resume"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda d: d / "typo", "does not exist"),
+    (lambda d: d, "holds no journal.jsonl"),
+])
+def test_resume_with_nothing_to_resume_is_a_usage_error(tiny_path, tmp_path, make, says):
+    (tmp_path / "unrelated.txt").write_text("x")
+    out = make(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "memtune.cli", "optimize", str(tiny_path), "--out", str(out),
+                        "--resume", "--no-plots"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == (f"memtune: error: --out: nothing to resume: {str(out)!r} {says} (mistyped? without "
+                        f"--resume a new run starts there)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unrelated.txt"]      # nothing created
+
+
+EXTRA_PLUGIN = '''
+from memtune import hookimpl
+from memtune.core.knobs import Knob
+from memtune.core.settings import Setting
+
+
+@hookimpl
+def memtune_register_settings(register):
+    register(Setting("extra.level", "int", 1, "A setting only this plugin brings.", "test", minimum=0, maximum=3))
+
+
+@hookimpl
+def memtune_register_knobs(register, scenario):
+    register(Knob("extra.level", target="host", kind="int", low=0, high=3, help="test knob"))
+'''
+
+
+def test_resume_whose_space_differs_names_the_knobs_and_the_plugin(tiny, tmp_path, monkeypatch):
+    (tmp_path / "memtune_extra_knob.py").write_text(EXTRA_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "o"
+    knobs = ()                                          # every knob the loaded plugins bring
+    Tuner(cfg(tiny, budget=4, knobs=knobs), out).run()
+    with pytest.raises(ConfigError) as err:
+        Tuner(cfg(tiny, budget=8, knobs=knobs, plugins=("memtune_extra_knob",)), out, resume=True)
+    assert str(err.value) == (
+        f"{out / JOURNAL}: space: the search space differs from the journal's: knobs not in the journal's run: "
+        f"extra.level (plugin 'memtune_extra_knob' from module memtune_extra_knob); resume with the same "
+        f"scenario, flags and plugins, or use another --out")
+
+
+def _first_eval_line(path):
+    lines = path.read_text().splitlines()
+    n = next(i for i, line in enumerate(lines) if json.loads(line)["type"] == "eval" and json.loads(line)["seeds"])
+    return lines, n
+
+
+@pytest.fixture(scope="module")
+def finished(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("done")
+    t = Tuner(cfg(tiny, budget=4), out)
+    t.run()
+    t.journal.close()
+    return out / JOURNAL
+
+
+BAD_VALUES = st.one_of(st.floats(max_value=-1e-12), st.just(float("nan")), st.just(float("inf")),
+                       st.just(-1), st.text(max_size=5), st.none(), st.booleans())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(where=st.sampled_from(["value", "index", "batch", "elapsed", "stall", "mean_latency", "p99_latency",
+                              "seeds", "feasible"]),
+       bad=BAD_VALUES, vm=st.integers(0, 1))
+def test_journal_records_out_of_range_are_refused_naming_file_and_line(finished, tmp_path, where, bad, vm):
+    """A hand-edited impossible value (a negative stall ...) is an error naming the file and the line."""
+    lines, n = _first_eval_line(finished)
+    rec = json.loads(lines[n])
+    if where in ("stall", "mean_latency", "p99_latency"):
+        rec["metrics"][where][vm] = bad
+    elif where == "seeds":
+        rec["seeds"] = [bad]
+    else:
+        rec[where] = bad
+    assume(not (where == "value" and bad is None and not rec["feasible"]))
+    assume(not (where == "feasible" and isinstance(bad, bool)))
+    assume(not (where in ("index", "batch") and type(bad) is int and bad >= 0))
+    lines[n] = json.dumps(rec)
+    path = tmp_path / "journal.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: line {n + 1}: evaluation .*\(the journal was edited or "
+                                          rf"damaged\)$"):
+        read_journal(path)
+
+
+def test_negative_stall_on_resume_is_one_line_exit_2(finished, tiny_path, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    lines, n = _first_eval_line(finished)
+    lines[n] = lines[n].replace('"stall":[', '"stall":[-0.25,', 1)
+    (out / JOURNAL).write_text("\n".join(lines) + "\n")
+    r = subprocess.run([sys.executable, "-m", "memtune.cli", "optimize", str(tiny_path), "--out", str(out),
+                        "--resume", "--no-plots"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"memtune: error: {out / JOURNAL}: line {n + 1}: evaluation ")
+    assert "metrics.stall[0] is -0.25, must be a finite number within 0..1" in r.stderr
+    assert r.stderr.count("\n") == 1

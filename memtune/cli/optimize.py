@@ -176,6 +176,7 @@ def cli(scenario, out, resume, budget, time_limit, patience, optimizer, objectiv
                 metrics.infeasible()
 
     executor = make_executor(workers, dask_scheduler)
+    tuner = None
     try:
         tuner = Tuner(config, Path(out), resume=resume, executor=executor, on_eval=on_eval, compare_early=True)
         if bar is not None:
@@ -188,8 +189,9 @@ def cli(scenario, out, resume, budget, time_limit, patience, optimizer, objectiv
                 bar.close()
         comparison = tuner.compare(tuner.best())
         report = write_outputs(tuner, comparison, plots=plots)
-        tuner.journal.close()
     finally:
+        if tuner is not None:
+            tuner.journal.close()       # and the lock on --out
         executor.close()
         if server is not None:
             from memtune.metrics.server import stop_metrics_server

@@ -14,8 +14,9 @@ def tune(config: TuneConfig, out: Path | str, *, resume: bool = False, executor:
          on_eval: Any = None, plots: bool = True) -> dict[str, Any]:
     """Run a tuning job into ``out`` and return its report (see docs/tuner.md)."""
     tuner = Tuner(config, Path(out), resume=resume, executor=executor, on_eval=on_eval, compare_early=True)
-    tuner.run()
-    comparison = tuner.compare(tuner.best())
-    report = write_outputs(tuner, comparison, plots=plots)
-    tuner.journal.close()
-    return report
+    try:
+        tuner.run()
+        comparison = tuner.compare(tuner.best())
+        return write_outputs(tuner, comparison, plots=plots)
+    finally:
+        tuner.journal.close()           # and the output directory's lock

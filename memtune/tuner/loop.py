@@ -21,7 +21,7 @@ from typing import Any
 
 from memtune.core.plugins import build_plugin_manager
 from memtune.core.scenario import Scenario
-from memtune.errors import ConfigError, UserError
+from memtune.errors import ConfigError
 from memtune.policies import Policy
 from memtune.tuner import history as hist
 from memtune.tuner.compare import Comparison
@@ -29,7 +29,7 @@ from memtune.tuner.config import BASELINE, TuneConfig, coarse_scenario, eval_sce
 from memtune.tuner.evaluate import EvalTask, eval_seeds
 from memtune.tuner.executors import Executor, SerialExecutor
 from memtune.tuner.history import Evaluation
-from memtune.tuner.journal import Journal, JournalState, read_journal
+from memtune.tuner.journal import JournalState, open_journal
 from memtune.tuner.mapping import policy_point, policy_scenario, preset_points
 from memtune.tuner.proposer import Proposer
 from memtune.tuner.space import build_space
@@ -105,29 +105,17 @@ class Tuner:
                    "warmup", "objective", "space", "plugins")
 
     def _prepare(self, resume: bool) -> None:
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create output directory {str(self.out)!r}: {exc.strerror or exc}",
-                            field="--out") from None
-        path = self._journal_path
-        if resume and path.exists():
-            state = read_journal(path)
-            want = self.start_record()
-            for key in self._MUST_MATCH:
-                if state.start.get(key) != want[key]:
-                    raise ConfigError(f"this run's {key} differs from the journal's; resume with the same "
-                                      f"scenario and flags, or use another --out", source=str(path),
-                                      field=key)
-            self._load(state)
-            self.journal = Journal(path, truncate_tail=state.torn_bytes)
+        # locks --out for this run; refuses a run already there, or nothing to resume, or a journal
+        # that does not match this run (see memtune.tuner.journal.open_journal)
+        self.journal, state = open_journal(self._journal_path, resume=resume, start=self.start_record(),
+                                           must_match=self._MUST_MATCH, plugins=self.pm.info)
+        if state is not None:
+            try:
+                self._load(state)
+            except BaseException:
+                self.journal.close()
+                raise
             self.journal.write({"type": "resume", "told": len(self.history), "time": time.time()})
-            return
-        if path.exists() and not resume:
-            raise UserError(f"{self.out} already holds a tuning run; use --resume to continue it or "
-                            f"another --out", field="--out")
-        self.journal = Journal(path)
-        self.journal.write({**self.start_record(), "time": time.time()})
 
     def _load(self, state: JournalState) -> None:
         """Rebuild the history from the journal: whole batches in order; the batches after the

@@ -9,12 +9,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from memtune.tuner.loop import Tuner
+from memtune.tuner.outdir import Outputs
 
 MAX_KNOB_PANELS = 4
 
@@ -48,10 +48,19 @@ def knob_importance(tuner: Tuner) -> list[tuple[str, float]]:
     return sorted(imp.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def write_plots(tuner: Tuner, report: dict[str, Any]) -> dict[str, str]:
-    """Write the three plots into the run's directory; returns name -> path."""
+def _save(plt: Any, fig: Any, outputs: Outputs, name: str) -> str:
+    """``fig`` as PNG ``name``, written whole or not at all; the figure is closed either way."""
+    try:
+        return str(outputs.write_with(name, lambda f: fig.savefig(f, format="png", dpi=100)))
+    finally:
+        plt.close(fig)
+
+
+def write_plots(tuner: Tuner, report: dict[str, Any], outputs: Outputs | None = None) -> dict[str, str]:
+    """Write the three plots into the run's directory (through ``outputs``, atomically); returns
+    name -> path. The knob panel uses ``report["knob_importance"]`` when the report has it."""
     plt = _pyplot()
-    out: Path = tuner.out
+    outputs = outputs or Outputs(tuner.out)
     files: dict[str, str] = {}
     label = tuner.config.objective.label
     # convergence
@@ -78,10 +87,7 @@ def write_plots(tuner: Tuner, report: dict[str, Any]) -> dict[str, str]:
     ax.set_title(f"convergence: {report['scenario']} ({report['optimizer']})")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = out / "convergence.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    files["convergence"] = str(path)
+    files["convergence"] = _save(plt, fig, outputs, "convergence.png")
     # per-VM before / after
     rows = report["vms"]
     if rows and "mean_latency_after" in rows[0] and "mean_latency_before" in rows[0]:
@@ -97,13 +103,11 @@ def write_plots(tuner: Tuner, report: dict[str, Any]) -> dict[str, str]:
         axes[1].set_xticks(x, [r["vm"] for r in rows], rotation=60, fontsize=7)
         axes[0].set_title(f"per-VM latency before / after: {report['scenario']}")
         fig.tight_layout()
-        path = out / "vm-latency.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        files["vm_latency"] = str(path)
+        files["vm_latency"] = _save(plt, fig, outputs, "vm-latency.png")
     # objective vs the most important knobs
-    ranked = knob_importance(tuner)[:MAX_KNOB_PANELS]
-    report["knob_importance"] = dict(knob_importance(tuner))
+    if "knob_importance" not in report:
+        report["knob_importance"] = dict(knob_importance(tuner))
+    ranked = list(report["knob_importance"].items())[:MAX_KNOB_PANELS]
     feas_ev = [e for e in tuner.history if e.feasible and e.value is not None]
     if ranked and feas_ev:
         fig, axes = plt.subplots(1, len(ranked), figsize=(3.2 * len(ranked), 3.2), sharey=True, squeeze=False)
@@ -123,8 +127,5 @@ def write_plots(tuner: Tuner, report: dict[str, Any]) -> dict[str, str]:
         axes[0][0].set_ylabel(label, fontsize=8)
         fig.suptitle("objective vs the most important knobs (importance)", fontsize=9)
         fig.tight_layout()
-        path = out / "knobs.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        files["knobs"] = str(path)
+        files["knobs"] = _save(plt, fig, outputs, "knobs.png")
     return files

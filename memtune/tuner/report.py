@@ -8,9 +8,7 @@ and per-VM metrics), per-VM latency before (baseline) and after (best), and ever
 from __future__ import annotations
 
 import json
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +17,7 @@ from memtune.tuner.config import BASELINE
 from memtune.tuner.history import Evaluation
 from memtune.tuner.loop import Tuner
 from memtune.tuner.mapping import assignment_to_policy
+from memtune.tuner.outdir import Outputs
 
 POLICY_FILE = "best-policy.toml"
 REPORT_FILE = "report.json"
@@ -82,11 +81,17 @@ def build_report(tuner: Tuner, comparison: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_outputs(tuner: Tuner, comparison: dict[str, Any], *, plots: bool = True) -> dict[str, Any]:
-    """Write the best policy, ``report.json`` and the plots into the run's directory."""
+    """Write the best policy, ``report.json`` and the plots into the run's directory.
+
+    Each file is written whole or not at all (temporary file, then rename), in order of value: the
+    journal is already safe, then the best policy, ``report.json``, the plots. A write that fails
+    (disk full) ends in :class:`memtune.errors.OutputError` naming the files kept."""
     out = tuner.out
     report = build_report(tuner, comparison)
     best = tuner.best()
-    files: dict[str, str] = {}
+    outputs = Outputs(out, kept=[tuner._journal_path])
+    files: dict[str, str] = {"journal": str(tuner._journal_path)}
+    policy = None
     if best is not None:
         desc = (f"tuned by memtune optimize on {tuner.config.scenario.name} ({tuner.config.objective.label}); "
                 f"{report['ratio_to_baseline'] if report['ratio_to_baseline'] is not None else 'n/a'} "
@@ -94,26 +99,20 @@ def write_outputs(tuner: Tuner, comparison: dict[str, Any], *, plots: bool = Tru
         policy = assignment_to_policy(tuner.space, best.assignment, f"tuned-{tuner.config.scenario.name}",
                                       desc)
         report["best"]["policy"] = policy.to_dict()
-        _write_text(out / POLICY_FILE, policy.to_toml())
-        files["policy"] = str(out / POLICY_FILE)
+    if plots:
+        from memtune.tuner.plots import knob_importance
+
+        report["knob_importance"] = dict(knob_importance(tuner))
+    if policy is not None:
+        files["policy"] = str(outputs.write_text(POLICY_FILE, policy.to_toml()))
+    files["report"] = str(out / REPORT_FILE)
+    report["files"] = files
+    outputs.write_text(REPORT_FILE, json.dumps(report, indent=1, default=_plain) + "\n")
     if plots:
         from memtune.tuner.plots import write_plots
 
-        files.update(write_plots(tuner, report))
-    report["files"] = files
-    _write_text(out / REPORT_FILE, json.dumps(report, indent=1, default=_plain) + "\n")
-    files["report"] = str(out / REPORT_FILE)
-    files["journal"] = str(tuner._journal_path)
+        files.update(write_plots(tuner, report, outputs))
     return report
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _plain(o: Any) -> Any:
