@@ -31,6 +31,7 @@ COMMANDS = (
     ("memtune.cli.profile", "profile"),
     ("memtune.cli.importer", "import"),
     ("memtune.cli.calibrate", "calibrate"),
+    ("memtune.cli.live", "live"),
 )
 
 

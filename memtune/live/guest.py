@@ -1,0 +1,120 @@
+"""A worker's guest memory: the VM's pages in one anonymous mapping, its balloon and guest swap.
+
+Rules (ESX's balloon driver as in Waldspurger 2002, section 3.2; virtio-balloon likewise): the
+balloon takes guest-free pages first (ranks at or above what the guest has allocated); beyond
+those the guest must free pages it uses, so it pages its coldest ones out to its own swap file
+(a real file, written and dropped from the page cache) and gives their frames up with
+``madvise(MADV_DONTNEED)``. A touch of a paged-out page reads it back with ``O_DIRECT`` (a real
+disk read, timed). A page never touched yet is written with its content on first touch, as the
+guest writes its data.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+
+import numpy as np
+
+from memtune.live.content import PAGE, fill
+
+CHUNK = 64            # pages filled per numpy call (small: the temporaries count against the VM's limit)
+
+
+class GuestMemory:
+    def __init__(self, npages: int, keys: np.ndarray, zclass: np.ndarray, mergeable: bool,
+                 swap_path: str) -> None:
+        self.n = npages
+        self.keys = keys
+        self.zclass = zclass
+        self.region = mmap.mmap(-1, npages * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.region.madvise(mmap.MADV_NOHUGEPAGE)      # stable results: no THP in workers
+        if mergeable:
+            self.region.madvise(mmap.MADV_MERGEABLE)
+        self.flat = np.frombuffer(self.region, dtype=np.uint8)
+        self.pages = self.flat.reshape(npages, PAGE)
+        self.view = memoryview(self.region)
+        self.backed = np.zeros(npages, dtype=bool)
+        self.swapped = np.zeros(npages, dtype=bool)     # data in the guest's swap file
+        self.balloon = 0                                # frames the balloon holds
+        self.swap_fd = os.open(swap_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.direct_fd = os.open(swap_path, os.O_RDONLY | os.O_DIRECT)
+        except OSError:
+            self.direct_fd = os.open(swap_path, os.O_RDONLY)
+        self._abuf = mmap.mmap(-1, PAGE)                # page-aligned buffer for O_DIRECT
+        self.swap_ins = self.swap_outs = self.first_touches = 0
+
+    # --- content ---------------------------------------------------------------------------------
+    def write_content(self, ranks: np.ndarray) -> None:
+        """Write each page's model content (a first touch by the guest)."""
+        for i in range(0, ranks.size, CHUNK):
+            r = ranks[i:i + CHUNK]
+            buf = np.empty((r.size, PAGE), dtype=np.uint8)
+            fill(buf, self.keys[r], self.zclass[r])
+            self.pages[r] = buf
+        self.backed[ranks] = True
+
+    def first_touch(self, ranks: np.ndarray) -> tuple[int, float]:
+        """Fill pages touched for the first time; (count, seconds it took)."""
+        new = np.unique(ranks[~self.backed[ranks] & ~self.swapped[ranks]])
+        if new.size == 0:
+            return 0, 0.0
+        t0 = time.perf_counter()
+        self.write_content(new)
+        self.first_touches += new.size
+        return int(new.size), time.perf_counter() - t0
+
+    # --- guest swap ------------------------------------------------------------------------------
+    def swap_in(self, ranks: np.ndarray) -> np.ndarray:
+        """Read paged-out pages back from the guest swap file; latency of each (seconds)."""
+        todo = np.unique(ranks[self.swapped[ranks]])
+        lat = np.empty(todo.size)
+        for i, r in enumerate(todo.tolist()):
+            t0 = time.perf_counter()
+            os.preadv(self.direct_fd, [self._abuf], r * PAGE)
+            self.view[r * PAGE:(r + 1) * PAGE] = self._abuf
+            lat[i] = time.perf_counter() - t0
+        self.swapped[todo] = False
+        self.backed[todo] = True
+        self.swap_ins += todo.size
+        return lat
+
+    def _swap_out(self, ranks: np.ndarray) -> None:
+        for r in ranks.tolist():
+            os.pwrite(self.swap_fd, self.view[r * PAGE:(r + 1) * PAGE], r * PAGE)
+        os.fdatasync(self.swap_fd)
+        os.posix_fadvise(self.swap_fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        self._release(ranks)
+        self.swapped[ranks] = True
+        self.swap_outs += ranks.size
+
+    def _release(self, ranks: np.ndarray) -> None:
+        for r in ranks.tolist():
+            self.region.madvise(mmap.MADV_DONTNEED, r * PAGE, PAGE)
+        self.backed[ranks] = False
+
+    # --- balloon ---------------------------------------------------------------------------------
+    def set_balloon(self, target: int, allocated: int, coldness: np.ndarray | None) -> None:
+        """Hold ``target`` frames: guest-free pages first, then page out the coldest in-use pages.
+
+        ``coldness`` orders ranks [0, allocated) coldest first (needed only when paging out)."""
+        self.balloon = max(0, min(int(target), self.n))
+        if self.balloon == 0:
+            return
+        free_backed = allocated + np.flatnonzero(self.backed[allocated:])
+        if free_backed.size:
+            self._release(free_backed)
+        need = self.balloon - (self.n - allocated) - int(self.swapped[:allocated].sum())
+        if need <= 0 or coldness is None:
+            return
+        order = coldness[self.backed[coldness]]
+        self._swap_out(np.sort(order[:need]))
+
+    def needs_coldness(self, allocated: int) -> bool:
+        return self.balloon - (self.n - allocated) - int(self.swapped[:allocated].sum()) > 0
+
+    @property
+    def ballooned(self) -> int:
+        return self.balloon

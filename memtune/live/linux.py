@@ -1,0 +1,347 @@
+"""The Linux driver: a scenario's VMs as worker processes under the kernel's own mechanisms.
+
+Mapping (docs/live.md): host -> a parent memory cgroup limited to the scaled host memory (the
+model's overhead replaced by the workers' own); VM -> a worker in its own memory cgroup;
+limit -> ``memory.limit_in_bytes``; reservation -> ``memory.soft_limit_in_bytes`` (v1 has no hard
+guarantee); sharing -> ``MADV_MERGEABLE`` + KSM; compression -> a zram swap device of
+``Mem.MemZipMaxPct`` of VM memory; hypervisor swap -> a swap file; balloon -> the worker's driver,
+sized each tick by :class:`memtune.live.control.Controller`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memtune.core.latency import NB
+from memtune.core.memstate import STATE_NAMES
+from memtune.core.pages import CONTENT_BITS, FREE
+from memtune.core.scenario import Scenario
+from memtune.core.simulation import build_host
+from memtune.live import cgroup, ksm, swap
+from memtune.live.content import canonical_classes
+from memtune.live.control import Controller
+from memtune.live.control_block import GO_FILL, GO_RUN, GO_STOP, ControlBlock
+from memtune.live.figures import live_figures
+from memtune.live.lock import host_lock
+from memtune.live.measure import host_sample, vm_counters
+from memtune.live.safety import preflight
+from memtune.live.state import STATE_DIR, STATE_FILE, HostError, HostState, opened_state
+
+PAGE = 4096
+RECLAIM_AT = 0.24          # of minFree: inside the hard state (16-32 %), where ESX swaps
+
+
+@dataclass
+class LiveOptions:
+    force: bool = False                    # go ahead although KSM / swap / zram look in use
+    lock_timeout: float = 900.0
+    ksm: dict[str, int] = field(default_factory=dict)   # KSM sysfs values over the policy's
+    zram_algorithm: str = "lz4"
+    timed_per_s: int = 2000                # touches timed one by one, per VM and second
+    swap_dir: str = "/var/tmp"             # the swap file and the guests' swap files
+    state_path: Path = STATE_FILE
+    balloon: dict[str, int] = field(default_factory=dict)   # VM name -> balloon bytes, pinned
+
+
+def ksm_knobs(sc: Scenario, overrides: dict[str, int]) -> dict[str, int]:
+    """KSM settings for the policy: ``ksm.<knob>`` settings if the scenario has them, else the
+    ESX scan rate (each VM in ``Mem.ShareScanTime``, at most ``Mem.ShareRateMax`` pages/s) as
+    ``pages_to_scan`` per 20 ms ``sleep_millisecs``."""
+    s = sc.settings
+    knobs = {k[4:]: int(v) for k, v in s.items() if k.startswith("ksm.") and k[4:] in ksm.KNOBS}
+    if not knobs:
+        rate = sum(min(v.memory / PAGE / (s["Mem.ShareScanTime"] * 60.0), s["Mem.ShareRateMax"]) for v in sc.vms)
+        knobs = {"pages_to_scan": max(1, round(rate * 0.020)), "sleep_millisecs": 20}
+    knobs.setdefault("use_zero_pages", 0)
+    knobs.setdefault("max_page_sharing", 256)
+    return {**knobs, **overrides, "run": 1}
+
+
+class LinuxDriver:
+    """Runs a scenario on this host (root; see :func:`memtune.live.safety.preflight`)."""
+
+    name = "linux"
+
+    def __init__(self, options: LiveOptions | None = None, disable: tuple[str, ...] = ()) -> None:
+        self.options = options or LiveOptions()
+        self.disable = disable
+
+    def run(self, scenario: Scenario, *, seed: int | None = None) -> dict[str, Any]:
+        with host_lock(self.options.lock_timeout):
+            preflight(self.options.force)
+            with opened_state(self.options.state_path) as st:
+                return _Run(st, scenario, seed, self.options, self.disable).execute()
+
+
+class _Run:
+    def __init__(self, st: HostState, sc: Scenario, seed: int | None, opt: LiveOptions,
+                 disable: tuple[str, ...]) -> None:
+        self.st, self.sc, self.opt = st, sc, opt
+        self.model = build_host(sc, seed=seed, disable=disable)
+        self.seed = self.model.seed
+        names = set(self.model.pm.plugin_names())
+        s = self.model.settings
+        self.sharing = "tps" in names
+        self.compression = "compression" in names and bool(s["Mem.MemZipEnable"])
+        self.swapping = "swap" in names
+        self.controller = Controller(self.model.scenario.replace(settings=dict(s)), "balloon" in names)
+        self.procs: list[subprocess.Popen] = []
+        self.ctl: list[ControlBlock] = []
+        self.zram: str | None = None
+        self.killed: set[int] = set()           # VMs whose worker the OOM killer took
+
+    # --- set-up ----------------------------------------------------------------------------------
+    def _dirs(self) -> None:
+        self.run_dir = STATE_DIR / f"run-{os.getpid()}"
+        self.swap_dir = Path(self.opt.swap_dir) / f"memtune-live-{os.getpid()}"
+        for d in (self.run_dir, self.swap_dir):
+            self.st.record("file", path=str(d))
+            d.mkdir(parents=True)
+
+    def _content(self) -> list[Path]:
+        """Per VM: page keys, compressibility and the model's initially resident pages."""
+        h = self.model
+        pg = h.pages
+        if self.sharing:
+            from memtune.plugins.tps import salt_scopes
+
+            scope = salt_scopes(h)
+        else:
+            scope = np.arange(h.nvm, dtype=np.int64) + 1
+        keys = (scope[pg.vm] << CONTENT_BITS) | pg.content
+        zclass = canonical_classes(keys, pg.zclass)
+        paths = []
+        for v in range(h.nvm):
+            sl = slice(int(pg.base[v]), int(pg.base[v] + pg.npages[v]))
+            p = self.run_dir / f"vm{v}.npz"
+            np.savez(p, keys=keys[sl], zclass=zclass[sl], resident=pg.state[sl] != FREE)
+            paths.append(p)
+        return paths
+
+    def _mechanisms(self) -> None:
+        total = sum(v.memory for v in self.sc.vms)
+        if self.sharing:
+            ksm.configure(self.st, **ksm_knobs(self.model.scenario.replace(settings=self.model.settings),
+                                               self.opt.ksm))
+        if self.compression:
+            # ESX's cache is Mem.MemZipMaxPct of VM memory and keeps only pages that compress to
+            # 2 KiB or less: it holds at least twice its size. zram's mem_limit would fail writes
+            # instead of spilling to the next swap device, so the capacity is set by disksize.
+            cache = int(total * self.model.settings["Mem.MemZipMaxPct"] / 100)
+            self.zram = swap.add_zram(self.st, disksize=max(2 * cache, 1 << 20) // PAGE * PAGE,
+                                      mem_limit=0, algorithm=self.opt.zram_algorithm)
+        if self.swapping:
+            swap.add_swap_file(self.st, self.swap_dir / "host.swap", total)
+
+    def _cgroups(self) -> None:
+        self.parent = cgroup.create_parent(self.st, self.sc.host.memory + 256 * 2**20 * len(self.sc.vms))
+        self.groups = [cgroup.create_vm(self.st, self.parent, v.name) for v in self.sc.vms]
+
+    def _spawn(self, content: list[Path]) -> None:
+        s = self.model.settings
+        for v, (vm, g) in enumerate(zip(self.sc.vms, self.groups, strict=True)):
+            ctl_path = self.run_dir / f"vm{v}.ctl"
+            self.ctl.append(ControlBlock(ctl_path, create=True))
+            cfg = {
+                "ctl": str(ctl_path), "content": str(content[v]), "pages": vm.memory // PAGE,
+                "mergeable": self.sharing, "guest_swap": str(self.swap_dir / f"vm{v}.gswap"),
+                "workload": _asdict(vm.workload), "start": vm.start, "seed": self.seed * 1000 + v,
+                "duration": self.sc.duration, "warmup": self.sc.warmup, "timed_per_s": self.opt.timed_per_s,
+                "stats": str(self.run_dir / f"vm{v}.stats.json"), "vm_index": v,
+                "cgroups": [str(g.v1 / "cgroup.procs")] + ([str(g.v2 / "cgroup.procs")] if g.v2 else []),
+                "sampling": {"size": int(s["Mem.SampleSize"]), "period": float(s["Mem.SamplePeriod"]),
+                             "fast": s["memtune.sample_alpha_fast"], "slow": s["memtune.sample_alpha_slow"]},
+            }
+            path = self.run_dir / f"vm{v}.json"
+            path.write_text(json.dumps(cfg))
+            env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+            with open(self.run_dir / f"vm{v}.log", "wb") as log:
+                p = subprocess.Popen([sys.executable, "-m", "memtune.live.worker", str(path)], env=env,
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            self.st.add_worker(p.pid)
+            self.procs.append(p)
+
+    def _wait_phase(self, phase: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while any(c["phase"] < phase for v, c in enumerate(self.ctl) if v not in self.killed):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise HostError(f"workers did not reach phase {phase} within {timeout:g} s")
+            time.sleep(0.02)
+
+    def _check_alive(self) -> None:
+        """A worker the kernel's OOM killer took is a result (the VM is gone, as a QEMU process
+        would be); any other early exit is an error."""
+        for v, p in enumerate(self.procs):
+            if p.poll() is None or self.ctl[v]["phase"] >= 4 or v in self.killed:
+                continue
+            oom = dict(zip(*[iter((self.groups[v].v1 / "memory.oom_control").read_text().split())] * 2,
+                           strict=False))
+            if int(oom.get("oom_kill", 0)) > 0:
+                self.killed.add(v)
+                continue
+            tail = (self.run_dir / f"vm{v}.log").read_text(errors="replace").strip().splitlines()[-1:]
+            raise HostError(f"worker for VM {self.sc.vms[v].name!r} exited ({p.returncode}): "
+                            f"{tail[0] if tail else 'no output'}")
+
+    def _limits(self) -> None:
+        """Limits once each worker's own baseline (what it holds before the VM's memory) is known."""
+        self.baseline = [g.usage() for g in self.groups]
+        for vm, g, b in zip(self.sc.vms, self.groups, self.baseline, strict=True):
+            if vm.limit is not None and vm.limit < vm.memory:
+                g.set_limit(self.st, vm.limit + b)
+            if vm.reservation:
+                g.set_soft_limit(self.st, vm.reservation + b)
+        self._set_parent_limit(0)
+
+    def _set_parent_limit(self, zram_used: int) -> None:
+        """The kernel reclaims at the parent's limit: the VMs' capacity minus what zram holds (zram
+        is not charged to cgroups; the model counts its compression cache as host memory) minus
+        ``RECLAIM_AT`` of minFree, so that the kernel swaps where ESX does, in the hard state."""
+        c = self.controller
+        limit = int(c.capacity - zram_used - RECLAIM_AT * c.min_free + sum(self.baseline)) // PAGE * PAGE
+        if limit != getattr(self, "_parent_limit", None):
+            try:
+                self.parent.set_limit(self.st, limit)
+                self._parent_limit = limit
+            except OSError:           # EBUSY: the kernel could not reclaim down to it yet
+                pass
+
+    # --- the run ---------------------------------------------------------------------------------
+    def execute(self) -> dict[str, Any]:
+        self._dirs()
+        content = self._content()
+        self._mechanisms()
+        self._cgroups()
+        self._spawn(content)
+        self._wait_phase(1, 60)
+        self._limits()
+        for c in self.ctl:
+            c["go"] = GO_FILL
+        self._wait_phase(2, 120)
+        self.filled = {"real": [g.usage() - b for g, b in zip(self.groups, self.baseline, strict=True)],
+                       "model": (self.model.held() * self.model.page_bytes).tolist(),
+                       "zram": swap.zram_stats(self.zram)["mem_used_total"] if self.zram else 0}
+        t0 = time.monotonic_ns()
+        for c in self.ctl:
+            c["t0_ns"] = t0
+            c["go"] = GO_RUN
+        timeline = self._loop(t0)
+        return self._finish(timeline)
+
+    def _loop(self, t0: int) -> dict[str, list]:
+        sc, tick = self.sc, self.sc.tick
+        tl: dict[str, list] = {"t": [], "free": [], "state": [], "ballooned": [], "ksm_sharing": [],
+                               "zram_orig": [], "swap_used": []}
+        base = sum(self.baseline)
+        self.warm: dict[str, Any] | None = None
+        nxt, last = tick, 0.0
+        while True:
+            time.sleep(max(0.0, nxt - (time.monotonic_ns() - t0) / 1e9))
+            now = (time.monotonic_ns() - t0) / 1e9
+            self._check_alive()
+            s = host_sample(now, self.parent, self.groups, base, self.zram)
+            self._set_parent_limit(s.zram_used)
+            held = np.array([u - b for u, b in zip(s.vm_usage, self.baseline, strict=True)]) / PAGE
+            snap = [c.snapshot() for c in self.ctl]
+            active = np.array([x["active_ppm"] / 1e6 for x in snap])
+            allocated = np.array([x["allocated"] for x in snap], dtype=np.float64)
+            before = self.controller.time_in_state.copy()
+            balloon = self.controller.step(now - last, s.used, held, active, allocated)
+            if now < sc.warmup:
+                self.controller.time_in_state[:] = before
+            elif self.warm is None:
+                self.warm = self._counters()
+            for c, vm, b in zip(self.ctl, sc.vms, balloon, strict=True):
+                c["balloon"] = int(self.opt.balloon[vm.name] // PAGE) if vm.name in self.opt.balloon else int(b)
+            tl["t"].append(now)
+            tl["free"].append(float(self.controller.capacity - s.used))
+            tl["state"].append(self.controller.state.label)
+            tl["ballooned"].append(float(sum(x["ballooned"] for x in snap) * PAGE))
+            tl["ksm_sharing"].append(s.ksm.get("pages_sharing", 0) * PAGE)
+            tl["zram_orig"].append(s.zram.get("orig_data_size", 0))
+            tl["swap_used"].append(s.swaps.get(str(self.swap_dir / "host.swap"), {}).get("used", 0))
+            last = now
+            if now >= sc.duration - 1e-9:
+                return tl
+            nxt = min(nxt + tick, sc.duration)
+
+    def _counters(self) -> dict[str, Any]:
+        return {"vms": [vm_counters(g) for g in self.groups],
+                "guest_swap_ins": [c["guest_swap_ins"] for c in self.ctl]}
+
+    def _finish(self, timeline: dict[str, list]) -> dict[str, Any]:
+        end = self._counters()
+        s = host_sample(self.sc.duration, self.parent, self.groups, sum(self.baseline), self.zram)
+        snap = [c.snapshot() for c in self.ctl]
+        self._wait_phase(4, 30)
+        for c in self.ctl:
+            c["go"] = GO_STOP
+        for p in self.procs:
+            p.wait(30)
+        stats = [_read_stats(self.run_dir / f"vm{v}.stats.json") for v in range(len(self.ctl))]
+        warm = self.warm or end
+        vms = []
+        faults = 0.0
+        for v, vm in enumerate(self.sc.vms):
+            a, b = warm["vms"][v], end["vms"][v]
+            major = b["pgmajfault"] - a["pgmajfault"]
+            gin = end["guest_swap_ins"][v] - warm["guest_swap_ins"][v]
+            faults += major + gin
+            vms.append(_vm_row(vm.name, stats[v], snap[v], a, b, major, gin, self.baseline[v]))
+        final = {
+            "shared_saved": s.ksm.get("pages_sharing", 0) * PAGE,
+            "compressed": s.zram.get("orig_data_size", 0), "compression_cache": s.zram.get("mem_used_total", 0),
+            "swapped": s.swaps.get(str(self.swap_dir / "host.swap"), {}).get("used", 0),
+            "ballooned": sum(x["ballooned"] for x in snap) * PAGE,
+            "guest_swapped": sum(x["guest_swap_outs"] - x["guest_swap_ins"] for x in snap) * PAGE,
+        }
+        tis = {STATE_NAMES[i]: float(t) for i, t in enumerate(self.controller.time_in_state)}
+        figures = live_figures(final, stats, faults, tis)
+        figures["oom_killed"] = sorted(self.sc.vms[v].name for v in self.killed)
+        return {"driver": "linux", "scenario": self.sc.name, "seed": self.seed, "figures": figures, "vms": vms, "timeline": timeline,
+                "host": {"ksm": s.ksm, "zram": s.zram, "swaps": s.swaps, "baseline": sum(self.baseline),
+                         "capacity": self.controller.capacity, "min_free": self.controller.min_free,
+                         "filled": self.filled}}
+
+
+def _read_stats(path: Path) -> dict[str, Any]:
+    """A worker's statistics; an OOM-killed worker wrote none (its touches are lost, not zero)."""
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"touches": 0.0, "timed": 0, "dropped_preempted": 0, "extra": 0.0, "hist": [0.0] * NB,
+            "elapsed": 0.0, "guest_swap_ins": 0, "guest_swap_outs": 0, "first_touches": 0, "balloon": 0,
+            "oom_killed": True}
+
+
+def _vm_row(name: str, stats: dict, snap: dict, a: dict, b: dict, major: int, gin: int, base: int) -> dict:
+    pa, pb = a["pressure"], b["pressure"]
+    el = max(stats["elapsed"], 1e-9)
+    from memtune.live.figures import quantile
+
+    return {"name": name, "touches": stats["touches"], "timed": stats["timed"],
+            "dropped_preempted": stats["dropped_preempted"],
+            "mean_latency": stats["extra"] / stats["touches"] if stats["touches"] else 0.0,
+            "p99_latency": quantile(np.array(stats["hist"]), 0.99), "stall": min(stats["extra"] / el, 1.0),
+            "major_faults": major, "guest_swap_ins": gin, "ballooned": snap["ballooned"] * PAGE,
+            "guest_swapped": (snap["guest_swap_outs"] - snap["guest_swap_ins"]) * PAGE,
+            "psi_some": (pb.get("some", 0) - pa.get("some", 0)) / el if pb else None,
+            "psi_full": (pb.get("full", 0) - pa.get("full", 0)) / el if pb else None,
+            "swap": b["swap"], "rss": b["rss"], "baseline": base, "oom_killed": stats.get("oom_killed", False)}
+
+
+def _asdict(wl: Any) -> dict[str, Any]:
+    import dataclasses
+
+    d = dataclasses.asdict(wl)
+    d.pop("extra", None)
+    return d

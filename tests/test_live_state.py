@@ -1,0 +1,123 @@
+"""The live driver's undo log, lock, content and scaling, without touching the host."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from memtune.core.scenario import load_scenario
+from memtune.live.content import PAGE, canonical_classes, fill
+from memtune.live.lock import LockBusy, host_lock
+from memtune.live.scale import scale_scenario
+from memtune.live.state import HostError, HostState, opened_state, proc_start_time
+
+
+def test_sysfs_values_are_saved_once_and_restored(tmp_path):
+    knob = tmp_path / "pages_to_scan"
+    knob.write_text("100\n")
+    listing = tmp_path / "comp_algorithm"
+    listing.write_text("[lzo-rle] lzo lz4\n")
+    with opened_state(tmp_path / "state.json") as st:
+        st.write_sysfs(str(knob), 5000)
+        st.write_sysfs(str(knob), 7000)
+        st.write_sysfs(str(listing), "lz4")
+        saved = json.loads((tmp_path / "state.json").read_text())["entries"]
+        assert [e["old"] for e in saved] == ["100", "lzo-rle"]      # the first value, not the second
+    assert knob.read_text().strip() == "100"
+    assert listing.read_text().strip() == "lzo-rle"
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_restore_runs_on_an_exception_and_keeps_what_failed(tmp_path):
+    knob = tmp_path / "run"
+    knob.write_text("0\n")
+    with pytest.raises(RuntimeError), opened_state(tmp_path / "state.json") as st:
+        st.write_sysfs(str(knob), 1)
+        raise RuntimeError("boom")
+    assert knob.read_text().strip() == "0"
+    st = HostState(tmp_path / "s2.json")
+    st.record("sysfs", path=str(tmp_path / "gone" / "x"), old="1")
+    errors = st.restore()
+    assert errors and HostState.load(tmp_path / "s2.json").entries   # kept for `memtune live cleanup`
+
+
+def test_a_left_over_log_blocks_the_next_run(tmp_path):
+    st = HostState(tmp_path / "state.json")
+    st.record("cgroup", path=str(tmp_path / "nope"))
+    with pytest.raises(HostError, match="memtune live cleanup"), opened_state(tmp_path / "state.json"):
+        pass
+
+
+def test_a_reused_pid_is_never_signalled(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        st = HostState(tmp_path / "state.json")
+        st.record("worker", pid=child.pid, start=1)         # a different start time: not ours
+        assert st.restore() == []
+        assert child.poll() is None
+        st.add_worker(child.pid)
+        st.restore()
+        assert proc_start_time(child.pid) is None            # killed (and reaped)
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
+def test_lock_is_exclusive(tmp_path):
+    path = str(tmp_path / "lock")
+    with host_lock(path=path):
+        code = ("import sys; from memtune.live.lock import host_lock\n"
+                f"with host_lock(path={path!r}): pass")
+        busy = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert busy.returncode != 0 and "LockBusy" in busy.stderr
+    with host_lock(path=path) as fd:
+        assert fd >= 0
+    assert issubclass(LockBusy, Exception)
+
+
+def test_equal_keys_give_equal_bytes_and_classes_compress_as_stated():
+    import zlib
+
+    keys = np.array([0, 5, 5, 7, (3 << 47) | 5, (3 << 47)], dtype=np.int64)
+    zc = canonical_classes(keys, np.array([0, 1, 3, 3, 0, 2], dtype=np.uint8))
+    assert zc[1] == zc[2]
+    out = np.empty((keys.size, PAGE), dtype=np.uint8)
+    fill(out, keys, zc)
+    assert not out[0].any()                                   # content 0, no salt: a zero page
+    assert (out[1] == out[2]).all() and not (out[1] == out[4]).all()   # salt scope separates
+    assert out[5, 8:].sum() == 0 and out[5, :8].any()         # a salted zero page is its tag
+    bound = (1024, 2048, 3072)
+    for i in range(1, 4):
+        size = len(zlib.compress(out[i].tobytes(), 1))
+        assert size > 4000 if zc[i] == 3 else size < bound[zc[i]]
+
+
+def test_scaled_scenario_keeps_the_mix_and_compresses_the_schedule():
+    sc = load_scenario("small")
+    s = scale_scenario(sc, 128, 60, max_vms=4)
+    assert s.host.page_scale == 1 and len(s.vms) == 4
+    assert {v.name.rsplit("-", 1)[0] for v in s.vms} == {"web", "db", "vdi", "batch"}
+    assert s.vms[0].memory == sc.vms[0].memory // 128
+    assert s.host.memory == sc.host.memory // 4 // 128
+    batch = next(v for v in s.vms if v.name.startswith("batch"))
+    assert batch.workload.phases[0].at == pytest.approx(600 * 60 / 1800)
+    assert s.settings["Mem.SamplePeriod"] == pytest.approx(2.0)
+    assert s.settings["Mem.AllocGuestLargePage"] is False
+    assert s.vms[0].overhead == pytest.approx(sc.vms[0].overhead / 128, rel=1e-3)
+
+
+def test_cleanup_command_without_root_or_state_says_so(tmp_path):
+    from click.testing import CliRunner
+
+    from memtune.cli import main_group
+
+    r = CliRunner().invoke(main_group, ["live", "status"])
+    assert r.exit_code == 0 and "live runs:" in r.output
+    if os.geteuid() != 0:
+        r = CliRunner().invoke(main_group, ["live", "cleanup"])
+        assert r.exit_code == 1 and "root" in r.output
