@@ -18,7 +18,6 @@ import time
 import numpy as np
 import pytest
 
-from memtune.core.memstate import MemState  # noqa: F401  (imported for the doc link)
 from memtune.core.pages import CONTENT_BITS, FREE
 from memtune.core.scenario import scenario_from_dict
 from memtune.core.simulation import build_host
@@ -108,12 +107,13 @@ def test_limit_below_working_set_swaps_stalls_and_balloon_target_is_honoured(hos
 
 
 def test_sigkill_then_cleanup_restores_everything(host, tmp_path):
-    sc_code = (
-        "import sys; sys.path.insert(0, %r)\n"
-        "from tests.test_live_host import _scenario\n"
-        "from memtune.live.linux import LinuxDriver, LiveOptions\n"
-        "sc = _scenario([{'name': 'vm', 'count': 2}], '8 GiB', 60)\n"
-        "LinuxDriver(LiveOptions(lock_timeout=300, ksm=%r)).run(sc)\n" % (os.getcwd(), FAST_KSM))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sc_code = "\n".join([
+        f"import sys; sys.path.insert(0, {root!r})",
+        "from tests.test_live_host import _scenario",
+        "from memtune.live.linux import LinuxDriver, LiveOptions",
+        "sc = _scenario([{'name': 'vm', 'count': 2}], '8 GiB', 60)",
+        f"LinuxDriver(LiveOptions(lock_timeout=300, ksm={FAST_KSM!r})).run(sc)"])
     p = subprocess.Popen([sys.executable, "-c", sc_code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     workers: list[int] = []
