@@ -19,7 +19,7 @@ from memtune.core.simulation import build_host, simulate
 from memtune.errors import AdmissionError
 from memtune.testing import FixedLatencyState
 
-ALL_BUILTIN_TECHNIQUES = ["balloon", "tps", "compression", "swap", "encryption", "audit"]
+ALL_BUILTIN_TECHNIQUES = ["balloon", "tps", "ksm", "compression", "swap", "encryption", "audit"]
 
 
 def scenario(host="8 GiB", vms=None, duration="5m", tick="5s", settings=None, **top):

@@ -27,7 +27,7 @@ from memtune.metrics import TunerMetrics, host_registry, write_textfile
 from memtune.metrics.collector import LE_LABELS
 from memtune.units import GiB, MiB
 
-TECHNIQUES = ["balloon", "tps", "compression", "swap", "encryption", "audit"]
+TECHNIQUES = ["balloon", "tps", "ksm", "compression", "swap", "encryption", "audit"]
 
 
 def scenario(host="16 GiB", vms=None, duration="2m", tick="5s", **top):

@@ -20,7 +20,7 @@ from memtune.errors import PluginError
 from memtune.metrics import host_registry
 from memtune.metrics.families import VMFamily, vm_counter, vm_gauge
 
-TECHNIQUES = ["balloon", "tps", "compression", "swap", "encryption", "audit"]
+TECHNIQUES = ["balloon", "tps", "ksm", "compression", "swap", "encryption", "audit"]
 # awkward VM names: a '%' (the renderer formats with % templates), quotes and a backslash
 ODD_NAMES = ['odd%s "q" \\ 100%', "pct%%d"]
 

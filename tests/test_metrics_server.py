@@ -24,7 +24,7 @@ from memtune.metrics import (
     stop_metrics_server,
 )
 
-TECHNIQUES = ["balloon", "tps", "compression", "swap", "encryption", "audit"]
+TECHNIQUES = ["balloon", "tps", "ksm", "compression", "swap", "encryption", "audit"]
 
 TOML = """name = "serve-test"
 duration = "{duration}"

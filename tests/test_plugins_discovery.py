@@ -14,7 +14,7 @@ from memtune.core.plugins import build_plugin_manager
 from memtune.core.scenario import load_scenario
 from memtune.errors import UserError
 
-BUILTINS = ["core", "balloon", "tps", "compression", "swap", "encryption", "audit"]
+BUILTINS = ["core", "balloon", "tps", "ksm", "compression", "swap", "encryption", "audit"]
 
 ACME = '''
 from memtune import hookimpl

@@ -27,6 +27,7 @@ DEFAULT_PLUGINS = (
     "memtune.core.builtin",
     "memtune.plugins.balloon",
     "memtune.plugins.tps",
+    "memtune.plugins.ksm",
     "memtune.plugins.compression",
     "memtune.plugins.swap",
     "memtune.plugins.encryption",

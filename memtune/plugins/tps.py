@@ -238,6 +238,8 @@ def memtune_register_page_states(register: Any) -> None:
 
 @hookimpl
 def memtune_register_knobs(register: Any, scenario: Any) -> None:
+    if scenario.settings.get("memtune.sharing", NAME) != NAME:      # the ksm plugin shares instead
+        return
     register(Knob("Mem.ShareForceSalting", kind="categorical", categories=(0, 1, 2),
                   help="page-sharing scope: all VMs, salt groups, or inside each VM"))
     register(Knob("Mem.ShareScanTime", kind="int", low=10, high=600, prior="log-uniform",
@@ -256,12 +258,16 @@ def memtune_register_metrics(register: Any) -> None:
 
 @hookimpl
 def memtune_configure(host: Host) -> None:
+    if host.settings.get("memtune.sharing", NAME) != NAME:          # the ksm plugin shares instead
+        return
     host.plugin_data[NAME] = TPSState(host)
     host.set_host_pool(NAME, 0.0)
 
 
 @hookimpl
 def memtune_tick(host: Host, now: float, dt: float) -> None:
+    if NAME not in host.plugin_data:
+        return
     d = _data(host)
     _reconcile(host, d)
     _emit_cow(host, d, now)

@@ -1,0 +1,161 @@
+"""The ``ksm`` plugin's rules on small hosts (no kernel needed): two visits before a merge, trees,
+max_page_sharing, use_zero_pages, smart_scan, COW, rate in real units, ksmtuned, mode choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks import ksm_convergence as kc
+from memtune.core.engine import Engine
+from memtune.core.pages import FREE, RESIDENT
+from memtune.core.plugins import build_plugin_manager
+from memtune.core.scenario import scenario_from_dict
+from memtune.core.simulation import build_host
+from memtune.errors import ConfigError
+from memtune.plugins import ksm
+
+MIX = kc.MIX
+
+
+def counters_after(knobs: dict, seconds: float, **kw):
+    host, engine = kc.build(knobs=knobs, **kw)
+    while host.now < seconds - 1e-9:
+        engine.step(kc.TICK)
+    return host, ksm.counters(host)
+
+
+def expected(n_vms: int, pages: int, mps: int, zero_pages: bool = False) -> tuple[int, int, int]:
+    """(pages_shared, pages_sharing, pages_unshared) once everything merged, from the mix."""
+    z, t, dup = (int(MIX[k] * pages) for k in ("zero", "template", "duplicate"))
+    u = pages - z - t - dup
+
+    def key(copies: int) -> np.ndarray:      # KSM pages, further mappings, a page left waiting
+        full, r = divmod(copies, mps)
+        frames = full + (r >= 2)
+        left = int(r == 1)
+        return np.array([frames, copies - left - frames, left])
+
+    tot = np.array([0, 0, n_vms * u])
+    if not zero_pages:
+        tot += key(n_vms * z)
+    tot += t * key(n_vms)
+    groups, last = divmod(dup, 4)
+    tot += n_vms * groups * key(4) + n_vms * key(last)
+    return tuple(int(x) for x in tot)
+
+
+def test_nothing_merges_in_the_first_full_scan_then_everything_in_the_second():
+    knobs = {"pages_to_scan": 100, "sleep_millisecs": 20}
+    host, engine = kc.build(knobs=knobs)
+    d = host.plugin_data["ksm"]
+    while d.full_scans == 0:
+        engine.step(kc.TICK)
+        if d.full_scans == 0:
+            assert ksm.counters(host)["pages_sharing"] == 0
+    while d.full_scans < 2:
+        engine.step(kc.TICK)
+    c = ksm.counters(host)
+    assert (c["pages_shared"], c["pages_sharing"], c["pages_unshared"]) == expected(4, 4096, 256)
+    assert c["pages_volatile"] == 0
+    rmap = 4 * 4096
+    assert c["general_profit"] == c["pages_sharing"] * 4096 - rmap * 64
+
+
+def test_rate_in_real_units_scans_a_16_mib_vm_at_the_kernel_speed():
+    """Defaults: 100 pages per 20 ms sleep (24 ms in jiffies at HZ=250) + 1 ms of work."""
+    host, engine = kc.build(n_vms=1, knobs={})
+    d = host.plugin_data["ksm"]
+    assert d.rate(host) == pytest.approx(100 / 0.025)
+    while d.full_scans == 0:
+        engine.step(kc.TICK)
+    assert host.now == pytest.approx(4096 / 4000, abs=kc.TICK)
+
+
+@pytest.mark.parametrize("mps", [2, 3, 256])
+def test_max_page_sharing_limits_mappings_per_ksm_page(mps):
+    _, c = counters_after({"pages_to_scan": 1000, "sleep_millisecs": 10, "max_page_sharing": mps, "smart_scan": 0}, 12.0)
+    assert (c["pages_shared"], c["pages_sharing"], c["pages_unshared"]) == expected(4, 4096, mps)
+
+
+def test_use_zero_pages_maps_zero_pages_without_ksm_pages():
+    host, c = counters_after({"pages_to_scan": 1000, "sleep_millisecs": 10, "use_zero_pages": 1, "smart_scan": 0}, 12.0)
+    assert c["ksm_zero_pages"] == 4 * int(0.1 * 4096)
+    assert (c["pages_shared"], c["pages_sharing"], c["pages_unshared"]) == expected(4, 4096, 256, zero_pages=True)
+    assert c["general_profit"] == (c["pages_sharing"] + c["ksm_zero_pages"]) * 4096 - 64 * (4 * 4096 - c[
+        "ksm_zero_pages"])
+
+
+def test_smart_scan_skips_pages_that_never_merge():
+    on = counters_after({"pages_to_scan": 2000, "sleep_millisecs": 10}, 30.0)[1]
+    off = counters_after({"pages_to_scan": 2000, "sleep_millisecs": 10, "smart_scan": 0}, 30.0)[1]
+    assert off["pages_skipped"] == 0 and on["pages_skipped"] > 0
+    assert on["full_scans"] > off["full_scans"]          # skipped pages cost no budget
+    for k in ("pages_shared", "pages_sharing"):
+        assert on[k] == off[k]
+
+
+def test_write_breaks_the_merge_and_frees_the_ksm_page():
+    host, engine = kc.build(n_vms=2, knobs={"pages_to_scan": 1000, "sleep_millisecs": 10})
+    while host.plugin_data["ksm"].full_scans < 2:
+        engine.step(kc.TICK)
+    d = host.plugin_data["ksm"]
+    pg = host.pages
+    merged = np.flatnonzero(pg.state == d.code)
+    tmpl = merged[(pg.content[merged] >> 45) == 1]
+    key = pg.content[tmpl[0]]
+    pair = tmpl[pg.content[tmpl] == key]
+    assert pair.size == 2
+    before = ksm.counters(host)
+    lat = host.hook.memtune_page_fault(host=host, state=d.code, pages=pair[:1], write=np.ones(1, bool))
+    assert lat[0] > 0 and pg.state[pair[0]] == RESIDENT
+    after = ksm.counters(host)
+    assert after["pages_sharing"] == before["pages_sharing"] - 1
+    assert after["pages_shared"] == before["pages_shared"]         # the other mapping keeps it
+    host.hook.memtune_page_fault(host=host, state=d.code, pages=pair[1:], write=np.ones(1, bool))
+    assert ksm.counters(host)["pages_shared"] == before["pages_shared"] - 1
+    engine.step(kc.TICK)                                   # the next visits see new content
+    assert host.free_bytes() > 0
+
+
+def _scenario(settings: dict, memory: str = "1 GiB"):
+    wl = {"allocated": 1.0, "wss": 1.0, "touch_rate": 0.0, "content": {"template": 1.0}}
+    return scenario_from_dict({"name": "t", "duration": "10m", "tick": "5s", "seed": 1,
+                               "host": {"memory": memory, "page_scale": 1}, "settings": settings,
+                               "workloads": {"w": wl},
+                               "vm": [{"name": f"v{i}", "memory": "64 MiB", "workload": "w"} for i in range(2)]},
+                              "<t>")
+
+
+def test_ksmtuned_stops_ksm_on_a_lightly_committed_host_and_boosts_under_pressure():
+    pm = build_plugin_manager(disable=["balloon", "compression", "swap", "audit"], entrypoints=False)
+    light = Engine(build_host(_scenario({"memtune.sharing": "ksm", "ksmtuned.enabled": True}), pm=pm)).host
+    from memtune.plugins import ksmtuned
+    ksmtuned.adjust(light, light.plugin_data["ksm"])
+    assert light.plugin_data["ksm"].run == 0
+    tight = Engine(build_host(_scenario({"memtune.sharing": "ksm", "ksmtuned.enabled": True}, memory="200 MiB"),
+                              pm=pm)).host
+    tight.pages.set_state(np.flatnonzero(tight.pages.state == FREE), RESIDENT)
+    d = tight.plugin_data["ksm"]
+    ksmtuned.adjust(tight, d)
+    assert (d.run, d.pages_to_scan) == (1, 300)
+    ksmtuned.adjust(tight, d)
+    assert d.pages_to_scan == 600
+    # sleep scaled from 10 ms for 16 GiB: smaller hosts sleep longer
+    assert d.sleep_ms == int(10 * 16 * 1024 * 1024 // (200 * 1024))
+
+
+def test_tps_is_the_default_and_ksm_stays_idle():
+    pm = build_plugin_manager(disable=["balloon", "compression", "swap", "audit"], entrypoints=False)
+    host = Engine(build_host(_scenario({}), pm=pm)).host
+    assert "tps" in host.plugin_data and "ksm" not in host.plugin_data
+    host = Engine(build_host(_scenario({"memtune.sharing": "ksm"}), pm=pm)).host
+    assert "ksm" in host.plugin_data and "tps" not in host.plugin_data
+
+
+def test_bad_ksm_setting_names_the_field():
+    pm = build_plugin_manager(entrypoints=False)
+    with pytest.raises(ConfigError, match="ksm.use_zero_pages"):
+        build_host(_scenario({"memtune.sharing": "ksm", "ksm.use_zero_pages": 3}), pm=pm)
+    with pytest.raises(ConfigError, match="memtune.sharing"):
+        build_host(_scenario({"memtune.sharing": "uksm"}), pm=pm)
