@@ -3,9 +3,11 @@
 Child processes map anonymous memory, mark it ``MADV_MERGEABLE`` (and ``MADV_NOHUGEPAGE``, so every
 page is a 4 KiB page KSM can merge without splitting), fill it with a known content mix and wait. The
 parent then sets the KSM knobs, starts ksmd (``run=1``) and samples the sysfs counters until the
-expected sharing is reached or a timeout. Every sysfs value written is saved first and restored
-afterwards, also on SIGINT/SIGTERM; the children are killed; KSM is left as found. The whole run
-holds an exclusive ``flock`` on ``/run/memtune-live.lock``, as every real-host memtune run does.
+expected sharing is reached or a timeout. The run holds the host lock and writes sysfs through the
+undo log of ``memtune.live`` (``host_lock``, ``opened_state``: every value saved on first write and
+restored at exit, on SIGINT/SIGTERM/SIGHUP, or by ``memtune live cleanup`` after a SIGKILL). ksmd is
+told to unmerge (``run=2``) before the children are killed; the children also exit when the parent
+dies (their stdin closes). KSM is left as found.
 
 Safety rules (docs/model.md, "Linux KSM"): the run refuses to start (returns a reason) if KSM is
 missing, not writable, already running, or holds merged pages of someone else.
@@ -14,17 +16,13 @@ missing, not writable, already running, or holds merged pages of someone else.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 KSM = Path("/sys/kernel/mm/ksm")
-LOCK = "/run/memtune-live.lock"
 KNOBS = ("pages_to_scan", "sleep_millisecs", "max_page_sharing", "use_zero_pages", "smart_scan",
          "advisor_mode", "run")
 COUNTERS = ("full_scans", "pages_shared", "pages_sharing", "pages_unshared", "pages_volatile",
@@ -74,53 +72,6 @@ def _knob_value(name: str) -> str:
     return raw
 
 
-@contextlib.contextmanager
-def host_lock(timeout: float = 600.0) -> Iterator[None]:
-    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{LOCK} held by another real-host run") from None
-                time.sleep(0.5)
-        yield
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def saved_ksm() -> Iterator[dict[str, str]]:
-    """Save every KSM knob; restore them on exit and on SIGINT/SIGTERM (ksmd stopped first)."""
-    saved = {k: _knob_value(k) for k in KNOBS if (KSM / k).exists()}
-
-    def restore() -> None:
-        _write("run", "2")               # stop ksmd and unmerge every merged page (ksm.rst "run")
-        for k, v in saved.items():
-            if k != "run" and _knob_value(k) != v:
-                _write(k, v)
-        _write("run", saved.get("run", "0"))
-
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def on_signal(signum, frame):        # noqa: ANN001 - signal handler signature
-        restore()
-        signal.signal(signum, old[signum])
-        os.kill(os.getpid(), signum)
-
-    for s in old:
-        signal.signal(s, on_signal)
-    try:
-        yield saved
-    finally:
-        restore()
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 def _write(name: str, value: object) -> None:
     (KSM / name).write_text(f"{value}\n")
 
@@ -143,58 +94,66 @@ def run_kernel(keys_per_process: list, knobs: dict[str, int], *, timeout: float 
     ``t`` is seconds since ``run=1``. Sampling stops ``settle`` s after ``pages_sharing`` reaches
     ``expect_sharing`` (or stops changing for 3 full scans), or at ``timeout``.
     """
-    import numpy as np
-
     why = unavailable()
     if why:
         return {"skipped": why}
-    with host_lock():
+    from memtune.live.lock import host_lock
+    from memtune.live.state import opened_state
+
+    with host_lock(timeout=600.0):
         why = busy()
         if why:
             return {"skipped": why}
-        procs: list[subprocess.Popen] = []
-        with saved_ksm() as saved:
-            try:
-                _write("run", "0")
-                for k, v in knobs.items():
-                    if (KSM / k).exists() and _knob_value(k) != str(v):
-                        _write(k, v)
-                for keys in keys_per_process:
-                    keys = np.asarray(keys, dtype="<i8")
-                    p = subprocess.Popen([sys.executable, "-c", CHILD, str(keys.size)], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE)
-                    p.stdin.write(keys.tobytes())
-                    p.stdin.flush()
-                    procs.append(p)
-                for p in procs:
-                    if p.stdout.readline().strip() != b"ready":
-                        raise RuntimeError("a KSM test child failed to start")
-                base = read_counters()
-                t0 = time.monotonic()
-                _write("run", "1")
-                samples = []
-                done_at = None
-                last_change = (0, 0)
-                while True:
-                    t = time.monotonic() - t0
-                    c = read_counters()
-                    samples.append([round(t, 4)] + [c.get(n, 0) - (base.get(n, 0) if n in ("full_scans",
-                                                                                      "pages_scanned") else 0)
-                                                    for n in COUNTERS])
-                    sharing, scans = c.get("pages_sharing", 0), c.get("full_scans", 0) - base.get("full_scans", 0)
-                    if sharing != last_change[0]:
-                        last_change = (sharing, scans)
-                    if done_at is None and ((expect_sharing is not None and sharing >= expect_sharing)
-                                            or (scans - last_change[1] >= 3 and scans >= 3)):
-                        done_at = t
-                    if (done_at is not None and t - done_at >= settle) or t > timeout:
-                        break
-                    time.sleep(every)
-            finally:
-                _write("run", "2")       # unmerge before the children go, so no stale KSM pages remain
-                for p in procs:
-                    with contextlib.suppress(Exception):
-                        p.stdin.close()
-                    p.kill()
-                    p.wait()
+        saved = {k: _knob_value(k) for k in KNOBS if (KSM / k).exists()}
+        with opened_state() as st:
+            st.write_sysfs(str(KSM / "run"), 0)
+            for k, v in knobs.items():
+                if (KSM / k).exists() and _knob_value(k) != str(v):
+                    st.write_sysfs(str(KSM / k), v)
+            samples = _sample(st, keys_per_process, timeout, every, settle, expect_sharing)
         return {"columns": ["t", *COUNTERS], "samples": samples, "knobs": dict(knobs), "restored": saved}
+
+
+def _sample(st, keys_per_process: list, timeout: float, every: float, settle: float,
+            expect_sharing: int | None) -> list:
+    import numpy as np
+
+    procs: list[subprocess.Popen] = []
+    try:
+        for keys in keys_per_process:
+            keys = np.asarray(keys, dtype="<i8")
+            p = subprocess.Popen([sys.executable, "-c", CHILD, str(keys.size)], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE)
+            p.stdin.write(keys.tobytes())
+            p.stdin.flush()
+            procs.append(p)
+        for p in procs:
+            if p.stdout.readline().strip() != b"ready":
+                raise RuntimeError("a KSM test child failed to start")
+        base = read_counters()
+        t0 = time.monotonic()
+        st.write_sysfs(str(KSM / "run"), 1)
+        samples = []
+        done_at = None
+        last_change = (0, 0)
+        while True:
+            t = time.monotonic() - t0
+            c = read_counters()
+            samples.append([round(t, 4)] + [c.get(n, 0) - (base.get(n, 0) if n in ("full_scans", "pages_scanned")
+                                                          else 0) for n in COUNTERS])
+            sharing, scans = c.get("pages_sharing", 0), c.get("full_scans", 0) - base.get("full_scans", 0)
+            if sharing != last_change[0]:
+                last_change = (sharing, scans)
+            if done_at is None and ((expect_sharing is not None and sharing >= expect_sharing)
+                                    or (scans - last_change[1] >= 3 and scans >= 3)):
+                done_at = t
+            if (done_at is not None and t - done_at >= settle) or t > timeout:
+                return samples
+            time.sleep(every)
+    finally:
+        st.write_sysfs(str(KSM / "run"), 2)      # unmerge before the children go: no stale KSM pages
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.stdin.close()
+            p.kill()
+            p.wait()
