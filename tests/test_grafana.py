@@ -17,13 +17,14 @@ from memtune.core.scenario import scenario_from_dict
 from memtune.core.simulation import build_host
 from memtune.metrics import TunerMetrics, host_registry
 
-ROOT = Path(__file__).resolve().parents[1] / "grafana"
+ROOT = Path(__file__).resolve().parents[1] / "memtune" / "monitoring"
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
 PROVISIONED_UID = "memtune-prometheus"
 # uids are part of the dashboards' URLs and of links people share: changing one breaks them
 STABLE_UIDS = {"host-overview.json": "memtune-host", "vm-drilldown.json": "memtune-vm",
                "tuner.json": "memtune-tuner"}
-METRIC = re.compile(r"\b(memtune_[a-zA-Z0-9_]+)")
+METRIC = re.compile(r"(?<![:\w])(memtune_[a-zA-Z0-9_]+)")
+RECORDED = re.compile(r"\b(memtune:[a-zA-Z0-9_:]+)")
 PROMQL_WORDS = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 
 
@@ -142,7 +143,7 @@ def test_panels_only_use_metrics_memtune_exports(path, exported_names):
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_grouping_labels_exist(path, exported_names):
     """by/on/without clauses only name labels memtune puts on its series (or Prometheus' own)."""
-    allowed = {"vm", "state", "kind", "le", "pool", "instance", "job", "version", "scenario", "seed"}
+    allowed = {"vm", "state", "kind", "le", "pool", "instance", "job", "version", "scenario", "seed", "setting"}
     for expr in exprs(load(path)):
         for group in PROMQL_WORDS.findall(expr):
             labels = {x.strip() for x in group.split(",") if x.strip()}
@@ -159,3 +160,97 @@ def test_provisioning_files():
     (provider,) = prov["providers"]
     assert provider["type"] == "file"
     assert provider["options"]["path"].rstrip("/").endswith("dashboards/memtune")
+
+
+def test_committed_dashboards_are_what_the_builder_writes():
+    from memtune.monitoring.build import DASHBOARDS as BUILT
+    from memtune.monitoring.build import render
+
+    for name in BUILT:
+        assert (ROOT / "dashboards" / name).read_text() == render(name), (
+            f"{name} differs from memtune.monitoring.build: run python -m memtune.monitoring.build")
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_recorded_series_come_from_the_rules_file(path):
+    rules = yaml.safe_load((ROOT / "rules" / "memtune.rules.yml").read_text())
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    used = {m for e in exprs(load(path)) for m in RECORDED.findall(e)}
+    assert used <= recorded
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_no_query_adds_hosts_together(path):
+    """Every aggregation keeps ``instance``, nothing goes through scalar(), and every panel's legend
+    names the instance: with several hosts each gets its own series, never a sum."""
+    for p in all_panels(load(path)):
+        for t in p.get("targets", []):
+            expr = t["expr"]
+            assert "scalar(" not in expr, expr
+            for m in re.finditer(r"\b(sum|max|min|avg|count)\s*(by\s*\(([^)]*)\))?\s*\(", expr):
+                assert m.group(2) and "instance" in m.group(3), f"{p['title']}: {expr}"
+            for m in re.finditer(r"\bon\s*\(([^)]*)\)", expr):
+                assert "instance" in m.group(1), expr
+            assert 'instance=~"$instance"' in expr, expr
+            if p["type"] != "table":
+                assert "{{instance}}" in t["legendFormat"], f"{p['title']}: legend {t['legendFormat']!r}"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_stat_gauge_and_table_panels_are_instant(path):
+    for p in all_panels(load(path)):
+        if p["type"] in ("stat", "gauge", "table", "bargauge"):
+            assert all(t["instant"] and not t["range"] for t in p["targets"]) or p["type"] == "bargauge", p["title"]
+        if p["type"] in ("stat", "gauge", "table"):
+            assert all(t["instant"] for t in p["targets"]), p["title"]
+
+
+def test_host_variable_lists_only_hosts_and_drilldown_starts_on_top_10():
+    host = load(ROOT / "dashboards" / "host-overview.json")
+    var = {v["name"]: v for v in host["templating"]["list"]}
+    # memtune_host_memory_bytes comes only from memtune serve, never from the tuner
+    assert var["instance"]["query"]["query"] == "label_values(memtune_host_memory_bytes, instance)"
+    assert var["instance"]["includeAll"] and var["instance"]["multi"]
+    rows = [p for p in host["panels"] if p["type"] == "row"]
+    assert any(r.get("repeat") == "instance" for r in rows)
+    titles = {p["title"] for p in host["panels"]}
+    assert {"Top 10 VMs by stall", "Top 10 VMs by reclaimed memory", "Hosts"} <= titles
+    vm = {v["name"]: v for v in load(ROOT / "dashboards" / "vm-drilldown.json")["templating"]["list"]}["vm"]
+    assert vm["query"]["query"].startswith("query_result(topk(10, ")
+    assert vm["includeAll"] and vm["current"]["value"] == ["$__all"]
+    tuner = {v["name"]: v for v in load(ROOT / "dashboards" / "tuner.json")["templating"]["list"]}
+    assert "memtune_tuner_" in tuner["instance"]["query"]["query"]
+
+
+def test_memory_states_have_value_mappings_and_free_memory_has_minfree_thresholds():
+    host = load(ROOT / "dashboards" / "host-overview.json")
+    by_title = {p["title"]: p for p in all_panels(host)}
+    mapping = by_title["Memory state"]["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    assert [mapping[str(i)]["text"] for i in range(5)] == ["high", "clear", "soft", "hard", "low"]
+    assert mapping["4"]["color"] == "red" and mapping["0"]["color"] == "green"
+    steps = by_title["Free memory / minFree"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["value"] for s in steps] == [None, 0.16, 0.32, 0.64, 1.0]
+
+
+def test_grafana_export_writes_the_shipped_files_and_keeps_changed_ones(tmp_path):
+    from click.testing import CliRunner
+
+    from memtune.cli import main_group
+
+    out = tmp_path / "mon"
+    r = CliRunner().invoke(main_group, ["grafana", "export", str(out)])
+    assert r.exit_code == 0, r.output
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == ["dashboards/host-overview.json", "dashboards/tuner.json", "dashboards/vm-drilldown.json",
+                       "prometheus/prometheus.yml", "provisioning/dashboards/memtune.yaml",
+                       "provisioning/datasources/memtune.yaml", "rules/memtune.rules.yml"]
+    assert (out / "rules" / "memtune.rules.yml").read_bytes() == (ROOT / "rules" / "memtune.rules.yml").read_bytes()
+    config = yaml.safe_load((out / "prometheus" / "prometheus.yml").read_text())
+    assert (out / "prometheus" / config["rule_files"][0]).resolve() == (out / "rules" / "memtune.rules.yml").resolve()
+    # a file the user changed is kept (exit 2, one line naming it) unless --force
+    (out / "rules" / "memtune.rules.yml").write_text("# mine\n")
+    r = CliRunner().invoke(main_group, ["grafana", "export", str(out)])
+    assert r.exit_code == 2 and "memtune.rules.yml" in r.output and "--force" in r.output
+    assert (out / "rules" / "memtune.rules.yml").read_text() == "# mine\n"
+    r = CliRunner().invoke(main_group, ["grafana", "export", str(out), "--force"])
+    assert r.exit_code == 0 and (out / "rules" / "memtune.rules.yml").read_text() != "# mine\n"

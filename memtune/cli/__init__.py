@@ -24,6 +24,7 @@ COMMANDS = (
     ("memtune.cli.scenario", "scenario"),
     ("memtune.cli.optimize", "optimize"),
     ("memtune.cli.serve", "serve"),
+    ("memtune.cli.grafana", "grafana"),
     ("memtune.cli.plugins", "plugins"),
     ("memtune.cli.plugin_new", "plugin"),
     ("memtune.cli.policy", "policy"),

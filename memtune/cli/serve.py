@@ -24,13 +24,15 @@ from memtune.metrics.server import DEFAULT_BIND, DEFAULT_PORT
               help="Address to listen on (loopback by default; the exposition has no authentication).")
 @click.option("--loop/--once", default=True, show_default=True,
               help="Start the scenario over when it ends, or stop (and exit) at its end.")
+@click.option("--hold", is_flag=True,
+              help="With --once: keep serving the final state after the run ends, until interrupted.")
 @click.option("--duration", help="Simulated time per run, e.g. 30m (default: the scenario's).")
 @click.option("--seed", type=int, help="Random seed (default: the scenario's; run n of a loop uses seed + n).")
 @click.option("--latency-buckets", type=click.Choice(LATENCY_BUCKET_MODES), default="full", show_default=True,
               help="Buckets of the per-VM latency histogram: full (33 series per VM), coarse (one per decade, "
                    "12 per VM) or off (none).")
 @plugin_options
-def cli(scenario, policy_ref, speed, port, bind, loop, duration, seed, latency_buckets, disable, plugins):
+def cli(scenario, policy_ref, speed, port, bind, loop, hold, duration, seed, latency_buckets, disable, plugins):
     """Simulate SCENARIO (default: small) in real time x SPEED and serve Prometheus metrics.
 
     Exits 0 on SIGINT/SIGTERM (or, with --once, when the run ends) after closing the server.
@@ -83,7 +85,7 @@ def cli(scenario, policy_ref, speed, port, bind, loop, duration, seed, latency_b
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while not stop.is_set() and not sim.finished.is_set():
+        while not stop.is_set() and not (sim.finished.is_set() and not (hold and sim.error is None)):
             stop.wait(0.2)
     finally:
         sim.stop()

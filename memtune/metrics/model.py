@@ -95,6 +95,7 @@ class Snapshot:
     time_in_state: np.ndarray
     large_pages_broken: bool
     host_pools: dict[str, float]
+    settings: dict[str, float]
     vm_names: list[str]
     powered: np.ndarray
     reservation: np.ndarray
@@ -137,6 +138,8 @@ def take_snapshot(host: Host) -> Snapshot:
         time_in_state=np.array(h.time_in_state, dtype=np.float64),
         large_pages_broken=bool(h.large_pages_broken),
         host_pools={k: float(v) * pb for k, v in h.host_pools.items()},
+        settings={k: float(v) for k, v in h.settings.items()
+                  if isinstance(v, int | float) and not isinstance(v, str)},
         vm_names=list(h.vm_names),
         powered=np.array(h.powered, dtype=bool),
         reservation=h.reservation * pb,

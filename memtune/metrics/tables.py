@@ -86,7 +86,11 @@ def _host_tables(s: Snapshot) -> list[Table]:
                   "(e.g. the frames behind shared pages).", ("pool",))
     for k in sorted(s.host_pools):
         pools.add("", {"pool": k}, s.host_pools[k])
-    return [*out, ticks, sim, state, tis, pools]
+    setting = Table("memtune_host_setting", "gauge", "Value of each numeric setting of the run (booleans as "
+                    "0/1), e.g. Mem.ShareForceSalting: lets alerts see a setting change.", ("setting",))
+    for k in sorted(s.settings):
+        setting.add("", {"setting": k}, s.settings[k])
+    return [*out, ticks, sim, state, tis, pools, setting]
 
 
 def _vm_config_tables(s: Snapshot) -> list[Table]:
