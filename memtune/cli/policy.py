@@ -66,8 +66,9 @@ def validate_cmd(policy: str, scenario_refs: tuple[str, ...]) -> None:
 @cli.command("export")
 @click.argument("policy")
 @click.option("--format", "fmt", required=True,
-              type=click.Choice(["vmx", "esxcli", "powercli", "libvirt", "cgroup"]),
-              help="What to write: .vmx lines, esxcli or PowerCLI commands, libvirt <memtune>, cgroup v2.")
+              type=click.Choice(["vmx", "esxcli", "powercli", "libvirt", "cgroup", "ksm-sysfs", "ksmtuned"]),
+              help="What to write: .vmx lines, esxcli or PowerCLI commands, libvirt <memtune>, cgroup v2, "
+                   "KSM sysfs script, ksmtuned.conf.")
 @click.option("--scenario", "scenario_ref", metavar="SCENARIO",
               help="Resolve per-VM rules against this scenario's VMs (needed for per-VM output).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",

@@ -2,7 +2,8 @@
 
 Formats: ``vmx`` (lines per VM), ``esxcli`` (host advanced options), ``powercli`` (host options,
 VM resource configuration, VM advanced options), ``libvirt`` (``<memtune>`` per domain) and
-``cgroup`` (cgroup v2 ``memory.min`` / ``memory.low`` / ``memory.max``). Per-VM output needs a
+``cgroup`` (cgroup v2 ``memory.min`` / ``memory.low`` / ``memory.max``); ``ksm-sysfs`` and ``ksmtuned``
+(Linux KSM knobs, in ``export_ksm``). Per-VM output needs a
 scenario: rules by pattern, percentages and ``"active"`` resolve against its VMs. The mapping of each
 knob, and what has no equivalent, is documented in ``docs/policies.md``.
 """
@@ -24,10 +25,11 @@ from memtune.core.settings import SettingsRegistry
 from memtune.core.vm import shares_value
 from memtune.errors import UserError
 from memtune.policies.apply import ResolvedVM, check_policy_settings, min_free_pct, resolve_vms
+from memtune.policies.export_ksm import export_ksm_sysfs, export_ksmtuned
 from memtune.policies.model import Policy
 from memtune.units import KiB, MiB, format_size
 
-FORMATS = ("vmx", "esxcli", "powercli", "libvirt", "cgroup")
+FORMATS = ("vmx", "esxcli", "powercli", "libvirt", "cgroup", "ksm-sysfs", "ksmtuned")
 
 # ESXi advanced options whose unit differs from memtune's base unit (seconds / bytes):
 # option -> seconds (or bytes) per unit of the ESXi value.
@@ -296,6 +298,8 @@ _EXPORTERS: dict[str, tuple[Callable[..., str], bool]] = {
     "powercli": (export_powercli, False),
     "libvirt": (export_libvirt, True),
     "cgroup": (export_cgroup, True),
+    "ksm-sysfs": (export_ksm_sysfs, False),
+    "ksmtuned": (export_ksmtuned, False),
 }
 
 
