@@ -68,6 +68,7 @@ def scrape_benchmark(vms: int = 256, repeat: int = 15, warm_ticks: int = 24) -> 
     from prometheus_client import generate_latest
 
     from memtune.core.engine import Engine
+    from memtune.core.registry import each_plugin
     from memtune.core.simulation import build_host
     from memtune.metrics import RunHandle, host_registry, start_metrics_server, stop_metrics_server
     from memtune.metrics.collector import GZIP_LEVEL, take_snapshot
@@ -127,8 +128,7 @@ def scrape_benchmark(vms: int = 256, repeat: int = 15, warm_ticks: int = 24) -> 
             gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
             gzip_t.append(time.thread_time() - c0)
             t0 = time.perf_counter()
-            for impl in host.hook.memtune_collect_metrics.get_hookimpls():
-                impl.function(host=host)
+            each_plugin(host.pm, "memtune_collect_metrics", lambda _owner: {"host": host})
             plugin_t.append(time.perf_counter() - t0)
     finally:
         client.stdin.close()

@@ -233,8 +233,8 @@ def _size_of(path: str) -> int:
 
 def known_settings() -> set[str]:
     """Names of every setting the loaded plugins register."""
-    from memtune.core.host import settings_registry
     from memtune.core.plugins import build_plugin_manager
+    from memtune.core.registry import settings_registry
 
     return set(settings_registry(build_plugin_manager()).settings)
 

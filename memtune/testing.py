@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from memtune import hookimpl
 from memtune.core.engine import Engine
 from memtune.core.host import Host
 from memtune.core.knobs import Knob
-from memtune.core.plugins import DEFAULT_PLUGINS, MemtunePluginManager, build_plugin_manager, contributions
+from memtune.core.plugins import DEFAULT_PLUGINS, MemtunePluginManager, build_plugin_manager
+from memtune.core.registry import registry_of
 from memtune.core.scenario import Scenario, scenario_from_dict
+from memtune.plugin import RESIDENT, hookimpl
 
 __all__ = ["Comparison", "FixedLatencyState", "Run", "collect_knobs", "collect_metrics", "compare",
            "plugin_manager", "run_with", "tiny_scenario"]
@@ -186,7 +187,7 @@ def compare(*plugins: PluginLike, scenario: Scenario | None = None, disable: Ite
 def collect_knobs(pm: MemtunePluginManager, scenario: Scenario | None = None) -> list[Knob]:
     """Every knob the loaded plugins contribute for ``scenario`` (owner set to the plugin)."""
     sc = tiny_scenario() if scenario is None else scenario
-    return [k for c in contributions(pm, sc).values() for k in c.knobs]
+    return registry_of(pm).knobs(sc)
 
 
 def collect_metrics(host: Host) -> dict[str, Any]:
@@ -212,11 +213,8 @@ class FixedLatencyState:
     @hookimpl
     def memtune_register_page_states(self, register: Any) -> None:
         register(self.state, private_frame=False, mapped=False, read_fault=True, write_fault=True,
-                 fault_allocates=True)
+                 fault_allocates=True, fault=self.fault)
 
-    @hookimpl
-    def memtune_page_fault(self, host: Host, state: int, pages: np.ndarray, write: np.ndarray) -> np.ndarray | None:
-        if state != host.states.code(self.state):
-            return None
-        host.pages.set_state(pages, host.resident_state())
+    def fault(self, host: Host, pages: np.ndarray, write: np.ndarray) -> np.ndarray:
+        host.pages.set_state(pages, RESIDENT)
         return np.full(pages.size, self.latency)

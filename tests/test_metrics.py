@@ -372,12 +372,12 @@ def test_helper_built_plugin_families_render_like_generate_latest():
 
 def test_plugin_families_are_the_ones_each_plugin_declares():
     """What a plugin returns from memtune_collect_metrics matches its memtune_register_metrics."""
-    from memtune.core.plugins import contributions
+    from memtune.core.registry import registry_of
     from memtune.metrics import take_snapshot
 
     h = run(scenario(host="4 GiB"), 12)
     declared = {(plugin, m["name"].removesuffix("_total"), m["type"])
-                for plugin, c in contributions(h.pm).items() for m in c.metrics}
+                for plugin, c in registry_of(h.pm).contributions().items() for m in c.metrics}
     exported = {(plugin, fam.name, fam.type) for plugin, fam in take_snapshot(h).plugin_families}
     assert exported
     assert exported <= declared, sorted(exported - declared)

@@ -160,7 +160,7 @@ def test_touching_a_ballooned_page_pages_another_out(mapped, pages_conserved):
     resident = host.pages.counts[:, RESIDENT].copy()
     touched = host.pages.base[0] + ranks(host, "ballooned")[:10]          # guest data on its disk
     assert (touched - host.pages.base[0] < ALLOC).all()
-    lat = host.hook.memtune_page_fault(host=host, state=code, pages=touched, write=np.zeros(10, bool))
+    lat = host.serve_fault(code, pages=touched, write=np.zeros(10, bool))
     assert lat.tolist() == [160e-6] * 10
     assert (host.pages.state[touched] == RESIDENT).all()
     assert host.pages.counts[:, code].tolist() == size.tolist()          # the balloon keeps its size
@@ -193,7 +193,7 @@ def test_deflation_in_high_state_gives_memory_back(mapped, pages_conserved):
     # a touch of data given back: guest swap-in into a new machine page, nothing evicted
     assert host.states[gs].fault_allocates and not host.states[code].fault_allocates
     page = host.pages.base[0] + swapped[:3]
-    lat = host.hook.memtune_page_fault(host=host, state=gs, pages=page, write=np.zeros(3, bool))
+    lat = host.serve_fault(gs, pages=page, write=np.zeros(3, bool))
     assert lat.tolist() == [160e-6] * 3 and (host.pages.state[page] == RESIDENT).all()
     pages_conserved(host)
 

@@ -114,7 +114,7 @@ def test_touch_decompresses_into_a_new_page(mapped, pages_conserved):
     touched = pages[taken][:5]
     before = cache(host)[1]
     assert host.states[code].fault_allocates
-    lat = host.hook.memtune_page_fault(host=host, state=code, pages=touched, write=np.zeros(5, bool))
+    lat = host.serve_fault(code, pages=touched, write=np.zeros(5, bool))
     assert lat.tolist() == [6e-6] * 5
     assert (host.pages.state[touched] == RESIDENT).all()
     slots = sum(SLOT[int(c)] for c in host.pages.zclass[touched])
@@ -186,7 +186,7 @@ def test_fifo_order_survives_ring_compaction(mapped, pages_conserved):
     for i in range(20):
         batch = ok[(i * 1000) % 9000:(i * 1000) % 9000 + 1000]
         taken = compression.take_pages(host, batch)
-        host.hook.memtune_page_fault(host=host, state=code, pages=batch[taken], write=np.zeros(int(taken.sum()), bool))
+        host.serve_fault(code, pages=batch[taken], write=np.zeros(int(taken.sum()), bool))
     assert cache(host)[0] == 0 and host.pages.counts[0, code] == 0
     took = compression.take_pages(host, ok[:6000])
     kept = ok[:6000][took]

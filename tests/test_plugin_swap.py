@@ -51,7 +51,7 @@ def test_swap_in_costs_the_device_latency_and_the_host_cache_is_filled_first(map
     assert cols["swap_host_cache"].tolist() == [10 * PB, 0]
     code = host.states.code("swapped")
     assert host.states[code].fault_allocates
-    lat = host.hook.memtune_page_fault(host=host, state=code, pages=pages, write=np.zeros(30, bool))
+    lat = host.serve_fault(code, pages=pages, write=np.zeros(30, bool))
     assert lat.tolist() == [50e-6] * 10 + [latency] * 20          # first come, first cached
     assert (host.pages.state[pages] == RESIDENT).all()
     assert host.counters["swap_in_pages"].tolist() == [30 * 16, 0]
@@ -59,7 +59,7 @@ def test_swap_in_costs_the_device_latency_and_the_host_cache_is_filled_first(map
     # the cache has room again
     more = host.pages.base[1] + np.arange(12)
     host.page_out(more)
-    lat = host.hook.memtune_page_fault(host=host, state=code, pages=more, write=np.zeros(12, bool))
+    lat = host.serve_fault(code, pages=more, write=np.zeros(12, bool))
     assert lat.tolist() == [50e-6] * 10 + [latency] * 2
     pages_conserved(host)
 

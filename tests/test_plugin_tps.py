@@ -246,7 +246,7 @@ def test_write_to_shared_page_breaks_the_share():
     slot = int(d.index.find(key)[0])
     assert pg.state[p0] == d.code and d.index.ref[slot] == 3
     saved0 = vm_amounts(host)["shared_saved"].sum()
-    lat = host.hook.memtune_page_fault(host=host, state=d.code, pages=np.array([p0]), write=np.array([True]))
+    lat = host.serve_fault(d.code, pages=np.array([p0]), write=np.array([True]))
     assert np.array_equal(lat, [3e-6])
     assert pg.state[p0] == RESIDENT and is_unique(pg.content[p0:p0 + 1])[0]
     assert d.index.ref[slot] == 2 and host.host_pools["tps"] == n     # frame kept for the other two
@@ -256,7 +256,7 @@ def test_write_to_shared_page_breaks_the_share():
     check_table(host)
     # the other two sharers write too: the frame is freed
     others = pg.base[1:3] + 17
-    host.hook.memtune_page_fault(host=host, state=d.code, pages=others, write=np.array([True, True]))
+    host.serve_fault(d.code, pages=others, write=np.array([True, True]))
     assert d.index.ref[slot] == 0 and host.host_pools["tps"] == n - 1
     check_table(host)
     # one cow-break event per VM in the next tick, with its count

@@ -13,7 +13,7 @@ from memtune.core.engine import Engine
 from memtune.core.host import Host
 from memtune.core.knobs import Knob
 from memtune.core.memstate import MemState
-from memtune.core.plugins import contributions
+from memtune.core.registry import registry_of
 from memtune.core.settings import Setting
 from memtune.errors import ConfigError
 from memtune.testing import plugin_manager, run_with, tiny_scenario
@@ -130,7 +130,7 @@ def test_memtune_register_metrics_are_listed_by_memtune_plugins():
             register("memtune_p_things_total", "counter", "Things.", ["vm"])
 
     pm = plugin_manager(P(), builtins=False)
-    assert contributions(pm)["p"].metrics == [
+    assert registry_of(pm).contributions()["p"].metrics == [
         {"name": "memtune_p_things_total", "type": "counter", "help": "Things.", "labels": ["vm"]}]
     row = [r for r in describe_plugins(pm) if r["name"] == "p"][0]
     assert row["metrics"][0]["name"] == "memtune_p_things_total"

@@ -40,9 +40,9 @@ def _knob_dict(k: Any) -> dict[str, Any]:
 
 def describe_plugins(pm: Any, scenario: Any = None, *, settings: bool = False) -> list[dict[str, Any]]:
     """One dict per loaded plugin, in load order (what ``memtune plugins --json`` prints)."""
-    from memtune.core.plugins import contributions
+    from memtune.core.registry import registry_of
 
-    contrib = contributions(pm, scenario)
+    contrib = registry_of(pm).contributions(scenario)
     rows = []
     for name, info in pm.info.items():
         c = contrib[name]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from memtune.core.hookspecs import hookimpl
-from memtune.core.knobs import Knob
-from memtune.core.settings import Setting
+from memtune.plugin import Knob, Setting, hookimpl
 
 SETTINGS = (
     Setting("Mem.IdleTax", "percent", 75, "Idle memory tax rate tau, percent (k = 1/(1 - tau)).",

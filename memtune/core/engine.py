@@ -24,7 +24,6 @@ from memtune.core.latency import LatencyBook
 from memtune.core.memstate import ENTRY_THRESHOLDS, LARGE_PAGE_BREAK, MemState, next_state
 from memtune.core.pages import FREE, RESIDENT, unique_content
 from memtune.core.report import Timeline, build_result
-from memtune.errors import PluginError
 
 # A round of touch draws counts each 4 KiB page once, so a span of k ticks drawn as one round loses
 # the refaults per-tick rounds would have counted: about (k - 1) * (1 - s) * tick / round of a VM's
@@ -56,20 +55,14 @@ class Engine:
     def __init__(self, host: Host) -> None:
         self.host = host
         h = host
-        st = h.states
-        n = len(st)
-        self.read_fault = np.zeros(256, dtype=bool)
-        self.write_fault = np.zeros(256, dtype=bool)
-        self.allocates = np.zeros(256, dtype=bool)
-        self.private = np.zeros(256, dtype=bool)
-        self.read_fault[:n] = st.mask(lambda s: s.read_fault)
-        self.write_fault[:n] = st.mask(lambda s: s.write_fault)
-        self.allocates[:n] = st.mask(lambda s: s.fault_allocates)
-        self.private[:n] = st.mask(lambda s: s.private_frame)
+        st = h.states                       # lookup tables over state codes, from the registry
+        self.read_fault = st.flag_table("read_fault")
+        self.write_fault = st.flag_table("write_fault")
+        self.allocates = st.flag_table("fault_allocates")
+        self.private = st.flag_table("private_frame")
         self.faults_on = np.stack([self.read_fault, self.write_fault])   # by access: read, write
-        self._faults_on_flat = self.faults_on.reshape(-1)                  # index access * 256 + state
-        self.resident_only = np.zeros(256, dtype=bool)
-        self.resident_only[RESIDENT] = True
+        self._faults_on_flat = self.faults_on.reshape(-1)                  # index access * MAX_STATES + state
+        self.resident_only = st.table(RESIDENT)
         self.timeline = Timeline(h)
         self._next_report = 0.0
         self._warm = h.scenario.warmup <= 0
@@ -319,12 +312,7 @@ class Engine:
                 h.pages.set_state(idx, RESIDENT)
                 ulat[m] = s["latency.page_alloc"]
                 continue
-            lat = h.hook.memtune_page_fault(host=h, state=int(code), pages=idx, write=uwrite[m])
-            if lat is None:
-                info = h.states[int(code)]
-                raise PluginError(info.owner, "memtune_page_fault",
-                                  RuntimeError(f"no plugin serves faults on {info.name!r} pages"))
-            lat = np.broadcast_to(np.asarray(lat, dtype=np.float64), idx.shape).copy()
+            lat = h.serve_fault(int(code), idx, uwrite[m])
             for extra in h.hook.memtune_fault_latency(host=h, state=int(code), pages=idx, latency=lat):
                 if extra is not None:
                     lat += extra

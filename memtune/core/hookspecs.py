@@ -14,7 +14,9 @@ Order within one simulated tick (``Engine.step``):
    (``memtune_event`` with kind ``state-change``);
 4. ``memtune_reclaim`` with what each VM holds above its target.
 
-Registration hooks (``memtune_register_*``) run once when a host is built.
+Registration hooks (``memtune_register_*``) are called once per plugin manager, plugin by plugin,
+by :mod:`memtune.core.registry` (knobs once per scenario the tuner builds a space for). Plugin
+authors import what they need from :mod:`memtune.plugin`.
 """
 
 from __future__ import annotations
@@ -44,11 +46,17 @@ class RegisterSetting(Protocol):
     def __call__(self, setting: Setting, /) -> None: ...
 
 
+class FaultHandler(Protocol):
+    """``fault(host=, pages=, write=) -> seconds per page``: a page state's fault handler."""
+
+    def __call__(self, *, host: Host, pages: np.ndarray, write: np.ndarray) -> np.ndarray: ...
+
+
 class RegisterPageState(Protocol):
-    """``register(name, **flags) -> code`` in :func:`memtune_register_page_states`."""
+    """``register(name, **flags, fault=handler) -> code`` in :func:`memtune_register_page_states`."""
 
     def __call__(self, name: str, /, *, private_frame: bool = ..., mapped: bool = ..., read_fault: bool = ...,
-                 write_fault: bool = ..., fault_allocates: bool = ...) -> int: ...
+                 write_fault: bool = ..., fault_allocates: bool = ..., fault: FaultHandler | None = ...) -> int: ...
 
 
 class RegisterPageOut(Protocol):
@@ -75,7 +83,7 @@ class RegisterMetric(Protocol):
 def memtune_register_settings(register: RegisterSetting) -> None:
     """Declare host settings (``register(Setting(...))``).
 
-    Called when a host is built (and by ``memtune plugins``). Each setting names the real option it mirrors
+    Called once per plugin manager (the registry). Each setting names the real option it mirrors
     (``Mem.ShareScanTime``, ``Mem.CtlMaxPercent`` ...) or a ``latency.*`` cost, its default and
     the source of that default. Scenarios and policies may only set declared settings.
     Returns nothing.
@@ -84,12 +92,14 @@ def memtune_register_settings(register: RegisterSetting) -> None:
 
 @hookspec
 def memtune_register_page_states(register: RegisterPageState) -> None:
-    """Declare page states this plugin owns (``code = register(name, **flags)``).
+    """Declare page states this plugin owns (``code = register(name, **flags, fault=handler)``).
 
     ``register`` takes the flags of :class:`memtune.core.pages.PageStateInfo` (``private_frame``,
-    ``mapped``, ``read_fault``, ``write_fault``, ``fault_allocates``) and returns the state code.
-    Called when a host is built; keep the codes on the host's plugin data, not in globals.
-    Returns nothing.
+    ``mapped``, ``read_fault``, ``write_fault``, ``fault_allocates``) and the state's fault
+    handler, ``fault(host=, pages=, write=)``: it brings the touched ``pages`` (unique, all in this
+    state) back to a mapped state and returns the extra latency per page in seconds. It returns the
+    state code. Called once per plugin manager (the registry), not per host: look codes up with
+    ``host.states.code(name)`` in ``memtune_configure``, not in globals. Returns nothing.
     """
 
 
@@ -99,8 +109,8 @@ def memtune_register_page_out(register: RegisterPageOut) -> None:
 
     ``func(host=..., pages=...)`` takes hypervisor-chosen victim pages (resident, private) and
     returns a boolean mask of the pages it took. ``Host.page_out`` offers victims to tiers in
-    rising priority (compression 10, swap 90), each seeing what the earlier ones left. Called when
-    a host is built. Returns nothing.
+    rising priority (compression 10, swap 90), each seeing what the earlier ones left. Called once
+    per plugin manager (the registry). Returns nothing.
     """
 
 
@@ -118,7 +128,8 @@ def memtune_register_knobs(register: RegisterKnob, scenario: Scenario) -> None:
 def memtune_register_metrics(register: RegisterMetric) -> None:
     """Declare metric families this plugin exports: ``register(name, type, help, labels)``.
 
-    Used by ``memtune plugins`` and the docs; values come from ``memtune_collect_metrics``.
+    Collected into the registry (``registry_of(pm).metrics``, owner set to the plugin) and shown
+    by ``memtune plugins``; values come from ``memtune_collect_metrics``.
     Returns nothing.
     """
 
@@ -158,8 +169,10 @@ def memtune_reclaim(host: Host, state: int, need: np.ndarray) -> None:
 
 @hookspec(firstresult=True)
 def memtune_page_fault(host: Host, state: int, pages: np.ndarray, write: np.ndarray) -> np.ndarray | None:
-    """Serve touches of pages in a faulting ``state`` this plugin owns.
+    """Serve touches of pages in a faulting ``state`` registered without a ``fault`` handler.
 
+    Prefer ``register(name, ..., fault=handler)`` in :func:`memtune_register_page_states`: the core
+    then calls the owner's handler directly. This hook remains for plugins written before handlers.
     ``pages`` are unique page indices, ``write`` says which touches write. Bring the pages back to a
     mapped state and return the extra latency per page in seconds; return ``None`` for states you
     do not own. The first non-None result wins.
@@ -209,7 +222,7 @@ def memtune_collect_metrics(host: Host) -> list[Any] | None:
 
     Called on every scrape and textfile write, with the simulation paused. Return a list of fresh
     families whose names start with ``memtune_``, or None. Build per-VM families from arrays with
-    ``memtune.metrics.families`` (``vm_gauge``, ``vm_counter``, ``VMFamily``): no ``add_metric``
+    ``memtune.plugin`` (``vm_gauge``, ``vm_counter``, ``host_gauge``): no ``add_metric``
     per VM, and the scrape formats each array in one go.
     """
 

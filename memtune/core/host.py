@@ -9,42 +9,22 @@ stream of its own derived from the scenario seed, so adding a plugin never shift
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from memtune.core.latency import LatencyBook
 from memtune.core.memstate import MemState, min_free
-from memtune.core.pages import (
-    FREE,
-    RESIDENT,
-    PageStates,
-    PageTable,
-    duplicate_content,
-    template_content,
-    unique_content,
-)
-from memtune.core.plugins import MemtunePluginManager, guard
+from memtune.core.pages import FREE, RESIDENT, PageTable, duplicate_content, template_content, unique_content
+from memtune.core.plugins import MemtunePluginManager
+from memtune.core.registry import registry_of
 from memtune.core.sampling import WorkingSetSampler
 from memtune.core.scenario import Scenario
-from memtune.core.settings import SettingsRegistry
 from memtune.core.workload import WorkloadState
-from memtune.errors import AdmissionError
+from memtune.errors import AdmissionError, PluginError
 
 PAGE_4K = 4096
 AUTO_PAGE_BUDGET = 1 << 21     # simulated pages a host gets when page_scale is "auto"
-
-
-@dataclass(frozen=True)
-class PageOutTier:
-    """A place hypervisor-chosen victim pages can go (compression cache, swap file ...)."""
-
-    name: str
-    priority: int
-    func: Callable[..., np.ndarray]
-    owner: str
 
 
 def auto_page_scale(total_bytes: int) -> int:
@@ -58,27 +38,6 @@ def auto_page_scale(total_bytes: int) -> int:
 def page_scale_of(scenario: Scenario) -> int:
     """4 KiB pages per simulated page: the scenario's ``page_scale``, else the automatic one."""
     return scenario.host.page_scale or auto_page_scale(sum(v.memory for v in scenario.vms))
-
-
-def call_each(pm: MemtunePluginManager, hook: str, make_kwargs: Callable[[str], dict]) -> None:
-    """Call every implementation of a registration hook with arguments that know the caller."""
-    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
-        impl.function(**make_kwargs(impl.plugin_name))
-
-
-def settings_registry(pm: MemtunePluginManager) -> SettingsRegistry:
-    """Every setting the loaded plugins declare."""
-    reg = SettingsRegistry()
-
-    def make(owner: str) -> dict:
-        def register(setting):
-            from dataclasses import replace
-
-            reg.register(replace(setting, owner=owner))
-        return {"register": register}
-
-    call_each(pm, "memtune_register_settings", make)
-    return reg
 
 
 def admission_control(memory: float, needs: np.ndarray | list[float],
@@ -108,8 +67,9 @@ class Host:
         self.pm = pm
         self.hook = pm.hook
         self.seed = scenario.seed if seed is None else int(seed)
-        self.registry = settings_registry(pm)
-        self.settings: dict[str, Any] = self.registry.resolve(scenario.settings, source=scenario.source)
+        self.registry = registry_of(pm)
+        self.settings: dict[str, Any] = self.registry.settings.resolve(scenario.settings,
+                                                                       source=scenario.source)
         self.plugin_data: dict[str, Any] = {}
         self.vms = list(scenario.vms)
         self.nvm = len(self.vms)
@@ -118,21 +78,8 @@ class Host:
         self.page_bytes = PAGE_4K * self.page_scale
         self.min_free = min_free(self.memory, self.settings["Mem.MemMinFreePct"])
 
-        # page states and page-out tiers from plugins
-        self.states = PageStates()
-
-        def make_state(owner: str) -> dict:
-            return {"register": lambda name, **flags: self.states.add(name, owner=owner, **flags)}
-
-        call_each(pm, "memtune_register_page_states", make_state)
-        self.tiers: list[PageOutTier] = []
-
-        def make_tier(owner: str) -> dict:
-            return {"register": lambda name, priority, func: self.tiers.append(
-                PageOutTier(name, int(priority), guard(owner, f"page-out tier {name!r}", func), owner))}
-
-        call_each(pm, "memtune_register_page_out", make_tier)
-        self.tiers.sort(key=lambda t: (t.priority, t.name))
+        self.states = self.registry.states         # page states and page-out tiers of the plugins
+        self.tiers = self.registry.tiers
 
         # per-VM configuration as arrays
         pb = self.page_bytes
@@ -171,7 +118,7 @@ class Host:
         self.blocked = np.zeros(self.nvm, dtype=bool)
         self.counters: dict[str, np.ndarray] = {}
         self._streams: dict[str, np.random.Generator] = {}
-        self._private_mask: np.ndarray | None = None
+        self._private_mask = self.states.flag_table("private_frame").astype(np.int64)
 
         self.powered = self._admission(admission)
         self._fill_content()
@@ -273,10 +220,6 @@ class Host:
 
     def private_frame_counts(self) -> np.ndarray:
         """Pages per VM in states that hold a private machine page."""
-        if self._private_mask is None:        # page states are fixed once the host is built
-            mask = np.zeros(self.pages.counts.shape[1], dtype=np.int64)
-            mask[: len(self.states)] = self.states.mask(lambda s: s.private_frame)
-            self._private_mask = mask
         return self.pages.counts.dot(self._private_mask)     # 3x faster than a fancy index and sum
 
     def held(self) -> np.ndarray:
@@ -330,6 +273,19 @@ class Host:
             got = np.asarray(tier.func(host=self, pages=pages[left]), dtype=bool)
             taken[left[got]] = True
         return taken
+
+    def serve_fault(self, state: int, pages: np.ndarray, write: np.ndarray) -> np.ndarray:
+        """Seconds each of ``pages`` (unique, all in ``state``) waits while the state's owner brings
+        it back: the fault handler the state registered, else the ``memtune_page_fault`` hook."""
+        info = self.states[state]
+        if info.fault is not None:
+            lat = info.fault(host=self, pages=pages, write=write)
+        else:
+            lat = self.hook.memtune_page_fault(host=self, state=state, pages=pages, write=write)
+        if lat is None:
+            raise PluginError(info.owner, "memtune_page_fault",
+                              RuntimeError(f"no plugin serves faults on {info.name!r} pages"))
+        return np.broadcast_to(np.asarray(lat, dtype=np.float64), pages.shape).copy()
 
     def vm_slice(self, v: int) -> slice:
         b = int(self.pages.base[v])

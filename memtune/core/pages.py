@@ -21,6 +21,7 @@ import numpy as np
 
 FREE = 0
 RESIDENT = 1
+MAX_STATES = 32          # page state codes fit in 5 bits; per-state tables have this length
 
 CONTENT_BITS = 47
 _KIND_SHIFT = 45
@@ -64,6 +65,8 @@ class PageStateInfo:
     ``mapped``: the guest can read it without a fault (counts as granted).
     ``read_fault`` / ``write_fault``: a touch (or a write) traps to the owner's fault handler.
     ``fault_allocates``: the fault needs a free machine page (blocked in the low state).
+    ``fault``: the owner's handler, ``fault(host=, pages=, write=) -> seconds per page``; it brings
+    the pages back to a mapped state (None: the ``memtune_page_fault`` hook serves them).
     """
 
     code: int
@@ -74,10 +77,18 @@ class PageStateInfo:
     read_fault: bool
     write_fault: bool
     fault_allocates: bool
+    fault: Callable[..., np.ndarray] | None = None
+
+
+FLAGS = ("private_frame", "mapped", "read_fault", "write_fault", "fault_allocates")
 
 
 class PageStates:
-    """Registry of page states; codes are handed out in registration order."""
+    """Page states and their flags; codes are handed out in registration order.
+
+    Lookup tables over state codes (``table``, ``flag_table``) are boolean arrays of ``MAX_STATES``
+    entries, indexed by a page's state (``table.take(pages.state[idx])``).
+    """
 
     def __init__(self) -> None:
         self._by_name: dict[str, PageStateInfo] = {}
@@ -88,14 +99,15 @@ class PageStates:
                  write_fault=False, fault_allocates=False)
 
     def add(self, name: str, *, owner: str, private_frame: bool = False, mapped: bool = False,
-            read_fault: bool = True, write_fault: bool = True, fault_allocates: bool = True) -> int:
-        """Register a state; returns its code. Names are unique."""
+            read_fault: bool = True, write_fault: bool = True, fault_allocates: bool = True,
+            fault: Callable[..., np.ndarray] | None = None) -> int:
+        """Register a state (with its fault handler); returns its code. Names are unique."""
         if name in self._by_name:
             raise ValueError(f"page state {name!r} registered twice ({self._by_name[name].owner}, {owner})")
-        if len(self._list) >= 32:
-            raise ValueError("at most 32 page states")
+        if len(self._list) >= MAX_STATES:
+            raise ValueError(f"at most {MAX_STATES} page states")
         info = PageStateInfo(len(self._list), name, owner, private_frame, mapped, read_fault,
-                             write_fault, fault_allocates)
+                             write_fault, fault_allocates, fault)
         self._by_name[name] = info
         self._list.append(info)
         return info.code
@@ -114,8 +126,23 @@ class PageStates:
         return iter(self._list)
 
     def mask(self, predicate: Callable[[PageStateInfo], bool]) -> np.ndarray:
-        """Boolean lookup table over state codes."""
+        """Boolean lookup table over the registered state codes (``len(self)`` entries)."""
         return np.array([predicate(s) for s in self._list], dtype=bool)
+
+    def table(self, *states: int | str) -> np.ndarray:
+        """Lookup table (``MAX_STATES`` entries) true for the given state codes or names."""
+        out = np.zeros(MAX_STATES, dtype=bool)
+        for st in states:
+            out[self._by_name[st].code if isinstance(st, str) else int(st)] = True
+        return out
+
+    def flag_table(self, flag: str) -> np.ndarray:
+        """Lookup table (``MAX_STATES`` entries) true for the states with ``flag`` set."""
+        if flag not in FLAGS:
+            raise ValueError(f"unknown page-state flag {flag!r} (flags: {', '.join(FLAGS)})")
+        out = np.zeros(MAX_STATES, dtype=bool)
+        out[: len(self._list)] = self.mask(lambda s: getattr(s, flag))
+        return out
 
 
 class PageTable:
@@ -134,7 +161,7 @@ class PageTable:
         self.content = np.zeros(total, dtype=np.int64)
         self.zclass = np.zeros(total, dtype=np.uint8)
         self.last_touch = np.full(total, -1.0, dtype=np.float32)
-        self.ns = 32
+        self.ns = MAX_STATES
         self.counts = np.zeros((nvm, self.ns), dtype=np.int64)
         self.counts[:, FREE] = self.npages
         self._scratch = np.zeros(total, dtype=np.int32)    # per-page slot for `first_seen` / `member`

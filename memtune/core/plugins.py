@@ -3,20 +3,21 @@
 Built-ins are listed by module path and registered exactly as an entry point of the ``memtune``
 group would be. ``MEMTUNE_PLUGINS`` (comma-separated names) keeps only those plugins;
 ``MEMTUNE_DISABLE_PLUGINS`` and ``disable=`` block names; ``modules=`` adds local modules
-(``-p module.path``). Every hook implementation is wrapped so that an exception names the plugin
-and the hook (:class:`memtune.errors.PluginError`).
+(``-p module.path``). A hook-call monitor (pluggy's ``add_hookcall_monitoring``) turns an exception
+from a hook implementation into a :class:`memtune.errors.PluginError` naming the plugin and the hook.
 """
 
 from __future__ import annotations
 
 import difflib
-import functools
 import importlib
+import inspect
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pluggy
 
@@ -58,31 +59,37 @@ def _env_list(name: str) -> list[str] | None:
     return [x.strip() for x in raw.split(",") if x.strip()]
 
 
-def guard(plugin: str, hook: str, fn):
-    """``fn`` wrapped so an exception becomes a :class:`PluginError` naming ``plugin`` and ``hook``.
+def _raised_in(exc: BaseException, impls: Iterable[pluggy.HookImpl]) -> str | None:
+    """The plugin whose hook implementation ``exc`` was raised in (the outermost one on its
+    traceback: a hook called from inside another hook has already named its own plugin)."""
+    owner = {}
+    for impl in impls:
+        fn = inspect.unwrap(impl.function)
+        code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+        if code is not None:
+            owner[code] = impl.plugin_name
+    tb = exc.__traceback__
+    while tb is not None:
+        name = owner.get(tb.tb_frame.f_code)
+        if name is not None:
+            return name
+        tb = tb.tb_next
+    return None
 
-    For callbacks a plugin hands to the core outside a hook call (page-out tiers)."""
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (PluginError, UserError, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # noqa: BLE001 - re-raised with the plugin's name
-            raise PluginError(plugin, hook, exc) from exc
-
-    return wrapper
-
-
-def _wrap_hookimpls(pm: pluggy.PluginManager, plugin: object, name: str) -> None:
-    for caller in pm.get_hookcallers(plugin) or []:
-        for impl in caller.get_hookimpls():
-            if impl.plugin is not plugin or getattr(impl.function, "_memtune_wrapped", False):
-                continue
-            wrapper = guard(name, caller.name, impl.function)
-            wrapper._memtune_wrapped = True  # type: ignore[attr-defined]
-            impl.function = wrapper
+def _name_the_plugin(outcome: pluggy.Result, hook_name: str, hook_impls: Sequence[pluggy.HookImpl],
+                     kwargs: Mapping[str, Any]) -> None:
+    """Hook-call monitor: an exception from a hook implementation becomes a :class:`PluginError`
+    naming the plugin and the hook."""
+    exc = outcome.exception
+    if exc is None or isinstance(exc, PluginError | UserError) or not isinstance(exc, Exception):
+        return
+    plugin = _raised_in(exc, hook_impls)
+    if plugin is None:
+        return
+    err = PluginError(plugin, hook_name, exc)
+    err.__cause__ = exc
+    outcome.force_exception(err)
 
 
 class MemtunePluginManager(pluggy.PluginManager):
@@ -92,6 +99,15 @@ class MemtunePluginManager(pluggy.PluginManager):
         super().__init__("memtune")
         self.add_hookspecs(hookspecs)
         self.info: dict[str, PluginInfo] = {}
+        self.add_hookcall_monitoring(lambda *args: None, _name_the_plugin)
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        self._memtune_registry = None           # the registry is collected again on next use
+        return super().register(plugin, name)
+
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
+        self._memtune_registry = None
+        return super().unregister(plugin, name)
 
     def register_named(self, plugin: object, name: str, source: str, version: str | None = None) -> None:
         """Register ``plugin`` as ``name`` and validate its hook implementations now.
@@ -111,7 +127,6 @@ class MemtunePluginManager(pluggy.PluginManager):
         except pluggy.PluginValidationError as exc:
             self.unregister(plugin)
             raise UserError(f"plugin {name!r}: {_validation_message(exc)}") from None
-        _wrap_hookimpls(self, plugin, name)
         hooks = sorted(c.name for c in (self.get_hookcallers(plugin) or []))
         module = getattr(plugin, "__name__", type(plugin).__module__)
         self.info[name] = PluginInfo(name, source, module, version, hooks)
@@ -260,60 +275,3 @@ def _entrypoint_exists(name: str) -> bool:
     from importlib.metadata import entry_points
 
     return any(ep.name == name for ep in entry_points(group="memtune"))
-
-
-@dataclass
-class Contributions:
-    """What one plugin adds through the registration hooks (shown by ``memtune plugins``)."""
-
-    settings: list = field(default_factory=list)        # memtune.core.settings.Setting
-    knobs: list = field(default_factory=list)           # memtune.core.knobs.Knob
-    metrics: list[dict] = field(default_factory=list)   # name, type, help, labels
-    page_states: list[dict] = field(default_factory=list)
-    page_out: list[dict] = field(default_factory=list)  # name, priority
-
-
-def _call_each(pm: pluggy.PluginManager, hook: str, make_kwargs) -> None:
-    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
-        impl.function(**make_kwargs(impl.plugin_name))
-
-
-def contributions(pm: MemtunePluginManager, scenario=None) -> dict[str, Contributions]:
-    """Per plugin: the settings, knobs (for ``scenario``, default the built-in ``small``), metric
-    families, page states and page-out tiers it registers, in plugin load order."""
-    from dataclasses import replace
-
-    out = {name: Contributions() for name in pm.info}
-
-    def slot(owner: str) -> Contributions:
-        return out.setdefault(owner, Contributions())
-
-    _call_each(pm, "memtune_register_settings",
-               lambda o: {"register": lambda s: slot(o).settings.append(replace(s, owner=o))})
-    if pm.hook.memtune_register_knobs.get_hookimpls():
-        if scenario is None:
-            from memtune.core.scenario import load_scenario
-
-            scenario = load_scenario("small")
-        _call_each(pm, "memtune_register_knobs",
-                   lambda o: {"register": lambda k: slot(o).knobs.append(replace(k, owner=o)),
-                              "scenario": scenario})
-
-    def metric(o: str):
-        def register(name: str, type: str, help: str = "", labels=()) -> None:  # noqa: A002
-            slot(o).metrics.append({"name": name, "type": type, "help": help, "labels": list(labels)})
-        return register
-
-    _call_each(pm, "memtune_register_metrics", lambda o: {"register": metric(o)})
-
-    def state(o: str):
-        def register(name: str, **flags) -> int:
-            slot(o).page_states.append({"name": name, **flags})
-            return -1
-        return register
-
-    _call_each(pm, "memtune_register_page_states", lambda o: {"register": state(o)})
-    _call_each(pm, "memtune_register_page_out", lambda o: {
-        "register": lambda name, priority, func: slot(o).page_out.append(
-            {"name": name, "priority": int(priority)})})
-    return out

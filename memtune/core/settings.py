@@ -108,3 +108,9 @@ class SettingsRegistry:
 
     def __contains__(self, name: str) -> bool:
         return name in self.settings
+
+    def __getitem__(self, name: str) -> Setting:
+        return self.settings[name]
+
+    def items(self) -> Iterable[tuple[str, Setting]]:
+        return self.settings.items()

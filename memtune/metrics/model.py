@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from memtune import __version__
 from memtune.core.latency import BUCKET_BOUNDS
+from memtune.core.registry import each_plugin
 from memtune.core.report import vm_amounts
 from memtune.errors import PluginError
 
@@ -120,10 +121,8 @@ def take_snapshot(host: Host) -> Snapshot:
     book = h.book
     amounts = {k: np.array(v, dtype=np.float64) for k, v in vm_amounts(h).items()}
     plugin_families: list[tuple[str, Metric]] = []
-    for impl in reversed(h.hook.memtune_collect_metrics.get_hookimpls()):
-        got = impl.function(host=h)
-        for fam in got or []:
-            plugin_families.append((impl.plugin_name, fam))
+    for owner, got in each_plugin(h.pm, "memtune_collect_metrics", lambda _owner: {"host": h}):
+        plugin_families.extend((owner, fam) for fam in got or [])
     return Snapshot(
         scenario=h.scenario.name,
         seed=int(h.seed),

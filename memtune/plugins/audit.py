@@ -30,8 +30,7 @@ import numpy as np
 from memtune import __version__
 from memtune.audit.chain import jsonable, load_key
 from memtune.audit.writer import AuditWriter
-from memtune.core.hookspecs import hookimpl
-from memtune.core.settings import Setting
+from memtune.plugin import Setting, hookimpl
 
 NAME = "audit"
 AGGREGATED = ("cow-break", "share", "reclaim")

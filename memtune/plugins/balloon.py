@@ -55,12 +55,16 @@ from typing import Any
 
 import numpy as np
 
-from memtune import hookimpl
-from memtune.core.knobs import Knob
-from memtune.core.memstate import MemState
-from memtune.core.pages import first_of_each
-from memtune.core.settings import Setting
-from memtune.units import MiB
+from memtune.plugin import (
+    FREE,
+    RESIDENT,
+    Knob,
+    MemState,
+    MiB,
+    Setting,
+    first_of_each,
+    hookimpl,
+)
 
 NAME = "balloon"
 STATE = "ballooned"
@@ -124,10 +128,10 @@ def memtune_register_settings(register: Any) -> None:
 def memtune_register_page_states(register: Any) -> None:
     # held by the balloon: no machine page; a touch makes the guest page out another page instead
     register(STATE, private_frame=False, mapped=False, read_fault=True, write_fault=True,
-             fault_allocates=False)
+             fault_allocates=False, fault=fault_ballooned)
     # given back to the guest while its data is still on the guest's virtual disk
     register(GUEST_SWAPPED, private_frame=False, mapped=False, read_fault=True, write_fault=True,
-             fault_allocates=True)
+             fault_allocates=True, fault=fault_guest_swapped)
 
 
 @hookimpl
@@ -143,16 +147,13 @@ def memtune_configure(host: Any) -> None:
     s = host.settings
     code = host.states.code(STATE)
     gs = host.states.code(GUEST_SWAPPED)
-    resident_only = np.zeros(256, dtype=bool)
-    resident_only[host.resident_state()] = True
-    ballooned_only = np.zeros(256, dtype=bool)
-    ballooned_only[code] = True
     pct = s["Mem.CtlMaxPercent"] / 100.0
     cap_bytes = np.array([v.memory * pct if v.maxmemctl is None else min(v.maxmemctl, v.memory)
                           for v in host.vms], dtype=np.float64)
     cap = np.where(host.balloon_driver, np.floor(cap_bytes / host.page_bytes), 0).astype(np.int64)
     host.plugin_data[NAME] = BalloonData(
-        code=code, guest_swapped=gs, resident_only=resident_only, ballooned_only=ballooned_only,
+        code=code, guest_swapped=gs, resident_only=host.states.table(RESIDENT),
+        ballooned_only=host.states.table(code),
         cap=cap, free_done_at=np.full(host.nvm, -1, dtype=np.int64),
         carry_in=np.zeros(host.nvm), carry_out=np.zeros(host.nvm))
 
@@ -239,7 +240,7 @@ def _deflate(host: Any, d: BalloonData, amount: np.ndarray) -> np.ndarray:
     if pages.size == 0:
         return np.zeros(host.nvm, dtype=np.int64)
     data = ~host.guest_free(pages)
-    pg.set_state(pages[~data], host.free_state())
+    pg.set_state(pages[~data], FREE)
     pg.set_state(pages[data], d.guest_swapped)
     got = np.bincount(pg.vm[pages], minlength=host.nvm)
     host.count_per_vm("balloon_deflated_bytes", got * float(host.page_bytes))
@@ -258,7 +259,7 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
     # a VM whose guest uses more than its limit keeps a balloon of the excess, in every state
     floor = np.where(host.limit < host.vm_pages - 0.5,
                      np.minimum(d.cap, np.maximum(host.workload.allocated - np.floor(host.limit), 0)), 0)
-    touched = host.vm_pages - host.pages.counts[:, host.free_state()]   # guest pages ever backed
+    touched = host.vm_pages - host.pages.counts[:, FREE]   # guest pages ever backed
     # ... but never by taking the VM's machine memory below its reservation
     spare = np.maximum(np.floor(host.held() - host.reservation), 0)
     want = np.where(touched > host.limit, np.minimum(floor - size, spare), 0)
@@ -293,20 +294,23 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
         _deflate(host, d, amount)
 
 
-@hookimpl
-def memtune_page_fault(host: Any, state: int, pages: np.ndarray, write: np.ndarray) -> np.ndarray | None:
-    """Guest touches of paged-out data: the guest reads it back from its disk."""
+def fault_guest_swapped(host: Any, pages: np.ndarray, write: np.ndarray) -> np.ndarray:
+    """Guest touches of data it paged out while ballooned, with free memory again: it reads the
+    data back from its disk into a new page and evicts nothing."""
+    pg = host.pages
+    pg.set_state(pages, RESIDENT)
+    host.count_per_vm("guest_swap_in_bytes",
+                      np.bincount(pg.vm[pages], minlength=host.nvm) * float(host.page_bytes))
+    return np.full(pages.size, host.settings["latency.guest_swap_in"])
+
+
+def fault_ballooned(host: Any, pages: np.ndarray, write: np.ndarray) -> np.ndarray:
+    """Guest touches of data behind the balloon: the guest reads it back from its disk and, so
+    the balloon keeps its size, pages out another cold page of its own for each."""
     d = _data(host)
-    if d is None or state not in (d.code, d.guest_swapped):
-        return None
     pg = host.pages
     nvm = host.nvm
     latency = np.full(pages.size, host.settings["latency.guest_swap_in"])
-    if state == d.guest_swapped:          # the guest has free memory again: nothing to evict
-        pg.set_state(pages, host.resident_state())
-        host.count_per_vm("guest_swap_in_bytes", np.bincount(pg.vm[pages], minlength=nvm) * float(host.page_bytes))
-        return latency
-    # the balloon keeps its size: the guest pages out another cold page of its own for each
     vm = pg.vm[pages]
     want = np.bincount(vm, minlength=nvm)
     victims = _coldest(host, d, want)      # the touched pages are not resident yet: never picked
@@ -315,7 +319,7 @@ def memtune_page_fault(host: Any, state: int, pages: np.ndarray, write: np.ndarr
     if (got < want).any():
         order = vm.argsort(kind="stable")
         pages = pages[order[first_of_each(vm[order], got)]]
-    pg.set_state(pages, host.resident_state())
+    pg.set_state(pages, RESIDENT)
     pg.set_state(victims, d.code)
     host.count_per_vm("guest_swap_in_bytes", want * float(host.page_bytes))
     host.count_per_vm("guest_swap_out_bytes", got * float(host.page_bytes))

@@ -37,10 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from memtune import hookimpl
-from memtune.core.knobs import Knob
-from memtune.core.memstate import MemState
-from memtune.core.settings import Setting
+from memtune.plugin import RESIDENT, Knob, MemState, Setting, hookimpl
 
 NAME = "compression"
 STATE = "compressed"
@@ -94,7 +91,7 @@ def memtune_register_settings(register: Any) -> None:
 def memtune_register_page_states(register: Any) -> None:
     # no frame of its own (the cache is a per-VM pool); a touch decompresses into a new page
     register(STATE, private_frame=False, mapped=False, read_fault=True, write_fault=True,
-             fault_allocates=True)
+             fault_allocates=True, fault=decompress)
 
 
 @hookimpl
@@ -114,15 +111,13 @@ def memtune_register_knobs(register: Any, scenario: Any) -> None:
 def memtune_configure(host: Any) -> None:
     s = host.settings
     pg = host.pages
-    resident_only = np.zeros(256, dtype=bool)
-    resident_only[host.resident_state()] = True
     slot = SLOT_BYTES[np.minimum(pg.zclass, 3)] * pg.scale
     slot[np.repeat(host.encrypted, host.vm_pages)] = 0
     memory = np.array([v.memory for v in host.vms], dtype=np.float64)
     host.plugin_data[NAME] = ZipData(
         code=host.states.code(STATE),
         enabled=bool(s["Mem.MemZipEnable"]),
-        resident_only=resident_only,
+        resident_only=host.states.table(RESIDENT),
         slot=slot,
         cap_bytes=memory * s["Mem.MemZipMaxPct"] / 100.0,
         cache_bytes=np.zeros(host.nvm),
@@ -191,7 +186,7 @@ def _remove(d: ZipData, host: Any, pages: np.ndarray) -> None:
     d.cache_bytes -= np.bincount(vm, weights=d.slot[pages].astype(np.float64), minlength=host.nvm)
     np.maximum(d.cache_bytes, 0.0, out=d.cache_bytes)
     d.zseq[pages] = -1
-    host.pages.set_state(pages, host.resident_state())
+    host.pages.set_state(pages, RESIDENT)
 
 
 def _oldest(d: ZipData, host: Any, want_bytes: np.ndarray) -> np.ndarray:
@@ -301,12 +296,9 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
                   bytes={host.vm_names[v]: float(freed[v] * host.page_bytes) for v in np.flatnonzero(freed > 0)})
 
 
-@hookimpl
-def memtune_page_fault(host: Any, state: int, pages: np.ndarray, write: np.ndarray) -> np.ndarray | None:
-    """Decompress touched pages into new machine pages."""
+def decompress(host: Any, pages: np.ndarray, write: np.ndarray) -> np.ndarray:
+    """Fault handler of ``compressed``: decompress touched pages into new machine pages."""
     d = _data(host)
-    if d is None or state != d.code:
-        return None
     _remove(d, host, pages)
     _publish(d, host)
     host.count_per_vm("decompression_bytes",

@@ -23,16 +23,11 @@ technique reads.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from memtune import hookimpl
-from memtune.core.pages import unique_content
-from memtune.core.settings import Setting
-
-if TYPE_CHECKING:
-    from memtune.core.host import Host
+from memtune.plugin import Host, Setting, hookimpl, unique_content, vm_gauge
 
 NAME = "encryption"
 CIPHERTEXT_ZCLASS = 3          # "worse": does not compress to 3 KiB
@@ -101,7 +96,5 @@ def memtune_fault_latency(host: Host, state: int, pages: np.ndarray, latency: np
 
 @hookimpl
 def memtune_collect_metrics(host: Host) -> list | None:
-    from memtune.metrics.families import vm_gauge
-
     return [vm_gauge("memtune_encryption_encrypted", "1 if the VM's memory is encrypted, else 0.", host.vm_names,
                      host.encrypted)]

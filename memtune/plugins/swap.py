@@ -30,11 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from memtune import hookimpl
-from memtune.core.knobs import Knob
-from memtune.core.memstate import MemState
-from memtune.core.settings import Setting
-from memtune.units import GiB
+from memtune.plugin import RESIDENT, GiB, Knob, MemState, Setting, hookimpl
 
 NAME = "swap"
 STATE = "swapped"
@@ -91,7 +87,7 @@ def memtune_register_settings(register: Any) -> None:
 def memtune_register_page_states(register: Any) -> None:
     # no machine page behind it; a touch (read or write) needs a free page to swap into
     register(STATE, private_frame=False, mapped=False, read_fault=True, write_fault=True,
-             fault_allocates=True)
+             fault_allocates=True, fault=swap_in)
 
 
 @hookimpl
@@ -110,12 +106,10 @@ def memtune_register_knobs(register: Any, scenario: Any) -> None:
 def memtune_configure(host: Any) -> None:
     s = host.settings
     code = host.states.code(STATE)
-    resident_only = np.zeros(256, dtype=bool)
-    resident_only[host.resident_state()] = True
     device = s["memtune.swap_datastore"]
     host.plugin_data[NAME] = SwapData(
         code=code,
-        resident_only=resident_only,
+        resident_only=host.states.table(RESIDENT),
         in_cache=np.zeros(host.pages.total, dtype=bool),
         cache_pages=np.zeros(host.nvm, dtype=np.int64),
         cache_capacity=int(s["memtune.swap_host_cache"] // host.page_bytes),
@@ -171,12 +165,10 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
                   bytes={host.vm_names[v]: float(freed[v]) for v in np.flatnonzero(freed > 0)})
 
 
-@hookimpl
-def memtune_page_fault(host: Any, state: int, pages: np.ndarray, write: np.ndarray) -> np.ndarray | None:
-    """Swap touched pages back in: host-cache latency for cached ones, datastore latency otherwise."""
+def swap_in(host: Any, pages: np.ndarray, write: np.ndarray) -> np.ndarray:
+    """Fault handler of ``swapped``: swap touched pages back in, at the host-cache latency for
+    cached ones and the datastore latency for the rest."""
     d = _data(host)
-    if d is None or state != d.code:
-        return None
     pg = host.pages
     cached = d.in_cache[pages]
     latency = np.where(cached, d.cache_latency, d.datastore_latency)
@@ -186,7 +178,7 @@ def memtune_page_fault(host: Any, state: int, pages: np.ndarray, write: np.ndarr
         hits = np.bincount(vm[cached], minlength=host.nvm)
         d.cache_pages -= hits
         host.count_per_vm("swap_in_host_cache_pages", hits.astype(np.float64) * pg.scale)
-    pg.set_state(pages, host.resident_state())
+    pg.set_state(pages, RESIDENT)
     per_vm = np.bincount(vm, minlength=host.nvm).astype(np.float64)
     host.count_per_vm("swap_in_pages", per_vm * pg.scale)
     host.count_per_vm("swap_in_bytes", per_vm * host.page_bytes)

@@ -32,18 +32,22 @@ them beyond the first = KSM ``pages_sharing``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from memtune import hookimpl
-from memtune.core.knobs import Knob
-from memtune.core.pages import CONTENT_BITS, RESIDENT, is_unique, unique_content
-from memtune.core.settings import Setting
-from memtune.errors import ConfigError
-
-if TYPE_CHECKING:
-    from memtune.core.host import Host
+from memtune.plugin import (
+    CONTENT_BITS,
+    RESIDENT,
+    ConfigError,
+    Host,
+    Knob,
+    Setting,
+    hookimpl,
+    host_gauge,
+    is_unique,
+    unique_content,
+)
 
 NAME = "tps"
 STATE = "shared"
@@ -233,7 +237,7 @@ def memtune_register_page_states(register: Any) -> None:
     """``shared``: mapped read-only on a frame other pages map too; a write faults (COW) and needs
     a new machine page."""
     register(STATE, private_frame=False, mapped=True, read_fault=False, write_fault=True,
-             fault_allocates=True)
+             fault_allocates=True, fault=cow_break)
 
 
 @hookimpl
@@ -412,17 +416,14 @@ def _reconcile(host: Host, d: TPSState) -> None:
 
 # --- faults: copy-on-write -------------------------------------------------------------------------
 
-@hookimpl
-def memtune_page_fault(host: Host, state: int, pages: np.ndarray, write: np.ndarray) -> np.ndarray | None:
-    """Break the share of written pages: private copy with unique content, refcount down.
+def cow_break(host: Host, pages: np.ndarray, write: np.ndarray) -> np.ndarray:
+    """Fault handler of ``shared``: break the share of written pages: private copy with unique content, refcount down.
 
     A shared page faults only on a write (it is mapped for reads), and companion pages the engine
     adds to a write fault stand for the other writes of that draw, so every page handed in is
     broken, whatever its ``write`` flag.
     """
-    d = host.plugin_data.get(NAME)
-    if d is None or state != d.code:
-        return None
+    d = _data(host)
     if pages.size == 0:
         return np.zeros(0)
     _release(host, d, pages)
@@ -465,11 +466,9 @@ def memtune_vm_columns(host: Host) -> dict[str, np.ndarray] | None:
 
 @hookimpl
 def memtune_collect_metrics(host: Host) -> list | None:
-    from prometheus_client.core import GaugeMetricFamily
-
     if NAME not in host.plugin_data:
         return None
     d = _data(host)
     scale = float(host.page_scale)
-    return [GaugeMetricFamily(METRICS[0][0], METRICS[0][2], value=d.frames * scale),
-            GaugeMetricFamily(METRICS[1][0], METRICS[1][2], value=(d.total_ref - d.frames) * scale)]
+    return [host_gauge(METRICS[0][0], METRICS[0][2], value=d.frames * scale),
+            host_gauge(METRICS[1][0], METRICS[1][2], value=(d.total_ref - d.frames) * scale)]

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from memtune.core.builtin import SETTINGS as CORE_SETTINGS
-from memtune.core.host import admission_control, settings_registry
+from memtune.core.host import admission_control
 from memtune.core.memstate import min_free
 from memtune.core.plugins import build_plugin_manager
+from memtune.core.registry import settings_registry
 from memtune.core.scenario import Scenario
 from memtune.core.settings import SettingsRegistry
 from memtune.core.vm import VMSpec

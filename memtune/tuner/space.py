@@ -16,12 +16,12 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from memtune.core.host import call_each, settings_registry
 from memtune.core.knobs import Knob
 from memtune.core.plugins import MemtunePluginManager
+from memtune.core.registry import registry_of, settings_registry
 from memtune.core.scenario import Scenario
 from memtune.core.settings import SettingsRegistry
 from memtune.errors import UserError
@@ -101,17 +101,7 @@ class Dimension:
 
 def collect_knobs(pm: MemtunePluginManager, scenario: Scenario) -> list[Knob]:
     """Every knob the loaded plugins register for ``scenario`` (owner set to the plugin's name)."""
-    knobs: list[Knob] = []
-
-    def make(owner: str) -> dict:
-        def register(knob: Knob) -> None:
-            if not isinstance(knob, Knob):
-                raise UserError(f"plugin {owner!r} registered {knob!r}, not a memtune Knob")
-            knobs.append(replace(knob, owner=owner))
-        return {"register": register, "scenario": scenario}
-
-    call_each(pm, "memtune_register_knobs", make)
-    return knobs
+    return registry_of(pm).knobs(scenario)
 
 
 def _check_knob(knob: Knob, registry: SettingsRegistry) -> None:

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from memtune import hookimpl
-from memtune.core.knobs import Knob
-from memtune.core.settings import Setting
+from memtune.plugin import FREE, RESIDENT, Knob, Setting, hookimpl, vm_counter
 
 __version__ = "0.1.0"
 NAME = "page_reporting"
@@ -74,13 +72,11 @@ def memtune_register_metrics(register):
 
 @hookimpl
 def memtune_configure(host):
-    resident_only = np.zeros(256, dtype=bool)
-    resident_only[host.resident_state()] = True
     host.plugin_data[NAME] = {
         "high_water": host.workload.allocated.astype(np.int64).copy(),
         "reported": np.zeros(host.nvm),        # bytes per VM since the start (the metric)
         "passes": 0,
-        "resident_only": resident_only,
+        "resident_only": host.states.table(RESIDENT),
     }
 
 
@@ -126,7 +122,7 @@ def memtune_tick(host, now, dt):
     data["passes"] += passes
     if pages.size == 0:
         return
-    host.pages.set_state(pages, host.free_state())
+    host.pages.set_state(pages, FREE)
     host.pages.content[pages] = 0          # discarded memory comes back zero-filled
     released = got * float(host.page_bytes)
     data["reported"] += released
@@ -136,8 +132,6 @@ def memtune_tick(host, now, dt):
 @hookimpl
 def memtune_collect_metrics(host):
     # one call per family with the per-VM array: no add_metric per VM (see docs/plugins.md)
-    from memtune.metrics.families import vm_counter
-
     data = host.plugin_data.get(NAME)
     if data is None:
         return None

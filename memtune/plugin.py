@@ -1,0 +1,86 @@
+"""Everything a memtune plugin imports, in one module (as ``llm`` and ``datasette`` expose theirs)::
+
+    from memtune.plugin import Knob, Setting, hookimpl
+
+    @hookimpl
+    def memtune_register_settings(register):
+        register(Setting("myplugin.rate", "bytes", "8 MiB", "Pages moved per second.", "vendor doc"))
+
+The built-in plugins (balloon, tps, compression, swap, encryption, audit) import only this module;
+``tests/test_plugin_api.py`` fails if a plugin reaches into ``memtune.core``. The hooks themselves
+are documented in :mod:`memtune.core.hookspecs` and docs/plugins.md.
+
+- declaring: :data:`hookimpl`, :class:`Setting`, :class:`Knob`;
+- the host a hook is handed: :class:`Host` (for annotations), :class:`MemState` (``host.state``);
+- page states: :data:`FREE`, :data:`RESIDENT`, :data:`MAX_STATES`, :func:`first_of_each` (the
+  first ``want[v]`` entries of each VM in a list grouped by VM); lookup tables over state codes come
+  from ``host.states.table(code, ...)`` and ``host.states.flag_table(flag)``;
+- page contents: :func:`unique_content`, :func:`template_content`, :func:`duplicate_content`,
+  :func:`is_unique`, :data:`CONTENT_BITS`;
+- metrics: :func:`vm_gauge`, :func:`vm_counter` (per-VM families from arrays), :func:`vm_family`
+  (several columns), :func:`host_gauge`;
+- units and errors: :data:`KiB`, :data:`MiB`, :data:`GiB`, :class:`ConfigError`, :class:`UserError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memtune.core.hookspecs import hookimpl
+from memtune.core.host import Host
+from memtune.core.knobs import Knob
+from memtune.core.memstate import MemState
+from memtune.core.pages import (
+    CONTENT_BITS,
+    FREE,
+    MAX_STATES,
+    RESIDENT,
+    duplicate_content,
+    first_of_each,
+    is_unique,
+    template_content,
+    unique_content,
+)
+from memtune.core.settings import Setting
+from memtune.errors import ConfigError, UserError
+from memtune.units import GiB, KiB, MiB
+
+__all__ = [
+    "CONTENT_BITS", "FREE", "MAX_STATES", "RESIDENT", "ConfigError", "GiB", "Host", "KiB", "Knob",
+    "MemState", "MiB", "Setting", "UserError", "duplicate_content", "first_of_each", "hookimpl",
+    "host_gauge", "is_unique", "template_content", "unique_content", "vm_counter", "vm_family", "vm_gauge",
+]
+
+
+# The metric helpers import prometheus_client on first use, so a run that exports no metrics
+# never loads it.
+
+def vm_gauge(name: str, help: str, vm_names: list[str], values: Any,  # noqa: A002
+             labels: dict[str, str] | None = None) -> Any:
+    """A per-VM gauge family from one array (:func:`memtune.metrics.families.vm_gauge`)."""
+    from memtune.metrics.families import vm_gauge as make
+
+    return make(name, help, vm_names, values, labels)
+
+
+def vm_counter(name: str, help: str, vm_names: list[str], values: Any,  # noqa: A002
+               labels: dict[str, str] | None = None) -> Any:
+    """A per-VM counter family from one array (:func:`memtune.metrics.families.vm_counter`)."""
+    from memtune.metrics.families import vm_counter as make
+
+    return make(name, help, vm_names, values, labels)
+
+
+def vm_family(name: str, help: str, type: str, vm_names: list[str]) -> Any:  # noqa: A002
+    """A per-VM family to fill with several columns (``.add_column(values, labels)``), e.g. one
+    per direction (:class:`memtune.metrics.families.VMFamily`)."""
+    from memtune.metrics.families import VMFamily
+
+    return VMFamily(name, help, type, vm_names)
+
+
+def host_gauge(name: str, help: str, value: float) -> Any:  # noqa: A002
+    """A host-wide gauge family with one sample (prometheus_client ``GaugeMetricFamily``)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    return GaugeMetricFamily(name, help, value=value)
