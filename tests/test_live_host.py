@@ -97,13 +97,12 @@ def test_limit_below_working_set_swaps_stalls_and_balloon_target_is_honoured(hos
     assert limited["psi_some"] > max(free["psi_some"], 0.001)
     assert limited["mean_latency"] > 5 * free["mean_latency"]
     assert limited["p99_latency"] > free["p99_latency"]
-    # the balloon holds its target: the guest's free pages (3.2 MiB), then 2.8 MiB of its coldest
-    # pages paged out to its own disk (given back with MADV_DONTNEED)
+    # the balloon holds its target: the guest's free pages hold no memory (never touched), so the
+    # guest pages out 6 MiB of its coldest pages to its own disk and gives their frames back
     assert balloon["ballooned"] == target
-    assert balloon["guest_swapped"] >= target - 0.2 * 16 * MiB - 4096
+    assert balloon["guest_swapped"] >= target - 4096
     assert balloon["guest_swap_ins"] > 0                 # touched back in, and another page out
-    given_back = (free["rss"] - free["baseline"]) - (balloon["rss"] - balloon["baseline"])
-    assert given_back == pytest.approx(target - 0.2 * 16 * MiB, rel=0.25)
+    assert free["held"] - balloon["held"] == pytest.approx(target, rel=0.1)
 
 
 def test_sigkill_then_cleanup_restores_everything(host, tmp_path):

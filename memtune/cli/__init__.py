@@ -33,6 +33,7 @@ COMMANDS = (
     ("memtune.cli.importer", "import"),
     ("memtune.cli.calibrate", "calibrate"),
     ("memtune.cli.live", "live"),
+    ("memtune.cli.validate", "validate"),
 )
 
 

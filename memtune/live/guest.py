@@ -38,6 +38,7 @@ class GuestMemory:
         self.backed = np.zeros(npages, dtype=bool)
         self.swapped = np.zeros(npages, dtype=bool)     # data in the guest's swap file
         self.balloon = 0                                # frames the balloon holds
+        self.free_taken = 0                             # of which guest-free pages it released
         self.swap_fd = os.open(swap_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             self.direct_fd = os.open(swap_path, os.O_RDONLY | os.O_DIRECT)
@@ -96,25 +97,29 @@ class GuestMemory:
         self.backed[ranks] = False
 
     # --- balloon ---------------------------------------------------------------------------------
+    def _deficit(self, allocated: int) -> int:
+        return self.balloon - self.free_taken - int(self.swapped[:allocated].sum())
+
     def set_balloon(self, target: int, allocated: int, coldness: np.ndarray | None) -> None:
-        """Hold ``target`` frames: guest-free pages first, then page out the coldest in-use pages.
+        """Hold ``target`` frames: guest-free pages that hold memory first, then page out the coldest
+        in-use pages (as the model's balloon: a free page that was never backed frees nothing).
 
         ``coldness`` orders ranks [0, allocated) coldest first (needed only when paging out)."""
         self.balloon = max(0, min(int(target), self.n))
-        if self.balloon == 0:
+        self.free_taken = min(self.free_taken, self.balloon, self.n - allocated)
+        need = self._deficit(allocated)
+        if need <= 0:
             return
         free_backed = allocated + np.flatnonzero(self.backed[allocated:])
         if free_backed.size:
-            self._release(free_backed)
-        need = self.balloon - (self.n - allocated) - int(self.swapped[:allocated].sum())
+            take = free_backed[:need]
+            self._release(take)
+            self.free_taken += take.size
+            need -= take.size
         if need <= 0 or coldness is None:
             return
         order = coldness[self.backed[coldness]]
         self._swap_out(np.sort(order[:need]))
 
     def needs_coldness(self, allocated: int) -> bool:
-        return self.balloon - (self.n - allocated) - int(self.swapped[:allocated].sum()) > 0
-
-    @property
-    def ballooned(self) -> int:
-        return self.balloon
+        return self._deficit(allocated) - int(self.backed[allocated:].sum()) > 0

@@ -201,14 +201,15 @@ class _Run:
                 g.set_limit(self.st, vm.limit + b)
             if vm.reservation:
                 g.set_soft_limit(self.st, vm.reservation + b)
-        self._set_parent_limit(0)
+        self._set_parent_limit(0, sum(self.baseline))
 
-    def _set_parent_limit(self, zram_used: int) -> None:
+    def _set_parent_limit(self, zram_used: int, other: int) -> None:
         """The kernel reclaims at the parent's limit: the VMs' capacity minus what zram holds (zram
         is not charged to cgroups; the model counts its compression cache as host memory) minus
-        ``RECLAIM_AT`` of minFree, so that the kernel swaps where ESX does, in the hard state."""
+        ``RECLAIM_AT`` of minFree, so that the kernel swaps where ESX does, in the hard state;
+        plus what the workers hold beyond the VMs' pages (``other``, measured each tick)."""
         c = self.controller
-        limit = int(c.capacity - zram_used - RECLAIM_AT * c.min_free + sum(self.baseline)) // PAGE * PAGE
+        limit = int(c.capacity - zram_used - RECLAIM_AT * c.min_free + other) // PAGE * PAGE
         if limit != getattr(self, "_parent_limit", None):
             try:
                 self.parent.set_limit(self.st, limit)
@@ -228,7 +229,7 @@ class _Run:
         for c in self.ctl:
             c["go"] = GO_FILL
         self._wait_phase(2, 120)
-        self.filled = {"real": [g.usage() - b for g, b in zip(self.groups, self.baseline, strict=True)],
+        self.filled = {"real": host_sample(0.0, self.parent, self._regions(), self.zram).held,
                        "model": (self.model.held() * self.model.page_bytes).tolist(),
                        "zram": swap.zram_stats(self.zram)["mem_used_total"] if self.zram else 0}
         t0 = time.monotonic_ns()
@@ -242,16 +243,15 @@ class _Run:
         sc, tick = self.sc, self.sc.tick
         tl: dict[str, list] = {"t": [], "free": [], "state": [], "ballooned": [], "ksm_sharing": [],
                                "zram_orig": [], "swap_used": []}
-        base = sum(self.baseline)
         self.warm: dict[str, Any] | None = None
         nxt, last = tick, 0.0
         while True:
             time.sleep(max(0.0, nxt - (time.monotonic_ns() - t0) / 1e9))
             now = (time.monotonic_ns() - t0) / 1e9
             self._check_alive()
-            s = host_sample(now, self.parent, self.groups, base, self.zram)
-            self._set_parent_limit(s.zram_used)
-            held = np.array([u - b for u, b in zip(s.vm_usage, self.baseline, strict=True)]) / PAGE
+            s = host_sample(now, self.parent, self._regions(), self.zram)
+            self._set_parent_limit(s.zram_used, s.other)
+            held = np.array(s.held, dtype=np.float64) / PAGE
             snap = [c.snapshot() for c in self.ctl]
             active = np.array([x["active_ppm"] / 1e6 for x in snap])
             allocated = np.array([x["allocated"] for x in snap], dtype=np.float64)
@@ -275,13 +275,17 @@ class _Run:
                 return tl
             nxt = min(nxt + tick, sc.duration)
 
+    def _regions(self) -> list[tuple[int, int]]:
+        return [(0, 0) if v in self.killed else (p.pid, c["region"])
+                for v, (p, c) in enumerate(zip(self.procs, self.ctl, strict=True))]
+
     def _counters(self) -> dict[str, Any]:
         return {"vms": [vm_counters(g) for g in self.groups],
                 "guest_swap_ins": [c["guest_swap_ins"] for c in self.ctl]}
 
     def _finish(self, timeline: dict[str, list]) -> dict[str, Any]:
         end = self._counters()
-        s = host_sample(self.sc.duration, self.parent, self.groups, sum(self.baseline), self.zram)
+        s = host_sample(self.sc.duration, self.parent, self._regions(), self.zram)
         snap = [c.snapshot() for c in self.ctl]
         self._wait_phase(4, 30)
         for c in self.ctl:
@@ -297,13 +301,16 @@ class _Run:
             major = b["pgmajfault"] - a["pgmajfault"]
             gin = end["guest_swap_ins"][v] - warm["guest_swap_ins"][v]
             faults += major + gin
-            vms.append(_vm_row(vm.name, stats[v], snap[v], a, b, major, gin, self.baseline[v]))
+            vms.append({**_vm_row(vm.name, stats[v], snap[v], a, b, major, gin, self.baseline[v]), "held": s.held[v]})
         final = {
             "shared_saved": s.ksm.get("pages_sharing", 0) * PAGE,
             "compressed": s.zram.get("orig_data_size", 0), "compression_cache": s.zram.get("mem_used_total", 0),
             "swapped": s.swaps.get(str(self.swap_dir / "host.swap"), {}).get("used", 0),
             "ballooned": sum(x["ballooned"] for x in snap) * PAGE,
-            "guest_swapped": sum(x["guest_swap_outs"] - x["guest_swap_ins"] for x in snap) * PAGE,
+            # as the model: pages given back with their data still on the guest's disk, beyond
+            # those the balloon holds (its in-use pages paged out)
+            "guest_swapped": sum(max(0, x["guest_swap_outs"] - x["guest_swap_ins"] - (x["ballooned"] - x["free_taken"]))
+                                 for x in snap) * PAGE,
         }
         tis = {STATE_NAMES[i]: float(t) for i, t in enumerate(self.controller.time_in_state)}
         figures = live_figures(final, stats, faults, tis)
@@ -311,7 +318,7 @@ class _Run:
         return {"driver": "linux", "scenario": self.sc.name, "seed": self.seed, "figures": figures, "vms": vms, "timeline": timeline,
                 "host": {"ksm": s.ksm, "zram": s.zram, "swaps": s.swaps, "baseline": sum(self.baseline),
                          "capacity": self.controller.capacity, "min_free": self.controller.min_free,
-                         "filled": self.filled}}
+                         "filled": self.filled, "counters": {"warm": warm, "end": end}}}
 
 
 def _read_stats(path: Path) -> dict[str, Any]:
@@ -334,6 +341,7 @@ def _vm_row(name: str, stats: dict, snap: dict, a: dict, b: dict, major: int, gi
             "p99_latency": quantile(np.array(stats["hist"]), 0.99), "stall": min(stats["extra"] / el, 1.0),
             "major_faults": major, "guest_swap_ins": gin, "ballooned": snap["ballooned"] * PAGE,
             "guest_swapped": (snap["guest_swap_outs"] - snap["guest_swap_ins"]) * PAGE,
+            "extra_by_cause": stats.get("extra_by_cause", {}),
             "psi_some": (pb.get("some", 0) - pa.get("some", 0)) / el if pb else None,
             "psi_full": (pb.get("full", 0) - pa.get("full", 0)) / el if pb else None,
             "swap": b["swap"], "rss": b["rss"], "baseline": base, "oom_killed": stats.get("oom_killed", False)}

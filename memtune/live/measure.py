@@ -12,9 +12,10 @@ from memtune.live.cgroup import Group
 @dataclass
 class Sample:
     t: float
-    used: int                       # bytes the VMs' cgroups use (parent usage minus worker baselines)
+    used: int                       # bytes the VMs use: private pages, KSM's shared pages, zram
+    other: int                      # bytes the parent cgroup holds beyond the VMs' pages (the workers)
     zram_used: int
-    vm_usage: list[int]
+    held: list[int]                 # bytes of private (not KSM-merged) memory per VM
     ksm: dict[str, int]
     zram: dict[str, int]
     swaps: dict[str, dict[str, int]]
@@ -28,8 +29,36 @@ def vm_counters(group: Group) -> dict[str, Any]:
     return out
 
 
-def host_sample(t: float, parent: Group, vms: list[Group], baseline: int, zram_dev: str | None) -> Sample:
+def region_memory(pid: int, address: int) -> dict[str, int]:
+    """Rss, KSM and Swap (bytes) of the mapping at ``address`` in /proc/PID/smaps: the VM's own
+    memory, apart from whatever else the worker process holds."""
+    head = f"{address:x}-"
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            found = False
+            for line in f:
+                if not found:
+                    found = line.startswith(head)
+                    continue
+                key, _, rest = line.partition(":")
+                if key in ("Rss", "KSM", "Swap", "Anonymous"):
+                    out[key] = int(rest.split()[0]) * 1024
+                elif key == "VmFlags":
+                    break
+    except OSError:
+        pass
+    return out
+
+
+def host_sample(t: float, parent: Group, regions: list[tuple[int, int]], zram_dev: str | None) -> Sample:
+    """The host now; ``regions``: (pid, address) of each VM's memory (pid 0: VM gone)."""
     z = swap.zram_stats(zram_dev) if zram_dev else {}
     zram_used = z.get("mem_used_total", 0)
-    return Sample(t=t, used=parent.usage() - baseline + zram_used, zram_used=zram_used,
-                  vm_usage=[g.usage() for g in vms], ksm=ksm.counters(), zram=z, swaps=swap.swaps())
+    k = ksm.counters()
+    mem = [region_memory(pid, addr) if pid else {} for pid, addr in regions]
+    held = [m.get("Rss", 0) - m.get("KSM", 0) for m in mem]
+    shared = k.get("pages_shared", 0) * 4096
+    vm_bytes = sum(held) + shared
+    return Sample(t=t, used=vm_bytes + zram_used, other=max(parent.usage() - vm_bytes, 0), zram_used=zram_used,
+                  held=held, ksm=k, zram=z, swaps=swap.swaps())

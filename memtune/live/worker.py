@@ -13,6 +13,7 @@ start. It writes its statistics as JSON when told to stop.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import resource
 import sys
@@ -83,6 +84,7 @@ class Worker:
         self.extra = 0.0
         self.touches = 0.0
         self.timed = self.dropped = 0
+        self.parts = {"guest_swap_in": 0.0, "first_touch": 0.0, "other": 0.0}   # extra seconds by cause
         self.baseline = 0.0
         self._ru = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
 
@@ -135,10 +137,12 @@ class Worker:
         if lat.size:
             self._add(lat - self.baseline, 1.0)
             self.touches += lat.size
+            self.parts["guest_swap_in"] += float(lat.sum())
         nfirst, secs = self.mem.first_touch(ranks)
         if nfirst:
             self._add(np.full(nfirst, secs / nfirst - self.baseline), 1.0)
             self.touches += nfirst
+            self.parts["first_touch"] += secs
         rest = k - lat.size - nfirst
         m = min(rest, max(1, int(self.cfg["timed_per_s"] * dt))) if rest > 0 else 0
         if m:
@@ -148,6 +152,7 @@ class Worker:
             if t.size:
                 self.timed += t.size
                 self._add(t - self.baseline, rest / t.size)
+                self.parts["other"] += float(np.maximum(t - self.baseline, 0).sum()) * rest / t.size
             self.touches += rest
             bulk = np.ones(k, dtype=bool)
             bulk[pick] = False
@@ -180,6 +185,7 @@ class Worker:
         c["guest_swap_outs"] = self.mem.swap_outs
         c["first_touches"] = self.mem.first_touches
         c["backed"] = int(self.mem.backed.sum())
+        c["free_taken"] = self.mem.free_taken
         c["heartbeat_ns"] = int(now * 1e9)
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -215,13 +221,14 @@ class Worker:
         self.hist[:] = 0
         self.extra = self.touches = 0.0
         self.timed = self.dropped = 0
+        self.parts = dict.fromkeys(self.parts, 0.0)
 
     def write_stats(self, elapsed: float) -> None:
         stats = {
             "touches": self.touches, "timed": self.timed, "dropped_preempted": self.dropped,
             "extra": self.extra, "hist": self.hist.tolist(), "baseline": self.baseline,
             "elapsed": elapsed, "guest_swap_ins": self.mem.swap_ins, "guest_swap_outs": self.mem.swap_outs,
-            "first_touches": self.mem.first_touches, "balloon": self.mem.balloon,
+            "first_touches": self.mem.first_touches, "balloon": self.mem.balloon, "extra_by_cause": self.parts,
         }
         tmp = Path(self.cfg["stats"] + ".tmp")
         tmp.write_text(json.dumps(stats))
@@ -235,6 +242,7 @@ def main(argv: list[str]) -> None:
     for procs in cfg["cgroups"]:
         Path(procs).write_text(f"{os.getpid()}\n")
     worker = Worker(cfg)
+    worker.ctl["region"] = ctypes.addressof(ctypes.c_char.from_buffer(worker.mem.region))
     worker.ctl["phase"] = 1
     worker.run()
 

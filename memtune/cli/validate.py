@@ -1,0 +1,101 @@
+"""``memtune validate``: the same scaled scenario on the model and on this Linux host, side by side
+(docs/live.md). Needs root; changes KSM, zram, swap and cgroups for the run and restores them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from memtune.cli.common import duration_option, plugin_options, scenario_arg
+from memtune.errors import UserError
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"expected comma-separated whole numbers, got {text!r}", field=flag) from None
+    if not out:
+        raise UserError("give at least one seed", field=flag)
+    return out
+
+
+def _settings_file(path: str) -> dict:
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"cannot read settings: {exc}", source=path) from None
+    settings = data.get("settings")
+    if not isinstance(settings, dict):
+        raise UserError("no [settings] table", source=path)
+    return settings
+
+
+def _ksm(values: tuple[str, ...]) -> dict[str, int]:
+    from memtune.live.ksm import KNOBS
+
+    out = {}
+    for v in values:
+        name, _, value = v.partition("=")
+        if name not in KNOBS or not value.strip().isdigit():
+            raise UserError(f"expected KNOB=N with KNOB one of {', '.join(KNOBS)}, got {v!r}", field="--ksm")
+        out[name] = int(value)
+    return out
+
+
+@click.command("validate")
+@click.argument("scenario", required=False)
+@click.option("--policy", help="A preset name or policy TOML applied before scaling (default: the scenario as is).")
+@click.option("--duration", default="60s", show_default=True, help="Run length (the scenario's schedule is compressed into it).")
+@click.option("--memory-scale", type=float, help="Divide memory by this (default: host about 512 MiB).")
+@click.option("--max-vms", type=int, default=16, show_default=True, help="Keep at most this many VMs (in turn from each group).")
+@click.option("--seeds", default="1", show_default=True, help="Comma-separated seeds; each runs on both sides.")
+@click.option("--calibration", metavar="FILE", help="Settings TOML from `memtune calibrate` laid over the scenario's.")
+@click.option("--ksm", "ksm", multiple=True, metavar="KNOB=N", help="KSM sysfs value over the policy's (repeatable).")
+@click.option("--out", default="memtune-validate", show_default=True, help="Directory for report.json and validate.png.")
+@click.option("--plots/--no-plots", default=True, show_default=True)
+@click.option("--force", is_flag=True, help="Go ahead although KSM, swap or zram look in use by something else.")
+@plugin_options
+def cli(scenario, policy, duration, memory_scale, max_vms, seeds, calibration, ksm, out, plots, force, disable,
+        plugins):
+    """Run SCENARIO (default: small) scaled down on the model and on this host; compare every figure."""
+    from memtune.live.compare import ValidateConfig, summary_lines, validate
+    from memtune.live.linux import LinuxDriver, LiveOptions
+    from memtune.live.safety import unavailable
+
+    sc = scenario_arg(scenario)
+    if calibration:
+        sc = sc.replace(settings={**sc.settings, **_settings_file(calibration)})
+    if policy:
+        from memtune.policies import apply_policy, load_policy
+
+        sc = apply_policy(load_policy(policy), sc)
+    if memory_scale is not None and memory_scale < 1:
+        raise UserError(f"must be at least 1, got {memory_scale}", field="--memory-scale")
+    if max_vms is not None and max_vms < 1:
+        raise UserError(f"must be at least 1, got {max_vms}", field="--max-vms")
+    cfg = ValidateConfig(duration=duration_option(duration), memory_scale=memory_scale, max_vms=max_vms,
+                         seeds=_int_list(seeds, "--seeds"), disable=tuple(disable))
+    reason = unavailable()
+    if reason:
+        from memtune.live.state import HostError
+
+        raise HostError(f"cannot run on this host: {reason}")
+    driver = LinuxDriver(LiveOptions(force=force, ksm=_ksm(ksm)), disable=tuple(disable))
+    report = validate(sc, cfg, driver, progress=lambda m: click.echo(m, err=True))
+    report["policy"] = policy or "(scenario)"
+    report["calibration"] = calibration
+    outdir = Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    tmp = outdir / "report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(outdir / "report.json")
+    if plots:
+        from memtune.live.plots import plot_report
+
+        plot_report(report, outdir / "validate.png")
+    click.echo("\n".join(summary_lines(report)))
