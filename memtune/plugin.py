@@ -18,7 +18,7 @@ are documented in :mod:`memtune.core.hookspecs` and docs/plugins.md.
 - page contents: :func:`unique_content`, :func:`template_content`, :func:`duplicate_content`,
   :func:`is_unique`, :data:`CONTENT_BITS`;
 - metrics: :func:`vm_gauge`, :func:`vm_counter` (per-VM families from arrays), :func:`vm_family`
-  (several columns), :func:`host_gauge`;
+  (several columns), :func:`host_gauge`, :func:`host_counter`;
 - units and errors: :data:`KiB`, :data:`MiB`, :data:`GiB`, :class:`ConfigError`, :class:`UserError`.
 """
 
@@ -48,7 +48,7 @@ from memtune.units import GiB, KiB, MiB
 __all__ = [
     "CONTENT_BITS", "FREE", "MAX_STATES", "RESIDENT", "ConfigError", "GiB", "Host", "KiB", "Knob",
     "MemState", "MiB", "Setting", "UserError", "duplicate_content", "first_of_each", "hookimpl",
-    "host_gauge", "is_unique", "template_content", "unique_content", "vm_counter", "vm_family", "vm_gauge",
+    "host_counter", "host_gauge", "is_unique", "template_content", "unique_content", "vm_counter", "vm_family", "vm_gauge",
 ]
 
 
@@ -77,6 +77,14 @@ def vm_family(name: str, help: str, type: str, vm_names: list[str]) -> Any:  # n
     from memtune.metrics.families import VMFamily
 
     return VMFamily(name, help, type, vm_names)
+
+
+def host_counter(name: str, help: str, value: float) -> Any:  # noqa: A002
+    """A host-wide counter family with one sample (prometheus_client ``CounterMetricFamily``;
+    ``name`` without ``_total``)."""
+    from prometheus_client.core import CounterMetricFamily
+
+    return CounterMetricFamily(name, help, value=value)
 
 
 def host_gauge(name: str, help: str, value: float) -> Any:  # noqa: A002

@@ -107,12 +107,12 @@ def test_write_breaks_the_merge_and_frees_the_ksm_page():
     pair = tmpl[pg.content[tmpl] == key]
     assert pair.size == 2
     before = ksm.counters(host)
-    lat = host.hook.memtune_page_fault(host=host, state=d.code, pages=pair[:1], write=np.ones(1, bool))
+    lat = host.serve_fault(d.code, pages=pair[:1], write=np.ones(1, bool))
     assert lat[0] > 0 and pg.state[pair[0]] == RESIDENT
     after = ksm.counters(host)
     assert after["pages_sharing"] == before["pages_sharing"] - 1
     assert after["pages_shared"] == before["pages_shared"]         # the other mapping keeps it
-    host.hook.memtune_page_fault(host=host, state=d.code, pages=pair[1:], write=np.ones(1, bool))
+    host.serve_fault(d.code, pages=pair[1:], write=np.ones(1, bool))
     assert ksm.counters(host)["pages_shared"] == before["pages_shared"] - 1
     engine.step(kc.TICK)                                   # the next visits see new content
     assert host.free_bytes() > 0

@@ -13,19 +13,14 @@ ksm_zero_pages) * 4 KiB - rmap_items * 64 bytes).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from memtune import hookimpl
-from memtune.core.knobs import Knob
-from memtune.core.pages import RESIDENT, unique_content
+from memtune.plugin import RESIDENT, Host, Knob, hookimpl, host_counter, host_gauge, unique_content
 from memtune.plugins import ksmtuned
 from memtune.plugins.ksm_scan import KSMState, scan, unmerge
 from memtune.plugins.ksm_settings import KNOBS, METRICS, SETTINGS, mode
-
-if TYPE_CHECKING:
-    from memtune.core.host import Host
 
 NAME = "ksm"
 STATE = "merged"
@@ -46,7 +41,7 @@ def memtune_register_settings(register: Any) -> None:
 def memtune_register_page_states(register: Any) -> None:
     """``merged``: mapped read-only to a KSM page (or the zero page); a write faults (COW)."""
     register(STATE, private_frame=False, mapped=True, read_fault=False, write_fault=True,
-             fault_allocates=True)
+             fault_allocates=True, fault=cow_break)
 
 
 @hookimpl
@@ -109,12 +104,10 @@ def _reconcile(host: Host, d: KSMState) -> None:
     host.emit("ksm-refcount-repair", None, found=n)
 
 
-@hookimpl
-def memtune_page_fault(host: Host, state: int, pages: np.ndarray, write: np.ndarray) -> np.ndarray | None:
-    """A write to a KSM page (or the zero page): copy-on-write into a private page of new content."""
+def cow_break(host: Host, pages: np.ndarray, write: np.ndarray) -> np.ndarray:
+    """Fault handler of ``merged``: a write to a KSM page (or the zero page) copies it into a private
+    page of new content."""
     d = _data(host)
-    if d is None or state != d.code:
-        return None
     if pages.size == 0:
         return np.zeros(0)
     unmerge(host, d, pages)
@@ -172,8 +165,6 @@ def memtune_vm_columns(host: Host) -> dict[str, np.ndarray] | None:
 
 @hookimpl
 def memtune_collect_metrics(host: Host) -> list | None:
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
     d = _data(host)
     if d is None:
         return None
@@ -184,7 +175,7 @@ def memtune_collect_metrics(host: Host) -> list | None:
     for name, kind, help_, _labels in METRICS:
         key = name.removeprefix("memtune_ksmd_").removesuffix("_total").removesuffix("_bytes")
         value = float(c[key])
-        fam = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+        fam = host_counter if kind == "counter" else host_gauge
         fams.append(fam(name.removesuffix("_total") if kind == "counter" else name, help_, value=value))
     return fams
 

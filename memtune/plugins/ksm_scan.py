@@ -23,15 +23,10 @@ then pairs), the same order the kernel visits them in. Content changes only betw
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from memtune.core.pages import RESIDENT
+from memtune.plugin import RESIDENT, Host
 from memtune.plugins.ksm_trees import StableTree, UnstableTree
-
-if TYPE_CHECKING:
-    from memtune.core.host import Host
 
 SKIP_AGE = np.array([1, 1, 1, 1, 2, 2, 4, 4, 4] + [8] * 247, dtype=np.uint8)   # mm/ksm.c skip_age()
 MAX_PASSES = 4          # full scans processed per tick; more change nothing until content changes

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from memtune.core.knobs import Knob
-from memtune.core.settings import Setting
+from memtune.plugin import Knob, Setting
 
 KSM_RST = "Documentation/admin-guide/mm/ksm.rst"
 KSMTUNED = "ksmtuned (qemu-kvm/ksmtuned package, Red Hat 2009) and its ksmtuned.conf"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from memtune.core.host import Host
+    from memtune.plugin import Host
     from memtune.plugins.ksm_scan import KSMState
 
 
