@@ -18,7 +18,7 @@ import dataclasses
 import math
 import re
 
-from memtune.core.host import settings_registry
+from memtune.core.registry import settings_registry
 from memtune.core.plugins import build_plugin_manager
 from memtune.core.scenario import Scenario
 from memtune.core.vm import VMSpec
