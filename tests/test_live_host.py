@@ -102,7 +102,10 @@ def test_limit_below_working_set_swaps_stalls_and_balloon_target_is_honoured(hos
     assert balloon["ballooned"] == target
     assert balloon["guest_swapped"] >= target - 4096
     assert balloon["guest_swap_ins"] > 0                 # touched back in, and another page out
-    assert free["held"] - balloon["held"] == pytest.approx(target, rel=0.1)
+    # its machine memory is at most what its guest uses minus the balloon (plus the pages touched
+    # back in during the last 50 ms quantum, a few dozen)
+    assert balloon["held"] <= 0.8 * 16 * MiB - target + 64 * 4096
+    assert free["held"] - balloon["held"] > 0.8 * target
 
 
 def test_sigkill_then_cleanup_restores_everything(host, tmp_path):
