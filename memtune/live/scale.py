@@ -18,8 +18,8 @@ import dataclasses
 import math
 import re
 
-from memtune.core.registry import settings_registry
 from memtune.core.plugins import build_plugin_manager
+from memtune.core.registry import settings_registry
 from memtune.core.scenario import Scenario
 from memtune.core.vm import VMSpec
 from memtune.core.workload import WorkloadSpec
