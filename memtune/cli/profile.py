@@ -37,8 +37,13 @@ def _unique_names(names: list[str]) -> list[str]:
               help="Compressor whose size classes go into the workload table.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write the profile as TOML (a scenario workload can say profile = \"FILE\").")
+@click.option("--scenario-out", "scenario_out", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write a scenario of --vms VMs like the sources, with the content they share as "
+                   "[[content_group]] tables (the sharing-degree distribution).")
+@click.option("--vms", "n_vms", type=click.IntRange(1, 10000), default=None,
+              help="VMs in the --scenario-out scenario (default: one per source).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full measurement as JSON.")
-def cli(pids, images, sample, seed, wss_interval, wss_points, compressor, out, as_json):
+def cli(pids, images, sample, seed, wss_interval, wss_points, compressor, out, scenario_out, n_vms, as_json):
     """Count zero, duplicate and shareable pages and measure compressibility of real memory.
 
     Give processes (--pid) or memory images (--image), not both. Counts are exact over every page;
@@ -77,15 +82,21 @@ def cli(pids, images, sample, seed, wss_interval, wss_points, compressor, out, a
     result = prof.result()
     if wss:
         result["wss"] = wss
-    doc = profile_document(result, compressor=compressor, wss=wss) if out or not as_json else None
+    doc = profile_document(result, compressor=compressor, wss=wss) if out or scenario_out or not as_json else None
     if out:
         write_profile(out, doc)
+    if scenario_out:
+        from memtune.profile.writer import scenario_document, write_scenario
+
+        write_scenario(scenario_out, scenario_document(result, doc, vms=n_vms or len(sources)))
     if as_json:
         echo_json(result)
     else:
         click.echo(format_profile(result, doc, compressor))
         if out:
             click.echo(f"profile written to {out}")
+        if scenario_out:
+            click.echo(f"scenario written to {scenario_out}")
 
 
 def _pct(x: float) -> str:

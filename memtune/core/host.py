@@ -13,9 +13,18 @@ from typing import Any
 
 import numpy as np
 
+from memtune.core.content_groups import memberships
 from memtune.core.latency import LatencyBook
 from memtune.core.memstate import MemState, min_free
-from memtune.core.pages import FREE, RESIDENT, PageTable, duplicate_content, template_content, unique_content
+from memtune.core.pages import (
+    FREE,
+    RESIDENT,
+    PageTable,
+    duplicate_content,
+    group_content,
+    template_content,
+    unique_content,
+)
 from memtune.core.plugins import MemtunePluginManager
 from memtune.core.registry import registry_of
 from memtune.core.sampling import WorkingSetSampler
@@ -155,15 +164,25 @@ class Host:
     def _fill_content(self) -> None:
         rng = self.rng("content")
         pg = self.pages
+        groups = self.scenario.content_groups
+        held = memberships(groups, self.vm_names, self.rng("content-groups"), self.scenario.source) \
+            if groups else None
         for v, spec in enumerate(self.vms):
             n = int(self.vm_pages[v])
             base = int(pg.base[v])
             wl = spec.workload
-            counts = np.floor(np.array(wl.content) * n).astype(np.int64)
-            counts[3] = n - counts[:3].sum()
-            kinds = np.repeat(np.arange(4), counts)
+            gpages = np.floor(np.array([g.share for g in groups]) * n).astype(np.int64) * held[v] \
+                if groups else np.zeros(0, dtype=np.int64)
+            rest = n - int(gpages.sum())
+            counts = np.floor(np.array(wl.content) * rest).astype(np.int64)
+            counts[3] = rest - counts[:3].sum()
+            # kinds 0-3: the workload's mix; 4 + g: content group g
+            kinds = np.repeat(np.arange(4 + gpages.size), np.concatenate([counts, gpages]))
             rng.shuffle(kinds)
             content = np.empty(n, dtype=np.int64)
+            for g in np.flatnonzero(gpages):
+                gmask = kinds == 4 + g
+                content[gmask] = group_content(int(g), np.arange(int(gpages[g])))
             zero = kinds == 0
             content[zero] = 0
             tmask = kinds == 1

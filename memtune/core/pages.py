@@ -8,8 +8,8 @@ through ``memtune_register_page_states``. Per-VM, per-state counts are kept up t
 pages that change, never by recounting.
 
 Content ids (int64) say what a page holds, so identical pages can be found:
-``0`` is the zero page; ``template(image, j)``, ``duplicate(vm, group)`` and ``unique(page)`` are
-built by the helpers below. They use 47 bits, so a plugin may put a 16-bit scope above them.
+``0`` is the zero page; ``template(image, j)``, ``group(g, j)`` (content shared by some VMs),
+``duplicate(vm, group)`` and ``unique(page)`` are built by the helpers below. They use 47 bits, so a plugin may put a 16-bit scope above them.
 """
 
 from __future__ import annotations
@@ -33,6 +33,14 @@ TEMPLATE_KIND, DUPLICATE_KIND, UNIQUE_KIND = 1, 2, 3
 def template_content(image: int, index: np.ndarray) -> np.ndarray:
     """Content id of template page ``index`` of guest image ``image`` (same in every VM of it)."""
     return (TEMPLATE_KIND << _KIND_SHIFT) | (int(image) << _OWNER_SHIFT) | (index.astype(np.int64) + 1)
+
+
+GROUP_IMAGE_BASE = 1 << 12       # image ids from here on are content groups (13 image bits: 8192 ids)
+
+
+def group_content(group: int, index: np.ndarray) -> np.ndarray:
+    """Content id of page ``index`` of content group ``group`` (same in every VM holding the group)."""
+    return template_content(GROUP_IMAGE_BASE + int(group), index)
 
 
 def duplicate_content(vm: int, group: np.ndarray) -> np.ndarray:

@@ -42,6 +42,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from memtune.core.content_groups import ContentGroup, parse_content_groups
 from memtune.core.names import name_problem
 from memtune.core.vm import SHARES_PER_MB, VMSpec
 from memtune.core.workload import (
@@ -80,6 +81,7 @@ class Scenario:
     description: str = ""
     source: str = "<scenario>"
     report_interval: float = 60.0
+    content_groups: tuple[ContentGroup, ...] = ()     # content shared by some VMs (core/content_groups.py)
 
     def replace(self, **changes: Any) -> Scenario:
         return dataclasses.replace(self, **changes)
@@ -92,6 +94,7 @@ class Scenario:
 
 BUILTIN_DIR = "scenarios"
 _TOP_KEYS = {"name", "description", "duration", "tick", "warmup", "seed", "host", "settings", "plugins",
+             "content_group",
              "workloads", "vm", "report_interval"}
 _HOST_KEYS = {"memory", "page_scale"}
 _VM_KEYS = {"name", "count", "memory", "workload", "reservation", "limit", "shares", "balloon_driver",
@@ -373,6 +376,7 @@ def scenario_from_dict(data: dict[str, Any], source: str,
         disable=tuple(disable),
         source=source,
         report_interval=top.duration("report_interval", 60.0, positive=True),
+        content_groups=parse_content_groups(data.get("content_group"), source),
     )
 
 

@@ -176,6 +176,12 @@ class Profiler:
             }
             entry["compress"] = self._compress_stats([acc])
             per.append(entry)
+        degree = np.zeros(len(self._acc) + 1, dtype=np.int64)      # page instances by sources holding them
+        off2 = 0
+        for i in range(len(self._acc)):
+            inv = g_inv[off2:off2 + uniq[i].size]
+            off2 += uniq[i].size
+            degree += np.bincount(g_nsrc[inv], weights=counts[i], minlength=degree.size).astype(np.int64)
         multi = g_total >= 2
         shared_nz = int(np.count_nonzero(multi))
         sharing_nz = int(g_total[multi].sum()) - shared_nz
@@ -192,6 +198,8 @@ class Profiler:
             "saved_bytes_salting0": ksm_sharing * PAGE,
             "saved_bytes_salting2": salting2 * PAGE,
             "compress": self._compress_stats(self._acc),
+            # non-zero pages whose content exactly k of the sources hold, k = 1..sources
+            "sharing_degree": [int(x) for x in degree[1:]],
         }
         return {"page_size": PAGE, "hash": "xxh3_64", "sample_fraction": self.sample, "seed": self.seed,
                 "confidence": 0.95, "z": Z95, "sources": per, "across": across}

@@ -127,6 +127,75 @@ def _compress_toml(comp: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def content_groups(result: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """``[[content_group]]`` tables from the sharing-degree distribution of a multi-source profile.
+
+    With S sources and f_k the share of all pages whose content exactly k of them hold, degree k >= 2
+    becomes a group held by each VM with probability k / S and filling f_k * S / k of a member's
+    memory, so a host of S such VMs holds f_k of its memory in it on average, and larger hosts share
+    it among more members. Shares are scaled down together if a VM holding every group would need
+    more than all its memory (then a note says so).
+    """
+    across = result["across"]
+    deg = across.get("sharing_degree", [])
+    n_src = len(deg)
+    pages = across["pages"]
+    notes: list[str] = []
+    groups = []
+    for k in range(2, n_src + 1):
+        f = deg[k - 1] / pages if pages else 0.0
+        if f > 0:
+            groups.append({"name": f"held-by-{k}-of-{n_src}", "share": f * n_src / k, "members": k / n_src})
+    total = sum(g["share"] for g in groups)
+    if total > 1.0:
+        for g in groups:
+            g["share"] /= total
+        notes.append(f"group shares scaled by 1/{total:.3f} so a VM holding every group fits in its memory")
+    for g in groups:
+        g["share"] = round(g["share"], _DIGITS)
+        g["members"] = round(g["members"], _DIGITS)
+    return groups, notes
+
+
+def scenario_document(result: dict[str, Any], doc: dict[str, Any], *, vms: int, name: str = "profiled")\
+        -> dict[str, Any]:
+    """A scenario of ``vms`` VMs like the profiled sources: their mean size, the measured workload with
+    the content other sources hold moved into content groups (``content_groups``)."""
+    groups, notes = content_groups(result)
+    srcs = result["sources"]
+    pages = sum(s["pages"] for s in srcs)
+    vm_bytes = max(4096 * int(round(pages / len(srcs))), 1 << 20)
+    wl = {k: v for k, v in doc["workload"].items()}
+    c = dict(wl["content"])
+    held = sum(g["share"] * g["members"] for g in groups)            # expected share of a VM in groups
+    rest = max(1.0 - held, 1e-9)
+    if groups:
+        z, d = min(c["zero"] / rest, 1.0), min(c["duplicate"] / rest, 1.0)
+        zz, tt, dd, uu = _shares([z, 0.0, d, max(1.0 - z - d, 0.0)])
+        wl["content"] = {"zero": zz, "template": tt, "duplicate": dd, "unique": uu}
+    host = max(vms * vm_bytes * 2, 1 << 30)
+    return {
+        "name": name,
+        "description": f"{vms} VMs like the {len(srcs)} profiled sources ({', '.join(s['name'] for s in srcs)})",
+        "duration": "30m", "tick": "5s",
+        "host": {"memory": f"{host // (1 << 20)} MiB"},
+        "workloads": {"profiled": wl},
+        "content_group": groups,
+        "vm": [{"name": "vm", "count": vms, "memory": f"{vm_bytes // (1 << 10)} KiB", "workload": "profiled"}],
+        "_notes": notes,
+    }
+
+
+def write_scenario(path: str | Path, document: dict[str, Any]) -> None:
+    notes = document.pop("_notes", [])
+    header = "# memtune scenario written by `memtune profile --scenario-out` (sharing-degree distribution\n" \
+             "# measured across the sources as [[content_group]] tables)\n" + "".join(f"# note: {n}\n" for n in notes)
+    try:
+        Path(path).write_text(header + tomli_w.dumps(document))
+    except OSError as exc:
+        raise UserError(f"cannot write scenario: {exc.strerror}", source=str(path)) from None
+
+
 def write_profile(path: str | Path, document: dict[str, Any]) -> None:
     """Write the profile TOML (with a short header comment)."""
     header = ("# memtune workload profile: reference it from a scenario workload table with\n"
