@@ -11,6 +11,7 @@ guest writes its data.
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import time
@@ -46,6 +47,15 @@ class GuestMemory:
             self.direct_fd = os.open(swap_path, os.O_RDONLY)
         self._abuf = mmap.mmap(-1, PAGE)                # page-aligned buffer for O_DIRECT
         self.swap_ins = self.swap_outs = self.first_touches = 0
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._vec = (ctypes.c_ubyte * npages)()
+        self._addr = ctypes.addressof(ctypes.c_char.from_buffer(self.region))
+
+    def resident(self) -> int:
+        """Pages of the VM's memory in RAM now (``mincore(2)``; KSM-merged pages included)."""
+        if self._libc.mincore(ctypes.c_void_p(self._addr), ctypes.c_size_t(self.n * PAGE), self._vec) != 0:
+            return -1
+        return int(np.frombuffer(self._vec, dtype=np.uint8).__and__(1).sum())
 
     # --- content ---------------------------------------------------------------------------------
     def write_content(self, ranks: np.ndarray) -> None:

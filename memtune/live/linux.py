@@ -38,6 +38,7 @@ from memtune.live.state import STATE_DIR, STATE_FILE, HostError, HostState, open
 
 PAGE = 4096
 RECLAIM_AT = 0.24          # of minFree: inside the hard state (16-32 %), where ESX swaps
+LIMIT_STEP = 0.01          # of the capacity: the most the parent's limit is lowered below usage per tick
 
 
 @dataclass
@@ -201,15 +202,21 @@ class _Run:
                 g.set_limit(self.st, vm.limit + b)
             if vm.reservation:
                 g.set_soft_limit(self.st, vm.reservation + b)
-        self._set_parent_limit(0, sum(self.baseline))
+        c = self.controller
+        self.parent.set_limit(self.st, int(c.capacity - RECLAIM_AT * c.min_free + sum(self.baseline)) // PAGE * PAGE)
 
     def _set_parent_limit(self, zram_used: int, other: int) -> None:
         """The kernel reclaims at the parent's limit: the VMs' capacity minus what zram holds (zram
         is not charged to cgroups; the model counts its compression cache as host memory) minus
         ``RECLAIM_AT`` of minFree, so that the kernel swaps where ESX does, in the hard state;
-        plus what the workers hold beyond the VMs' pages (``other``, measured each tick)."""
+        plus what the workers hold beyond the VMs' pages (``other``, measured each tick).
+
+        Writing a limit below the usage reclaims in the writer, synchronously: the limit goes down
+        by at most ``LIMIT_STEP`` of the capacity per tick, so that the control loop keeps its tick."""
         c = self.controller
-        limit = int(c.capacity - zram_used - RECLAIM_AT * c.min_free + other) // PAGE * PAGE
+        limit = int(c.capacity - zram_used - RECLAIM_AT * c.min_free + other)
+        usage = self.parent.usage()
+        limit = max(limit, usage - int(LIMIT_STEP * c.capacity)) // PAGE * PAGE
         if limit != getattr(self, "_parent_limit", None):
             try:
                 self.parent.set_limit(self.st, limit)
@@ -276,7 +283,7 @@ class _Run:
             nxt = min(nxt + tick, sc.duration)
 
     def _regions(self) -> list[tuple[int, int]]:
-        return [(0, 0) if v in self.killed else (p.pid, c["region"])
+        return [(0, 0) if v in self.killed else (p.pid, c["resident"])
                 for v, (p, c) in enumerate(zip(self.procs, self.ctl, strict=True))]
 
     def _counters(self) -> dict[str, Any]:

@@ -29,35 +29,26 @@ def vm_counters(group: Group) -> dict[str, Any]:
     return out
 
 
-def region_memory(pid: int, address: int) -> dict[str, int]:
-    """Rss, KSM and Swap (bytes) of the mapping at ``address`` in /proc/PID/smaps: the VM's own
-    memory, apart from whatever else the worker process holds."""
-    head = f"{address:x}-"
-    out: dict[str, int] = {}
+def ksm_merging(pid: int) -> int:
+    """Pages of process ``pid`` that KSM has merged (``/proc/PID/ksm_stat``; 0 if unavailable)."""
     try:
-        with open(f"/proc/{pid}/smaps") as f:
-            found = False
+        with open(f"/proc/{pid}/ksm_stat") as f:
             for line in f:
-                if not found:
-                    found = line.startswith(head)
-                    continue
-                key, _, rest = line.partition(":")
-                if key in ("Rss", "KSM", "Swap", "Anonymous"):
-                    out[key] = int(rest.split()[0]) * 1024
-                elif key == "VmFlags":
-                    break
+                if line.startswith("ksm_merging_pages"):
+                    return int(line.split()[1])
     except OSError:
         pass
-    return out
+    return 0
 
 
-def host_sample(t: float, parent: Group, regions: list[tuple[int, int]], zram_dev: str | None) -> Sample:
-    """The host now; ``regions``: (pid, address) of each VM's memory (pid 0: VM gone)."""
+def host_sample(t: float, parent: Group, resident: list[tuple[int, int]], zram_dev: str | None) -> Sample:
+    """The host now; ``resident``: (pid, pages in RAM) of each VM's memory (pid 0: VM gone).
+
+    A VM holds its resident pages that KSM has not merged (those are the host's shared frames)."""
     z = swap.zram_stats(zram_dev) if zram_dev else {}
     zram_used = z.get("mem_used_total", 0)
     k = ksm.counters()
-    mem = [region_memory(pid, addr) if pid else {} for pid, addr in regions]
-    held = [m.get("Rss", 0) - m.get("KSM", 0) for m in mem]
+    held = [max(pages - ksm_merging(pid), 0) * 4096 if pid else 0 for pid, pages in resident]
     shared = k.get("pages_shared", 0) * 4096
     vm_bytes = sum(held) + shared
     return Sample(t=t, used=vm_bytes + zram_used, other=max(parent.usage() - vm_bytes, 0), zram_used=zram_used,

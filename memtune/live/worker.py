@@ -13,7 +13,6 @@ start. It writes its statistics as JSON when told to stop.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import resource
 import sys
@@ -186,6 +185,7 @@ class Worker:
         c["first_touches"] = self.mem.first_touches
         c["backed"] = int(self.mem.backed.sum())
         c["free_taken"] = self.mem.free_taken
+        c["resident"] = self.mem.resident()
         c["heartbeat_ns"] = int(now * 1e9)
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -194,6 +194,7 @@ class Worker:
         _wait(ctl, GO_FILL)
         self.mem.write_content(np.flatnonzero(self.initial))
         self.calibrate()
+        ctl["resident"] = self.mem.resident()
         ctl["phase"] = 2
         _wait(ctl, GO_RUN)
         ctl["phase"] = 3
@@ -242,7 +243,7 @@ def main(argv: list[str]) -> None:
     for procs in cfg["cgroups"]:
         Path(procs).write_text(f"{os.getpid()}\n")
     worker = Worker(cfg)
-    worker.ctl["region"] = ctypes.addressof(ctypes.c_char.from_buffer(worker.mem.region))
+    worker.ctl["region"] = worker.mem._addr
     worker.ctl["phase"] = 1
     worker.run()
 
