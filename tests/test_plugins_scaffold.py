@@ -25,13 +25,13 @@ def test_names_follow_python_packaging_conventions():
 
 def test_rendered_package_has_entry_point_one_hookimpl_and_a_test():
     files = render("zero_reclaim")
-    assert sorted(files) == ["README.md", "memtune_zero_reclaim/__init__.py", "pyproject.toml",
-                             "tests/test_zero_reclaim.py"]
+    assert sorted(files) == [".github/workflows/test.yml", ".gitignore", "LICENSE", "README.md",
+                             "memtune_zero_reclaim/__init__.py", "pyproject.toml", "tests/test_zero_reclaim.py"]
     meta = tomllib.loads(files["pyproject.toml"])
     assert meta["project"]["name"] == "memtune-zero-reclaim"
     assert meta["project"]["entry-points"]["memtune"] == {"zero_reclaim": "memtune_zero_reclaim"}
     assert files["memtune_zero_reclaim/__init__.py"].count("\n@hookimpl\ndef ") == 1
-    assert "$" not in "".join(files.values())
+    assert "$" not in "".join(files.values()).replace("${{", "").replace('"$MEMTUNE_SPEC"', "")
 
 
 def test_cli_refuses_bad_names_and_existing_folders(tmp_path):

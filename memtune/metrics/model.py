@@ -9,6 +9,7 @@ It sits below both outputs, as client_python keeps ``metrics_core``/``samples`` 
 
 from __future__ import annotations
 
+import gzip as _gzip
 import platform
 import re
 from dataclasses import dataclass, field
@@ -23,10 +24,15 @@ from memtune.core.registry import each_plugin
 from memtune.core.report import vm_amounts
 from memtune.errors import PluginError
 
+try:
+    from isal import igzip as _igzip
+except ImportError:                     # no wheel for this platform: zlib does the same job, slower
+    _igzip = None
+
 if TYPE_CHECKING:
     from memtune.core.host import Host
 
-GZIP_LEVEL = 1          # zlib level of gzipped scrapes: fast; 9 costs 12x the time for 25 % fewer bytes
+GZIP_LEVEL = 1          # level of gzipped scrapes: fast; zlib's 9 costs 12x the time for 25 % fewer bytes
 _NAME_OK = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _SANITIZE = re.compile(r"[^a-zA-Z0-9_]")
 
@@ -77,6 +83,15 @@ EXPORTED_BOUNDS = _MODE_BOUNDS["full"]
 HIST_LE = {m: [_le(b) for b in BUCKET_BOUNDS[ix]] + ["+Inf"] for m, ix in _MODE_BOUNDS.items()}
 HIST_COLUMNS = {m: np.append(ix, BUCKET_BOUNDS.size) for m, ix in _MODE_BOUNDS.items()}
 LE_LABELS = HIST_LE["full"]
+
+
+def gzip_compress(data: bytes) -> bytes:
+    """``data`` as one gzip member at :data:`GZIP_LEVEL`, by Intel ISA-L (``isal``: igzip level 1
+    takes a fifth of zlib level 1's CPU for a slightly smaller output, measured on a 1.3 MB
+    exposition), or by zlib where isal is not installed."""
+    if _igzip is not None:
+        return _igzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
+    return _gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
 
 
 @dataclass

@@ -25,6 +25,9 @@ FILES = {
     "README.md.tmpl": "README.md",
     "module.py.tmpl": "{module}/__init__.py",
     "test_plugin.py.tmpl": "tests/test_{name}.py",
+    "LICENSE.tmpl": "LICENSE",
+    "gitignore.tmpl": ".gitignore",
+    "workflow.yml.tmpl": ".github/workflows/test.yml",
 }
 
 
