@@ -252,7 +252,8 @@ def test_every_query_keeps_hosts_apart_and_each_host_matches_its_part_of_all(fle
                 seen = {s["metric"].get("instance") for s in got}
                 if not got and expected:
                     problems.append(f"{label}: no data")
-                if got and seen != set(expected):
+                # a fleet's top 10 may all be on one host; everything else has every host's series
+                if got and (not seen <= set(expected) if "topk(" in raw else seen != set(expected)):
                     problems.append(f"{label}: instances {seen}, expected {set(expected)}")
                 checked += 1
             if tuner or where == "variable instance":
