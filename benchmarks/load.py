@@ -82,11 +82,12 @@ def load_benchmark(requests: int = 20000, clients: int = 16, speed: float = 60.0
 
     sc = load_scenario("small")
     handle = RunHandle()
+    registry = host_registry(handle, process=True)
     sim = SimulationThread(handle, lambda run: build_host(sc, seed=sc.seed + run), duration=sc.duration,
-                           tick=sc.tick, speed=speed, loop=True)
+                           tick=sc.tick, speed=speed, loop=True, after_step=registry.host_collector.prepare)
     sim.start()
     sim.started.wait()
-    server, thread = start_metrics_server(host_registry(handle, process=True), 0, "127.0.0.1")
+    server, thread = start_metrics_server(registry, 0, "127.0.0.1")
     url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
     rss: list[tuple[float, int]] = []
     stop = threading.Event()
@@ -128,6 +129,7 @@ def load_benchmark(requests: int = 20000, clients: int = 16, speed: float = 60.0
     lat = got["latencies"]
     half = [b for t, b in rss if t >= rss[-1][0] / 2] if rss else [rss_end]
     return {
+        "load_average_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
         "scenario": sc.name, "speed": speed, "clients": clients, "requests": len(lat), "listen_backlog": LISTEN_BACKLOG,
         "errors": got["error_count"], "error_examples": got["errors"],
         "wall_seconds": round(got["wall"], 2), "requests_per_second": round(len(lat) / got["wall"], 1),

@@ -72,3 +72,27 @@ def test_a_host_not_started_yet_still_answers_gzip():
     reg = host_registry(RunHandle(None))
     text = gzip.decompress(reg.render_body(gzip=True)).decode()
     assert text == reg.render_text() and text.startswith("# HELP memtune_build_info")
+
+
+def test_a_tick_is_rendered_ahead_only_while_someone_scrapes():
+    """memtune serve's simulation thread calls prepare() after each tick: once scraped, the next
+    scrape finds the tick's gzipped exposition ready; never scraped (or not for a while), no work."""
+    from memtune.core.engine import Engine
+    from memtune.core.scenario import load_scenario
+    from memtune.core.simulation import build_host
+
+    sc = load_scenario("small")
+    host = build_host(sc)
+    engine = Engine(host)
+    engine.step(sc.tick)
+    collector = host_registry(host).host_collector
+    assert collector.prepare() is False and collector._cached is None
+    first = collector.render_body(gzip=True)
+    engine.step(sc.tick)
+    assert collector.prepare() is True
+    assert collector._cached[1] == host.ticks and collector._gzipped[0] is collector._cached[3]
+    ready = collector._gzipped[1]
+    assert collector.render_body(gzip=True) is ready and ready != first
+    engine.step(sc.tick)
+    assert collector.prepare(window=-1.0) is False          # the last scrape is too long ago
+    assert collector._cached[1] == host.ticks - 1

@@ -65,12 +65,13 @@ def cli(scenario, policy_ref, speed, port, bind, loop, hold, duration, seed, lat
         return first if run == 0 else make_host(run)
 
     handle = RunHandle()
-    sim = SimulationThread(handle, factory, duration=dur, tick=sc.tick, speed=speed, loop=loop)
+    registry = host_registry(handle, latency_buckets=latency_buckets, process=True)
+    sim = SimulationThread(handle, factory, duration=dur, tick=sc.tick, speed=speed, loop=loop,
+                           after_step=registry.host_collector.prepare)
     sim.start()
     sim.started.wait()                     # plugins configured before the first scrape
     try:
-        server, server_thread = start_metrics_server(
-            host_registry(handle, latency_buckets=latency_buckets, process=True), port, bind)
+        server, server_thread = start_metrics_server(registry, port, bind)
     except BaseException:
         sim.stop()
         sim.join(10)

@@ -19,6 +19,7 @@ no name clash) before they are exposed.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,8 @@ from memtune.metrics.text import TextRenderer, metric_lines
 
 if TYPE_CHECKING:
     from memtune.core.host import Host
+
+PREPARE_WINDOW = 60.0   # seconds after a scrape during which each new tick is rendered ahead
 
 __all__ = ["GZIP_LEVEL", "LE_LABELS", "HostCollector", "HostRegistry", "RunHandle", "Snapshot", "Table",
            "host_registry", "snapshot_families", "snapshot_tables", "table_metric", "take_snapshot"]
@@ -118,6 +121,7 @@ class HostCollector(Collector):
         self._cached: tuple[Any, int, float, bytes] | None = None
         self._text: tuple[bytes | None, str] = (None, "")
         self._gzipped: tuple[bytes | None, bytes] = (None, b"")
+        self.last_scrape: tuple[float, bool] | None = None     # (monotonic time, gzip asked) of the last scrape
 
     def snapshot(self) -> Snapshot | None:
         h = self.handle
@@ -150,6 +154,10 @@ class HostCollector(Collector):
         about 1 ms and 13x smaller for a 256-VM host. The compressed body is kept with the text, so
         scrapes of one tick compress it once.
         """
+        self.last_scrape = (time.monotonic(), gzip)
+        return self._render(gzip)
+
+    def _render(self, gzip: bool) -> bytes:
         with self._render_lock:
             body = self._body()
             if not gzip:
@@ -157,6 +165,20 @@ class HostCollector(Collector):
             if self._gzipped[0] is not body:
                 self._gzipped = (body, gzip_compress(body))
             return self._gzipped[1]
+
+    def prepare(self, window: float = PREPARE_WINDOW) -> bool:
+        """Render the host's current tick ahead of the next scrape, in the form the last scrape asked
+        for, if there was a scrape within ``window`` seconds; returns whether it did.
+
+        ``memtune serve``'s simulation thread calls it after each tick, so a scrape finds the tick's
+        exposition (gzipped) ready instead of building it: the work moves from the scrape to the
+        simulation thread, and is only done while someone scrapes.
+        """
+        last = self.last_scrape
+        if last is None or time.monotonic() - last[0] > window:
+            return False
+        self._render(last[1])
+        return True
 
     def _body(self) -> bytes:
         h = self.handle

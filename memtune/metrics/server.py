@@ -124,7 +124,8 @@ class SimulationThread(threading.Thread):
     """
 
     def __init__(self, handle: RunHandle, make_host: Callable[[int], Any], *, duration: float, tick: float,
-                 speed: float, loop: bool, clock: Callable[[], float] = time.monotonic) -> None:
+                 speed: float, loop: bool, clock: Callable[[], float] = time.monotonic,
+                 after_step: Callable[[], Any] | None = None) -> None:
         super().__init__(name="memtune-simulation", daemon=True)
         if speed <= 0:
             raise UserError("must be greater than zero", field="--speed")
@@ -135,6 +136,7 @@ class SimulationThread(threading.Thread):
         self.speed = float(speed)
         self.loop = loop
         self.clock = clock
+        self.after_step = after_step        # e.g. HostCollector.prepare: render the tick for the next scrape
         self.runs = 0
         self.lag = 0.0                      # wall seconds behind schedule at the last tick
         self.error: BaseException | None = None
@@ -163,6 +165,8 @@ class SimulationThread(threading.Thread):
                         break
                     with self.handle.lock:
                         engine.step(self.tick)
+                    if self.after_step is not None:
+                        self.after_step()
                     due = start + (i + 1) * self.tick / self.speed
                     wait = due - self.clock()
                     self.lag = max(0.0, -wait)
