@@ -85,8 +85,8 @@ class _Bar:
               help="Evaluations (points told to the optimizer), infeasible ones included.")
 @click.option("--time-limit", help="Stop asking for new batches after this wall time (e.g. 10m).")
 @click.option("--patience", type=_Int(1), help="Stop after this many evaluations without improvement.")
-@click.option("--optimizer", type=_Choice(["gp", "forest", "random"]), default="gp", show_default=True,
-              help="Gaussian process, extra trees, or random search.")
+@click.option("--optimizer", type=_Choice(["gp", "forest", "random", "tpe"]), default="gp", show_default=True,
+              help="Gaussian process, extra trees, random search, or Optuna's TPE (needs optuna).")
 @click.option("--objective", type=_Choice(["stall", "mean-latency", "p99-latency", "weighted"]),
               default="stall", show_default=True, help="What to minimise (weighted mean over VMs).")
 @click.option("--weight", "weights", multiple=True, metavar="NAME=W",

@@ -15,7 +15,7 @@ from memtune.errors import UserError
 from memtune.tuner.defaults import default
 from memtune.tuner.objective import Objective
 
-OPTIMIZERS = ("gp", "forest", "random")
+OPTIMIZERS = ("gp", "forest", "random", "tpe")
 FIDELITIES = ("coarse", "full")
 # the policy every run starts from and the report compares with
 BASELINE = "esxi-default"
@@ -44,6 +44,10 @@ class TuneConfig:
     patience: int | None = None
     time_limit: float | None = None
     presets: tuple[str, ...] | None = None  # compared in the report; None: every preset
+    # stop hopeless evaluations early (stall objectives; None: tuner.early_stop)
+    early_stop: bool | None = None
+    # the shipped presets in the initial design (None: tuner.design_presets)
+    design_presets: bool | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -62,6 +66,13 @@ class TuneConfig:
             raise UserError("must be greater than zero", field="--duration")
         if self.seed is None:
             self.seed = self.scenario.seed
+        if self.design_presets is None:
+            self.design_presets = bool(default("tuner.design_presets"))
+        if self.early_stop is None:
+            self.early_stop = bool(default("tuner.early_stop"))
+        # only the stall fraction has a bound that grows during a run
+        self.early_stop = self.early_stop and self.objective.kind in ("stall", "weighted") \
+            and self.objective.slo_p99 is None
 
     @property
     def n_initial(self) -> int:

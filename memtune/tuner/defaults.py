@@ -113,6 +113,19 @@ TUNER_SETTINGS = {s.name: s for s in (
             "effects on `vdi` (stall 0.0050 / 0.0005 at Mem.MemMinFreePct 0 / 2 against 0.0061 / "
             "0.0005 at full resolution); x4 pages lost them (0.0037 / 0.0046) and saved no more CPU; "
             "x2 ticks erased them (0.0082 at both)", owner="tuner", minimum=1),
+    Setting("tuner.early_stop", "bool", True,
+            "Stop an evaluation once its stall objective is sure to end above tuner.stop_factor x "
+            "the best value known when its batch was asked (a lower bound that only grows: stall "
+            "so far over the running time left); the optimizer is told the stall rate so far.",
+            "lossless for the best point: a stopped point is certainly worse than the best by the "
+            "factor. Multi-fidelity by early stopping (successive halving, Jamieson & Talwalkar, "
+            "AISTATS 2016; Hyperband, Li et al., JMLR 2018) with a bound instead of a guess; CPU "
+            "saved in benchmarks/tuner.py", owner="tuner"),
+    Setting("tuner.stop_factor", "float", 2.0,
+            "An evaluation stops once its objective is sure to exceed this multiple of the best "
+            "value known (see tuner.early_stop).",
+            "model choice: the local moves refine points within a few tens of per cent of the best; "
+            "points twice as bad only need to be known as bad", owner="tuner", minimum=1),
     Setting("tuner.workers", "int", 2, "Local worker processes by default.",
             "the 2-core reference machine of the issue", owner="tuner", minimum=1),
     Setting("tuner.penalty_margin", "float", 0.5,

@@ -29,19 +29,25 @@ class Evaluation:
     reason: str | None = None
     seeds: tuple[int, ...] = ()
     elapsed: float = 0.0
+    cpu: float = 0.0            # CPU seconds of its simulations
 
     def record(self) -> dict[str, Any]:
         return {"type": "eval", "index": self.index, "batch": self.batch, "x": self.x,
                 "point": self.assignment, "feasible": self.feasible, "value": self.value,
                 "reason": self.reason, "seeds": list(self.seeds), "elapsed": round(self.elapsed, 4),
-                "metrics": self.metrics}
+                "cpu": round(self.cpu, 4), "metrics": self.metrics}
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Evaluation:
         return cls(index=int(rec["index"]), batch=int(rec["batch"]), x=list(rec["x"]),
                    assignment=dict(rec["point"]), feasible=bool(rec["feasible"]), value=rec.get("value"),
                    metrics=rec.get("metrics"), reason=rec.get("reason"), seeds=tuple(rec.get("seeds", ())),
-                   elapsed=float(rec.get("elapsed", 0.0)))
+                   elapsed=float(rec.get("elapsed", 0.0)), cpu=float(rec.get("cpu", 0.0)))
+
+    @property
+    def stopped(self) -> bool:
+        """Stopped early (the value is an estimate above the stopping threshold)."""
+        return bool(self.metrics and "stopped_at" in self.metrics)
 
     @property
     def ok(self) -> bool:

@@ -26,6 +26,7 @@ from memtune.policies import Policy
 from memtune.tuner import history as hist
 from memtune.tuner.compare import Comparison
 from memtune.tuner.config import BASELINE, TuneConfig, coarse_scenario, eval_scenario
+from memtune.tuner.defaults import default
 from memtune.tuner.evaluate import EvalTask, eval_seeds
 from memtune.tuner.executors import Executor, SerialExecutor
 from memtune.tuner.history import Evaluation
@@ -99,10 +100,12 @@ class Tuner:
                 "fidelity": {"name": c.fidelity, "tick": self.eval_base.tick,
                              "page_scale": self.eval_base.host.page_scale},
                 "warmup": self.base.warmup, "objective": c.objective.describe(), "space": self.space.signature(),
-                "plugins": self.pm.plugin_names(), "modules": list(c.plugins)}
+                "plugins": self.pm.plugin_names(), "modules": list(c.plugins), "early_stop": c.early_stop,
+                "design_presets": c.design_presets}
 
     _MUST_MATCH = ("scenario", "seed", "batch", "repeats", "initial_points", "optimizer", "duration", "fidelity",
-                   "warmup", "objective", "space", "plugins")
+                   "warmup", "objective", "space", "plugins", "early_stop",
+                   "design_presets")
 
     def _prepare(self, resume: bool) -> None:
         # locks --out for this run; refuses a run already there, or nothing to resume, or a journal
@@ -233,10 +236,11 @@ class Tuner:
         pending = [p for bt in self._inflight for p in bt.points]
         t0, c0 = time.perf_counter(), time.process_time()
         points = self.propose(b, n, pending)
+        cpu = time.process_time() - c0
         self.optimizer_seconds += time.perf_counter() - t0
-        self.optimizer_cpu_seconds += time.process_time() - c0
+        self.optimizer_cpu_seconds += cpu
         points = [[self.space.dimensions[i].native(v) for i, v in enumerate(p)] for p in points]
-        self.journal.write({"type": "batch", "batch": b, "first": first, "points": points})
+        self.journal.write({"type": "batch", "batch": b, "first": first, "points": points, "cpu": round(cpu, 4)})
         bt = _Batch(b, first, points)
         self._inflight.append(bt)
         self._start_batch(bt)
@@ -258,7 +262,18 @@ class Tuner:
                 continue
             ev.seeds = eval_seeds(c.seed, idx, c.repeats)
             bt.running[idx] = ev
-            self.executor.submit(EvalTask(idx, scenario, ev.seeds, tuple(c.disable), tuple(c.plugins)))
+            self.executor.submit(EvalTask(idx, scenario, ev.seeds, tuple(c.disable), tuple(c.plugins),
+                                          *self._stop_rule(bt.b)))
+
+    def _stop_rule(self, b: int) -> tuple[float | None, tuple[float, ...] | None]:
+        """Early stop of batch ``b``'s evaluations: ``tuner.stop_factor`` x the best value told
+        before it was asked (batches ``< b - LAG``: the same on resume and on any executor)."""
+        if not self.config.early_stop:
+            return None, None
+        known = hist.best([e for e in self.history if e.batch < b - LAG])
+        if known is None or not known.value or known.value <= 0:
+            return None, None
+        return float(default("tuner.stop_factor")) * known.value, tuple(float(w) for w in self.weights)
 
     def _finish_first(self) -> None:
         """Collect results (of any batch in flight) until the first batch in flight is complete,
@@ -280,7 +295,8 @@ class Tuner:
         ev = bt.running.pop(idx)
         ev.elapsed = float(res["elapsed"])
         self.sim_seconds += ev.elapsed
-        self.sim_cpu_seconds += float(res.get("cpu", 0.0))
+        ev.cpu = float(res.get("cpu", 0.0))
+        self.sim_cpu_seconds += ev.cpu
         if not res["feasible"]:      # refused at power-on although the policy validated
             ev.feasible, ev.reason = False, res["reason"]
         else:

@@ -50,6 +50,8 @@ class Proposer:
             base = self.baseline if b == 0 else None
             return [base, *pts[1:]] if base is not None else pts
         asked = len(history) + len(pending)
+        if c.optimizer == "tpe":
+            return self._tpe(b, n, history, pending, asked)
         if asked < c.n_initial or not history:
             # the initial design; a model batch asked before anything is told (--initial-points
             # of one batch) continues it with screening points of its own
@@ -71,7 +73,7 @@ class Proposer:
         the knobs at their defaults the model sees each knob's effect near a sane policy."""
         c = self.config
         base = self.baseline
-        presets = self.presets if base is not None and default("tuner.design_presets") else []
+        presets = self.presets if base is not None and c.design_presets else []
         k = c.n_initial - (base is not None) - len(presets)
         head = [base, *presets] if base is not None else []
         return (head + self.screening(k, ("design",), ("keep",)))[:c.n_initial]
@@ -99,6 +101,17 @@ class Proposer:
         else:
             keep = rng.random((len(design), len(dims)))
         return [[base[j] if keep[i, j] < p else v for j, v in enumerate(pt)] for i, pt in enumerate(design)]
+
+    def _tpe(self, b: int, n: int, history: Sequence[Evaluation], pending: list[list[Any]],
+             asked: int) -> list[list[Any]]:
+        """TPE's points; with presets in the design, the baseline and the presets come first."""
+        from memtune.tuner.tpe import tpe_batch
+
+        head = [self.baseline, *self.presets] if self.config.design_presets and self.baseline else []
+        pts = [list(p) for p in head[asked:asked + n]]
+        if len(pts) < n:
+            pts += tpe_batch(self.space, self.config.seed, b, n - len(pts), history, [*pending, *pts])
+        return pts
 
     # --- model-guided batches ------------------------------------------------------------------
 

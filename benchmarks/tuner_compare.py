@@ -1,0 +1,204 @@
+"""memtune's default tuner against what a user would wire up instead, over tuner seeds.
+
+    python -m benchmarks.tuner_compare --seeds 10 --scenarios db,small,vdi \\
+        --out benchmarks/results/tuner-compare.json [--workdir DIR] [--budget 40] [--holdout 2]
+
+For every scenario and tuner seed, each optimizer runs through memtune's own loop (same space,
+objective, batches of 4, coarse evaluations, 2 workers):
+
+- ``memtune``: the default (`memtune optimize`: GP, presets in the design, early stop);
+- ``random``: random search (the baseline first);
+- ``tpe+presets``: Optuna TPE (multivariate, constant liar) after esxi-default and the presets;
+- ``tpe``: Optuna TPE alone.
+
+Each optimizer's best point is taken at **equal evaluations** (the budget) and at **equal CPU
+seconds** (the longest prefix of its evaluations whose simulation + optimizer CPU fits in what
+``memtune`` spent on that seed; a run that spent less is extended, up to twice the budget), then
+simulated at full resolution on held-out seeds (``report_seeds`` of the tuner seed, never used
+during the search) beside ``esxi-default``: ratio = best / esxi-default. The JSON holds every
+seed's figures and, per scenario and optimizer, mean, standard deviation and the share of seeds
+under the thresholds. It is rewritten after every (seed, scenario), and journals in ``--workdir``
+let an interrupted comparison resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from memtune.core.scenario import load_scenario
+from memtune.policies import apply_policy, load_policy
+from memtune.tuner.config import TuneConfig
+from memtune.tuner.evaluate import EvalTask, report_seeds
+from memtune.tuner.executors import make_executor
+from memtune.tuner.journal import read_journal
+from memtune.tuner.loop import JOURNAL, Tuner
+
+OPTIMIZERS: dict[str, dict[str, Any]] = {
+    "memtune": {},
+    "random": {"optimizer": "random", "early_stop": False},
+    "tpe+presets": {"optimizer": "tpe", "design_presets": True, "early_stop": False},
+    "tpe": {"optimizer": "tpe", "design_presets": False, "early_stop": False},
+}
+# the issue's targets: held-out ratio below these on at least 8 of 10 seeds
+THRESHOLDS = {"db": 0.5, "small": 0.35, "vdi": 0.5}
+
+
+def _cpu_per_eval(out: Path) -> list[float]:
+    """CPU seconds of each evaluation, in ask order: its simulations plus an equal share of the
+    optimizer's CPU for its batch (from the journal)."""
+    state = read_journal(out / JOURNAL)
+    share: dict[int, float] = {}
+    for rec in state.batches.values():
+        n = len(rec["points"])
+        for i in range(n):
+            share[int(rec["first"]) + i] = float(rec.get("cpu", 0.0)) / n
+    return [float(state.evals[i].get("cpu", 0.0)) + share.get(i, 0.0) for i in sorted(state.evals)]
+
+
+def _run(sc: Any, seed: int, name: str, budget: int, out: Path, ex: Any) -> Tuner:
+    cfg = TuneConfig(sc, seed=seed, budget=budget, presets=(), **OPTIMIZERS[name])
+    tuner = Tuner(cfg, out, executor=ex, resume=(out / JOURNAL).exists())
+    tuner.run()
+    tuner.journal.close()
+    return tuner
+
+
+def _best(history: list[Any]) -> Any:
+    feas = [e for e in history if e.ok]
+    return min(feas, key=lambda e: (e.value, e.index)) if feas else None
+
+
+def one_seed(scenario: str, seed: int, *, budget: int, holdout: int, workdir: Path, ex: Any) -> dict[str, Any]:
+    """Every optimizer on one (scenario, tuner seed), both comparisons, held-out ratios."""
+    sc = load_scenario(scenario)
+    runs: dict[str, Any] = {}
+    cpu_cap = None
+    for name in OPTIMIZERS:
+        out = workdir / scenario / str(seed) / name
+        t0 = time.perf_counter()
+        tuner = _run(sc, seed, name, budget, out, ex)
+        cpu = _cpu_per_eval(out)
+        if name == "memtune":
+            cpu_cap = sum(cpu)
+        else:
+            extra = budget
+            while sum(cpu) < cpu_cap and extra < 2 * budget:     # spent less: give it more evaluations
+                extra += tuner.config.batch
+                tuner = _run(sc, seed, name, extra, out, ex)
+                cpu = _cpu_per_eval(out)
+        hist = tuner.history
+        cum, n_cpu = 0.0, 0
+        for c in cpu:
+            if cum + c > cpu_cap + 1e-9:
+                break
+            cum += c
+            n_cpu += 1
+        runs[name] = {"tuner": tuner, "at_evals": _best(hist[:budget]), "at_cpu": _best(hist[:n_cpu]),
+                      "cpu_at_evals": round(sum(cpu[:budget]), 1), "evals_at_cpu": n_cpu,
+                      "stopped": sum(1 for e in hist[:budget] if e.stopped),
+                      "wall_s": round(time.perf_counter() - t0, 1)}
+    ratios = _held_out(runs, seed, holdout, ex)
+    out: dict[str, Any] = {"scenario": scenario, "seed": seed, "cpu_cap": round(cpu_cap or 0.0, 1),
+                           "esxi_default": ratios.pop("esxi-default")}
+    for name, r in runs.items():
+        out[name] = {"ratio_at_evals": ratios.get(f"{name}@evals"), "ratio_at_cpu": ratios.get(f"{name}@cpu"),
+                     "search_best": r["at_evals"].value if r["at_evals"] else None,
+                     "cpu_at_evals": r["cpu_at_evals"], "evals_at_cpu": r["evals_at_cpu"],
+                     "stopped": r["stopped"], "wall_s": r["wall_s"]}
+    return out
+
+
+def _held_out(runs: dict[str, Any], seed: int, holdout: int, ex: Any) -> dict[str, float | None]:
+    """Objective of esxi-default and of each pick on ``holdout`` report seeds at full resolution,
+    as ratios to esxi-default (esxi-default's own entry is its value)."""
+    ref = runs["memtune"]["tuner"]
+    seeds = report_seeds(seed, holdout)
+    tasks = {"esxi-default": apply_policy(load_policy("esxi-default"), ref.base, registry=ref.space.registry)}
+    ids: dict[str, str] = {}            # point (as JSON) -> task id: each distinct pick runs once
+    labels: dict[str, str] = {}         # "<optimizer>@<evals|cpu>" -> task id
+    for name, r in runs.items():
+        for mode in ("evals", "cpu"):
+            ev = r[f"at_{mode}"]
+            if ev is None:
+                continue
+            key = json.dumps(ev.assignment, sort_keys=True, default=str)
+            if key not in ids:
+                ids[key] = f"pick-{len(ids)}"
+                tasks[ids[key]] = ref.policy_scenario(ev.assignment, ids[key], full=True)[1]
+            labels[f"{name}@{mode}"] = ids[key]
+    results = ex.run([EvalTask(k, v, seeds) for k, v in tasks.items() if v is not None])
+    values = {str(res["index"]): ref.config.objective.value(res["metrics"], ref.weights)
+              for res in results if res.get("feasible")}
+    base = values["esxi-default"]
+    out: dict[str, float | None] = {"esxi-default": base}
+    for label, tid in labels.items():
+        v = values.get(tid)
+        out[label] = v / base if v is not None and base > 0 else None
+    return out
+
+
+def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per scenario and optimizer: mean, std and share under the threshold, at equal evaluations
+    and at equal CPU."""
+    out: dict[str, Any] = {}
+    for scenario in sorted({c["scenario"] for c in cells}):
+        rows = [c for c in cells if c["scenario"] == scenario]
+        thr = THRESHOLDS.get(scenario, 0.5)
+        table: dict[str, Any] = {"seeds": [c["seed"] for c in rows], "threshold": thr}
+        for name in OPTIMIZERS:
+            for mode in ("evals", "cpu"):
+                vals = [c[name][f"ratio_at_{mode}"] for c in rows if c[name][f"ratio_at_{mode}"] is not None]
+                table[f"{name}@{mode}"] = {
+                    "mean": round(statistics.fmean(vals), 4) if vals else None,
+                    "std": round(statistics.stdev(vals), 4) if len(vals) > 1 else None,
+                    "under_threshold": f"{sum(v < thr for v in vals)}/{len(vals)}",
+                    "ratios": [round(v, 4) for v in vals]}
+        out[scenario] = table
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=10, help="tuner seeds 1..N")
+    ap.add_argument("--first-seed", type=int, default=1)
+    ap.add_argument("--scenarios", default="db,small,vdi")
+    ap.add_argument("--budget", type=int, default=None, help="evaluations (default: the tuner's default)")
+    ap.add_argument("--holdout", type=int, default=2, help="held-out seeds per comparison")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workdir", help="keep journals here (an interrupted comparison resumes)")
+    ap.add_argument("--out", help="JSON file, rewritten after every (seed, scenario)")
+    args = ap.parse_args(argv)
+    from memtune.tuner.defaults import default
+
+    budget = args.budget or int(default("tuner.budget"))
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    result: dict[str, Any] = {"budget": budget, "holdout": args.holdout, "workers": args.workers,
+                              "cpus": os.cpu_count(), "optimizers": OPTIMIZERS, "started": time.time(),
+                              "cells": []}
+    with tempfile.TemporaryDirectory() as tmp, make_executor(args.workers) as ex:
+        workdir = Path(args.workdir or tmp)
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            for scenario in scenarios:
+                cell = one_seed(scenario, seed, budget=budget, holdout=args.holdout, workdir=workdir, ex=ex)
+                cell["load_after"] = round(os.getloadavg()[0], 2)
+                result["cells"].append(cell)
+                result["summary"] = summarise(result["cells"])
+                result["finished"] = time.time()
+                text = json.dumps(result, indent=1, default=str)
+                if args.out:
+                    Path(args.out).write_text(text + "\n")
+                print(json.dumps({k: cell[k] for k in ("scenario", "seed")} |
+                                 {n: (cell[n]["ratio_at_evals"], cell[n]["ratio_at_cpu"]) for n in OPTIMIZERS}),
+                      flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
