@@ -121,3 +121,20 @@ def test_cleanup_command_without_root_or_state_says_so(tmp_path):
     if os.geteuid() != 0:
         r = CliRunner().invoke(main_group, ["live", "cleanup"])
         assert r.exit_code == 1 and "root" in r.output
+
+
+@pytest.mark.parametrize("args, field", [
+    (["validate", "small", "--seeds", "1,x"], "--seeds"),
+    (["validate", "small", "--ksm", "bogus=1"], "--ksm"),
+    (["validate", "small", "--memory-scale", "0.5"], "--memory-scale"),
+    (["validate", "small", "--calibration", "/nonexistent.toml"], "/nonexistent.toml"),
+    (["optimize", "small", "--confirm", "qemu"], "--confirm"),
+])
+def test_bad_live_options_are_one_line_and_exit_2(args, field, tmp_path):
+    from click.testing import CliRunner
+
+    from memtune.cli import main_group
+
+    r = CliRunner().invoke(main_group, [*args, "--out", str(tmp_path / "o")] if args[0] == "validate" else args)
+    assert r.exit_code == 2, r.output
+    assert field in r.output and len(r.output.strip().splitlines()) == 1

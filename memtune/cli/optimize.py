@@ -119,10 +119,12 @@ class _Bar:
 @click.option("--metrics-port", type=_Int(0), help="Serve tuner metrics for Prometheus on this port.")
 @click.option("--metrics-bind", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal).")
+@click.option("--confirm", type=_Choice(["live"]), help="Re-run the best policy and esxi-default on this Linux host "
+              "(scaled; root) and report the real improvement beside the model's (docs/live.md).")
 @plugin_options
 def cli(scenario, out, resume, budget, time_limit, patience, optimizer, objective, weights, slo_p99, knobs,
         fix, group, repeats, batch, initial_points, duration, fidelity, seed, workers, dask_scheduler, presets, plots,
-        metrics_port, metrics_bind, progress, disable, plugins):
+        metrics_port, metrics_bind, progress, disable, plugins, confirm=None):
     """Tune SCENARIO's policy (a built-in name or a TOML file; default: small).
 
     Writes the best policy (best-policy.toml), report.json and plots to --out, and journals every
@@ -134,6 +136,11 @@ def cli(scenario, out, resume, budget, time_limit, patience, optimizer, objectiv
     from memtune.tuner.report import fmt_value, summary, write_outputs
 
     sc = scenario_arg(scenario)
+    if confirm == "live":
+        from memtune.live.safety import unavailable
+
+        if unavailable():
+            raise UserError(f"cannot confirm on this host: {unavailable()}", field="--confirm")
     slo = duration_option(slo_p99, "--slo-p99")
     obj = Objective(objective, parse_weights(weights), slo)
     preset_list = None
@@ -198,3 +205,9 @@ def cli(scenario, out, resume, budget, time_limit, patience, optimizer, objectiv
 
             stop_metrics_server(server, thread)
     click.echo(summary(report))
+    if confirm == "live":
+        from memtune.live.confirm import confirm_live
+        from memtune.live.confirm import summary as live_summary
+        from memtune.tuner.report import POLICY_FILE
+
+        click.echo(live_summary(confirm_live(sc, Path(out), POLICY_FILE, disable=tuple(disable))))
