@@ -1,6 +1,7 @@
 """Tuner figures (issue 5), reported as ratios on the same seeds.
 
     python -m benchmarks.tuner [--quick] [--only tuned,search,wall] [--out FILE]
+    python -m benchmarks.tuner compare --seeds N --scenarios db,small,vdi --out FILE   (see tuner_compare)
     python -m benchmarks.run --only tuner
 
 - ``tuned``: best policy / ``esxi-default`` objective (share-weighted stall fraction) on ``small``,
@@ -166,6 +167,11 @@ def run(quick: bool = False, only: tuple[str, ...] = ("tuned", "search", "wall")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compare"]:
+        from benchmarks.tuner_compare import main as compare
+
+        return compare(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="tuned,search,wall")

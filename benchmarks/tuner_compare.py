@@ -1,7 +1,8 @@
 """memtune's default tuner against what a user would wire up instead, over tuner seeds.
 
-    python -m benchmarks.tuner_compare --seeds 10 --scenarios db,small,vdi \\
+    python -m benchmarks.tuner compare --seeds 10 --scenarios db,small,vdi \\
         --out benchmarks/results/tuner-compare.json [--workdir DIR] [--budget 40] [--holdout 2]
+    python -m benchmarks.tuner compare --table benchmarks/results/tuner-compare.json [more.json]
 
 For every scenario and tuner seed, each optimizer runs through memtune's own loop (same space,
 objective, batches of 4, coarse evaluations, 2 workers):
@@ -164,8 +165,27 @@ def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def table(paths: list[str]) -> str:
+    """A markdown table of the summaries of one or more result files (their cells pooled)."""
+    cells = [c for p in paths for c in json.loads(Path(p).read_text())["cells"]]
+    summary = summarise(cells)
+    lines = ["| scenario (seeds) | optimizer | equal evaluations: mean ± std, under threshold | "
+             "equal CPU: mean ± std, under threshold |", "|---|---|---|---|"]
+    for scenario, t in summary.items():
+        for name in OPTIMIZERS:
+            cols = []
+            for mode in ("evals", "cpu"):
+                f = t[f"{name}@{mode}"]
+                std = f" ± {f['std']:.2f}" if f["std"] is not None else ""
+                cols.append(f"{f['mean']:.2f}{std}, {f['under_threshold']} < {t['threshold']}"
+                            if f["mean"] is not None else "-")
+            lines.append(f"| {scenario} ({', '.join(map(str, t['seeds']))}) | {name} | {cols[0]} | {cols[1]} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--table", nargs="+", metavar="JSON", help="print the summary table of result files")
     ap.add_argument("--seeds", type=int, default=10, help="tuner seeds 1..N")
     ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--scenarios", default="db,small,vdi")
@@ -175,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", help="keep journals here (an interrupted comparison resumes)")
     ap.add_argument("--out", help="JSON file, rewritten after every (seed, scenario)")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return 0
     from memtune.tuner.defaults import default
 
     budget = args.budget or int(default("tuner.budget"))
