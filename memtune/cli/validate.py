@@ -55,7 +55,8 @@ def _ksm(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--max-vms", type=int, default=16, show_default=True, help="Keep at most this many VMs (in turn from each group).")
 @click.option("--seeds", default="1", show_default=True, help="Comma-separated seeds; each runs on both sides.")
 @click.option("--calibration", metavar="FILE", help="Settings TOML from `memtune calibrate` laid over the scenario's.")
-@click.option("--ksm", "ksm", multiple=True, metavar="KNOB=N", help="KSM sysfs value over the policy's (repeatable).")
+@click.option("--ksm", "ksm", multiple=True, metavar="KNOB=N",
+              help="Share pages the Linux way on both sides (memtune.sharing = ksm) with this KSM value (repeatable).")
 @click.option("--out", default="memtune-validate", show_default=True, help="Directory for report.json and validate.png.")
 @click.option("--plots/--no-plots", default=True, show_default=True)
 @click.option("--force", is_flag=True, help="Go ahead although KSM, swap or zram look in use by something else.")
@@ -78,6 +79,9 @@ def cli(scenario, policy, duration, memory_scale, max_vms, seeds, calibration, k
         raise UserError(f"must be at least 1, got {memory_scale}", field="--memory-scale")
     if max_vms is not None and max_vms < 1:
         raise UserError(f"must be at least 1, got {max_vms}", field="--max-vms")
+    if ksm:
+        sc = sc.replace(settings={**sc.settings, "memtune.sharing": "ksm",
+                                  **{f"ksm.{k}": v for k, v in _ksm(ksm).items()}})
     cfg = ValidateConfig(duration=duration_option(duration), memory_scale=memory_scale, max_vms=max_vms,
                          seeds=_int_list(seeds, "--seeds"), disable=tuple(disable))
     reason = unavailable()
@@ -85,7 +89,7 @@ def cli(scenario, policy, duration, memory_scale, max_vms, seeds, calibration, k
         from memtune.live.state import HostError
 
         raise HostError(f"cannot run on this host: {reason}")
-    driver = LinuxDriver(LiveOptions(force=force, ksm=_ksm(ksm)), disable=tuple(disable))
+    driver = LinuxDriver(LiveOptions(force=force), disable=tuple(disable))
     report = validate(sc, cfg, driver, progress=lambda m: click.echo(m, err=True))
     report["policy"] = policy or "(scenario)"
     report["calibration"] = calibration

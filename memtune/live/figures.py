@@ -24,6 +24,7 @@ def sim_figures(result: dict[str, Any]) -> dict[str, Any]:
     totals = host["totals"]
     faults = sum(v for row in result["vms"] for k, v in row["faults"].items() if k in FAULT_STATES)
     out = {k: float(totals.get(k, 0.0)) for k in FIGURES[:6]}
+    out["shared_saved"] += float(totals.get("merged_saved", 0.0))     # the KSM mode's name for it
     out.update(faults=float(faults), stall=host["stall"], mean_latency=host["mean_latency"], oom_killed=[],
                p99_latency=host["p99_latency"], time_in_state=dict(host["time_in_state"]))
     return out

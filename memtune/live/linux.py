@@ -54,12 +54,14 @@ class LiveOptions:
 
 
 def ksm_knobs(sc: Scenario, overrides: dict[str, int]) -> dict[str, int]:
-    """KSM settings for the policy: ``ksm.<knob>`` settings if the scenario has them, else the
-    ESX scan rate (each VM in ``Mem.ShareScanTime``, at most ``Mem.ShareRateMax`` pages/s) as
-    ``pages_to_scan`` per 20 ms ``sleep_millisecs``."""
+    """KSM settings for the policy. With ``memtune.sharing = "ksm"`` (the model's KSM mode) its
+    ``ksm.<knob>`` settings 1:1; with the ESX scanner (``tps``), the ESX scan rate (each VM in
+    ``Mem.ShareScanTime``, at most ``Mem.ShareRateMax`` pages/s) as ``pages_to_scan`` per 20 ms."""
     s = sc.settings
-    knobs = {k[4:]: int(v) for k, v in s.items() if k.startswith("ksm.") and k[4:] in ksm.KNOBS}
-    if not knobs:
+    if s.get("memtune.sharing", "tps") == "ksm":
+        knobs = {k[4:]: int(v) for k, v in s.items()
+                 if k.startswith("ksm.") and k[4:] in ksm.KNOBS and k != "ksm.merge_across_nodes"}
+    else:
         rate = sum(min(v.memory / PAGE / (s["Mem.ShareScanTime"] * 60.0), s["Mem.ShareRateMax"]) for v in sc.vms)
         knobs = {"pages_to_scan": max(1, round(rate * 0.020)), "sleep_millisecs": 20}
     knobs.setdefault("use_zero_pages", 0)
@@ -91,7 +93,9 @@ class _Run:
         self.seed = self.model.seed
         names = set(self.model.pm.plugin_names())
         s = self.model.settings
-        self.sharing = "tps" in names
+        mode = str(s.get("memtune.sharing", "tps"))
+        self.sharing = mode in names and not (mode == "ksm" and int(s.get("ksm.run", 1)) == 0)
+        self.salted = mode == "tps"           # ESX salting; Linux KSM merges across all VMs
         self.compression = "compression" in names and bool(s["Mem.MemZipEnable"])
         self.swapping = "swap" in names
         self.controller = Controller(self.model.scenario.replace(settings=dict(s)), "balloon" in names)
@@ -112,10 +116,12 @@ class _Run:
         """Per VM: page keys, compressibility and the model's initially resident pages."""
         h = self.model
         pg = h.pages
-        if self.sharing:
+        if self.sharing and self.salted:
             from memtune.plugins.tps import salt_scopes
 
             scope = salt_scopes(h)
+        elif self.sharing:
+            scope = np.zeros(h.nvm, dtype=np.int64)
         else:
             scope = np.arange(h.nvm, dtype=np.int64) + 1
         keys = (scope[pg.vm] << CONTENT_BITS) | pg.content
