@@ -138,3 +138,23 @@ def test_bad_live_options_are_one_line_and_exit_2(args, field, tmp_path):
     r = CliRunner().invoke(main_group, [*args, "--out", str(tmp_path / "o")] if args[0] == "validate" else args)
     assert r.exit_code == 2, r.output
     assert field in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_compare_figures_ratios_targets_and_measured_latency():
+    from memtune.live.compare import compare_figures, measured_latencies
+    from memtune.live.figures import FIGURES
+
+    def figs(scale: float) -> dict:
+        out = {k: 100.0 * scale for k in FIGURES}
+        out["time_in_state"] = {"high": 10.0 * scale, "clear": 0.0}
+        return out
+
+    rows = compare_figures([figs(1.04), figs(1.06)], [figs(1.0), figs(1.0)])
+    assert rows["shared_saved"]["ratio"] == pytest.approx(1.05)
+    assert rows["shared_saved"]["met"] is False and rows["swapped"]["met"] is True     # 5 % vs 25 %
+    assert rows["stall"]["model"]["sd"] > 0 and "met" not in rows["stall"]
+    assert rows["time_high"]["ratio"] == pytest.approx(1.05) and rows["time_clear"]["ratio"] is None
+    runs = [{"vms": [{"extra_by_cause": {"guest_swap_in": 0.5}, "guest_swap_ins": 1000},
+                     {"extra_by_cause": {"guest_swap_in": 0.0}, "guest_swap_ins": 0}]}]
+    assert measured_latencies(runs) == {"latency.guest_swap_in": pytest.approx(5e-4)}
+    assert measured_latencies([{"vms": []}]) == {}

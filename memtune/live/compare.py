@@ -85,7 +85,13 @@ def validate(sc: Scenario, cfg: ValidateConfig, real: HostDriver, progress: Any 
         if progress:
             progress(f"seed {seed}: model done, real host running {s.duration:g} s")
         real_runs.append(real.run(s, seed=seed))
+    measured = measured_latencies(real_runs)
+    recal = s.replace(settings={**s.settings, **measured}) if measured else None
+    recal_runs = [sim.run(recal, seed=seed) for seed in cfg.seeds] if recal else []
     return {
+        "measured_latencies": measured,
+        "figures_with_measured_latencies": compare_figures([r["figures"] for r in recal_runs],
+                                                           [r["figures"] for r in real_runs]) if recal else None,
         "scenario": sc.name, "scaled": {"name": s.name, "description": s.description, "host_memory": s.host.memory,
                                         "vms": len(s.vms), "duration": s.duration, "warmup": s.warmup},
         "seeds": list(cfg.seeds),
@@ -94,6 +100,14 @@ def validate(sc: Scenario, cfg: ValidateConfig, real: HostDriver, progress: Any 
         "model_runs": [{k: r[k] for k in ("seed", "figures", "timeline", "vms")} for r in model_runs],
         "real_runs": [{k: r[k] for k in ("seed", "figures", "timeline", "vms", "host")} for r in real_runs],
     }
+
+
+def measured_latencies(real_runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Latency settings as this host delivered them in the runs: ``latency.guest_swap_in`` is the
+    mean time a worker took to read a page back from its guest swap file (and copy it in)."""
+    secs = sum(v["extra_by_cause"].get("guest_swap_in", 0.0) for r in real_runs for v in r["vms"])
+    n = sum(v["guest_swap_ins"] for r in real_runs for v in r["vms"])
+    return {"latency.guest_swap_in": secs / n} if n else {}
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
@@ -106,4 +120,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         if "target" in row:
             tgt = f"+-{row['target']:.0%} {'met' if row['met'] else 'NOT met'}"
         lines.append(f"{name:<18}{row['model']['mean']:>14.4g}{row['real']['mean']:>14.4g}{ratio:>12}  {tgt}")
+    cal = report.get("figures_with_measured_latencies")
+    if cal:
+        lat = ", ".join(f"{k} = {v * 1e6:.0f} us" for k, v in report["measured_latencies"].items())
+        lines.append(f"model again with this host's measured {lat}:")
+        for name in ("stall", "mean_latency", "p99_latency"):
+            row = cal[name]
+            ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"
+            lines.append(f"{name:<18}{row['model']['mean']:>14.4g}{row['real']['mean']:>14.4g}{ratio:>12}")
     return lines
