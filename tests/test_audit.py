@@ -440,7 +440,7 @@ def cli(*args: str):
 def test_cli_verify_exit_codes(pressure_run, tmp_path):
     log = pressure_run[0]
     ok = cli("audit", "verify", str(log))
-    assert ok.exit_code == 0 and "intact" in ok.output and ok.output.count("\n") == 1
+    assert ok.exit_code == 0 and "intact" in ok.output and ok.output.count("\n") == 2
     lines = _lines(log.read_bytes())
     lines[4], lines[5] = lines[5], lines[4]
     bad = tmp_path / "bad.jsonl"
@@ -545,3 +545,64 @@ def test_keyed_log_appends_with_its_key(tmp_path):
     key.write_text("k2")                    # another key cannot continue the chain
     with pytest.raises(UserError, match="line 1: the existing audit log is broken \\(wrong key"):
         run(pressure_scenario(log, **{"audit.key_file": str(key)}), duration=10)
+
+
+def _rehashed(data: bytes, key: bytes | None, edit) -> bytes:
+    """The log with ``edit(record)`` applied to every record and the whole chain re-hashed (with
+    ``key``, or plain SHA-256): what someone who can write the file and holds no key can do."""
+    out, prev = [], GENESIS
+    for raw in _lines(data):
+        rec = json.loads(raw)
+        edit(rec)
+        body = {k: v for k, v in rec.items() if k != "hash"} | {"prev": prev}
+        rec = body | {"hash": record_hash(body, key)}
+        line = canonical(rec).encode("ascii")
+        out.append(line)
+        prev = hashlib.sha256(line).hexdigest()
+    return _join(out)
+
+
+def _lower_balloon(rec: dict) -> None:
+    if rec["kind"] == "reclaim":
+        rec["data"] = {k: (0 if isinstance(v, int | float) and not isinstance(v, bool) else v)
+                       for k, v in rec["data"].items()}
+
+
+def test_a_rehashed_keyless_log_verifies_and_verify_says_that_proves_nothing_more(pressure_run, tmp_path):
+    log = pressure_run[0]
+    forged = tmp_path / "forged.jsonl"
+    forged.write_bytes(_rehashed(log.read_bytes(), None, _lower_balloon))
+    assert forged.read_bytes() != log.read_bytes()
+    res = cli("audit", "verify", str(forged))
+    assert res.exit_code == 0                           # inherent to a chain without a secret
+    intact, proves = res.output.splitlines()
+    assert intact.startswith(f"{forged}: intact: ") and "SHA-256 chain" in intact
+    assert "it does NOT prove the log is authentic" in proves
+    assert "anyone who can write the file can rewrite it and re-hash every record" in proves
+    assert "HMAC key kept off the audited host" in proves and "docs/audit.md" in proves
+
+
+def test_the_same_rewrite_of_a_keyed_log_is_found_without_the_key(keyed_log, tmp_path):
+    log, key = keyed_log
+    res = cli("audit", "verify", str(log), "--key-file", str(key))
+    assert res.exit_code == 0 and "holder of the HMAC key" in res.output.splitlines()[1]
+    guessed = tmp_path / "guess"
+    guessed.write_bytes(b"not the key")
+    forged = tmp_path / "forged.jsonl"
+    forged.write_bytes(_rehashed(log.read_bytes(), b"not the key", _lower_balloon))
+    res = cli("audit", "verify", str(forged), "--key-file", str(key))
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and ("wrong key" in res.output or "edited" in res.output)
+    # stripping the key (a plain re-hash that claims no HMAC) is caught when the verifier gives the key
+    plain = tmp_path / "plain.jsonl"
+    plain.write_bytes(_rehashed(log.read_bytes(), None,
+                                lambda r: (_lower_balloon(r), r["data"].update(hmac=False) if r["kind"] == "log-start"
+                                           else None)))
+    res = cli("audit", "verify", str(plain), "--key-file", str(key))
+    assert res.exit_code == 1 and "not keyed" in res.output
+
+
+def test_audit_docs_show_how_to_run_with_a_key_kept_off_the_host():
+    text = (Path(__file__).parent.parent / "docs" / "audit.md").read_text()
+    for needle in ("audit.key_file", "MEMTUNE_AUDIT_KEY", "memtune audit verify", "--key-file",
+                   "does not prove", "off the audited host"):
+        assert needle in text, needle

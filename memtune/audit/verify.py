@@ -53,6 +53,20 @@ class Verdict:
         seq = "?" if self.seq is None else str(self.seq)
         return f"{source}: line {self.line} (seq {seq}): {self.what}: {self.detail}"
 
+    def proves(self) -> str:
+        """What an intact verdict is evidence of, and what it is not (printed after the summary)."""
+        if self.keyed:
+            return ("what this proves: every record was written by a holder of the HMAC key and not changed, "
+                    "dropped or reordered since; it cannot show records cut off after an earlier run's log-end "
+                    "(compare the record count and last digest with a copy kept elsewhere), nor anything done by "
+                    "someone who can read the key")
+        return ("what this proves: no record was changed, dropped or reordered without re-hashing the chain after "
+                "it (accidents, careless edits); it does NOT prove the log is authentic: without a key anyone who "
+                "can write the file can rewrite it and re-hash every record, and the result verifies as intact. "
+                "For evidence, run with an HMAC key kept off the audited host (setting audit.key_file or "
+                "$MEMTUNE_AUDIT_KEY) or keep the last digest above somewhere this host cannot write; see "
+                "docs/audit.md")
+
 
 def _parse(line: bytes) -> dict[str, Any] | None:
     try:

@@ -25,8 +25,10 @@ def cli() -> None:
 @click.option("--key-file", metavar="FILE", help="HMAC key file (default: $MEMTUNE_AUDIT_KEY if set).")
 @click.pass_context
 def verify_cmd(ctx: click.Context, log: str, key_file: str | None) -> None:
-    """Check LOG's hash chain: exit 0 and a summary if intact; exit 1 and the first broken record
-    (line, seq, and whether it was edited, dropped, reordered, truncated, bad JSON or the wrong key).
+    """Check LOG's hash chain: exit 0 and a summary if intact, with what that proves (without a key:
+    only that nobody edited it without re-hashing, see docs/audit.md); exit 1 and the first broken
+    record (line, seq, and whether it was edited, dropped, reordered, truncated, bad JSON or the
+    wrong key).
 
     Exit 1 is a finding about the log, not a usage error; exit 2 means the check could not be made
     (missing or unreadable log or key file, or a keyed log and no key).
@@ -38,6 +40,7 @@ def verify_cmd(ctx: click.Context, log: str, key_file: str | None) -> None:
     click.echo(verdict.summary(log))
     if not verdict.ok:
         ctx.exit(1)
+    click.echo(verdict.proves())
 
 
 def _since(value: str | None) -> float | None:

@@ -167,6 +167,7 @@ class DaskExecutor(Executor):
         if isinstance(address, Client):
             self.client, self._own = address, False
         else:
+            _check_reachable(address, timeout)
             try:
                 self.client = Client(address, timeout=timeout, set_as_default=False)
             except (OSError, TimeoutError, ValueError) as exc:
@@ -203,6 +204,25 @@ class DaskExecutor(Executor):
 
     def describe(self) -> dict[str, Any]:
         return {"executor": self.name, "workers": self.workers, "scheduler": str(self.client.scheduler.address)}
+
+
+def _check_reachable(address: str, timeout: float) -> None:
+    """UserError unless ``address`` is a scheduler address whose host and port accept a TCP
+    connection: a Client that fails to connect prints a traceback from its finaliser."""
+    import socket
+
+    from distributed.comm import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(str(address))
+        if scheme not in ("tcp", "tls"):
+            return                          # inproc:// (an in-process cluster) and the like
+        host, port = parse_host_port(location)
+        if not 0 < int(port) < 65536:
+            raise ValueError(f"port {port} is not a TCP port")
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"cannot reach the Dask scheduler at {address!r}: {exc}", field="--dask-scheduler") from None
 
 
 def make_executor(workers: int | None = None, dask_scheduler: Any = None, context: str = "spawn") -> Executor:
