@@ -110,7 +110,8 @@ class Host:
 
         self.pages = PageTable(self.vm_pages, self.states, self.page_scale)
         self.workload = WorkloadState([v.workload for v in vm], self.vm_pages,
-                                      np.array([v.start for v in vm]))
+                                      np.array([v.start for v in vm]),
+                                      kernel_share=float(self.settings["memtune.guest_kernel_share"]))
         self.sampler = WorkingSetSampler(
             self.nvm, pages_per_sample=int(self.settings["Mem.SampleSize"]),
             alpha_fast=self.settings["memtune.sample_alpha_fast"],

@@ -49,6 +49,7 @@ from memtune.core.workload import (
     COMPRESS_CLASSES,
     CONTENT_KINDS,
     KINDS,
+    MAX_DEMAND,
     SKEWS,
     Phase,
     WorkloadSpec,
@@ -99,7 +100,7 @@ _TOP_KEYS = {"name", "description", "duration", "tick", "warmup", "seed", "host"
 _HOST_KEYS = {"memory", "page_scale"}
 _VM_KEYS = {"name", "count", "memory", "workload", "reservation", "limit", "shares", "balloon_driver",
             "maxmemctl", "salt", "encrypted", "large_pages", "image", "start", "stagger"}
-_WL_KEYS = {"kind", "allocated", "wss", "skew", "hot_share", "zipf_s", "touch_rate", "write_fraction",
+_WL_KEYS = {"kind", "allocated", "wss", "cache", "skew", "hot_share", "zipf_s", "touch_rate", "write_fraction",
             "content", "duplicate_copies", "compressibility", "phases", "period", "amplitude",
             "boot_time", "boot_rate", "leak_rate", "profile"}
 
@@ -187,8 +188,9 @@ class _Reader:
             raise self.fail(key, f"expected one of {', '.join(choices)}, got {v!r}")
         return v
 
-    def fraction_or_size(self, key: str, default: float, vm_bytes: int | None) -> float:
-        """A share of configured memory: 0.3, or "2 GiB" when the VM size is known."""
+    def fraction_or_size(self, key: str, default: float, vm_bytes: int | None, most: float = 1.0) -> float:
+        """A share of configured memory: 0.3, or "2 GiB" when the VM size is known; up to ``most``
+        (above 1 for a guest whose memory demand exceeds its configured memory)."""
         if key not in self.data:
             return default
         v = self.data[key]
@@ -199,11 +201,12 @@ class _Reader:
                 b = parse_size(v)
             except ValueError as exc:
                 raise self.fail(key, str(exc)) from None
-            if b > vm_bytes:
-                raise self.fail(key, f"{v} is larger than the VM's configured memory")
+            if b > vm_bytes * most:
+                what = "the VM's configured memory" if most == 1.0 else f"{most:g} x the VM's configured memory"
+                raise self.fail(key, f"{v} is larger than {what}")
             return b / vm_bytes
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
-            raise self.fail(key, f"expected a fraction 0..1 or a size, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= most:
+            raise self.fail(key, f"expected a fraction 0..{most:g} or a size, got {v!r}")
         return float(v)
 
     def mix(self, key: str, names: tuple[str, ...], default: tuple[float, ...]) -> tuple[float, ...]:
@@ -242,8 +245,9 @@ def parse_workload(source: str, table: str, data: dict[str, Any], vm_bytes: int 
     kind = r.text("kind", b.kind, choices=KINDS)
     spec = WorkloadSpec(
         kind=kind,
-        allocated=r.fraction_or_size("allocated", b.allocated, vm_bytes),
-        wss=r.fraction_or_size("wss", b.wss, vm_bytes),
+        allocated=r.fraction_or_size("allocated", b.allocated, vm_bytes, most=MAX_DEMAND),
+        wss=r.fraction_or_size("wss", b.wss, vm_bytes, most=MAX_DEMAND),
+        cache=r.fraction_or_size("cache", b.cache, vm_bytes, most=MAX_DEMAND),
         skew=r.text("skew", b.skew, choices=SKEWS),
         hot_share=r.number("hot_share", b.hot_share, lo=0.0, hi=1.0),
         zipf_s=r.number("zipf_s", b.zipf_s, lo=0.0, hi=5.0),
@@ -262,6 +266,8 @@ def parse_workload(source: str, table: str, data: dict[str, Any], vm_bytes: int 
     )
     if spec.kind == "phased" and not spec.phases:
         raise r.fail("phases", "a phased workload needs at least one phase")
+    if spec.cache > spec.allocated + 1e-9:
+        raise r.fail("cache", f"page cache ({spec.cache:g}) is larger than allocated memory ({spec.allocated:g})")
     if spec.wss > spec.allocated + 1e-9 and spec.kind != "boot-storm":
         raise r.fail("wss", f"working set ({spec.wss:g}) is larger than allocated memory ({spec.allocated:g})")
     return spec

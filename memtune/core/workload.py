@@ -18,6 +18,7 @@ import numpy as np
 
 KINDS = ("constant", "phased", "diurnal", "boot-storm", "leak")
 SKEWS = ("hotcold", "zipf")
+MAX_DEMAND = 16.0      # allocated / wss above 1: the guest wants more memory than it has (pages to its disk)
 CONTENT_KINDS = ("zero", "template", "duplicate", "unique")
 COMPRESS_CLASSES = ("le_1k", "le_2k", "le_3k", "worse")
 
@@ -37,8 +38,9 @@ class WorkloadSpec:
     """A guest's memory behaviour. Sizes are fractions of the VM's configured memory."""
 
     kind: str = "constant"
-    allocated: float = 0.8            # guest memory in use
-    wss: float = 0.25                 # working set (hot window)
+    allocated: float = 0.8            # guest memory in use (anonymous + page cache); above 1: more than it has
+    wss: float = 0.25                 # working set (hot window); may exceed 1 too
+    cache: float = 0.0                # page cache: the coldest part of allocated (clean, dropped first)
     skew: str = "hotcold"
     hot_share: float = 0.9            # share of touches that land in the working set
     zipf_s: float = 1.0               # Zipf exponent inside the working set
@@ -60,14 +62,19 @@ class WorkloadSpec:
 class WorkloadState:
     """Vectorised runtime of every VM's workload: one array per parameter, one entry per VM."""
 
-    def __init__(self, specs: list[WorkloadSpec], pages: np.ndarray, starts: np.ndarray) -> None:
+    def __init__(self, specs: list[WorkloadSpec], pages: np.ndarray, starts: np.ndarray,
+                 kernel_share: float = 0.0) -> None:
         self.specs = specs
         self.pages = pages.astype(np.int64)           # configured pages per VM
+        # what the guest can hold for its workload: configured memory minus its kernel's per-page
+        # structures (sized by configured memory, so a ballooned VM keeps them)
+        self.capacity = np.maximum(np.floor(self.pages * (1.0 - kernel_share)), 1).astype(np.int64)
         self.starts = starts.astype(np.float64)
         n = len(specs)
         f = np.array
         self.base_alloc = f([s.allocated for s in specs], dtype=np.float64)
         self.base_wss = f([s.wss for s in specs], dtype=np.float64)
+        self.base_cache = f([s.cache for s in specs], dtype=np.float64)
         self.hot_share = f([s.hot_share for s in specs], dtype=np.float64)
         self.zipf_s = f([s.zipf_s for s in specs], dtype=np.float64)
         self.is_zipf = f([s.skew == "zipf" for s in specs], dtype=bool)
@@ -79,6 +86,8 @@ class WorkloadState:
         self.wss = np.ones(n, dtype=np.int64)
         self.offset = np.zeros(n, dtype=np.int64)
         self.rate = np.zeros(n, dtype=np.float64)
+        self.overflow_rate = np.zeros(n, dtype=np.float64)   # touches of pages on the guest's disk
+        self.cache = np.zeros(n, dtype=np.int64)             # page-cache pages (coldest allocated ranks)
         self.writes = self.write_fraction.copy()
         self.share = self.hot_share.copy()
         self.on = np.zeros(n, dtype=bool)
@@ -149,17 +158,50 @@ class WorkloadState:
             wss[i] = self._phase_wss[rows, done]
             alloc[i] = self._phase_alloc[rows, done]
             self._shift_total[i] = self._phase_shift[rows, done]
-        alloc = np.minimum(np.maximum(alloc, 0.0), 1.0)
-        allocated = np.maximum(1, np.floor(alloc * self.pages)).astype(np.int64)
+        alloc = np.minimum(np.maximum(alloc, 0.0), MAX_DEMAND)
+        demand = np.maximum(1, np.floor(alloc * self.pages)).astype(np.int64)
+        w_d = np.maximum(np.floor(np.minimum(np.maximum(wss, 0.0), MAX_DEMAND) * self.pages), 1).astype(np.int64)
+        w_d = np.minimum(w_d, demand)
+        over = demand > self.capacity
+        rate = np.where(self.on, rate, 0.0)
+        self.overflow_rate = np.zeros(rate.size)
+        if over.any():
+            # the guest keeps its hottest pages; touches of the others go to its own disk
+            share, rate, self.overflow_rate = self._overflow(over, demand, w_d, share, rate)
+        allocated = np.minimum(demand, self.capacity)
         self.allocated = np.where(self.on, allocated, 0)
-        w = np.maximum(np.floor(np.minimum(np.maximum(wss, 0.0), 1.0) * self.pages), 1).astype(np.int64)
-        self.wss = np.minimum(w, np.maximum(self.allocated, 1))
+        self.wss = np.minimum(w_d, np.maximum(self.allocated, 1))
+        cache = np.floor(self.base_cache * self.pages).astype(np.int64)
+        self.cache = np.minimum(np.maximum(cache - (demand - allocated), 0), self.allocated)
         self.offset = (np.floor(self._shift_total * np.maximum(self.allocated, 1))).astype(np.int64)
-        self.rate = np.where(self.on, rate, 0.0)
+        self.rate = rate
         self.share = share
         self.writes = writes
         self._derive()
         return prev
+
+    def _overflow(self, over: np.ndarray, demand: np.ndarray, w_d: np.ndarray, share: np.ndarray,
+                  rate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Guests wanting more than their capacity C hold their C hottest pages (what an LRU keeps
+        under a steady touch law); the touches of the rest are the share ``q`` served from disk.
+        Returns the hot share among in-memory touches, the in-memory touch rate and the disk rate."""
+        c = self.capacity.astype(np.float64)
+        d, w = demand.astype(np.float64), w_d.astype(np.float64)
+        cold_in = (1.0 - share) * np.minimum(c, d) / d                  # cold component held in memory
+        hot_frac = np.minimum(c / w, 1.0)                                # hotcold: uniform hot window
+        z = self.is_zipf & (c < w)
+        if z.any():                                                      # Zipf: the window's head
+            e = np.where(np.abs(self.zipf_s - 1.0) < 1e-9, 0.0, 1.0 - self.zipf_s)
+            cz, wz, ez = c[z], w[z], e[z]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                f = np.where(ez == 0.0, np.log1p(cz) / np.log1p(wz),
+                             ((cz + 1.0) ** ez - 1.0) / ((wz + 1.0) ** ez - 1.0))
+            hot_frac[z] = f
+        hot_in = share * hot_frac
+        q = np.where(over, np.clip(1.0 - hot_in - cold_in, 0.0, 1.0), 0.0)
+        kept = np.maximum(1.0 - q, 1e-12)
+        new_share = np.where(over, np.clip(hot_in / kept, 0.0, 1.0), share)
+        return new_share, np.where(over, rate * (1.0 - q), rate), np.where(over, rate * q, 0.0)
 
     def steady(self, t0: float, t1: float) -> bool:
         """No VM starts, boots or changes phase in ``(t0, t1]``."""

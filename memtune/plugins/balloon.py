@@ -44,6 +44,10 @@ Model:
   Without a driver the core's limit enforcement pages out at random instead (hypervisor swap).
 - No driver, no ballooning. Only resident pages are ballooned (shared pages are left to TPS).
 
+- Page cache (the workload's ``cache``, the coldest end of its allocated memory) goes before
+  anonymous memory: clean pages the guest drops (``guest_cache_dropped_bytes``) instead of writing
+  them to its swap; a later touch reads them back from disk at the same latency.
+
 Counters (per VM): ``balloon_inflated_bytes``, ``balloon_deflated_bytes``, ``guest_swap_out_bytes``
 (guest pages the guest paged out because of the balloon), ``guest_swap_in_bytes``.
 """
@@ -91,11 +95,7 @@ SETTINGS = (
             "model choice: best of 4 random pages approximates the order of the guest's active list",
             minimum=1,
             maximum=64),
-    Setting("latency.guest_swap_in", "seconds", 160e-6,
-            "Guest touch of a page it paged out because of the balloon: its virtual disk read plus the "
-            "guest fault and paravirtual I/O path.",
-            "DESIGN.md: datastore latency + guest fault = SSD 4 KiB read ~150 us + ~10 us guest "
-            "fault and PVSCSI round trip"),
+    # latency.guest_swap_in is the core's (memtune/core/builtin.py): guests page without a balloon too
 )
 
 
@@ -112,6 +112,7 @@ class BalloonData:
     carry_in: np.ndarray          # per VM: fractional inflation budget carried to the next tick
     carry_out: np.ndarray         # per VM: fractional deflation budget
     dt: float = 0.0
+    cache_taken: np.ndarray | int = 0   # per VM: page-cache pages among the last _coldest pick
 
 
 def _data(host: Any) -> BalloonData | None:
@@ -183,7 +184,19 @@ def _coldest(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
     rng = host.rng(NAME)
     alloc = wl.allocated
     hot_end = np.minimum(wl.wss, alloc)          # the hot window: ranks offset .. offset + wss - 1
-    cold = pg.pick_random(rng, want, d.resident_only, lo=hot_end, hi=alloc, shift=wl.offset, wrap=alloc)
+    if wl.cache.any():
+        # page cache first: the coldest end, clean pages the guest drops without writing them out
+        lo = np.maximum(hot_end, alloc - wl.cache)
+        cache = pg.pick_random(rng, want, d.resident_only, lo=lo, hi=alloc, shift=wl.offset, wrap=alloc)
+        got = np.bincount(pg.vm[cache], minlength=host.nvm)
+        host.count_per_vm("guest_cache_dropped_bytes", got * float(host.page_bytes))
+        d.cache_taken = got
+        anon = pg.pick_random(rng, want - got, d.resident_only, lo=hot_end, hi=lo, shift=wl.offset, wrap=alloc)
+        cold = np.concatenate([cache, anon])
+        cold = cold[pg.vm[cold].argsort(kind="stable")]
+    else:
+        cold = pg.pick_random(rng, want, d.resident_only, lo=hot_end, hi=alloc, shift=wl.offset, wrap=alloc)
+        d.cache_taken = 0
     short = want - np.bincount(pg.vm[cold], minlength=host.nvm)
     if not short.any():
         return cold
@@ -229,7 +242,7 @@ def _inflate(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
     d.carry_in[(got_free + got_cold * ratio) < budget] = 0.0
     got = got_free + got_cold
     host.count_per_vm("balloon_inflated_bytes", got * float(host.page_bytes))
-    host.count_per_vm("guest_swap_out_bytes", got_cold * float(host.page_bytes))
+    host.count_per_vm("guest_swap_out_bytes", (got_cold - d.cache_taken) * float(host.page_bytes))
     return got
 
 
@@ -322,7 +335,7 @@ def fault_ballooned(host: Any, pages: np.ndarray, write: np.ndarray) -> np.ndarr
     pg.set_state(pages, RESIDENT)
     pg.set_state(victims, d.code)
     host.count_per_vm("guest_swap_in_bytes", want * float(host.page_bytes))
-    host.count_per_vm("guest_swap_out_bytes", got * float(host.page_bytes))
+    host.count_per_vm("guest_swap_out_bytes", (got - d.cache_taken) * float(host.page_bytes))
     return latency
 
 
