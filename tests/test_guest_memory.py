@@ -16,8 +16,7 @@ PAGES = 32768          # 128 MiB
 
 
 def _state(**kw) -> WorkloadState:
-    st = WorkloadState([WorkloadSpec(**kw)], np.array([PAGES]), np.array([0.0]), kernel_share=kw.pop("k", 0.0)
-                       if "k" in kw else 0.0)
+    st = WorkloadState([WorkloadSpec(**kw)], np.array([PAGES]), np.array([0.0]))
     st.advance(1.0)
     return st
 
@@ -31,10 +30,8 @@ def test_a_guest_that_fits_touches_only_memory():
 def test_demand_above_memory_keeps_the_hottest_pages_and_sends_the_rest_to_disk(wss):
     st = _state(allocated=2.0, wss=wss, hot_share=0.8, touch_rate=1000.0)
     demand, c = 2 * PAGES, PAGES
-    if wss <= 1:
-        q = 0.2 * (1 - c / demand)
-    else:
-        q = 1 - (0.8 * c / (wss * PAGES) + 0.2 * c / demand)
+    # the hot window fits: only cold touches beyond memory; it does not: its tail goes too
+    q = 0.2 * (1 - c / demand) if wss <= 1 else 1 - (0.8 * c / (wss * PAGES) + 0.2 * c / demand)
     assert st.overflow_rate[0] == pytest.approx(1000.0 * q)
     assert st.rate[0] + st.overflow_rate[0] == pytest.approx(1000.0)
     assert st.allocated[0] == PAGES
