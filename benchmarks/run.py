@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-PARTS = ("core", "sharing_curve", "scrape", "load", "profiling", "tuner", "ksm_convergence")
+PARTS = ("core", "sharing_curve", "scrape", "load", "profiling", "tuner", "ksm_convergence", "balloon_static")
 
 
 def main(argv: list[str] | None = None) -> int:
