@@ -4,8 +4,10 @@ failures inside hooks (one line naming the plugin and the hook, exit 1; the trac
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,3 +241,54 @@ def test_plugin_new_refuses_names_that_are_taken_or_too_long(tmp_path, name, say
     assert r.output == f"memtune: error: NAME: {says}" + (
         "; an installed plugin of that name would be skipped: choose another name\n" if "name of" in says else "\n")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the test command keeps to its own environment ---------------------------------------------------
+
+STUB = """#!/usr/bin/env bash
+echo "$0 $*" >> "$LOG"
+if [ "$1" = "-m" ] && [ "$2" = "venv" ]; then
+  mkdir -p "$3/bin"
+  for tool in python ruff; do cp "$STUB" "$3/bin/$tool"; chmod +x "$3/bin/$tool"; done
+fi
+exit 0
+"""
+
+
+def test_scripts_test_installs_into_its_own_venv_and_never_touches_dot_venv(tmp_path):
+    """`bash scripts/test` installs the example plugin: it must not do that into the .venv the
+    README's first command made (the plugin's knob would join that user's search space)."""
+    repo = Path(__file__).resolve().parent.parent
+    copy = tmp_path / "repo"
+    (copy / "scripts").mkdir(parents=True)
+    shutil.copy(repo / "scripts" / "test", copy / "scripts" / "test")
+    (copy / "examples" / "memtune-demo").mkdir(parents=True)
+    (copy / "examples" / "memtune-demo" / "pyproject.toml").write_text("[project]\nname = 'memtune-demo'\n")
+    user_venv = copy / ".venv" / "bin"
+    user_venv.mkdir(parents=True)
+    (user_venv / "python").write_text("#!/bin/sh\necho touched > \"$(dirname \"$0\")/../TOUCHED\"\nexit 1\n")
+    (user_venv / "python").chmod(0o755)
+    before = sorted(str(p.relative_to(copy)) for p in (copy / ".venv").rglob("*"))
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    stub = stubs / "python3"
+    stub.write_text(STUB)
+    stub.chmod(0o755)
+    for tool in ("prometheus", "promtool", "swapon", "mkswap", "apt-get", "sudo", "systemctl", "service"):
+        (stubs / tool).write_text("#!/bin/sh\nexit 0\n")
+        (stubs / tool).chmod(0o755)
+    log = tmp_path / "log"
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "LOG": str(log), "STUB": str(stub), "HOME": str(tmp_path)}
+    r = subprocess.run(["bash", str(copy / "scripts" / "test"), "-k", "nothing"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    calls = log.read_text().splitlines()
+    assert any(c.endswith("-m venv .venv-test") for c in calls), calls
+    assert any(".venv-test/bin/python -m pip install -q -e examples/memtune-demo/" in c for c in calls), calls
+    assert not any("/.venv/" in c or c.split()[0].startswith(".venv/") for c in calls), calls
+    assert sorted(str(p.relative_to(copy)) for p in (copy / ".venv").rglob("*")) == before
+    # MEMTUNE_VENV still picks another environment
+    log.unlink()
+    r = subprocess.run(["bash", str(copy / "scripts" / "test")], env={**env, "MEMTUNE_VENV": str(tmp_path / "v")},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and f"-m venv {tmp_path / 'v'}" in log.read_text()
