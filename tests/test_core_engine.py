@@ -22,10 +22,11 @@ from memtune.testing import FixedLatencyState
 ALL_BUILTIN_TECHNIQUES = ["balloon", "tps", "ksm", "compression", "swap", "encryption", "audit"]
 
 
-def scenario(host="8 GiB", vms=None, duration="5m", tick="5s", settings=None, **top):
+def scenario(host="8 GiB", vms=None, duration="5m", tick="5s", settings=None, overcommit=False, **top):
     vms = vms or [{"name": "vm", "count": 2, "memory": "2 GiB", "workload": {"allocated": 0.6, "wss": 0.2}}]
     data = {"name": "t", "duration": duration, "tick": tick, "seed": 3,
-            "host": {"memory": host, "page_scale": 64}, "vm": vms, "settings": settings or {}}
+            "host": {"memory": host, "page_scale": 64, "allow_overcommit": overcommit}, "vm": vms,
+            "settings": settings or {}}
     data.update(top)
     return scenario_from_dict(data, "<test>")
 
@@ -180,11 +181,11 @@ def test_invariants_over_random_scenarios(vms, host_mib, seed, disable):
         mem = v["memory_mib"] * 2**20
         res = int(v["res"] * mem)
         lim = None if v["lim"] is None else max(int(v["lim"] * mem), res)
-        table.append({"name": f"vm{i}", "memory": mem, "reservation": res, "shares": v["shares"],
-                      **({"limit": lim} if lim is not None else {}),
+        table.append({"name": f"vm{i}", "memory": f"{mem} bytes", "reservation": f"{res} bytes",
+                      "shares": v["shares"], **({"limit": f"{lim} bytes"} if lim is not None else {}),
                       "workload": {"kind": v["kind"], "allocated": v["alloc"], "wss": min(v["wss"], v["alloc"]),
                                    "touch_rate": v["rate"], "write_fraction": v["writes"]}})
-    sc = scenario(host=f"{host_mib} MiB", vms=table, duration="4m", tick="4s")
+    sc = scenario(host=f"{host_mib} MiB", vms=table, duration="4m", tick="4s", overcommit=True)
     sc = sc.replace(seed=seed)
     guard = ReservationGuard()
     try:

@@ -67,7 +67,7 @@ def test_scenario_cli_list_and_show():
     (lambda s: s.replace('memory = "2 GiB"', 'memory = "-2 GiB"'), "vm[0].memory", "negative"),
     (lambda s: s.replace('memory = "2 GiB"', 'memory = "2 parsecs"'), "vm[0].memory", "expected a size"),
     (lambda s: s.replace('memory = "2 GiB"', "memory = true"), "vm[0].memory", "expected a size"),
-    (lambda s: s.replace("count = 2", 'count = "two"'), "vm[0].count", "expected a number"),
+    (lambda s: s.replace("count = 2", 'count = "two"'), "vm[0].count", "expected a whole number"),
     (lambda s: s.replace("count = 2", 'count = 2\nreservation = "3 GiB"'), "vm[0].reservation",
      "larger than configured"),
     (lambda s: s.replace("count = 2", 'count = 2\nlimit = "1 GiB"\nreservation = "1.5 GiB"'),

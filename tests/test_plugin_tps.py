@@ -332,7 +332,7 @@ def test_large_pages_are_not_shared_until_broken():
     # a host where free memory is about 2x minFree (HIGH, but below the 400 % break point)
     used = host.vm_pages.sum() * PAGE + host.overhead_bytes
     mem = int(used / 0.88) // PAGE * PAGE
-    host, eng = make(scenario([dict(v) for v in vms], large_pages=True, host=str(mem)))
+    host, eng = make(scenario([dict(v) for v in vms], large_pages=True, host=f"{mem} bytes"))
     map_all(host)
     eng.step(10.0)
     assert host.large_pages_broken and host.state.label == "high"

@@ -29,11 +29,12 @@ from memtune.policies import (
     resolve_vms,
     validate_policy,
 )
+from memtune.schema.types import VM_MAX
 from memtune.units import GiB, MiB
 
 # --- round trip -----------------------------------------------------------------------------------
 
-sizes = st.integers(min_value=0, max_value=2**50) | st.sampled_from([GiB, 4 * GiB, 512 * MiB, 3 * 1024])
+sizes = st.integers(min_value=0, max_value=VM_MAX) | st.sampled_from([GiB, 4 * GiB, 512 * MiB, 3 * 1024])
 percents = st.floats(min_value=0, max_value=100, allow_nan=False).map(Percent)
 texts = st.text(max_size=12)
 # names and salts are written into exported files: they hold no control or line-break character
@@ -86,13 +87,13 @@ def test_sizes_are_written_with_exact_units():
     p = Policy("u", vms=(VMRule("a", reservation=4 * GiB, limit=6 * GiB + 1, maxmemctl=Percent(12.5)),))
     text = p.to_toml()
     assert '"sched.mem.min" = "4 GiB"' in text
-    assert f'"sched.mem.max" = {6 * GiB + 1}' in text
+    assert f'"sched.mem.max" = "{6 * GiB + 1} bytes"' in text
     assert '"sched.mem.maxmemctl" = "12.5%"' in text
 
 
 def test_units_and_short_names_are_accepted():
     p = policy_from_dict({"name": "x", "vm": [
-        {"name": "a", "reservation": "512 MiB", "limit": 2147483648, "maxmemctl": "1.5 GiB"}]}, "x")
+        {"name": "a", "reservation": "512 MiB", "limit": "2147483648 bytes", "maxmemctl": "1.5 GiB"}]}, "x")
     r = p.vms[0]
     assert (r.reservation, r.limit, r.maxmemctl) == (512 * MiB, 2 * GiB, 1536 * MiB)
 

@@ -34,6 +34,7 @@ COMMANDS = (
     ("memtune.cli.calibrate", "calibrate"),
     ("memtune.cli.live", "live"),
     ("memtune.cli.validate", "validate"),
+    ("memtune.cli.schema", "schema"),
 )
 
 

@@ -138,10 +138,12 @@ def read_batch_csv(path: str | Path) -> Capture:
                 keep.append(j)
             times: list[float] = []
             cells: list[list[str]] = []
+            lines: list[int] = []
             for r in reader:
                 if not r:
                     continue
                 row = reader.line_num
+                lines.append(row)
                 if len(r) != len(header):
                     raise UserError(f"row {row} has {len(r)} fields, the header has {len(header)}", source=src)
                 times.append(_parse_time(r[0], src, row))
@@ -159,6 +161,7 @@ def read_batch_csv(path: str | Path) -> Capture:
     if np.any(np.diff(seconds) <= 0):
         raise UserError("timestamps are not increasing", source=src)
     values, bad = _numbers(cells, len(keep))
+    _check_cells(values, cells, lines, [header[j] for j in keep], keep, src)
     host: dict[str, np.ndarray] = {}
     groups: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     for k, (owner, counter) in enumerate(where):
@@ -184,6 +187,25 @@ def _numbers(cells: list[list[str]], ncols: int) -> tuple[np.ndarray, int]:
             except ValueError:
                 bad += 1
     return out, bad
+
+
+MAX_CELL = 1e12   # MBytes or percent: above any host's memory (an exabyte); a larger value is garbage
+
+
+def _check_cells(values: np.ndarray, cells: list[list[str]], lines: list[int], names: list[str],
+                 columns: list[int], src: str) -> None:
+    """Memory counters are finite and non-negative: ``nan``, ``inf`` or ``-1e30`` in a capture is an
+    error naming the row and column, never a number the fit believes. (Empty or non-numeric cells,
+    as esxtop writes for a group not running, stay skipped.)"""
+    with np.errstate(invalid="ignore"):
+        bad = np.isinf(values) | (values < 0) | (values > MAX_CELL)
+    for i, k in zip(*np.nonzero(np.isnan(values)), strict=True):
+        if cells[i][k].strip().lower().lstrip("+-") == "nan":
+            bad[i, k] = True
+    if bad.any():
+        i, k = (int(x[0]) for x in np.nonzero(bad))
+        raise UserError(f"row {lines[i]}, column {columns[k] + 1} ({one_line(names[k])}): {cells[i][k]!r} is not "
+                        f"a finite number within 0 .. {MAX_CELL:g}", source=src)
 
 
 # --- fitting -------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ names (``Mem.IdleTax``, ``Mem.ShareForceSalting`` ...), the same namespace as a 
 from __future__ import annotations
 
 import fnmatch
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -18,16 +17,15 @@ from typing import Any
 
 import tomli_w
 
-from memtune.core.names import name_problem
-from memtune.core.vm import SHARES_PER_MB
 from memtune.errors import ConfigError
-from memtune.units import GiB, KiB, MiB, TiB, parse_size
+from memtune.schema.errors import FieldError, validate
+from memtune.schema.policy import Pct, PolicyFile, RuleSection
+from memtune.units import GiB, KiB, MiB, TiB
 
 ACTIVE = "active"          # reservation keyword: the VM's peak working set, resolved at apply time
 UNLIMITED = "unlimited"    # limit / maxmemctl keyword: no per-VM cap
 
 _PATTERN_CHARS = re.compile(r"[*?\[]")
-_SETTING_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+$")
 
 
 @dataclass(frozen=True, order=True)
@@ -148,11 +146,13 @@ class Policy:
 # --- writing -----------------------------------------------------------------------------------
 
 def format_size_exact(n: int) -> int | str:
-    """``"4 GiB"`` when ``n`` is a whole number of a binary unit, else plain bytes."""
+    """``"4 GiB"`` when ``n`` is a whole number of a binary unit, else ``"N bytes"`` (sizes carry a
+    unit); ``0`` as is."""
     if n > 0:
         for unit, size in (("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
             if n % size == 0:
                 return f"{n // size} {unit}"
+        return f"{n} bytes"
     return n
 
 
@@ -173,88 +173,13 @@ def _rule_table(rule: VMRule) -> dict[str, Any]:
 
 
 # --- reading -----------------------------------------------------------------------------------
-
-_TOP_KEYS = {"name", "description", "settings", "defaults", "vm"}
-
-
-def _fail(source: str, fld: str, msg: str) -> ConfigError:
-    return ConfigError(msg, source=source, field=fld)
+# Form, types, ranges and cross-field rules are the schema in memtune.schema.policy.
 
 
-def parse_amount(value: Any, *, source: str, fld: str, keywords: tuple[str, ...]) -> Amount:
-    """Bytes (``"4 GiB"``, ``"512 MiB"``, plain bytes), a percentage of configured memory
-    (``"25%"``) or one of ``keywords``."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text in keywords:
-            return text
-        if text.endswith("%"):
-            try:
-                pct = float(text[:-1])
-            except ValueError:
-                raise _fail(source, fld, f"expected a percentage such as '25%', got {value!r}") from None
-            if not math.isfinite(pct) or not 0 <= pct <= 100:
-                raise _fail(source, fld, f"percentage must be within 0..100, got {value!r}")
-            return Percent(pct)
-    elif isinstance(value, float) and not value.is_integer():
-        raise _fail(source, fld, f"expected a size such as '4 GiB' or whole bytes, got {value!r}")
-    try:
-        return parse_size(value)
-    except ValueError as exc:
-        extra = f" or {' / '.join(repr(k) for k in keywords)}" if keywords else ""
-        raise _fail(source, fld, f"{exc}{extra}") from None
-
-
-def parse_shares(value: Any, *, source: str, fld: str) -> str | int:
-    """``low`` / ``normal`` / ``high`` (5/10/20 shares per MB) or a positive whole number."""
-    if isinstance(value, str) and value in SHARES_PER_MB:
-        return value
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    raise _fail(source, fld, f"expected low, normal, high or a positive whole number, got {value!r}")
-
-
-def _parse_rule(data: Any, *, source: str, table: str, name: str | None) -> VMRule:
-    if not isinstance(data, dict):
-        raise _fail(source, table, "expected a table")
-    allowed = set(_KEY_TO_FIELD) | ({"name"} if name is None else set())
+def _rule(sec: RuleSection, name: str, at: str) -> VMRule:
     values: dict[str, Any] = {}
-    keys: dict[str, str] = {}
-    for key, value in data.items():
-        fld = f"{table}.{key}"
-        if key not in allowed:
-            known = ", ".join(opt for opt, _ in KNOBS.values())
-            raise _fail(source, fld, f"unknown per-VM knob (known: {known}; or their short names)")
-        if key == "name":
-            continue
-        f = _KEY_TO_FIELD[key]
-        if f in values:
-            raise _fail(source, fld, f"{KNOBS[f][0]} given twice (once by its short name)")
-        keys[f] = key
-        if f == "reservation":
-            values[f] = parse_amount(value, source=source, fld=fld, keywords=(ACTIVE,))
-        elif f in ("limit", "maxmemctl"):
-            values[f] = parse_amount(value, source=source, fld=fld, keywords=(UNLIMITED,))
-        elif f == "shares":
-            values[f] = parse_shares(value, source=source, fld=fld)
-        else:
-            if (problem := name_problem(value)) is not None:
-                raise _fail(source, fld, problem)
-            values[f] = value
-    if name is None:
-        raw = data.get("name")
-        if not isinstance(raw, str) or not raw:
-            raise _fail(source, f"{table}.name", "missing VM name or pattern (name = \"web-*\")")
-        if (problem := name_problem(raw)) is not None:
-            raise _fail(source, f"{table}.name", problem)
-        name = raw
-    res, lim = values.get("reservation"), values.get("limit")
-    if isinstance(res, int) and isinstance(lim, int) and res > lim:
-        raise _fail(source, f"{table}.{keys['reservation']}",
-                    f"reservation ({format_size_exact(res)}) is larger than the limit ({format_size_exact(lim)})")
-    if isinstance(res, Percent) and isinstance(lim, Percent) and res.value > lim.value:
-        raise _fail(source, f"{table}.{keys['reservation']}",
-                    f"reservation ({res}) is larger than the limit ({lim})")
+    for f, (_key, value) in sec.knobs(at).items():
+        values[f] = Percent(float(value)) if isinstance(value, Pct) else value
     return VMRule(name=name, **values)
 
 
@@ -267,42 +192,16 @@ def policy_from_dict(data: Mapping[str, Any], source: str, *, registry: Any = No
     """
     if not isinstance(data, Mapping):
         raise ConfigError("expected a table", source=source)
-    for key in data:
-        if key not in _TOP_KEYS:
-            raise _fail(source, key, f"unknown key (allowed: {', '.join(sorted(_TOP_KEYS))})")
-    name = data.get("name", "")
-    if not isinstance(name, str) or not name:
-        raise _fail(source, "name", "missing policy name (name = \"my-policy\")")
-    if (problem := name_problem(name)) is not None:
-        raise _fail(source, "name", problem)
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        raise _fail(source, "description", f"expected text, got {description!r}")
-    settings = data.get("settings", {})
-    if not isinstance(settings, dict):
-        raise _fail(source, "settings", "expected a table of host settings by name")
-    for sname, value in settings.items():
-        if not _SETTING_NAME.match(sname):
-            raise _fail(source, f"settings.{sname}",
-                        "not a setting name (expected a dotted name such as Mem.IdleTax; quote it in TOML)")
-        if isinstance(value, dict | list):
-            raise _fail(source, f"settings.{sname}", f"expected a single value, got {value!r}")
+    model = validate(PolicyFile, dict(data), source)
     if registry is not None:
-        check_settings(settings, registry, source=source)
-    defaults = _parse_rule(data.get("defaults", {}), source=source, table="defaults", name="*")
-    raw_vms = data.get("vm", [])
-    if not isinstance(raw_vms, list):
-        raise _fail(source, "vm", "expected an array of [[vm]] tables")
-    rules: list[VMRule] = []
-    seen: dict[str, int] = {}
-    for i, item in enumerate(raw_vms):
-        rule = _parse_rule(item, source=source, table=f"vm[{i}]", name=None)
-        if rule.name in seen:
-            raise _fail(source, f"vm[{i}].name", f"{rule.name!r} already has a rule (vm[{seen[rule.name]}])")
-        seen[rule.name] = i
-        rules.append(rule)
-    return Policy(name=name, description=description, settings=dict(settings), defaults=defaults,
-                  vms=tuple(rules), source=source)
+        check_settings(model.settings, registry, source=source)
+    try:
+        defaults = _rule(model.defaults, "*", "defaults")
+        rules = tuple(_rule(r, r.name, f"vm[{i}]") for i, r in enumerate(model.vm))
+    except FieldError as exc:
+        raise ConfigError(exc.message, source=source, field=exc.path) from None
+    return Policy(name=model.name, description=model.description, settings=dict(model.settings),
+                  defaults=defaults, vms=rules, source=source)
 
 
 def check_settings(settings: Mapping[str, Any], registry: Any, *, source: str,
@@ -314,12 +213,12 @@ def check_settings(settings: Mapping[str, Any], registry: Any, *, source: str,
         setting = registry.settings.get(name)
         if setting is None:
             hint = f"; plugins disabled: {', '.join(disabled)}" if disabled else ""
-            raise _fail(source, f"settings.{name}",
-                        f"unknown host setting: no loaded plugin declares it (see `memtune plugins`){hint}")
+            raise ConfigError(f"unknown host setting: no loaded plugin declares it (see `memtune plugins`){hint}",
+                              source=source, field=f"settings.{name}")
         try:
             out[name] = setting.coerce(value)
         except ValueError as exc:
-            raise _fail(source, f"settings.{name}", str(exc)) from None
+            raise ConfigError(str(exc), source=source, field=f"settings.{name}") from None
     return out
 
 

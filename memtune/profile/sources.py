@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -55,6 +56,18 @@ class SourceInfo:
     details: dict = field(default_factory=dict)
 
 
+def _device_size(path: str) -> int:
+    """Bytes of a block device (its end, found by seeking)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise _oserror(exc, path, "image") from None
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
 class ImageSource:
     """A raw memory image: a file of concatenated 4 KiB pages."""
 
@@ -67,10 +80,17 @@ class ImageSource:
             st = os.stat(self.path)
         except OSError as exc:
             raise _oserror(exc, self.path, "image") from None
-        if os.path.isdir(self.path):
+        if stat.S_ISDIR(st.st_mode):
             raise UserError("cannot read image: is a directory", source=self.path)
-        self.size = st.st_size
-        self.info = SourceInfo(self.name, self.kind, self.path, {"bytes": int(st.st_size)})
+        if stat.S_ISREG(st.st_mode):
+            self.size = st.st_size
+        elif stat.S_ISBLK(st.st_mode):
+            self.size = _device_size(self.path)
+        else:
+            # a character device (/dev/zero), FIFO or socket has no end: profiling it would never finish
+            raise UserError("cannot read image: not a regular file or block device (no known size)",
+                            source=self.path)
+        self.info = SourceInfo(self.name, self.kind, self.path, {"bytes": int(self.size)})
 
     def chunks(self, chunk_pages: int = CHUNK_PAGES) -> Iterator[np.ndarray]:
         """The image's pages, ``chunk_pages`` at a time."""
@@ -84,9 +104,10 @@ class ImageSource:
         try:
             while True:
                 got = 0
-                while got < buf.size:
+                want = min(buf.size, self.size - total)    # never past the size seen when opened
+                while got < want:
                     try:
-                        n = f.readinto(mv[got:])
+                        n = f.readinto(mv[got:want])
                     except OSError as exc:
                         raise _oserror(exc, self.path, "image") from None
                     if not n:
@@ -96,7 +117,7 @@ class ImageSource:
                 pages = got // PAGE
                 if pages:
                     yield buf[: pages * PAGE].reshape(pages, PAGE)
-                if got < buf.size:
+                if got < buf.size or total >= self.size:
                     self.info.details["tail_bytes"] = got - pages * PAGE
                     break
         finally:
