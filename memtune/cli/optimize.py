@@ -10,42 +10,9 @@ from typing import Any
 import click
 
 from memtune.cli.common import duration_option, plugin_options, scenario_arg
+from memtune.cli.params import PORT, SEED, Choice, Int
 from memtune.errors import UserError
 from memtune.tuner.defaults import default
-
-
-def _flag(param: click.Parameter | None) -> str:
-    return max(param.opts, key=len) if param is not None and param.opts else "option"
-
-
-class _Int(click.ParamType):
-    """A whole number; a bad value is one line naming the flag (exit 2), like every user error."""
-
-    name = "integer"
-
-    def __init__(self, minimum: int | None = None) -> None:
-        self.minimum = minimum
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            n = value
-        else:
-            try:
-                n = int(str(value).strip())
-            except ValueError:
-                raise UserError(f"expected a whole number, got {value!r}", field=_flag(param)) from None
-        if self.minimum is not None and n < self.minimum:
-            raise UserError(f"must be at least {self.minimum}, got {n}", field=_flag(param))
-        return n
-
-
-class _Choice(click.Choice):
-    """click.Choice whose error is one line naming the flag."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if value not in self.choices:
-            raise UserError(f"expected one of {', '.join(self.choices)}, got {value!r}", field=_flag(param))
-        return value
 
 
 class _Bar:
@@ -81,13 +48,13 @@ class _Bar:
 @click.option("--out", "out", default="memtune-out", show_default=True, metavar="DIR",
               help="Output directory: journal, best policy TOML, report.json, plots.")
 @click.option("--resume", is_flag=True, help="Continue the run journaled in --out (a killed run).")
-@click.option("--budget", type=_Int(1), default=default("tuner.budget"), show_default=True,
+@click.option("--budget", type=Int(1), default=default("tuner.budget"), show_default=True,
               help="Evaluations (points told to the optimizer), infeasible ones included.")
 @click.option("--time-limit", help="Stop asking for new batches after this wall time (e.g. 10m).")
-@click.option("--patience", type=_Int(1), help="Stop after this many evaluations without improvement.")
-@click.option("--optimizer", type=_Choice(["gp", "forest", "random", "tpe"]), default="gp", show_default=True,
+@click.option("--patience", type=Int(1), help="Stop after this many evaluations without improvement.")
+@click.option("--optimizer", type=Choice(["gp", "forest", "random", "tpe"]), default="gp", show_default=True,
               help="Gaussian process, extra trees, random search, or Optuna's TPE (needs optuna).")
-@click.option("--objective", type=_Choice(["stall", "mean-latency", "p99-latency", "weighted"]),
+@click.option("--objective", type=Choice(["stall", "mean-latency", "p99-latency", "weighted"]),
               default="stall", show_default=True, help="What to minimise (weighted mean over VMs).")
 @click.option("--weight", "weights", multiple=True, metavar="NAME=W",
               help="Weight of a VM or VM group in the objective (repeatable; replaces share weights).")
@@ -97,29 +64,30 @@ class _Bar:
               help="Tune only these knobs: comma-separated names or patterns (Mem.IdleTax, reservation, web.*).")
 @click.option("--fix", "fix", multiple=True, metavar="NAME=VALUE",
               help="Pin a knob or host setting (repeatable), e.g. Mem.IdleTax=75 or web.limit=1.")
-@click.option("--group", type=_Choice(["prefix", "vm", "all"]), default="prefix", show_default=True,
+@click.option("--group", type=Choice(["prefix", "vm", "all"]), default="prefix", show_default=True,
               help="VMs sharing per-VM knobs: name without -NN suffix, each VM, or all VMs.")
-@click.option("--repeats", type=_Int(1), default=default("tuner.repeats"), show_default=True,
+@click.option("--repeats", type=Int(1), default=default("tuner.repeats"), show_default=True,
               help="Simulations (seeds) per point.")
-@click.option("--batch", type=_Int(1), default=default("tuner.batch"), show_default=True,
+@click.option("--batch", type=Int(1), default=default("tuner.batch"), show_default=True,
               help="Points asked at once (fixed, so results do not depend on --workers).")
-@click.option("--initial-points", type=_Int(1), default=default("tuner.initial_points"), show_default=True,
+@click.option("--initial-points", type=Int(1), default=default("tuner.initial_points"), show_default=True,
               help="Latin-hypercube points before the model is used (rounded up to whole batches).")
 @click.option("--duration", help="Simulated time per evaluation (default: the scenario's).")
-@click.option("--fidelity", type=_Choice(["coarse", "full"]), default=default("tuner.fidelity"), show_default=True,
+@click.option("--fidelity", type=Choice(["coarse", "full"]), default=default("tuner.fidelity"), show_default=True,
               help="Resolution of evaluations: coarse (ticks and pages x2, about half the time) or full; "
                    "the report compares at full resolution either way.")
-@click.option("--seed", type=_Int(0), help="Run seed (default: the scenario's).")
-@click.option("--workers", type=_Int(1), default=default("tuner.workers"), show_default=True,
+@click.option("--seed", type=SEED, help="Run seed (default: the scenario's).")
+@click.option("--workers", type=Int(1), default=default("tuner.workers"), show_default=True,
               help="Local worker processes (1: in this process).")
 @click.option("--dask-scheduler", metavar="ADDRESS", help="Run evaluations on this Dask cluster instead.")
 @click.option("--presets", "presets", metavar="LIST",
               help="Presets to compare in the report (comma-separated; default: all).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG plots.")
-@click.option("--metrics-port", type=_Int(0), help="Serve tuner metrics for Prometheus on this port.")
+@click.option("--metrics-port", type=PORT,
+              help="Serve tuner metrics for Prometheus on this port (0: any free port).")
 @click.option("--metrics-bind", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal).")
-@click.option("--confirm", type=_Choice(["live"]), help="Re-run the best policy and esxi-default on this Linux host "
+@click.option("--confirm", type=Choice(["live"]), help="Re-run the best policy and esxi-default on this Linux host "
               "(scaled; root) and report the real improvement beside the model's (docs/live.md).")
 @plugin_options
 def cli(scenario, out, resume, budget, time_limit, patience, optimizer, objective, weights, slo_p99, knobs,

@@ -8,6 +8,7 @@ import threading
 import click
 
 from memtune.cli.common import duration_option, plugin_options, scenario_arg
+from memtune.cli.params import PORT, SEED, PositiveFloat
 from memtune.errors import UserError
 from memtune.metrics.model import LATENCY_BUCKET_MODES
 from memtune.metrics.server import DEFAULT_BIND, DEFAULT_PORT
@@ -16,9 +17,9 @@ from memtune.metrics.server import DEFAULT_BIND, DEFAULT_PORT
 @click.command("serve")
 @click.argument("scenario", required=False)
 @click.option("--policy", "policy_ref", metavar="POLICY", help="Policy file or preset to apply.")
-@click.option("--speed", type=float, default=1.0, show_default=True,
+@click.option("--speed", type=PositiveFloat(), default=1.0, show_default=True,
               help="Simulated seconds per wall-clock second.")
-@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True,
+@click.option("--port", type=PORT, default=DEFAULT_PORT, show_default=True,
               help="TCP port for /metrics (0: any free port, printed on stderr).")
 @click.option("--bind", default=DEFAULT_BIND, show_default=True,
               help="Address to listen on (loopback by default; the exposition has no authentication).")
@@ -27,7 +28,7 @@ from memtune.metrics.server import DEFAULT_BIND, DEFAULT_PORT
 @click.option("--hold", is_flag=True,
               help="With --once: keep serving the final state after the run ends, until interrupted.")
 @click.option("--duration", help="Simulated time per run, e.g. 30m (default: the scenario's).")
-@click.option("--seed", type=int, help="Random seed (default: the scenario's; run n of a loop uses seed + n).")
+@click.option("--seed", type=SEED, help="Random seed (default: the scenario's; run n of a loop uses seed + n).")
 @click.option("--latency-buckets", type=click.Choice(LATENCY_BUCKET_MODES), default="full", show_default=True,
               help="Buckets of the per-VM latency histogram: full (33 series per VM), coarse (one per decade, "
                    "12 per VM) or off (none).")
@@ -41,10 +42,6 @@ def cli(scenario, policy_ref, speed, port, bind, loop, hold, duration, seed, lat
     from memtune.metrics.collector import RunHandle, host_registry
     from memtune.metrics.server import SimulationThread, start_metrics_server, stop_metrics_server
 
-    if not speed > 0:
-        raise UserError(f"must be greater than zero, got {speed}", field="--speed")
-    if not 0 <= port <= 65535:
-        raise UserError(f"must be a TCP port (0..65535), got {port}", field="--port")
     sc = scenario_arg(scenario)
     if policy_ref:
         from memtune.policies import apply_policy, load_policy

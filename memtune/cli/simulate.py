@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from memtune.cli.common import Progress, duration_option, echo_json, plugin_options, scenario_arg
+from memtune.cli.params import SEED
 from memtune.core.report_text import format_result
 
 
@@ -12,7 +13,7 @@ from memtune.core.report_text import format_result
 @click.argument("scenario", required=False)
 @click.option("--policy", "policy_ref", metavar="POLICY", help="Policy file or preset to apply.")
 @click.option("--duration", help="Simulated time, e.g. 30m (default: the scenario's).")
-@click.option("--seed", type=int, help="Random seed (default: the scenario's).")
+@click.option("--seed", type=SEED, help="Random seed (default: the scenario's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @click.option("--metrics-out", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write the final state as Prometheus text (node_exporter textfile collector).")

@@ -29,6 +29,7 @@ from memtune.schema.errors import FieldError
 from memtune.schema.types import (
     HOST_MIN,
     MAX_SIZE,
+    SEED_MAX,
     VM_MAX,
     VM_MIN,
     Bytes,
@@ -229,7 +230,7 @@ class ScenarioFile(Section):
     duration: Duration(positive=True) = 1800.0   # type: ignore[valid-type]
     tick: Duration(positive=True) = 2.0   # type: ignore[valid-type]
     warmup: Duration() = 0.0   # type: ignore[valid-type]
-    seed: Annotated[int, Field(ge=0, le=(1 << 63) - 1)] = 0
+    seed: Annotated[int, Field(ge=0, le=SEED_MAX)] = 0
     report_interval: Duration(positive=True) = 60.0   # type: ignore[valid-type]
     host: HostSection
     settings: dict[str, Any] = Field(default_factory=dict, description="host settings by their real names")

@@ -23,6 +23,7 @@ _HAS_UNIT = re.compile(r"[A-Za-z]\s*$")
 SIZE_NEEDS_UNIT = "expected a size with a unit such as '6 GiB' or '512 MiB' (plain bytes: '4096 bytes')"
 MAX_SIZE = 1 << 50             # 1 PiB: above any host memory the model is meant for
 MAX_DURATION = 366 * 86400.0   # a simulated year
+SEED_MAX = (1 << 63) - 1
 
 
 class Bytes(int):

@@ -14,6 +14,7 @@ which :func:`memtune.tuner.mapping.assignment_to_policy` turns into a :class:`me
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -284,11 +285,19 @@ def _apply_fix(item: str, all_dims: list[Dimension], registry: SettingsRegistry,
     name = name.strip()
     if not sep or not name or not text.strip():
         raise UserError(f"expected NAME=VALUE, got {item!r}", field="--fix")
+    value = parse_literal(text)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{name}: expected a finite number, got {text!r}", field="--fix")
     targets = [d for d in all_dims if d.name == name or (d.group is not None and d.field == name)]
     for d in targets:
         members = set(groups.get(d.group or "", ()))
         sizes = {vm.memory for vm in scenario.vms if vm.name in members}
         fixed[d.name] = _fixed_value(d, text, sizes)
+        if d.group is None and name in registry:    # the setting's declared range holds when fixed too
+            try:
+                registry.settings[name].coerce(fixed[d.name])
+            except ValueError as exc:
+                raise UserError(f"{name}: {exc}", field="--fix") from None
     if targets:
         return targets
     if name not in registry:

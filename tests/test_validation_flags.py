@@ -1,0 +1,55 @@
+"""Out-of-range flags are usage errors (one line naming the flag, exit 2) before any work starts:
+nothing is simulated, no output directory is written."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from memtune.cli import main_group
+
+
+def refused(args, flag):
+    res = CliRunner().invoke(main_group, args)
+    assert res.exit_code == 2, (args, res.output)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.output, res.output
+    assert lines[0].startswith(f"memtune: error: {flag}: "), lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "x", str(2**64)])
+@pytest.mark.parametrize("command", [["simulate", "small"], ["serve", "small", "--once"],
+                                     ["optimize", "small", "--budget", "2"]])
+def test_seed_must_be_a_non_negative_whole_number(tmp_path, command, value):
+    out = tmp_path / "out"
+    extra = ["--out", str(out)] if command[0] == "optimize" else []
+    refused([*command, *extra, "--seed", value], "--seed")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "0", "-1", "-inf", "fast"])
+def test_serve_speed_must_be_finite_and_positive(value):
+    refused(["serve", "small", "--once", "--speed", value], "--speed")
+
+
+@pytest.mark.parametrize("flag, value", [("--metrics-port", "99999"), ("--metrics-port", "-1"),
+                                         ("--metrics-port", "http")])
+def test_optimize_metrics_port_must_be_a_tcp_port(tmp_path, flag, value):
+    out = tmp_path / "out"
+    refused(["optimize", "small", "--out", str(out), flag, value], flag)
+    assert not out.exists()
+
+
+def test_serve_port_must_be_a_tcp_port():
+    refused(["serve", "small", "--once", "--port", "70000"], "--port")
+
+
+@pytest.mark.parametrize("fix, words", [("Mem.IdleTax=500", "must be <= 99"), ("Mem.IdleTax=-5", "must be >= 0"),
+                                        ("Mem.IdleTax=nan", "finite"), ("Mem.ShareScanTime=inf", "finite"),
+                                        ("Mem.IdleTax=lots", "expected a number")])
+def test_optimize_fix_outside_the_settings_range_is_refused_before_any_evaluation(tmp_path, fix, words):
+    out = tmp_path / "out"
+    line = refused(["optimize", "small", "--out", str(out), "--budget", "4", "--fix", fix], "--fix")
+    assert fix.split("=")[0] in line and words in line
+    assert not (out / "journal.jsonl").exists()
