@@ -78,7 +78,7 @@ def run_one(n_vms: int, *, salting: int = 0, seed: int = 1, vm_memory: int = VM_
         "plugins": {"disable": ["balloon", "compression", "swap", "audit", "encryption"]},
         "workloads": {"spec": {"allocated": 1.0, "wss": 1.0, "touch_rate": 1e6, "write_fraction": 0.0,
                                "content": CONTENT, "duplicate_copies": COPIES}},
-        "vm": [{"name": "linux", "count": n_vms, "memory": vm_memory, "workload": "spec",
+        "vm": [{"name": "linux", "count": n_vms, "memory": f"{vm_memory} bytes", "workload": "spec",
                 "image": "redhat-7.2", "large_pages": False}],
     }
     result = simulate(scenario_from_dict(data, f"<sharing-curve {n_vms}>"))
@@ -110,7 +110,7 @@ def run_groups(n_vms: int, *, seed: int = 1, vm_memory: int = VM_MEMORY) -> dict
         "content_group": [{"name": n, "share": sh, "members": p} for n, sh, p in GROUPS],
         "workloads": {"spec": {"allocated": 1.0, "wss": 1.0, "touch_rate": 1e6, "write_fraction": 0.0,
                                "content": REALISTIC_REST, "duplicate_copies": COPIES}},
-        "vm": [{"name": "vm", "count": n_vms, "memory": vm_memory, "workload": "spec", "large_pages": False}],
+        "vm": [{"name": "vm", "count": n_vms, "memory": f"{vm_memory} bytes", "workload": "spec", "large_pages": False}],
     }
     tot = simulate(scenario_from_dict(data, f"<sharing-groups {n_vms}>"))["host"]["totals"]
     return {"shared": tot["shared"] / tot["memsz"], "saved": tot["shared_saved"] / tot["memsz"]}

@@ -53,3 +53,16 @@ def test_profile_refuses_an_image_without_an_end(tmp_path, make):
     assert res.exit_code == 2, res.output
     assert res.stderr.strip().splitlines() == [
         f"memtune: error: {path}: cannot read image: not a regular file or block device (no known size)"]
+
+
+def test_import_esxtop_marks_a_vm_larger_than_the_host_as_meant(tmp_path):
+    """A capture where one VM is configured larger than the host loads: the importer says so."""
+    path = tmp_path / "cap.csv"
+    capture(path, "512")
+    path.write_text(path.read_text().replace('"2048"', '"32768"'))
+    out = tmp_path / "s.toml"
+    res = CliRunner().invoke(main_group, ["import", "esxtop", str(path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "allow_overcommit = true" in out.read_text()
+    res = CliRunner().invoke(main_group, ["simulate", str(out), "--duration", "10s"])
+    assert res.exit_code == 0, res.output

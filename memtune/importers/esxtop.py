@@ -341,6 +341,7 @@ def to_scenario(cap: Capture, *, host_memory: int | None = None,
     vms: list[dict[str, Any]] = []
     unused: Counter = Counter()
     names_seen: set[str] = set()
+    sizes_mb: list[tuple[float, str]] = []
     for (gid, gname), counters in cap.groups.items():
         for c in counters:
             if c not in USED and c not in OBSERVED:
@@ -390,6 +391,7 @@ def to_scenario(cap: Capture, *, host_memory: int | None = None,
             raise UserError(f"VM group {gid}:{gname}: {problem}", source=cap.path)
         names_seen.add(vm_name)
         vms.append({"name": vm_name, "memory": _mib(size_mb), "workload": wl})
+        sizes_mb.append((size_mb, vm_name))
         report.append(f"{vm_name}: {size_mb:.0f} MiB, {fit.kind} wss {wl['wss']:.3f}"
                       + (f" ({fit.note})" if fit.note else "") + f"; allocated {wl['allocated']:.3f} ({how})")
         obs = [f"{c.replace(' MBytes', '')} {float(np.nanmean(counters[c])):.0f}"
@@ -416,6 +418,10 @@ def to_scenario(cap: Capture, *, host_memory: int | None = None,
         "host": {"memory": _mib(host_memory / MiB)},
         "vm": vms,
     }
+    big_mb, big_name = max(sizes_mb)
+    if round(big_mb) > round(host_memory / MiB):
+        data["host"]["allow_overcommit"] = True       # as captured: the scenario says so on purpose
+        report.append(f"{big_name} ({big_mb:.0f} MiB) is larger than the host: allow_overcommit = true")
     return data, report, observed
 
 

@@ -120,7 +120,7 @@ Name = Annotated[str, AfterValidator(_name), WithJsonSchema(
 def _shares(value: Any) -> str | int:
     if isinstance(value, str) and value in SHARES_PER_MB:
         return value
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1 << 40:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 1 << 40:
         return value
     raise ValueError("expected low, normal, high or a positive whole number")
 
@@ -129,7 +129,7 @@ Shares = Annotated[Any, BeforeValidator(_shares), WithJsonSchema(
     {"anyOf": [{"enum": list(SHARES_PER_MB)}, {"type": "integer", "minimum": 1}],
      "description": "sched.mem.shares: low, normal, high (5/10/20 per MB) or a number"})]
 
-VM_MIN = 4 * MiB          # vSphere's smallest VM memory size
+VM_MIN = 1 * MiB          # the smallest VM (vSphere's own minimum is 4 MB; a profiled process may be smaller)
 VM_MAX = 24 * TiB         # vSphere 8's largest
 HOST_MIN = 64 * MiB
 
