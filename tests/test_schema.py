@@ -49,7 +49,7 @@ def test_every_preset_fits_the_schema(policy_schema):
     lambda d: d["vm"][0].update(memory="6 parsecs"),
     lambda d: d["vm"][0].update(count=0),
     lambda d: d.update(seed=-1),
-    lambda d: d["workloads"][next(iter(d["workloads"]))].update(wss=1.5),
+    lambda d: d["workloads"][next(iter(d["workloads"]))].update(wss=17.0),      # demand is at most 16x
     lambda d: d["workloads"][next(iter(d["workloads"]))].update(touch_rate=1e300),
 ])
 def test_schema_rejects_what_the_loader_refuses(scenario_schema, edit):
