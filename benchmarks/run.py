@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import sys
 import time
@@ -25,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/latest.json")
     args = ap.parse_args(argv)
     figures: dict = {"machine": {"python": platform.python_version(), "platform": platform.platform(),
-                                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+                                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                 "cpus": os.cpu_count(), "load_at_start": os.getloadavg()[0]}}
     for name in args.only.split(","):
         name = name.strip()
         if name not in PARTS:

@@ -11,11 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memtune import hookimpl
-from memtune.core.engine import Engine, rank_runs
+from memtune.core.engine import Engine
 from memtune.core.memstate import MemState
 from memtune.core.plugins import build_plugin_manager
 from memtune.core.scenario import scenario_from_dict
 from memtune.core.simulation import build_host, simulate
+from memtune.core.touches import rank_runs
 from memtune.errors import AdmissionError
 from memtune.testing import FixedLatencyState
 

@@ -100,3 +100,19 @@ def test_tutorial_entry_point_is_what_the_scaffolder_writes():
     pyproject = render("zero-reclaim")["pyproject.toml"]
     snippet = re.search(r"```toml\n(\[project.entry-points.memtune\]\n.*?)```", DOC, flags=re.S).group(1)
     assert snippet in pyproject
+
+
+def test_readme_python_example_runs_as_written(capsys):
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) == 1 and len(blocks[0].strip().splitlines()) <= 5
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert re.match(r"stall 0\.\d{4}, states \[('\w+'(, )?)+\]\n$", out), out
+
+
+def test_readme_starts_with_the_two_setup_commands():
+    readme = (ROOT / "README.md").read_text()
+    first_block = re.search(r"```sh\n(.*?)```", readme, flags=re.S).group(1).strip().splitlines()
+    assert first_block == ["python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/memtune optimize",
+                           "bash scripts/test"]

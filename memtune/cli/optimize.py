@@ -74,7 +74,7 @@ class _Bar:
               help="Latin-hypercube points before the model is used (rounded up to whole batches).")
 @click.option("--duration", help="Simulated time per evaluation (default: the scenario's).")
 @click.option("--fidelity", type=Choice(["coarse", "full"]), default=default("tuner.fidelity"), show_default=True,
-              help="Resolution of evaluations: coarse (ticks and pages x2, about half the time) or full; "
+              help="Resolution of evaluations: coarse (simulated pages x2, about 20 % less CPU) or full; "
                    "the report compares at full resolution either way.")
 @click.option("--seed", type=SEED, help="Run seed (default: the scenario's).")
 @click.option("--workers", type=Int(1), default=default("tuner.workers"), show_default=True,

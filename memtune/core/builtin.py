@@ -43,8 +43,8 @@ SETTINGS = (
             "model choice; ESXi keeps an undocumented margin", minimum=0, maximum=1),
     Setting("memtune.touch_samples", "int", 32,
             "Touch draws per VM per simulated second; each stands for touch_rate/touch_samples touches.",
-            "model choice: cost follows activity, not memory size; results agree from 32 up "
-            "(small 0.0412 / 0.0410 stall at 32 / 64, docs/model.md)", minimum=1),
+            "model choice: cost follows activity, not memory size; stall agrees within the seed "
+            "spread from 32 draws up (docs/model.md, Touches and faults)", minimum=1),
     Setting("memtune.touch_interval", "seconds", 10.0,
             "Longest span one round of touch draws stands for, a whole number of ticks, cut short at "
             "the next sampling period, the end of the warm-up or the end of the run. Rounds span "

@@ -22,31 +22,15 @@ from memtune.core.allocation import allocation_targets
 from memtune.core.host import Host
 from memtune.core.latency import LatencyBook
 from memtune.core.memstate import ENTRY_THRESHOLDS, LARGE_PAGE_BREAK, MemState, next_state
-from memtune.core.pages import FREE, RESIDENT, unique_content
+from memtune.core.pages import FREE, RESIDENT
 from memtune.core.report import Timeline, build_result
+from memtune.core.touches import TouchRound, companions, draw_round, write_contents
 
 # A round of touch draws counts each 4 KiB page once, so a span of k ticks drawn as one round loses
 # the refaults per-tick rounds would have counted: about (k - 1) * (1 - s) * tick / round of a VM's
 # faults, where s is its faults per touch of an unmapped page in the last round. Longer spans only
 # while that stays below 2 % for every VM (a VM thrashing against its limit stays per tick).
 REPEAT_LOSS = 0.02
-
-
-def rank_runs(base: np.ndarray, first: np.ndarray, span: np.ndarray,
-              alloc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pages of runs of ranks: ``span[i]`` ranks from ``first[i]`` on (``first < 2 * alloc``, ``span <
-    alloc``), wrapping inside the ``alloc[i]`` allocated ranks of the VM whose pages start at
-    ``base[i]``; and where each run starts in the result."""
-    first = np.where(first >= alloc, first - alloc, first)
-    start = span.cumsum() - span
-    pages = (base + first - start).repeat(span) + np.arange(int(span.sum()))
-    wrap = (first + span > alloc).nonzero()[0]
-    if wrap.size:
-        inside = alloc[wrap] - first[wrap]                 # pages before the wrap
-        n = span[wrap] - inside
-        at = (start[wrap] + inside - (n.cumsum() - n)).repeat(n) + np.arange(int(n.sum()))
-        pages[at] -= alloc[wrap].repeat(n)
-    return pages, start
 
 
 class Engine:
@@ -61,7 +45,6 @@ class Engine:
         self.allocates = st.flag_table("fault_allocates")
         self.private = st.flag_table("private_frame")
         self.faults_on = np.stack([self.read_fault, self.write_fault])   # by access: read, write
-        self._faults_on_flat = self.faults_on.reshape(-1)                  # index access * MAX_STATES + state
         self.resident_only = st.table(RESIDENT)
         self.timeline = Timeline(h)
         self._next_report = 0.0
@@ -146,150 +129,73 @@ class Engine:
         return k * dt
 
     def _touch(self, now: float, dt: float, lam: np.ndarray, draws: np.ndarray, on: np.ndarray) -> None:
+        """One round of touch draws: draw and classify, bring in what faults, write, account."""
+        h = self.host
+        rng = h.rng("touch")
+        r = draw_round(h, rng, lam, draws, self.read_fault, self.write_fault)
+        if r is None:
+            return
+        if r.fi.size:
+            self._bring_in(r, lam, draws, rng)
+        h.pages.last_touch[r.page[r.served]] = now      # touches that found their page mapped
+        write_contents(h, self.private, r, r.write & r.served, lam, draws, rng)
+        self._account(r, lam, dt, on)
+
+    def _bring_in(self, r: TouchRound, lam: np.ndarray, draws: np.ndarray, rng: np.random.Generator) -> None:
+        """Charge each fault draw its 4 KiB faults (engine docstring), bring in its pages and the
+        companions those faults stand for, and note what each drawn touch waited."""
         h = self.host
         pg = h.pages
-        wl = h.workload
-        rng = h.rng("touch")
-        vm, rank = wl.draw(rng, draws)
-        if vm.size == 0:
-            return
-        page = pg.base[vm] + rank
-        write = rng.random(vm.size) < wl.writes[vm]
-        st = pg.state[page]
-        rf = self.read_fault.take(st)
-        faulting = rf | (write & self.write_fault.take(st))
-        weight = lam[vm] / draws[vm]
-        faults = np.zeros(vm.size)
-        latency = np.zeros(vm.size)
-        served = np.ones(vm.size, dtype=bool)
-        # per-touch probability of each drawn page, where fault or write counting needs it
-        pi_all = np.zeros(vm.size)
-        need = (faulting | write).nonzero()[0]
-        pi_all[need] = wl.probability(vm[need], rank[need])
-        fi = faulting.nonzero()[0]
-        if fi.size:
-            vf = vm[fi]
-            pi = pi_all[fi]
-            sel = np.maximum(pi * np.where(rf[fi], 1.0, wl.writes[vf]), 1e-300)
-            scale = pg.scale
-            nd = draws[vf]
-            faults[fi] = np.minimum(scale * -np.expm1(-lam[vf] * sel / scale) / (nd * sel), weight[fi])
-            # simulated pages this draw's 4 KiB faults amount to; the drawn page is one of them
-            pages_in = faults[fi] / scale
-            extra = np.floor(pages_in + rng.random(fi.size)).astype(np.int64) - 1
-            extra = np.maximum(extra, 0)
-            extra[~pg.first_seen(page[fi])] += 1     # a page drawn twice comes in once: one more companion
-            # no companions where allocations would be refused anyway
-            refuse = self.allocates[st[fi]] & (h.blocked[vf] | (h.free_pages() <= 0))
-            extra[refuse] = 0
-            # companions: the pages near the draw the same access faults on (a read: states that
-            # fault on reads; a write to a shared page: states that fault on writes)
-            cpage, src = self._companions(page[fi], rank[fi], (~rf[fi]).astype(np.intp), extra)
-            # companions of a write fault (COW) are written too; of a read fault, only read
-            cwrite = (write[fi] & ~rf[fi])[src]
-            lat_f, ok_f = self._serve_faults(np.concatenate([page[fi], cpage]),
-                                             np.concatenate([write[fi], cwrite]))
-            latency[fi] = lat_f[: fi.size]
-            served[fi] = ok_f[: fi.size]
-        # touches that found their page mapped (or had it brought back)
-        pg.last_touch[page[served]] = now
-        self._write(page, rank, vm, pi_all, write & served, lam, draws, rng)
-        # latency accounting
+        fi = r.fi
+        vf = r.vm[fi]
+        read = r.read_fault[fi]
+        sel = np.maximum(r.pi[fi] * np.where(read, 1.0, h.workload.writes[vf]), 1e-300)
+        scale = pg.scale
+        r.faults[fi] = np.minimum(scale * -np.expm1(-lam[vf] * sel / scale) / (draws[vf] * sel), r.weight[fi])
+        # simulated pages this draw's 4 KiB faults amount to; the drawn page is one of them
+        companions_wanted = np.floor(r.faults[fi] / scale + rng.random(fi.size)).astype(np.int64) - 1
+        companions_wanted = np.maximum(companions_wanted, 0)
+        companions_wanted[~pg.first_seen(r.page[fi])] += 1    # a page drawn twice comes in once
+        # no companions where allocations would be refused anyway
+        refused = self.allocates[r.state[fi]] & (h.blocked[vf] | (h.free_pages() <= 0))
+        companions_wanted[refused] = 0
+        # companions: the pages near the draw the same access faults on (a read: states that
+        # fault on reads; a write to a shared page: states that fault on writes)
+        cpage, src = companions(h, self.faults_on, r.page[fi], r.rank[fi], (~read).astype(np.intp),
+                                companions_wanted)
+        # companions of a write fault (COW) are written too; of a read fault, only read
+        cwrite = (r.write[fi] & ~read)[src]
+        latency, mapped = self._serve_faults(np.concatenate([r.page[fi], cpage]),
+                                             np.concatenate([r.write[fi], cwrite]))
+        r.latency[fi] = latency[: fi.size]
+        r.served[fi] = mapped[: fi.size]
+
+    def _account(self, r: TouchRound, lam: np.ndarray, dt: float, on: np.ndarray) -> None:
+        """Latency, faults, touches and stall of the round into the latency book."""
+        h = self.host
         overhead = np.zeros(h.nvm)
         for extra in h.hook.memtune_access_overhead(host=h):
             if extra is not None:
                 overhead += np.asarray(extra, dtype=np.float64)
         book = h.book
         nvm = h.nvm
+        vm, faults, fi = r.vm, r.faults, r.fi
         self._repeat_rate = 0.0
         if fi.size:
-            vf, ff, sf = vm[fi], faults[fi], st[fi]
-            unmapped = np.bincount(vf, weights=weight[fi], minlength=nvm)
+            vf, ff, sf = vm[fi], faults[fi], r.state[fi]
+            unmapped = np.bincount(vf, weights=r.weight[fi], minlength=nvm)
             brought = np.bincount(vf, weights=ff, minlength=nvm)
             hit = unmapped > 0
             self._repeat_rate = float((1.0 - brought[hit] / unmapped[hit]).max()) / dt
-            book.add(vf, latency[fi] + overhead[vf], ff)
+            book.add(vf, r.latency[fi] + overhead[vf], ff)
             for code in np.bincount(sf).nonzero()[0]:       # the states faulted on, in code order
                 m = sf == code
                 book.count_faults(h.states[int(code)].name, vf[m], ff[m])
-        plain = np.bincount(vm, weights=weight - faults, minlength=nvm)
+        plain = np.bincount(vm, weights=r.weight - faults, minlength=nvm)
         book.add(np.arange(nvm), overhead, plain)
-        book.touches += np.bincount(vm, weights=weight, minlength=nvm)
-        stall = np.bincount(vm, weights=faults * latency, minlength=nvm) + overhead * lam
+        book.touches += np.bincount(vm, weights=r.weight, minlength=nvm)
+        stall = np.bincount(vm, weights=faults * r.latency, minlength=nvm) + overhead * lam
         book.stall += np.minimum(stall, np.where(on, dt, 0.0))
-
-    def _write(self, page: np.ndarray, rank: np.ndarray, vm: np.ndarray, pi: np.ndarray, wr: np.ndarray,
-               lam: np.ndarray, draws: np.ndarray, rng: np.random.Generator) -> None:
-        """Written pages hold new (unique) content. A write draw stands for the distinct 4 KiB pages
-        its writes hit, ``scale * (1 - exp(-lam * wf * pi / scale)) / (n * wf * pi)``; in simulated
-        pages that is the drawn one and the private pages among the next ranks (its resident
-        neighbours of similar heat)."""
-        h = self.host
-        pg = h.pages
-        wi = wr.nonzero()[0]
-        wi = wi[self.private.take(pg.state[page[wi]])]
-        if wi.size == 0:
-            return
-        v = vm[wi]
-        sel = np.maximum(pi[wi] * h.workload.writes[v], 1e-300)
-        scale = pg.scale
-        written = -np.expm1(-lam[v] * sel / scale) / (draws[v] * sel)   # 4 KiB pages / scale
-        extra = np.floor(written + rng.random(wi.size)).astype(np.int64) - 1
-        alloc = np.maximum(h.workload.allocated[v], 1)
-        near, _ = rank_runs(pg.base[v], rank[wi] + 1, np.minimum(np.maximum(extra, 0), alloc - 1), alloc)
-        near = near[self.private.take(pg.state[near])]
-        for wp in (page[wi], near):
-            pg.content[wp] = unique_content(wp)
-
-    def _companions(self, pages: np.ndarray, ranks: np.ndarray, kinds: np.ndarray,
-                    extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The pages a fault draw's other faults brought in: ``extra[i]`` pages after draw ``i`` in
-        rank order (same VM, the other pages of similar heat its touches reached) that the same
-        access faults on (``kinds[i]``: 0 a read, 1 a write; any technique's state) and no other
-        draw has. Returns the pages and the index of the draw each came from.
-
-        The look goes on past pages that do not fault, over a reach sized by how dense those states
-        are in the VM, in at most five rounds of growing reach. Stopping at the next
-        ``extra[i]`` ranks brought in only 30 % of the pages charged on `small` (the rest faulted
-        again later, so stall grew as touch draws were made fewer).
-        """
-        h = self.host
-        pg = h.pages
-        alloc = np.maximum(h.workload.allocated[pg.vm[pages]], 1)
-        base = pages - ranks
-        missing = np.minimum(extra, alloc - 1)           # never the drawn page again
-        seen = np.zeros(pages.size, dtype=np.int64)      # ranks looked at after each draw
-        # share of the VM's allocated ranks in a faulting state, at least 1 in 64
-        n_match = (pg.counts[pg.vm[pages]] * self.faults_on[kinds, : pg.ns]).sum(axis=1)
-        density = np.minimum(np.maximum(n_match / alloc, 1.0 / 64), 1.0)
-        taken = [pages]
-        source: list[np.ndarray] = []
-        for reach in (1.25, 2.5, 10.0, 40.0, 160.0):
-            draw = ((missing > 0) & (seen < alloc - 1)).nonzero()[0]
-            if draw.size == 0:
-                break
-            a = alloc[draw]
-            span = np.minimum(np.ceil(reach * missing[draw] / density[draw]) + 2, a - 1 - seen[draw]).astype(np.int64)
-            cpage, start = rank_runs(base[draw], ranks[draw] + 1 + seen[draw], span, a)
-            src = draw.repeat(span)
-            k = kinds[draw]
-            state = pg.state[cpage]
-            keep = (self.faults_on[k[0]].take(state) if (k == k[0]).all()
-                    else self._faults_on_flat.take(kinds[src] * self.faults_on.shape[1] + state))
-            # a page comes in once: the first draw to reach it gets it, the others look further
-            hit = keep.nonzero()[0]
-            keep[hit] = pg.first_seen(cpage[hit]) & ~pg.member(cpage[hit], np.concatenate(taken))
-            got = keep.cumsum()                           # the first `missing` of them per draw
-            before = np.where(start > 0, got[np.maximum(start - 1, 0)], 0)
-            keep &= got <= (before + missing[draw]).repeat(span)
-            missing -= np.bincount(src[keep], minlength=pages.size)
-            seen[draw] += span
-            taken.append(cpage[keep])
-            source.append(src[keep])
-        if not source:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty
-        return np.concatenate(taken[1:]), np.concatenate(source)
 
     def _serve_faults(self, pages: np.ndarray, writes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bring faulting pages back; latency per draw and whether its page is now mapped."""

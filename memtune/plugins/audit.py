@@ -63,7 +63,7 @@ SETTINGS = (
             "it is a growing working set, not a leak", minimum=0.0, maximum=1.0),
     Setting("audit.cow_storm_rate", "float", 3333.0,
             "COW breaks per second (4 KiB pages, averaged over a sampling period) above which a VM is in a COW storm.",
-            "a COW break costs ~3 us (fault + 4 KiB copy, DESIGN.md latency table): 3333/s is 1 % of a vCPU",
+            "a COW break costs ~3 us (fault + 4 KiB copy, latency.cow_break): 3333/s is 1 % of a vCPU",
             minimum=0.0),
 )
 

@@ -1,55 +1,16 @@
 """Ballooning: the driver in the guest takes memory the guest values least and hands it back.
 
-In the soft memory state ESX sets a balloon target for each VM above its allocation target; the
-balloon driver (vmmemctl / VMware Tools, virtio-balloon on KVM) allocates guest pages and the
-hypervisor releases the machine pages behind them [Waldspurger OSDI 2002 s.3.2]. The guest decides
-what to give up: its free pages first, then its own coldest pages, which it pages out to its virtual
-disk. ESX stops growing balloons in the hard and low states (compression and swap take over) and
-deflates them when memory pressure falls.
+In the soft state a VM above its allocation target inflates its balloon: the guest gives up its
+free pages, then its coldest ones, paging them out to its virtual disk; the hypervisor releases the
+machine pages behind them [Waldspurger OSDI 2002 s.3.2]. Balloons stop growing in the hard and low
+states and deflate when the VM is below target or the host is in the high state; a VM over its
+limit keeps a balloon of the excess [vSphere Resource Management guide, "Memory Allocation Limit"].
+The guest drops clean page cache before it pages out anonymous memory. Rates and caps follow
+`Mem.CtlMaxPercent` and Linux vmw_balloon; docs/model.md ("Ballooning") has the rules in full and
+the measurements behind them.
 
-Model:
-
-- Inflation (soft state only) takes ``need`` pages from each VM with a driver, capped at
-  ``Mem.CtlMaxPercent`` (65 %) of configured memory or the VM's ``sched.mem.maxmemctl``, and
-  rate-limited like the Linux vmw_balloon driver: guest-free pages at the non-sleeping allocation
-  rate (16384 pages/s = 64 MiB/s), pages the guest must page out first at the sleeping rate
-  (2048 pages/s = 8 MiB/s); time spent on one kind is not available for the other.
-- Guest-free pages are pages beyond the guest's allocated memory that still hold a machine page
-  (``host.guest_free``). The guest's coldest pages are its resident pages outside the working
-  set's hot window (all equally cold, taken at random, like the cold end of the guest's LRU lists);
-  only when none is left does it give up hot pages, the least likely touched among
-  ``memtune.balloon_candidates`` random ones per page. Sampling k candidates per page over all
-  resident pages instead took hot pages whenever the sample held too few cold ones: 16 % more stall
-  on `small` (0.0477 against 0.0410).
-- A ballooned page holds no machine page. A guest touch of a ballooned page (data the guest paged
-  out) costs guest paging latency (``latency.guest_swap_in``) and the guest pages out another cold
-  page of its own to make room, so the balloon keeps its size (``fault_allocates`` is False).
-- Deflation (high state, or a VM below its allocation target in any other state, at the vmw_balloon
-  free rate 16384 pages/s = 64 MiB/s) gives pages back to the guest. Deflating every balloon in the
-  clear state as well made the `small` scenario swing between soft and clear every minute or two
-  (54 GiB inflated and deflated again in 25 simulated minutes); ESX sizes balloons from allocation
-  targets, which is what the "below target" rule follows. The room below target counts pages
-  already given back whose data is still on the guest's disk (``guest_swapped``, they take a
-  machine page again at their next touch): without that, room stayed the same tick after tick and a
-  VM deflated at the full rate until its touches caught up (on `small`, 194 s in soft instead of
-  116 s, a clear/soft sawtooth). What the guest gets back is free memory,
-  not its paged-out data: a ballooned page beyond the guest's allocated memory becomes ``free``
-  (the next touch allocates a machine page); a ballooned page inside it, whose data is still on the
-  guest's virtual disk, becomes ``guest_swapped``: its next touch costs the guest's swap-in
-  (``latency.guest_swap_in``) and a new machine page, but evicts nothing.
-- A VM whose guest uses more memory than its limit (``sched.mem.max``) is ballooned in every host
-  state once it has touched more pages than the limit, up to ``allocated - limit`` (within the
-  cap), and its balloon never deflates below that: ESX balloons (and swaps) a VM at its limit even
-  on a host with free memory [vSphere Resource Management guide, "Memory Allocation Limit"].
-  Without a driver the core's limit enforcement pages out at random instead (hypervisor swap).
-- No driver, no ballooning. Only resident pages are ballooned (shared pages are left to TPS).
-
-- Page cache (the workload's ``cache``, the coldest end of its allocated memory) goes before
-  anonymous memory: clean pages the guest drops (``guest_cache_dropped_bytes``) instead of writing
-  them to its swap; a later touch reads them back from disk at the same latency.
-
-Counters (per VM): ``balloon_inflated_bytes``, ``balloon_deflated_bytes``, ``guest_swap_out_bytes``
-(guest pages the guest paged out because of the balloon), ``guest_swap_in_bytes``.
+Counters (per VM): ``balloon_inflated_bytes``, ``balloon_deflated_bytes``, ``guest_swap_out_bytes``,
+``guest_swap_in_bytes``.
 """
 
 from __future__ import annotations

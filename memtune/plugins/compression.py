@@ -13,7 +13,7 @@ Model:
   priority 10: the swap tier (90) sees only what it refused.
 - A page of compressed-size class 0 (<= 1 KiB) takes a 1 KiB slot, class 1 (<= 2 KiB) a 2 KiB slot;
   worse pages are refused (they go to swap). Pages of encrypted VMs are ciphertext to the hypervisor
-  and never compress (DESIGN.md s.2, encryption).
+  and never compress (AMD Memory Encryption white paper, 2016).
 - The cache is machine memory the VM holds: a per-VM pool of ``cache_bytes / page_bytes`` pages
   (``host.set_vm_pool("compression", ...)``), so each kept page saves ``page_bytes - slot``.
 - When a VM's cache is full, its oldest compressed pages (first in, first out) are decompressed and

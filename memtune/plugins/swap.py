@@ -49,14 +49,14 @@ SETTINGS = (
             "--hostcache-enabled)", minimum=0, tunable=True),
     Setting("latency.swap_in_host_cache", "seconds", 50e-6,
             "Swap-in of a page held in the host swap cache (local NVMe/SSD 4 KiB random read + fault).",
-            "DESIGN.md latency table: NVMe/SSD 4 KiB random read ~50 us"),
+            "NVMe SSD 4 KiB random read ~50 us (fio --rw=randread --bs=4k --direct=1; memtune calibrate)"),
     Setting("latency.swap_in_ssd", "seconds", 150e-6,
             "Swap-in of a page from a .vswp on an SSD datastore (4 KiB random read over the storage "
             "stack + fault).",
-            "DESIGN.md latency table: SSD datastore 4 KiB random read ~150 us"),
+            "SSD datastore 4 KiB random read through the storage stack ~150 us (docs/model.md)"),
     Setting("latency.swap_in_hdd", "seconds", 8e-3,
             "Swap-in of a page from a .vswp on a spinning-disk datastore (one seek + rotation).",
-            "DESIGN.md latency table: disk seek ~8 ms"),
+            "one seek + half a rotation ~8 ms (Ruemmler & Wilkes, IEEE Computer 1994)"),
 )
 
 

@@ -32,6 +32,7 @@ them beyond the first = KSM ``pages_sharing``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,7 @@ from memtune.plugin import (
     is_unique,
     unique_content,
 )
+from memtune.plugins.tps_index import ShareIndex
 
 NAME = "tps"
 STATE = "shared"
@@ -70,14 +72,13 @@ SETTINGS = (
     Setting("memtune.share_scan_interval", "seconds", 30,
             "The scanner's work is applied in batches: every interval, the pages its rate allowed since "
             "the last batch.",
-            "model choice: a 60-minute scan covers 0.8 % of a VM per 30 s batch. Against a batch every "
-            "5 s tick, 8 seeds of `small` gave stall 0.0413 vs 0.0414 and 1.035 vs 1.033 GiB saved; 4 "
-            "seeds of `vdi` 0.618 GiB saved both ways (1.614 vs 1.628 GiB with Mem.ShareForceSalting 0)",
+            "model choice: a 60-minute scan covers 0.8 % of a VM per 30 s batch; stall and memory "
+            "saved agree with a batch every tick within the seed spread (docs/model.md, Page sharing)",
             minimum=0),
     Setting("latency.cow_break", "seconds", 3e-6,
             "A write to a shared page: write fault, new machine page and a 4 KiB copy (COW break).",
             "~1 us EPT/NPT fault and exit + ~1 us page allocation + 4 KiB memcpy at ~14 GB/s "
-            "(0.3 us); DESIGN.md latency table ~3 us"),
+            "(0.3 us); docs/model.md, Latency defaults"),
 )
 
 METRICS = (
@@ -87,90 +88,6 @@ METRICS = (
      "Pages mapping a shared frame beyond its first, in 4 KiB pages: pages saved "
      "(node_exporter node_ksmd_pages_sharing).", ()),
 )
-
-
-# --- the content-key index ---------------------------------------------------------------------
-
-class ShareIndex:
-    """Content key -> slot (refcount of a shared frame, or a hint page), vectorised.
-
-    Keys live in two sorted levels: ``main`` and a small ``recent`` level that takes new keys; when
-    ``recent`` grows past a quarter of ``main`` the two are merged (and dead slots dropped), so an
-    insert costs amortised O(1) copies and a lookup two binary searches. A slot is live while it
-    has a refcount (a shared frame) or a hint page.
-    """
-
-    def __init__(self) -> None:
-        empty = np.zeros(0, dtype=np.int64)
-        self.main_keys, self.main_slots = empty, empty
-        self.new_keys, self.new_slots = empty, empty
-        self.ref = np.zeros(1024, dtype=np.int64)
-        self.hint = np.full(1024, -1, dtype=np.int64)
-        self.size = 0                      # slots handed out
-
-    def __len__(self) -> int:
-        return int(self.main_keys.size + self.new_keys.size)
-
-    def find(self, keys: np.ndarray) -> np.ndarray:
-        """Slot of each key, -1 where absent."""
-        slot = np.full(keys.size, -1, dtype=np.int64)
-        for ks, ss in ((self.main_keys, self.main_slots), (self.new_keys, self.new_slots)):
-            if ks.size == 0 or keys.size == 0:
-                continue
-            p = np.minimum(np.searchsorted(ks, keys), ks.size - 1)
-            hit = ks[p] == keys
-            slot[hit] = ss[p[hit]]
-        return slot
-
-    def insert(self, keys: np.ndarray, ref: np.ndarray, hint: np.ndarray) -> None:
-        """Add new, sorted, distinct keys that are not in the index."""
-        n = keys.size
-        if n == 0:
-            return
-        need = self.size + n
-        if need > self.ref.size:
-            cap = max(need, 2 * self.ref.size)
-            self.ref = np.concatenate([self.ref, np.zeros(cap - self.ref.size, dtype=np.int64)])
-            self.hint = np.concatenate([self.hint, np.full(cap - self.hint.size, -1, dtype=np.int64)])
-        slots = np.arange(self.size, need, dtype=np.int64)
-        self.ref[slots] = ref
-        self.hint[slots] = hint
-        self.size = need
-        at = np.searchsorted(self.new_keys, keys)
-        self.new_keys = np.insert(self.new_keys, at, keys)
-        self.new_slots = np.insert(self.new_slots, at, slots)
-
-    def needs_merge(self) -> bool:
-        return self.new_keys.size > max(4096, self.main_keys.size // 4)
-
-    def merge(self, keep_hint: np.ndarray | None = None) -> None:
-        """Merge the recent level into the main one and renumber live slots in key order.
-
-        ``keep_hint`` (bool per slot, optional) says which hints are still worth keeping.
-        """
-        keys = np.concatenate([self.main_keys, self.new_keys])
-        slots = np.concatenate([self.main_slots, self.new_slots])
-        order = np.argsort(keys, kind="stable")
-        keys, slots = keys[order], slots[order]
-        hint = self.hint[slots]
-        if keep_hint is not None:
-            hint = np.where(keep_hint[slots], hint, -1)
-        ref = self.ref[slots]
-        live = (ref > 0) | (hint >= 0)
-        keys, ref, hint = keys[live], ref[live], hint[live]
-        n = keys.size
-        cap = max(1024, 2 * n)
-        self.ref = np.zeros(cap, dtype=np.int64)
-        self.hint = np.full(cap, -1, dtype=np.int64)
-        self.ref[:n] = ref
-        self.hint[:n] = hint
-        self.size = n
-        self.main_keys, self.main_slots = keys, np.arange(n, dtype=np.int64)
-        self.new_keys, self.new_slots = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-
-    def frames(self) -> int:
-        """Shared frames in use (slots with a refcount)."""
-        return int(np.count_nonzero(self.ref[: self.size] > 0))
 
 
 class TPSState:
@@ -293,71 +210,131 @@ def _emit_cow(host: Host, d: TPSState, now: float) -> None:
     d.cow_pending[:] = 0
 
 
+@dataclass
+class BatchMatches:
+    """The scanned candidates grouped by content key, with what the index holds for each key."""
+
+    keys: np.ndarray           # distinct content keys of the batch, sorted
+    first: np.ndarray          # index in the sorted candidates of each key's first page
+    count: np.ndarray          # candidates with each key
+    slot: np.ndarray           # the key's index slot, -1 if new
+    ref: np.ndarray            # pages already mapping the key's shared frame (0: no frame)
+    hint_page: np.ndarray      # the remembered (hinted) page of the key, 0 if none
+    hint_ok: np.ndarray        # the hinted page is still private with the same content
+    share: np.ndarray          # the key's pages become shared now
+
+    @property
+    def found(self) -> np.ndarray:
+        return self.slot >= 0
+
+    @property
+    def has_frame(self) -> np.ndarray:
+        return self.ref > 0
+
+    @property
+    def sharers(self) -> np.ndarray:
+        """Pages that join each key's frame: this batch's plus a still-good hinted page."""
+        return self.count + self.hint_ok
+
+
 def _scan(host: Host, d: TPSState, dt: float, now: float) -> None:
+    """One batch of the scanner: visit pages at the scan rate, share those whose content matches."""
+    candidates = _visit(host, d, dt)
+    if candidates.size == 0:
+        return
+    candidates, m = _match(host, d, candidates)
+    _share(host, d, candidates, m, now)
+    _update_index(d, candidates, m)
+    if d.index.needs_merge():
+        _merge_index(host, d)
+
+
+def _visit(host: Host, d: TPSState, dt: float) -> np.ndarray:
+    """Pages the scan rate allows since the last batch, VM by VM from each cursor; of them, the
+    private resident pages whose content could match another page's."""
     pg = host.pages
     eligible = host.powered & (~host.large_pages | host.large_pages_broken)
     d.budget += np.where(eligible, d.rate * dt, 0.0)
-    k = np.minimum(np.floor(d.budget).astype(np.int64), host.vm_pages)
-    d.budget -= k
-    total = int(k.sum())
+    per_vm = np.minimum(np.floor(d.budget).astype(np.int64), host.vm_pages)
+    d.budget -= per_vm
+    total = int(per_vm.sum())
     if total == 0:
-        return
-    host.count_per_vm("tps_scanned_pages", k * float(host.page_scale))
-    vm = np.arange(host.nvm, dtype=np.int64).repeat(k)
-    step = np.arange(total, dtype=np.int64) - (k.cumsum() - k).repeat(k)
+        return np.zeros(0, dtype=np.int64)
+    host.count_per_vm("tps_scanned_pages", per_vm * float(host.page_scale))
+    vm = np.arange(host.nvm, dtype=np.int64).repeat(per_vm)
+    step = np.arange(total, dtype=np.int64) - (per_vm.cumsum() - per_vm).repeat(per_vm)
     rank = (d.cursor[vm] + step) % host.vm_pages[vm]
-    d.cursor = (d.cursor + k) % host.vm_pages
+    d.cursor = (d.cursor + per_vm) % host.vm_pages
     pages = pg.base[vm] + rank
-    cand = pages[pg.state[pages] == RESIDENT]
-    cand = cand[~is_unique(pg.content[cand])]
-    if cand.size == 0:
-        return
-    keys = content_keys(d, host, cand)
-    order = np.lexsort((cand, keys))
-    keys, cand = keys[order], cand[order]
-    start = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))   # keys are sorted
-    uk, cnt = keys[start], np.diff(np.append(start, keys.size))
+    resident = pages[pg.state[pages] == RESIDENT]
+    return resident[~is_unique(pg.content[resident])]
+
+
+def _match(host: Host, d: TPSState, candidates: np.ndarray) -> tuple[np.ndarray, BatchMatches]:
+    """Candidates sorted by content key (then page), and per distinct key what the index holds."""
+    pg = host.pages
+    keys = content_keys(d, host, candidates)
+    order = np.lexsort((candidates, keys))
+    keys, candidates = keys[order], candidates[order]
+    first = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))   # keys are sorted
+    batch_keys, count = keys[first], np.diff(np.append(first, keys.size))
     idx = d.index
-    slot = idx.find(uk)
+    slot = idx.find(batch_keys)
     found = slot >= 0
-    sl = np.where(found, slot, 0)
-    ref = np.where(found, idx.ref[sl], 0)
-    hint = np.where(found, idx.hint[sl], -1)
-    frame = ref > 0
-    hp = np.maximum(hint, 0)
+    slot_or_0 = np.where(found, slot, 0)
+    ref = np.where(found, idx.ref[slot_or_0], 0)
+    hint = np.where(found, idx.hint[slot_or_0], -1)
+    hint_page = np.maximum(hint, 0)
     # a hint is good if its page is still private with the same content (ESX re-hashes it)
-    hv = (~frame) & (hint >= 0)
-    hv &= (pg.state[hp] == RESIDENT) & (content_keys(d, host, hp) == uk) & ~pg.member(hp, cand)
-    group = cnt + hv
-    share = frame | (group >= 2)
-    new_pages = np.concatenate([cand[np.repeat(share, cnt)], hp[share & hv]])
-    if new_pages.size:
-        pg.set_state(new_pages, d.code)
-        _log_shared(d, new_pages)
-        d.total_ref += int(new_pages.size)
-        d.frames += int(np.count_nonzero(share & ~frame))
-        per_vm = np.bincount(pg.vm[new_pages], minlength=host.nvm) * float(host.page_scale)
-        host.count_per_vm("tps_shared_pages", per_vm)
-        host.emit("share", None, pages={host.vm_names[v]: float(per_vm[v]) for v in np.flatnonzero(per_vm)},
-                  frames=int(np.count_nonzero(share & ~frame)), time=now)
-    # existing slots: add sharers, or move the hint to the page just seen
-    upd = found & share
-    idx.ref[slot[upd]] = ref[upd] + group[upd]
-    idx.hint[slot[upd]] = -1
-    rehint = found & ~share
-    idx.hint[slot[rehint]] = cand[start[rehint]]
-    # new keys: a frame when two or more pages matched in this batch, else a hint
-    new = ~found
-    idx.insert(uk[new], np.where(share[new], cnt[new], 0), np.where(share[new], -1, cand[start[new]]))
-    if idx.needs_merge():
-        h = idx.hint[: idx.size]
-        hp_all = np.maximum(h, 0)
-        slots = np.arange(idx.size)
-        key_of_slot = np.empty(idx.size, dtype=np.int64)
-        key_of_slot[idx.main_slots] = idx.main_keys
-        key_of_slot[idx.new_slots] = idx.new_keys
-        ok = (h >= 0) & (pg.state[hp_all] == RESIDENT) & (content_keys(d, host, hp_all) == key_of_slot[slots])
-        idx.merge(keep_hint=ok)
+    hint_ok = (ref <= 0) & (hint >= 0)
+    hint_ok &= ((pg.state[hint_page] == RESIDENT) & (content_keys(d, host, hint_page) == batch_keys)
+                & ~pg.member(hint_page, candidates))
+    share = (ref > 0) | (count + hint_ok >= 2)
+    return candidates, BatchMatches(batch_keys, first, count, slot, ref, hint_page, hint_ok, share)
+
+
+def _share(host: Host, d: TPSState, candidates: np.ndarray, m: BatchMatches, now: float) -> None:
+    """Map the pages of every shared key (and good hinted pages) to its frame."""
+    pg = host.pages
+    new_pages = np.concatenate([candidates[np.repeat(m.share, m.count)], m.hint_page[m.share & m.hint_ok]])
+    if new_pages.size == 0:
+        return
+    new_frames = int(np.count_nonzero(m.share & ~m.has_frame))
+    pg.set_state(new_pages, d.code)
+    _log_shared(d, new_pages)
+    d.total_ref += int(new_pages.size)
+    d.frames += new_frames
+    per_vm = np.bincount(pg.vm[new_pages], minlength=host.nvm) * float(host.page_scale)
+    host.count_per_vm("tps_shared_pages", per_vm)
+    host.emit("share", None, pages={host.vm_names[v]: float(per_vm[v]) for v in np.flatnonzero(per_vm)},
+              frames=new_frames, time=now)
+
+
+def _update_index(d: TPSState, candidates: np.ndarray, m: BatchMatches) -> None:
+    """Known keys gain sharers or move their hint to the page just seen; new keys get a frame
+    when two or more pages matched in this batch, else a hint."""
+    idx = d.index
+    joined = m.found & m.share
+    idx.ref[m.slot[joined]] = m.ref[joined] + m.sharers[joined]
+    idx.hint[m.slot[joined]] = -1
+    rehint = m.found & ~m.share
+    idx.hint[m.slot[rehint]] = candidates[m.first[rehint]]
+    new = ~m.found
+    idx.insert(m.keys[new], np.where(m.share[new], m.count[new], 0),
+               np.where(m.share[new], -1, candidates[m.first[new]]))
+
+
+def _merge_index(host: Host, d: TPSState) -> None:
+    """Merge the index's levels, keeping only hints whose page still holds the key's content."""
+    idx = d.index
+    pg = host.pages
+    hint = idx.hint[: idx.size]
+    hint_page = np.maximum(hint, 0)
+    key_of_slot = np.empty(idx.size, dtype=np.int64)
+    key_of_slot[idx.main_slots] = idx.main_keys
+    key_of_slot[idx.new_slots] = idx.new_keys
+    still_good = (hint >= 0) & (pg.state[hint_page] == RESIDENT) & (content_keys(d, host, hint_page) == key_of_slot)
+    idx.merge(keep_hint=still_good)
 
 
 def _log_shared(d: TPSState, pages: np.ndarray) -> None:

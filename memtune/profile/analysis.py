@@ -40,7 +40,7 @@ from memtune.profile.sources import PAGE
 from memtune.profile.stats import Z95, ratio_interval, wilson
 
 CLASS_NAMES = ("le_1k", "le_2k", "le_3k", "worse")
-CLASS_LIMITS = np.array([1024, 2048, 3072])     # DESIGN.md s.2: ESX keeps a page compressed if <= 2 KiB
+CLASS_LIMITS = np.array([1024, 2048, 3072])     # ESX keeps a page compressed if <= 2 KiB (docs/model.md)
 ZSTD_LEVEL = 3                                  # linux/crypto/zstd.c ZSTD_DEF_LEVEL
 
 
