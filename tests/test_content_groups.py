@@ -8,11 +8,12 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import build_scenario
 
 from memtune.core.engine import Engine
 from memtune.core.pages import GROUP_IMAGE_BASE
 from memtune.core.plugins import build_plugin_manager
-from memtune.core.scenario import load_scenario, scenario_from_dict
+from memtune.core.scenario import load_scenario
 from memtune.core.simulation import build_host
 from memtune.errors import ConfigError
 
@@ -20,11 +21,11 @@ PAGE = 4096
 
 
 def _scenario(groups: list, n_vms: int = 4, seed: int = 1, **extra):
-    return scenario_from_dict({
-        "name": "g", "duration": "1m", "tick": "5s", "seed": seed, "host": {"memory": "4 GiB", "page_scale": 1},
-        "content_group": groups,
-        "workloads": {"w": {"allocated": 1.0, "wss": 1.0, "content": {"zero": 0.1, "unique": 0.9}}},
-        "vm": [{"name": "vm", "count": n_vms, "memory": "16 MiB", "workload": "w"}], **extra}, "<groups>")
+    return build_scenario([{"name": "vm", "count": n_vms, "memory": "16 MiB", "workload": "w"}], name="g",
+                          memory="4 GiB", duration="1m", tick="5s", seed=seed, page_scale=1,
+                          workload={"allocated": 1.0, "wss": 1.0, "content": {"zero": 0.1, "unique": 0.9}},
+                          tiny_workload=False, vm_defaults={}, report_interval=None, source="<groups>",
+                          content_group=groups, **extra)
 
 
 def _host(sc):

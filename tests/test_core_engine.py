@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import engine_scenario
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +15,6 @@ from memtune import hookimpl
 from memtune.core.engine import Engine
 from memtune.core.memstate import MemState
 from memtune.core.plugins import build_plugin_manager
-from memtune.core.scenario import scenario_from_dict
 from memtune.core.simulation import build_host, simulate
 from memtune.core.touches import rank_runs
 from memtune.errors import AdmissionError
@@ -24,12 +24,9 @@ ALL_BUILTIN_TECHNIQUES = ["balloon", "tps", "ksm", "compression", "swap", "encry
 
 
 def scenario(host="8 GiB", vms=None, duration="5m", tick="5s", settings=None, overcommit=False, **top):
-    vms = vms or [{"name": "vm", "count": 2, "memory": "2 GiB", "workload": {"allocated": 0.6, "wss": 0.2}}]
-    data = {"name": "t", "duration": duration, "tick": tick, "seed": 3,
-            "host": {"memory": host, "page_scale": 64, "allow_overcommit": overcommit}, "vm": vms,
-            "settings": settings or {}}
-    data.update(top)
-    return scenario_from_dict(data, "<test>")
+    """Two 2 GiB VMs on an 8 GiB host for 5 minutes, unless told otherwise."""
+    return engine_scenario(host=host, vms=vms, duration=duration, tick=tick, settings=settings,
+                           allow_overcommit=overcommit, **top)
 
 
 def recount(host):

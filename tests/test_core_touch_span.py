@@ -2,7 +2,7 @@
 when the engine keeps drawing touches every tick."""
 
 import pytest
-from test_core_engine import scenario
+from conftest import engine_scenario
 
 from memtune.core.engine import Engine
 from memtune.core.memstate import MemState
@@ -11,9 +11,9 @@ from memtune.testing import run_with
 
 
 def roomy(workload=None, settings=None):
-    """Two 2 GiB VMs on a 16 GiB host for 3 minutes (``scenario`` of the engine tests)."""
+    """Two 2 GiB VMs on a 16 GiB host for 3 minutes (the engine tests' scenario)."""
     vms = [{"name": "vm", "count": 2, "memory": "2 GiB", "workload": {"allocated": 0.6, "wss": 0.2, **(workload or {})}}]
-    return scenario(host="16 GiB", vms=vms, duration="3m", settings=settings)
+    return engine_scenario(host="16 GiB", vms=vms, duration="3m", settings=settings)
 
 
 def rounds(engine: Engine) -> list[tuple[float, float]]:

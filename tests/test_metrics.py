@@ -8,6 +8,7 @@ import types
 
 import numpy as np
 import pytest
+from conftest import build_scenario
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
@@ -19,7 +20,6 @@ from memtune.core.memstate import STATE_NAMES
 from memtune.core.pages import RESIDENT
 from memtune.core.plugins import build_plugin_manager
 from memtune.core.report import vm_amounts
-from memtune.core.scenario import scenario_from_dict
 from memtune.core.simulation import build_host
 from memtune.core.vm import overhead_bytes
 from memtune.errors import PluginError, UserError
@@ -35,10 +35,9 @@ def scenario(host="16 GiB", vms=None, duration="2m", tick="5s", **top):
                    "workload": {"allocated": 0.5, "wss": 0.2, "touch_rate": 10000, "write_fraction": 0.0}},
                   {"name": "db", "memory": "1 GiB", "reservation": "256 MiB",
                    "workload": {"allocated": 0.8, "wss": 0.5, "touch_rate": 30000}}]
-    data = {"name": "metrics-test", "duration": duration, "tick": tick, "seed": 7,
-            "host": {"memory": host, "page_scale": 64}, "vm": vms}
-    data.update(top)
-    return scenario_from_dict(data, "<test>")
+    return build_scenario(vms, name="metrics-test", memory=host, duration=duration, tick=tick, seed=7,
+                          page_scale=64, tiny_workload=False, vm_defaults={}, report_interval=None,
+                          source="<test>", **top)
 
 
 def run(sc, steps, **kw):

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_tuner_helpers import tiny_file
 
 from memtune.core.scenario import load_scenario
 from memtune.errors import OutputError
@@ -25,11 +24,6 @@ from memtune.tuner.outdir import Outputs
 from memtune.tuner.report import write_outputs
 
 ORDER = ["best-policy.toml", "report.json", "convergence.png", "vm-latency.png", "knobs.png"]
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    return tiny_file(tmp_path_factory.mktemp("sc"))
 
 
 @pytest.fixture(scope="module")

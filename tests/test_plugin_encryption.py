@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import SHARING_ONLY, build_scenario, make_host, map_all, run_for
 
-from memtune.core.engine import Engine
-from memtune.core.pages import FREE, RESIDENT, is_unique
-from memtune.core.plugins import build_plugin_manager
+from memtune.core.pages import is_unique
 from memtune.core.report import vm_amounts
-from memtune.core.scenario import scenario_from_dict
-from memtune.core.simulation import build_host
 from memtune.plugins import encryption
 from memtune.testing import FixedLatencyState
 
-OTHERS = ["balloon", "compression", "swap", "audit"]
 PAGE = 4096
 N = 10000                       # pages per VM ("40000 KiB")
 DRAM = 100e-9
@@ -27,36 +23,20 @@ def scenario(*, encrypted=(False, False, True), content=None, touch_rate=1e5, se
           "compressibility": {"le_1k": 0.4, "le_2k": 0.3, "le_3k": 0.2, "worse": 0.1}}
     vms = [{"name": f"vm{i}", "memory": "40000 KiB", "workload": "w", "image": "linux",
             "large_pages": False, "encrypted": e} for i, e in enumerate(encrypted)]
-    return scenario_from_dict({"name": "enc-test", "duration": "30m", "tick": "10s", "seed": 3,
-                               "host": {"memory": "4 GiB", "page_scale": 1},
-                               "settings": {"Mem.ShareForceSalting": 0, "Mem.ShareScanTime": 10,
-                                            **(settings or {})},
-                               "workloads": {"w": wl}, "vm": vms}, "<enc-test>")
-
-
-def make(sc, disable=OTHERS, extra=()):
-    pm = build_plugin_manager(disable=disable, entrypoints=False, extra=extra)
-    host = build_host(sc, pm=pm)
-    return host, Engine(host)
-
-
-def map_all(host) -> None:
-    host.pages.set_state(np.flatnonzero(host.pages.state == FREE), RESIDENT)
-
-
-def run(engine, seconds: float, tick: float = 10.0) -> None:
-    for _ in range(int(round(seconds / tick))):
-        engine.step(tick)
+    return build_scenario(vms, name="enc-test", memory="4 GiB", duration="30m", tick="10s", seed=3, page_scale=1,
+                          settings={"Mem.ShareForceSalting": 0, "Mem.ShareScanTime": 10, **(settings or {})},
+                          workload=wl, tiny_workload=False, vm_defaults={}, report_interval=None,
+                          source="<enc-test>")
 
 
 def test_encrypted_vm_shares_nothing_even_with_identical_vms_and_salting_0():
-    host, eng = make(scenario())
+    host, eng = make_host(scenario())
     pg = host.pages
     enc = host.vm_slice(2)
     assert is_unique(pg.content[enc]).all()
     assert not is_unique(pg.content[host.vm_slice(0)]).all()
     map_all(host)
-    run(eng, 620)
+    run_for(eng, 620)
     a = vm_amounts(host)
     # the two plain VMs share zero pages (4000 on one frame) and templates (2 per frame);
     # the encrypted one shares nothing, not even its zero pages
@@ -67,23 +47,23 @@ def test_encrypted_vm_shares_nothing_even_with_identical_vms_and_salting_0():
 
 
 def test_encryption_off_the_same_vm_would_share():
-    host, eng = make(scenario(encrypted=(False, False, False)))
+    host, eng = make_host(scenario(encrypted=(False, False, False)))
     map_all(host)
-    run(eng, 620)
+    run_for(eng, 620)
     a = vm_amounts(host)
     # three plain VMs: 6000 zero pages on one frame, templates 3 per frame
     assert a["shared_saved"].sum() / PAGE == pytest.approx(5999 + 2 * 6000)
 
 
 def test_ciphertext_is_incompressible_and_writes_keep_it_unique():
-    host, eng = make(scenario(write=0.3))
+    host, eng = make_host(scenario(write=0.3))
     pg = host.pages
     assert (pg.zclass[host.vm_slice(2)] == encryption.CIPHERTEXT_ZCLASS).all()
     # the plain VMs keep their mix (70 % of pages compress to 2 KiB or less, zero pages to 1 KiB)
     plain = pg.zclass[host.vm_slice(0)]
     assert 0.7 <= (plain <= 1).mean() < 0.8
     plain_before = pg.content[host.vm_slice(0)].copy()
-    run(eng, 120)
+    run_for(eng, 120)
     assert (pg.content[host.vm_slice(0)] != plain_before).sum() > 1000      # the guests wrote
     after = pg.content[host.vm_slice(2)]
     assert is_unique(after).all() and np.unique(after).size == N
@@ -92,19 +72,19 @@ def test_ciphertext_is_incompressible_and_writes_keep_it_unique():
 
 
 def test_encrypted_vm_pays_the_access_overhead_on_every_touch():
-    host, eng = make(scenario(touch_rate=1e6), disable=OTHERS)
+    host, eng = make_host(scenario(touch_rate=1e6), disable=SHARING_ONLY)
     map_all(host)           # no faults (no writes): only the access overhead remains
-    run(eng, 120)
+    run_for(eng, 120)
     book = host.book
     mean = book.mean_extra()
     assert mean[2] == pytest.approx(0.05 * DRAM)
     assert mean[0] == 0 and mean[1] == 0
     # stall: 5 ns on each of 1e6 touches per second
     assert book.stall_fraction()[2] == pytest.approx(0.05 * DRAM * 1e6)
-    host, eng = make(scenario(touch_rate=1e6, settings={"encryption.access_overhead_pct": 2.0}),
-                     disable=OTHERS)
+    host, eng = make_host(scenario(touch_rate=1e6, settings={"encryption.access_overhead_pct": 2.0}),
+                     disable=SHARING_ONLY)
     map_all(host)
-    run(eng, 60)
+    run_for(eng, 60)
     assert host.book.mean_extra()[2] == pytest.approx(0.02 * DRAM)
 
 
@@ -114,8 +94,8 @@ def fake_swap() -> FixedLatencyState:
 
 
 def test_swap_in_of_an_encrypted_page_pays_the_crypto_cost():
-    host, eng = make(scenario(encrypted=(False, True, False), touch_rate=1e6),
-                     disable=OTHERS, extra=[("fakeswap", fake_swap())])
+    host, eng = make_host(scenario(encrypted=(False, True, False), touch_rate=1e6),
+                     disable=SHARING_ONLY, extra=[("fakeswap", fake_swap())])
     code = host.states.code("swapped")
     map_all(host)
     pg = host.pages
@@ -128,7 +108,7 @@ def test_swap_in_of_an_encrypted_page_pays_the_crypto_cost():
                                                          latency=np.full(3, 150e-6)) if x is not None]
     assert len(extra) == 1 and np.array_equal(extra[0], [0.0, 1e-6, 0.0])
     # through the engine: every swap-in of VM 1 costs 151 us, every touch 5 ns more
-    run(eng, 60)
+    run_for(eng, 60)
     book = host.book
     faults = book.faults["swapped"]
     assert (faults > 0).all()
@@ -142,16 +122,16 @@ def test_swap_in_of_an_encrypted_page_pays_the_crypto_cost():
 
 
 def test_no_swap_state_means_no_crypto_cost():
-    host, eng = make(scenario(), disable=OTHERS)
+    host, eng = make_host(scenario(), disable=SHARING_ONLY)
     assert host.states.code("swapped") is None
     assert host.hook.memtune_fault_latency(host=host, state=1, pages=np.array([0]),
                                            latency=np.zeros(1)) == []
-    run(eng, 30)
+    run_for(eng, 30)
     assert "encrypted_swap_in_pages" not in host.counters
 
 
 def test_metrics():
-    host, eng = make(scenario())
+    host, eng = make_host(scenario())
     fams = {f.name: f for f in encryption.memtune_collect_metrics(host=host)}
     enc = {s.labels["vm"]: s.value for s in fams["memtune_encryption_encrypted"].samples}
     assert enc == {"vm0": 0.0, "vm1": 0.0, "vm2": 1.0}

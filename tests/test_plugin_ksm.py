@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import build_scenario
 
 from benchmarks import ksm_convergence as kc
 from memtune.core.engine import Engine
 from memtune.core.pages import FREE, RESIDENT
 from memtune.core.plugins import build_plugin_manager
-from memtune.core.scenario import scenario_from_dict
 from memtune.core.simulation import build_host
 from memtune.errors import ConfigError
 from memtune.plugins import ksm
@@ -120,11 +120,9 @@ def test_write_breaks_the_merge_and_frees_the_ksm_page():
 
 def _scenario(settings: dict, memory: str = "1 GiB"):
     wl = {"allocated": 1.0, "wss": 1.0, "touch_rate": 0.0, "content": {"template": 1.0}}
-    return scenario_from_dict({"name": "t", "duration": "10m", "tick": "5s", "seed": 1,
-                               "host": {"memory": memory, "page_scale": 1}, "settings": settings,
-                               "workloads": {"w": wl},
-                               "vm": [{"name": f"v{i}", "memory": "64 MiB", "workload": "w"} for i in range(2)]},
-                              "<t>")
+    return build_scenario([{"name": f"v{i}", "memory": "64 MiB", "workload": "w"} for i in range(2)], name="t",
+                          memory=memory, duration="10m", tick="5s", seed=1, page_scale=1, settings=settings,
+                          workload=wl, tiny_workload=False, vm_defaults={}, report_interval=None, source="<t>")
 
 
 def test_ksmtuned_stops_ksm_on_a_lightly_committed_host_and_boosts_under_pressure():

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import build_scenario, make_host, map_all, run_for
 
 from memtune import hookimpl
-from memtune.core.engine import Engine
 from memtune.core.pages import FREE, RESIDENT, is_unique
-from memtune.core.plugins import build_plugin_manager
 from memtune.core.report import vm_amounts
-from memtune.core.scenario import scenario_from_dict
-from memtune.core.simulation import build_host
 from memtune.errors import ConfigError
 from memtune.plugins import tps
 
-OTHERS = ["balloon", "compression", "swap", "audit"]
 PAGE = 4096
 SCAN = 600.0              # Mem.ShareScanTime = 10 minutes
 MIX = {"zero": 0.1, "template": 0.5, "duplicate": 0.2, "unique": 0.2}   # of 10000 pages
@@ -37,29 +33,10 @@ def scenario(vms: list[dict], *, salting: int = 0, content: dict | None = None, 
     # scan every tick (not in 30 s batches), so figures follow the scan rate tick by tick
     s = {"Mem.ShareForceSalting": salting, "Mem.ShareScanTime": 10, "memtune.share_scan_interval": 0,
          **(settings or {})}
-    for v in vms:
-        v.setdefault("workload", "w")
-        v.setdefault("image", "linux")
-        v.setdefault("large_pages", large_pages)
-    return scenario_from_dict({"name": "tps-test", "duration": "30m", "tick": tick, "seed": 7,
-                               "host": {"memory": host, "page_scale": 1}, "settings": s,
-                               "workloads": {"w": wl}, "vm": vms}, "<tps-test>")
-
-
-def make(sc, extra=()):
-    pm = build_plugin_manager(disable=OTHERS, entrypoints=False, extra=extra)
-    host = build_host(sc, pm=pm)
-    return host, Engine(host)
-
-
-def map_all(host) -> None:
-    """Every guest page backed by a private machine page (the guest touched all its memory)."""
-    host.pages.set_state(np.flatnonzero(host.pages.state == FREE), RESIDENT)
-
-
-def run(engine, seconds: float, tick: float = 10.0) -> None:
-    for _ in range(int(round(seconds / tick))):
-        engine.step(tick)
+    return build_scenario(vms, name="tps-test", memory=host, duration="30m", tick=tick, seed=7, page_scale=1,
+                          settings=s, workload=wl, tiny_workload=False, report_interval=None,
+                          vm_defaults={"workload": "w", "image": "linux", "large_pages": large_pages},
+                          source="<tps-test>")
 
 
 def check_table(host) -> None:
@@ -90,9 +67,9 @@ def pages_of(amounts, key):
 
 def test_identical_vms_share_n_minus_1_over_n_of_template_pages():
     n_vm, n = 4, 10000
-    host, eng = make(scenario([{"name": "web", "count": n_vm, "memory": N10K}], salting=0))
+    host, eng = make_host(scenario([{"name": "web", "count": n_vm, "memory": N10K}], salting=0))
     map_all(host)
-    run(eng, SCAN + 20)
+    run_for(eng, SCAN + 20)
     a = vm_amounts(host)
     assert np.array_equal(pages_of(a, "shared"), [n] * n_vm)
     # each page is one of 4 mapping a frame: saves 3/4 of a page, consumes 1/4
@@ -109,9 +86,9 @@ def test_identical_vms_share_n_minus_1_over_n_of_template_pages():
 
 def test_salting_2_shares_only_zero_pages_and_duplicates_inside_each_vm():
     # per VM: 1000 zero, 5000 template, 2000 duplicates in 500 groups of 4, 2000 unique
-    host, eng = make(scenario([{"name": "web", "count": 3, "memory": N10K}], salting=2, content=MIX))
+    host, eng = make_host(scenario([{"name": "web", "count": 3, "memory": N10K}], salting=2, content=MIX))
     map_all(host)
-    run(eng, SCAN + 20)
+    run_for(eng, SCAN + 20)
     a = vm_amounts(host)
     # shared: zero pages + duplicates; frames: 1 zero frame + 500 groups, per VM
     assert np.array_equal(pages_of(a, "shared"), [3000] * 3)
@@ -123,9 +100,9 @@ def test_salting_2_shares_only_zero_pages_and_duplicates_inside_each_vm():
 
 
 def test_salting_0_adds_cross_vm_template_and_zero_sharing():
-    host, eng = make(scenario([{"name": "web", "count": 3, "memory": N10K}], salting=0, content=MIX))
+    host, eng = make_host(scenario([{"name": "web", "count": 3, "memory": N10K}], salting=0, content=MIX))
     map_all(host)
-    run(eng, SCAN + 20)
+    run_for(eng, SCAN + 20)
     a = vm_amounts(host)
     assert np.array_equal(pages_of(a, "shared"), [8000] * 3)
     # zero: 3000 pages on 1 frame; template: 3 per frame; duplicates: 4 per frame (per VM)
@@ -141,18 +118,18 @@ def test_salting_1_shares_within_salt_groups_and_among_unsalted_vms():
     vms = [{"name": "a", "count": 2, "memory": "16000 KiB", "salt": "tenant-a"},
            {"name": "b", "count": 2, "memory": "16000 KiB", "salt": "tenant-b"},
            {"name": "c", "count": 2, "memory": "16000 KiB"}]
-    host, eng = make(scenario([dict(v) for v in vms], salting=1))
+    host, eng = make_host(scenario([dict(v) for v in vms], salting=1))
     map_all(host)
-    run(eng, SCAN + 20)
+    run_for(eng, SCAN + 20)
     a = vm_amounts(host)
     # three scopes (a, b, and the unsalted default), two identical VMs in each
     np.testing.assert_allclose(pages_of(a, "shared_saved"), [n / 2] * 6)
     assert host.host_pools["tps"] == 3 * n
     check_table(host)
     # salting 2: salted groups still share, unsalted VMs fall back to per-VM salts
-    host, eng = make(scenario([dict(v) for v in vms], salting=2))
+    host, eng = make_host(scenario([dict(v) for v in vms], salting=2))
     map_all(host)
-    run(eng, SCAN + 20)
+    run_for(eng, SCAN + 20)
     a = vm_amounts(host)
     np.testing.assert_allclose(pages_of(a, "shared_saved"), [n / 2] * 4 + [0, 0])
     assert np.array_equal(pages_of(a, "shared"), [n] * 4 + [0, 0])
@@ -161,9 +138,9 @@ def test_salting_1_shares_within_salt_groups_and_among_unsalted_vms():
 
 
 def test_unique_content_is_scanned_but_never_shared():
-    host, eng = make(scenario([{"name": "db", "count": 2, "memory": N10K}], content={"unique": 1.0}))
+    host, eng = make_host(scenario([{"name": "db", "count": 2, "memory": N10K}], content={"unique": 1.0}))
     map_all(host)
-    run(eng, SCAN + 20)
+    run_for(eng, SCAN + 20)
     assert host.pages.counts[:, host.plugin_data["tps"].code].sum() == 0
     assert len(host.plugin_data["tps"].index) == 0
     assert host.counters["tps_scanned_pages"].sum() >= 2 * 10000
@@ -171,23 +148,23 @@ def test_unique_content_is_scanned_but_never_shared():
 
 def test_salting_setting_is_validated():
     with pytest.raises(ConfigError, match="Mem.ShareForceSalting"):
-        make(scenario([{"name": "web", "count": 1, "memory": N10K}], salting=3))
+        make_host(scenario([{"name": "web", "count": 1, "memory": N10K}], salting=3))
 
 
 # --- scan rate ---------------------------------------------------------------------------------
 
 def test_scan_covers_a_vm_in_share_scan_time_and_respects_share_rate_max():
-    host, eng = make(scenario([{"name": "web", "count": 2, "memory": N10K}]))
+    host, eng = make_host(scenario([{"name": "web", "count": 2, "memory": N10K}]))
     map_all(host)
-    run(eng, 300)
+    run_for(eng, 300)
     # 10000 pages in 600 s: half of each VM after 300 s, and half its template pages shared
     scanned = host.counters["tps_scanned_pages"]
     assert np.all(np.abs(scanned - 5000) <= 1)
     assert np.all(np.abs(host.pages.counts[:, host.plugin_data["tps"].code] - 5000) <= 1)
-    host, eng = make(scenario([{"name": "web", "count": 2, "memory": N10K}],
+    host, eng = make_host(scenario([{"name": "web", "count": 2, "memory": N10K}],
                               settings={"Mem.ShareRateMax": 5}))
     map_all(host)
-    run(eng, 300)
+    run_for(eng, 300)
     assert np.array_equal(host.counters["tps_scanned_pages"], [1500, 1500])
 
 
@@ -195,24 +172,24 @@ def test_the_scan_runs_in_batches_at_the_same_rate():
     """memtune.share_scan_interval 30 on 10 s ticks: nothing at 10 and 20 s, 30 s of scanning
     (500 pages at 10000 pages per 600 s) at 30 s, and after a full pass the same sharing."""
     batched = {"memtune.share_scan_interval": 30}
-    host, eng = make(scenario([{"name": "web", "count": 2, "memory": N10K}], settings=batched))
+    host, eng = make_host(scenario([{"name": "web", "count": 2, "memory": N10K}], settings=batched))
     map_all(host)
     scanned = []
     for _ in range(3):
         eng.step(10.0)
         scanned.append(host.counters.get("tps_scanned_pages", np.zeros(2)).tolist())
     assert scanned == [[0, 0], [0, 0], [500, 500]]
-    run(eng, SCAN - 10)
-    per_tick, eng2 = make(scenario([{"name": "web", "count": 2, "memory": N10K}]))
+    run_for(eng, SCAN - 10)
+    per_tick, eng2 = make_host(scenario([{"name": "web", "count": 2, "memory": N10K}]))
     map_all(per_tick)
-    run(eng2, SCAN + 20)
+    run_for(eng2, SCAN + 20)
     assert np.array_equal(host.pages.counts, per_tick.pages.counts)
     check_table(host)
 
 
 def test_pages_touched_by_the_guest_are_found_without_mapping_by_hand():
-    host, eng = make(scenario([{"name": "web", "count": 3, "memory": N10K}], content=MIX))
-    run(eng, 2 * SCAN + 100)       # the first pass misses pages the guest has not touched yet
+    host, eng = make_host(scenario([{"name": "web", "count": 3, "memory": N10K}], content=MIX))
+    run_for(eng, 2 * SCAN + 100)       # the first pass misses pages the guest has not touched yet
     a = vm_amounts(host)
     assert host.pages.counts[:, FREE].sum() == 0
     best = 2999 + 10000 + 4500                 # every duplicate found (see the salting 0 test)
@@ -236,9 +213,9 @@ class Probe:
 def test_write_to_shared_page_breaks_the_share():
     probe = Probe()
     n = 10000
-    host, eng = make(scenario([{"name": "web", "count": 3, "memory": N10K}]), extra=[("probe", probe)])
+    host, eng = make_host(scenario([{"name": "web", "count": 3, "memory": N10K}]), extra=[("probe", probe)])
     map_all(host)
-    run(eng, SCAN + 20)
+    run_for(eng, SCAN + 20)
     d = host.plugin_data["tps"]
     pg = host.pages
     p0 = int(pg.base[0]) + 17                      # template page 17 of VM 0, shared by 3
@@ -265,14 +242,14 @@ def test_write_to_shared_page_breaks_the_share():
     cows = [(vm, data["pages"]) for kind, vm, data in probe.events if kind == "cow-break"]
     assert sorted(cows) == [(0, 1.0), (1, 1.0), (2, 1.0)]
     # the broken pages are private now and are not shared again (unique content)
-    run(eng, SCAN)
+    run_for(eng, SCAN)
     assert pg.state[p0] == RESIDENT and pg.state[others].tolist() == [RESIDENT, RESIDENT]
 
 
 def test_guest_writes_charge_cow_breaks_through_the_engine():
-    host, eng = make(scenario([{"name": "web", "count": 3, "memory": N10K}], write=0.02, touch_rate=2e4))
+    host, eng = make_host(scenario([{"name": "web", "count": 3, "memory": N10K}], write=0.02, touch_rate=2e4))
     map_all(host)
-    run(eng, SCAN + 20)
+    run_for(eng, SCAN + 20)
     d = host.plugin_data["tps"]
     faults = host.book.faults["shared"]
     assert (faults > 0).all() and (host.counters["cow_breaks"] > 0).all()
@@ -292,9 +269,9 @@ def test_guest_writes_charge_cow_breaks_through_the_engine():
 def test_reports_read_the_shared_pages_from_the_log_of_pages_shared():
     # reports list the shared pages from the log the scan keeps (O(shared pages)), pruned of pages
     # a write broke; they must be exactly the pages a scan of every page finds
-    host, eng = make(scenario([{"name": "web", "count": 3, "memory": N10K}], write=0.0005, touch_rate=2e4))
+    host, eng = make_host(scenario([{"name": "web", "count": 3, "memory": N10K}], write=0.0005, touch_rate=2e4))
     map_all(host)
-    run(eng, SCAN + 20)
+    run_for(eng, SCAN + 20)
     d = host.plugin_data["tps"]
     pg = host.pages
     every = np.flatnonzero(pg.state == d.code)
@@ -309,9 +286,9 @@ def test_reports_read_the_shared_pages_from_the_log_of_pages_shared():
 
 
 def test_refcounts_are_repaired_if_another_plugin_takes_a_shared_page():
-    host, eng = make(scenario([{"name": "web", "count": 2, "memory": N10K}]))
+    host, eng = make_host(scenario([{"name": "web", "count": 2, "memory": N10K}]))
     map_all(host)
-    run(eng, SCAN + 20)
+    run_for(eng, SCAN + 20)
     d = host.plugin_data["tps"]
     taken = host.pages.base[:2] + 5            # both sharers of one frame leave the state behind TPS's back
     host.pages.set_state(taken, RESIDENT)
@@ -324,19 +301,19 @@ def test_refcounts_are_repaired_if_another_plugin_takes_a_shared_page():
 
 def test_large_pages_are_not_shared_until_broken():
     vms = [{"name": "web", "count": 3, "memory": N10K}]
-    host, eng = make(scenario([dict(v) for v in vms], large_pages=True))
+    host, eng = make_host(scenario([dict(v) for v in vms], large_pages=True))
     map_all(host)
-    run(eng, SCAN + 20)
+    run_for(eng, SCAN + 20)
     assert not host.large_pages_broken
     assert host.pages.counts[:, host.plugin_data["tps"].code].sum() == 0
     # a host where free memory is about 2x minFree (HIGH, but below the 400 % break point)
     used = host.vm_pages.sum() * PAGE + host.overhead_bytes
     mem = int(used / 0.88) // PAGE * PAGE
-    host, eng = make(scenario([dict(v) for v in vms], large_pages=True, host=f"{mem} bytes"))
+    host, eng = make_host(scenario([dict(v) for v in vms], large_pages=True, host=f"{mem} bytes"))
     map_all(host)
     eng.step(10.0)
     assert host.large_pages_broken and host.state.label == "high"
-    run(eng, SCAN + 20)
+    run_for(eng, SCAN + 20)
     a = vm_amounts(host)
     np.testing.assert_allclose(pages_of(a, "shared_saved"), 10000 * 2 / 3)
     check_table(host)
@@ -348,9 +325,9 @@ def test_metrics_match_the_amounts():
     from memtune.plugins.tps import memtune_collect_metrics
 
     n = 10000
-    host, eng = make(scenario([{"name": "web", "count": 4, "memory": N10K}]))
+    host, eng = make_host(scenario([{"name": "web", "count": 4, "memory": N10K}]))
     map_all(host)
-    run(eng, SCAN + 20)
+    run_for(eng, SCAN + 20)
     fams = {f.name: f for f in memtune_collect_metrics(host=host)}
     declared = []
     tps.memtune_register_metrics(register=lambda name, kind, help, labels: declared.append((name, kind)))
@@ -373,8 +350,8 @@ def test_metrics_match_the_amounts():
 
 def test_same_seed_same_numbers():
     def once():
-        host, eng = make(scenario([{"name": "web", "count": 3, "memory": N10K}], write=0.02, content=MIX))
-        run(eng, 400)
+        host, eng = make_host(scenario([{"name": "web", "count": 3, "memory": N10K}], write=0.02, content=MIX))
+        run_for(eng, 400)
         a = vm_amounts(host)
         return a["shared_saved"].tolist(), host.counters["cow_breaks"].tolist(), host.book.extra.tolist()
 

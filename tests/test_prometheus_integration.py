@@ -29,7 +29,6 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_tuner_helpers import tiny_file
 
 from memtune.monitoring import DASHBOARDS as DASHBOARD_DIR
 from memtune.monitoring import RULES
@@ -124,7 +123,7 @@ def start_prometheus(tmp: Path, hosts: list[str], tuner: str) -> subprocess.Pope
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
+def fleet(tmp_path_factory, tiny_path):
     tmp = tmp_path_factory.mktemp("fleet")
     procs: list[subprocess.Popen] = []
     try:
@@ -135,7 +134,7 @@ def fleet(tmp_path_factory):
             port = read_port(p, p.stderr, r"metrics on http://127\.0\.0\.1:(\d+)/metrics")
             hosts[f"127.0.0.1:{port}"] = p
         tuner_port = free_port()
-        tuner = memtune("optimize", str(tiny_file(tmp)), "--out", str(tmp / "opt"), "--metrics-port",
+        tuner = memtune("optimize", str(tiny_path), "--out", str(tmp / "opt"), "--metrics-port",
                         str(tuner_port), "--workers", "1", "--budget", "400", "--initial-points", "4",
                         "--duration", "2m", "--no-plots", "--no-progress")
         procs.append(tuner)

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from test_tuner_helpers import RecordingExecutor, tiny_file
 
 from memtune.core.plugins import build_plugin_manager
 from memtune.core.scenario import load_scenario
@@ -19,11 +18,6 @@ from memtune.tuner.objective import Objective, parse_weights
 from memtune.tuner.report import summary
 from memtune.tuner.space import build_space, group_vms
 from memtune.units import GiB
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return load_scenario(tiny_file(tmp_path_factory.mktemp("sc")))
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +135,9 @@ def test_objective_rejects_bad_input(kw, match):
 
 # --- the loop ----------------------------------------------------------------------------------
 
-def test_infeasible_points_are_never_simulated_and_told_worse(tiny, tmp_path):
+def test_infeasible_points_are_never_simulated_and_told_worse(tiny, tmp_path, recording_executor):
     # limit fixed at 60 %: a reservation above it is invalid; big ones also fail admission control
-    ex = RecordingExecutor()
+    ex = recording_executor
     tuner = Tuner(cfg(tiny, knobs=("reservation",), fix=("limit=0.6",), optimizer="random", budget=12), tmp_path,
                   executor=ex)
     hist = tuner.run()

@@ -6,7 +6,6 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from test_tuner_helpers import tiny_file
 
 from memtune.cli import main_group
 
@@ -14,19 +13,14 @@ FAST = ["--budget", "4", "--batch", "4", "--initial-points", "4", "--repeats", "
         "--knobs", "reservation,limit", "--workers", "1", "--no-plots", "--presets", "esxi-default"]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(tiny_file(tmp_path_factory.mktemp("sc")))
-
-
 def run(args):
     return CliRunner().invoke(main_group, ["optimize", *args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
-def done_run(tiny, tmp_path_factory):
+def done_run(tiny_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("done") / "o"
-    res = run([tiny, "--out", str(out), *FAST, "--metrics-port", "0"])
+    res = run([str(tiny_path), "--out", str(out), *FAST, "--metrics-port", "0"])
     assert res.exit_code == 0, res.output
     return out, res
 
@@ -61,31 +55,31 @@ def test_short_run_prints_summary_and_writes_outputs(done_run):
     (["--presets", "nope"], "--presets: unknown preset 'nope'"),
     (["--disable-plugin", "nosuch"], "unknown plugin 'nosuch'"),
 ])
-def test_bad_flags_one_line_exit_2(tiny, tmp_path, extra, field):
-    res = run([tiny, "--out", str(tmp_path / "o"), *FAST, *extra])
+def test_bad_flags_one_line_exit_2(tiny_path, tmp_path, extra, field):
+    res = run([str(tiny_path), "--out", str(tmp_path / "o"), *FAST, *extra])
     assert res.exit_code == 2
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("memtune: error: ") and field in lines[0], res.output
     assert not (tmp_path / "o" / "journal.jsonl").exists()
 
 
-def test_bad_files_one_line_exit_2(tiny, tmp_path, done_run):
+def test_bad_files_one_line_exit_2(tiny_path, tmp_path, done_run):
     out, _ = done_run
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\n[host]\nmemory = "lots"\n[[vm]]\nname = "a"\nmemory = "1 GiB"\n')
     cases = [
         ([str(tmp_path / "missing.toml")], "missing.toml: no such scenario file"),
         ([str(bad)], "bad.toml: host.memory:"),
-        ([tiny, "--out", str(out)], "already holds a tuning run; use --resume"),
-        ([tiny, "--out", str(out), "--resume", "--seed", "3"], "journal.jsonl: seed: this run's seed (3) differs from the journal's (7)"),
+        ([str(tiny_path), "--out", str(out)], "already holds a tuning run; use --resume"),
+        ([str(tiny_path), "--out", str(out), "--resume", "--seed", "3"], "journal.jsonl: seed: this run's seed (3) differs from the journal's (7)"),
     ]
     afile = tmp_path / "afile"
     afile.write_text("x")
-    cases.append(([tiny, "--out", str(afile)], "--out: cannot create output directory"))
+    cases.append(([str(tiny_path), "--out", str(afile)], "--out: cannot create output directory"))
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "journal.jsonl").write_text((out / "journal.jsonl").read_text().replace('"type":"batch"', 'oops', 1))
-    cases.append(([tiny, "--out", str(broken), "--resume"], "journal.jsonl: line 2: not a JSON record"))
+    cases.append(([str(tiny_path), "--out", str(broken), "--resume"], "journal.jsonl: line 2: not a JSON record"))
     for args, msg in cases:
         flags = [a for a in FAST] if "--out" in args else ["--out", str(tmp_path / "o"), *FAST]
         res = run([*args, *flags])

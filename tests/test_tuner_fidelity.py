@@ -5,20 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_tuner_helpers import tiny_file
 
-from memtune.core.scenario import load_scenario
 from memtune.errors import ConfigError, UserError
 from memtune.policies import apply_policy, load_policy
 from memtune.tuner.config import coarse_scenario, eval_scenario
 from memtune.tuner.evaluate import EvalTask, eval_seeds, run_task
 from memtune.tuner.job import tune
 from memtune.tuner.loop import JOURNAL, TuneConfig, Tuner
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return load_scenario(tiny_file(tmp_path_factory.mktemp("sc")))
 
 
 def cfg(scenario, **kw):

@@ -5,19 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_tuner_helpers import tiny_file
 
-from memtune.core.scenario import load_scenario
 from memtune.errors import UserError
 from memtune.tuner.executors import LocalExecutor, SerialExecutor, make_executor
 from memtune.tuner.loop import JOURNAL, TuneConfig, Tuner
 
 # batch 4, budget 8: the first batch is the Latin-hypercube design, the second comes from the GP
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return load_scenario(tiny_file(tmp_path_factory.mktemp("sc")))
 
 
 def cfg(scenario):
@@ -56,6 +49,7 @@ def test_two_local_workers_give_the_serial_results(tiny, serial, tmp_path):
     assert [(r["index"], r["value"]) for r in evals] == [(i, v) for i, _, _, v, _ in ref[:-1]]
 
 
+@pytest.mark.integration
 def test_dask_local_cluster_gives_the_serial_results(tiny, serial, tmp_path):
     distributed = pytest.importorskip("distributed")
     ref, _ = serial

@@ -12,23 +12,12 @@ import time
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from test_tuner_helpers import RecordingExecutor, tiny_file
 
 from memtune.core.scenario import load_scenario
 from memtune.errors import ConfigError, UserError
 from memtune.tuner.executors import SerialExecutor
 from memtune.tuner.journal import read_journal
 from memtune.tuner.loop import JOURNAL, TuneConfig, Tuner
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    return tiny_file(tmp_path_factory.mktemp("sc"))
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_path):
-    return load_scenario(tiny_path)
 
 
 def cfg(scenario, **kw):
@@ -54,7 +43,7 @@ class _DiesAfter(SerialExecutor):
         return super().next_result()
 
 
-def test_resume_replays_journal_and_reruns_only_unfinished(tiny, tmp_path):
+def test_resume_replays_journal_and_reruns_only_unfinished(tiny, tmp_path, recording_executor):
     ref = Tuner(cfg(tiny), tmp_path / "ref")
     ref_hist = ref.run()
     out = tmp_path / "cut"
@@ -67,7 +56,7 @@ def test_resume_replays_journal_and_reruns_only_unfinished(tiny, tmp_path):
     infeasible = {e.index for e in ref_hist if not e.seeds and e.index >= 4}
     assert sorted(st.evals) == sorted({0, 1, 2, 3, 4} | infeasible)
     assert sorted(st.batches) == [0, 1] and st.torn_bytes > 0
-    ex = RecordingExecutor()
+    ex = recording_executor
     t2 = Tuner(cfg(tiny), out, resume=True, executor=ex)
     hist = t2.run()
     # the feasible points in flight when killed, nothing else
@@ -171,7 +160,7 @@ class _Lifo(SerialExecutor):
         return super().next_result()
 
 
-def test_two_batches_in_flight_resume_as_one_run(tiny, tmp_path):
+def test_two_batches_in_flight_resume_as_one_run(tiny, tmp_path, recording_executor):
     """The optimizer asks batch b + 1 while batch b runs; a kill leaves two batches unfinished,
     and completion order does not matter: the resumed run visits the uninterrupted run's points."""
     gp = dict(budget=12, optimizer="gp")
@@ -193,7 +182,7 @@ def test_two_batches_in_flight_resume_as_one_run(tiny, tmp_path):
     infeasible = {e.index for e in ref_hist if not e.seeds}
     assert sorted(st.batches) == [0, 1]
     assert sorted(st.evals) == sorted({3, 4, 5, 6, 7} | (infeasible & set(range(8))))
-    ex = RecordingExecutor()
+    ex = recording_executor
     hist = Tuner(cfg(tiny, **gp), out, resume=True, executor=ex).run()
     assert ex.simulated == [i for i in (0, 1, 2, *range(8, 12)) if i not in infeasible]
     assert [(e.x, e.value) for e in hist] == [(e.x, e.value) for e in ref_hist]

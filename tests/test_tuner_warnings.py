@@ -7,17 +7,15 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from test_tuner_helpers import tiny_file
 
-from memtune.core.scenario import load_scenario
 from memtune.tuner.loop import TuneConfig, Tuner
 
 LIBRARIES = ("numpy", "scipy", "sklearn", "skopt")
 
 
 @pytest.mark.parametrize("optimizer", ["gp", "forest"])
-def test_optimizer_path_emits_no_deprecation_or_future_warning(optimizer, tmp_path):
-    sc = load_scenario(tiny_file(tmp_path))
+def test_optimizer_path_emits_no_deprecation_or_future_warning(optimizer, tiny, tmp_path):
+    sc = tiny
     cfg = TuneConfig(sc, budget=12, batch=4, repeats=1, initial_points=4, knobs=("reservation", "limit"),
                      duration=40.0, presets=("esxi-default",), optimizer=optimizer)
     with warnings.catch_warnings(record=True) as caught:
