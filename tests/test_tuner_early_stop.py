@@ -7,10 +7,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from test_tuner_helpers import tiny_file
 
 from memtune.core.engine import Engine
-from memtune.core.scenario import load_scenario
 from memtune.core.simulation import build_host
 from memtune.policies import apply_policy, load_policy
 from memtune.tuner import defaults
@@ -19,11 +17,6 @@ from memtune.tuner.evaluate import EvalTask, StallBound, run_task
 from memtune.tuner.executors import SerialExecutor
 from memtune.tuner.loop import TuneConfig, Tuner
 from memtune.tuner.objective import Objective
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return load_scenario(tiny_file(tmp_path_factory.mktemp("sc")))
 
 
 def _tight(tiny):

@@ -4,17 +4,10 @@ points; a killed run resumes to the same points."""
 from __future__ import annotations
 
 import pytest
-from test_tuner_helpers import tiny_file
 
-from memtune.core.scenario import load_scenario
 from memtune.tuner.loop import TuneConfig, Tuner
 
 pytest.importorskip("optuna")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return load_scenario(tiny_file(tmp_path_factory.mktemp("sc")))
 
 
 def _cfg(scenario, **kw):
