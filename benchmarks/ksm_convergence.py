@@ -3,9 +3,10 @@
 Four 16 MiB VMs (4096 pages each) of one image: 10 % zero pages, 40 % image pages common to all,
 10 % duplicates inside each VM (groups of 4), 40 % private data. memtune builds the host, and the
 kernel run gets exactly those pages (each VM's content ids become a child process's page bytes, in
-page order). Both runs use the same KSM knobs; memtune's batch length is set from the scan rate
-the kernel showed (``pages_scanned`` over time), so the comparison is of the merging rules, with
-the rate as a separately reported figure. Compared: the time (and scan progress) of the first
+page order). Both runs use the same KSM knobs; memtune's per-page costs are set from the scan rates the
+kernel showed (slopes of ``pages_scanned`` in its first full scan, which only checksums, and after
+it), so the comparison is of the merging rules and the timing they imply, with the rates and the
+default-cost prediction reported beside. Compared: the time (and scan progress) of the first
 merge, of half and of all the final ``pages_sharing``, and the final counters.
 
 Run: ``python -m benchmarks.ksm_convergence [--runs 3]`` (root; about 12 s a run; skips without KSM).
@@ -31,7 +32,7 @@ CONFIGS = {
 TICK = 0.05
 
 
-def build(n_vms: int = 4, vm_mib: int = 16, knobs: dict | None = None, page_cost: float | None = None,
+def build(n_vms: int = 4, vm_mib: int = 16, knobs: dict | None = None, page_cost: tuple | None = None,
           mix: dict | None = None):
     """A memtune host with the VMs' pages all mapped, in KSM mode with ``knobs``."""
     from memtune.core.engine import Engine
@@ -42,7 +43,7 @@ def build(n_vms: int = 4, vm_mib: int = 16, knobs: dict | None = None, page_cost
 
     settings = {"memtune.sharing": "ksm", **{f"ksm.{k}": v for k, v in (knobs or {}).items()}}
     if page_cost is not None:
-        settings["memtune.ksm_page_cost"] = page_cost
+        settings["memtune.ksm_page_cost"], settings["memtune.ksm_tree_cost"] = page_cost
     wl = {"allocated": 1.0, "wss": 1.0, "touch_rate": 0.0, "write_fraction": 0.0,
           "content": mix or MIX, "duplicate_copies": 4}
     sc = scenario_from_dict({"name": "ksm-convergence", "duration": "60s", "tick": f"{TICK}s", "seed": 1,
@@ -61,7 +62,7 @@ def vm_keys(host) -> list[np.ndarray]:
     return [pg.content[pg.base[v]: pg.base[v] + pg.npages[v]].copy() for v in range(host.nvm)]
 
 
-def run_model(knobs: dict, page_cost: float | None = None, seconds: float = 30.0, stop_sharing: float | None = None,
+def run_model(knobs: dict, page_cost: tuple | None = None, seconds: float = 30.0, stop_sharing: float | None = None,
               settle: float = 1.0) -> dict:
     from memtune.plugins import ksm
 
@@ -92,8 +93,21 @@ def milestones(run: dict) -> dict:
     return out
 
 
+def scan_rates(run: dict) -> tuple[float, float]:
+    """4 KiB pages per second the kernel's ksmd visited (slopes of pages_scanned): during its first
+    full scan (checksums only) and after it (tree searches and merges)."""
+    s = np.array(run["samples"], dtype=float)
+    cols = run["columns"]
+    t, sc, fs = s[:, 0], s[:, cols.index("pages_scanned")], s[:, cols.index("full_scans")]
+    first = (t > 0.3) & (fs == 0)
+    later = fs >= 1
+    r1 = float(np.polyfit(t[first], sc[first], 1)[0])
+    r2 = float(np.polyfit(t[later], sc[later], 1)[0]) if later.sum() >= 3 else r1
+    return r1, r2
+
+
 def scan_rate(run: dict) -> float:
-    """4 KiB pages per second the kernel's ksmd visited (slope of pages_scanned after 0.3 s)."""
+    """Mean pages per second over the run."""
     s = np.array(run["samples"], dtype=float)
     cols = run["columns"]
     t, sc = s[:, 0], s[:, cols.index("pages_scanned")]
@@ -101,10 +115,14 @@ def scan_rate(run: dict) -> float:
     return float(np.polyfit(t[m], sc[m], 1)[0])
 
 
-def page_cost_for(rate: float, knobs: dict, jiffy: float = 0.004) -> float:
-    """memtune.ksm_page_cost that makes the model's batch length give ``rate``."""
+def page_cost_for(rates: tuple[float, float], knobs: dict, jiffy: float = 0.004) -> tuple[float, float]:
+    """(memtune.ksm_page_cost, memtune.ksm_tree_cost) that give the kernel's two scan rates: the
+    first scan's visits only checksum; later visits search the trees (taken as all of them)."""
+    n = knobs["pages_to_scan"]
     sleep = (np.ceil(knobs["sleep_millisecs"] / 1000 / jiffy - 1e-9) + 1) * jiffy
-    return max(0.0, (knobs["pages_to_scan"] / rate - sleep) / knobs["pages_to_scan"])
+    c1 = max(0.0, (n / rates[0] - sleep) / n)
+    c2 = max(0.0, (n / rates[1] - sleep) / n - c1)
+    return c1, c2
 
 
 def compare(name: str, knobs: dict) -> dict:
@@ -114,13 +132,17 @@ def compare(name: str, knobs: dict) -> dict:
     kernel = run_kernel(vm_keys(host), knobs, timeout=40.0, expect_sharing=int(expect), settle=0.5)
     if "skipped" in kernel:
         return {"skipped": kernel["skipped"]}
-    rate = scan_rate(kernel)
-    cost = page_cost_for(rate, knobs)
+    rates = scan_rates(kernel)
+    cost = page_cost_for(rates, knobs)
     model = run_model(knobs, page_cost=cost, seconds=40.0, stop_sharing=expect, settle=0.5)
+    rate = scan_rate(kernel)
     km, mm = milestones(kernel), milestones(model)
     predicted_rate = knobs["pages_to_scan"] / host.plugin_data["ksm"].batch_period(host)
     return {"config": name, "knobs": knobs, "kernel_rate": round(rate, 1),
-            "model_default_rate": round(float(predicted_rate), 1), "kernel": km, "model": mm}
+            "kernel_rates_first_later": [round(r, 1) for r in rates],
+            "fitted_costs_us": [round(c * 1e6, 2) for c in cost],
+            "model_default_rate": round(float(predicted_rate), 1), "kernel": km, "model": mm,
+            "model_default_costs": milestones(model_default)}
 
 
 def run(runs: int = 3) -> dict:
@@ -145,11 +167,13 @@ def summarise(runs: list[dict]) -> dict:
         cfg["kernel_rate"].append(r["kernel_rate"])
         for m in ("first", "half", "all"):
             k, s = r["kernel"][m]["t"], r["model"][m]["t"]
-            e = cfg.setdefault(m, {"kernel_t": [], "model_t": [], "gap": []})
+            d = r["model_default_costs"][m]["t"]
+            e = cfg.setdefault(m, {"kernel_t": [], "model_t": [], "gap": [], "model_default_t": []})
             if k is not None and s is not None:
                 e["kernel_t"].append(round(k, 3))
                 e["model_t"].append(round(s, 3))
                 e["gap"].append(round((s - k) / k, 4))
+                e["model_default_t"].append(None if d is None else round(d, 3))
     return summary
 
 

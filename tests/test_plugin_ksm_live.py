@@ -12,9 +12,9 @@ Tolerances:
 - the first merge, half and all of pages_sharing, in pages scanned: within two batches (the model
   merges a tick's batch at once, the kernel is sampled every 50 ms: each <= rate x 0.05 s) plus 1 %
   of the pages;
-- the same milestones in seconds, with the model's batch length set from the kernel's mean scan
-  rate: within 15 % + 0.1 s. ksmd's rate is not constant (its first scan only checksums and runs
-  7-10 % faster than the merging scans here) and it shares 2 busy cores at nice 5.
+- the same milestones in seconds, with the model's per-page costs set from the kernel's scan rates
+  (first scan: checksums only; later: tree searches): within 10 % + 0.1 s. ksmd shares 2 busy cores
+  at nice 5, so its rate drifts within a run.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ def test_convergence_matches_kernel(live, name):
     kernel = run_kernel(kc.vm_keys(host), knobs, timeout=40.0, expect_sharing=int(expect), settle=0.5)
     if "skipped" in kernel:
         pytest.skip(kernel["skipped"])
+    rates = kc.scan_rates(kernel)
     rate = kc.scan_rate(kernel)
-    model = kc.run_model(knobs, page_cost=kc.page_cost_for(rate, knobs), seconds=40.0, stop_sharing=expect,
+    model = kc.run_model(knobs, page_cost=kc.page_cost_for(rates, knobs), seconds=40.0, stop_sharing=expect,
                          settle=0.5)
     km, mm = kc.milestones(kernel), kc.milestones(model)
     for c in ("pages_shared", "pages_sharing", "pages_unshared", "ksm_zero_pages"):
@@ -53,4 +54,4 @@ def test_convergence_matches_kernel(live, name):
     tol_pages = 2 * rate * 0.05 + 0.01 * PAGES
     for m in ("first", "half", "all"):
         assert abs(mm[m]["scanned"] - km[m]["scanned"]) <= tol_pages, (m, km[m], mm[m])
-        assert abs(mm[m]["t"] - km[m]["t"]) <= 0.15 * km[m]["t"] + 0.1, (m, km[m], mm[m])
+        assert abs(mm[m]["t"] - km[m]["t"]) <= 0.10 * km[m]["t"] + 0.1, (m, km[m], mm[m])

@@ -65,18 +65,24 @@ class KSMState:
         self.npages = 0                                   # ksmtuned's npages
         self.next_tune = float(s["ksmtuned.KSM_MONITOR_INTERVAL"])
         self.first_merge: float | None = None
+        self.tree_share = 0.0                             # visits of the last tick that searched the trees
+        self.visits = 0
+        self.tree_visits = 0
         self.pass_seen = 0                                # pages counted in the current full scan
         self.last_pass = 0                                # pages counted in the last full scan
 
     def batch_period(self, host: Host) -> float:
         """Seconds per ksmd batch: the sleep in whole jiffies (msecs_to_jiffies rounds up), the
-        wake-up that lands on the next tick, and the work per page."""
+        wake-up that lands on the next tick, and the work per page: a checksum for every visit, a
+        tree search and merge for the share of visits that found their checksum unchanged (the
+        last tick's share)."""
         s = host.settings
         jiffy = float(s["memtune.ksm_jiffy"])
         sleep = self.sleep_ms / 1000.0
         if jiffy > 0:
             sleep = (np.ceil(sleep / jiffy - 1e-9) + 1) * jiffy
-        return sleep + self.pages_to_scan * float(s["memtune.ksm_page_cost"])
+        per_page = float(s["memtune.ksm_page_cost"]) + self.tree_share * float(s["memtune.ksm_tree_cost"])
+        return sleep + self.pages_to_scan * per_page
 
     def rate(self, host: Host) -> float:
         """Simulated pages visited per second."""
@@ -93,6 +99,7 @@ def present_mask(host: Host, d: KSMState, lo: int, hi: int) -> np.ndarray:
 def scan(host: Host, d: KSMState, dt: float, now: float) -> np.ndarray:
     """Run ksmd for ``dt`` seconds; returns the pages merged (state already set)."""
     d.budget += d.rate(host) * dt
+    d.visits = d.tree_visits = 0
     merged: list[np.ndarray] = []
     passes = 0
     while d.budget >= 1.0 and passes < MAX_PASSES:
@@ -114,6 +121,8 @@ def scan(host: Host, d: KSMState, dt: float, now: float) -> np.ndarray:
         d.full_scans += extra
         d.scanned += extra * d.last_pass * host.page_scale
         d.budget -= extra * d.last_pass
+    if d.visits:
+        d.tree_share = d.tree_visits / d.visits
     out = np.concatenate(merged) if merged else np.zeros(0, dtype=np.int64)
     if out.size and d.first_merge is None:
         d.first_merge = now
@@ -187,6 +196,7 @@ def _pass_over(d: KSMState, sl: slice, gone: np.ndarray, fresh: np.ndarray, skip
 def _visit(host: Host, d: KSMState, pages: np.ndarray) -> np.ndarray:
     """cmp_and_merge_page() for the visited pages, in scan order; returns the pages merged."""
     pg = host.pages
+    d.visits += pages.size
     res = pages[pg.state[pages] == RESIDENT]             # KSM pages: nothing to do
     if res.size == 0:
         return res
@@ -198,6 +208,7 @@ def _visit(host: Host, d: KSMState, pages: np.ndarray) -> np.ndarray:
     same = d.checksum[res] == key
     d.checksum[res] = key
     cand, ck = res[same], key[same]
+    d.tree_visits += cand.size
     merged = []
     if d.use_zero and cand.size:
         z = ck == 0

@@ -37,10 +37,16 @@ SETTINGS = (
             "The kernel tick: ksmd's sleep is rounded up to whole jiffies and it wakes on the next one.",
             "CONFIG_HZ=250 on this kernel (/proc/config.gz); 100 pages/20 ms measured at 24-25.5 ms a "
             "batch, 100/10 at 16.7 ms, 100/50 at 57.4 ms (docs/model.md, Linux KSM)", minimum=0),
-    Setting("memtune.ksm_page_cost", "seconds", 10e-6,
-            "ksmd CPU time per page visited (checksum, tree walk, merge), part of a batch's length.",
-            "measured on this 2-core host under load: 7-55 us a page (batches of 100-2000 pages); "
-            "an idle core is faster. Calibrate from pages_scanned over time", minimum=0),
+    Setting("memtune.ksm_page_cost", "seconds", 15e-6,
+            "ksmd CPU time per page visited for its checksum (a first visit, a changed page, a KSM page).",
+            "measured on this 2-core host under load: the first full scan (checksums only) runs 100 "
+            "pages / 20 ms at 25.4 ms a batch, 200 / 20 at 28.3 ms: 14-21 us a page (docs/model.md, "
+            "Linux KSM); an idle core is faster", minimum=0),
+    Setting("memtune.ksm_tree_cost", "seconds", 55e-6,
+            "Extra ksmd time per visit that searches the stable and unstable trees (checksum unchanged): "
+            "memcmp of pages along the tree, write-protect and merge.",
+            "measured here: merging scans run 32-39 ms a batch against 25-28 ms for the checksum-only "
+            "first scan, 53-66 us more a page; calibrate from pages_scanned over time", minimum=0),
     Setting("latency.ksm_cow_break", "seconds", 3e-6,
             "A write to a KSM page: write fault, a new page and a 4 KiB copy (do_wp_page).",
             "~1 us fault + ~1 us allocation + 4 KiB memcpy (0.3 us), as for TPS"),
