@@ -105,7 +105,7 @@ def load_benchmark(requests: int = 20000, clients: int = 16, speed: float = 60.0
     try:
         clients_run(warmup)                       # threads, arenas, caches: steady state first
         if trace:
-            tracemalloc.start(10)
+            tracemalloc.start(1)
             before = tracemalloc.take_snapshot()
         rss_start = rss_bytes()
         sampler = threading.Thread(target=sample, daemon=True)
@@ -126,11 +126,18 @@ def load_benchmark(requests: int = 20000, clients: int = 16, speed: float = 60.0
         sim.stop()
         sim.join(10)
         stop_metrics_server(server, thread)
+    return summary(got, rss, rss_start, rss_end, traced_growth, top,
+                   {"scenario": sc.name, "speed": speed, "clients": clients, "listen_backlog": LISTEN_BACKLOG})
+
+
+def summary(got: dict[str, Any], rss: list[tuple[float, int]], rss_start: int, rss_end: int,
+            traced_growth: int | None, top: list[str], run: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one load run: latencies, errors, RSS (start, end, growth in the second half)."""
     lat = got["latencies"]
     half = [b for t, b in rss if t >= rss[-1][0] / 2] if rss else [rss_end]
     return {
         "load_average_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
-        "scenario": sc.name, "speed": speed, "clients": clients, "requests": len(lat), "listen_backlog": LISTEN_BACKLOG,
+        **run, "requests": len(lat),
         "errors": got["error_count"], "error_examples": got["errors"],
         "wall_seconds": round(got["wall"], 2), "requests_per_second": round(len(lat) / got["wall"], 1),
         "latency_seconds": {"p50": percentile(lat, 50), "p90": percentile(lat, 90), "p99": percentile(lat, 99),

@@ -77,12 +77,9 @@ def cli(scenario, policy_ref, speed, port, bind, loop, hold, duration, seed, lat
     click.echo(f"memtune serve: {sc.name} at {speed:g}x, metrics on http://{bind}:{real_port}/metrics",
                err=True)
     stop = threading.Event()
-
-    def on_signal(signum, frame):
-        stop.set()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, lambda signum, frame: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        # --hold keeps serving the final state after a --once run (not after a failed one)
         while not stop.is_set() and not (sim.finished.is_set() and not (hold and sim.error is None)):
             stop.wait(0.2)
     finally:

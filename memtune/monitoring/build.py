@@ -32,6 +32,9 @@ from memtune.monitoring.grafana import (
 I = INSTANCE                       # noqa: E741 - the host filter every query carries
 RATE = "$__rate_interval"
 HOSTS = query_variable("instance", "Host", "label_values(memtune_host_memory_bytes, instance)")
+# the drill-down's VMs: All is the 10 VMs that stall most on the selected hosts (not all 256 of `large`)
+TOP_VMS = query_variable("vm", "VM (top 10 by stall)", f"query_result(topk(10, memtune:vm_stall:ratio_rate1m{{{I}}}))",
+                         regex='/vm="([^"]+)"/')
 
 
 def per_sim_second(metric: str, by: str = "instance", select: str = I) -> str:
@@ -230,11 +233,9 @@ def vm_drilldown() -> dict:
               unit="bytes", options={"orientation": "horizontal", "displayMode": "basic",
                                      "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}),
     ]
-    vms = query_variable("vm", "VM (top 10 by stall)",
-                         f"query_result(topk(10, memtune:vm_stall:ratio_rate1m{{{I}}}))", regex='/vm="([^"]+)"/')
     return dashboard("memtune-vm", "memtune / VM drill-down",
                      "Per-VM memory (esxtop columns), reclamation, sharing, stall and latency; starts on the 10 VMs "
-                     "that stall most. Each series is one VM on one host.", [HOSTS, vms], panels)
+                     "that stall most. Each series is one VM on one host.", [HOSTS, TOP_VMS], panels)
 
 
 def tuner() -> dict:
