@@ -68,7 +68,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def load_benchmark(requests: int = 20000, clients: int = 16, speed: float = 60.0, warmup: int = 500,
-                   trace: bool = False) -> dict[str, Any]:
+                   trace: bool = False, idle: float = 0.0) -> dict[str, Any]:
+    """One load run; with ``idle`` > 0 the control run instead: no requests after the warm-up, the
+    simulation alone for ``idle`` seconds (how much RSS the simulation itself adds meanwhile)."""
     from memtune.core.scenario import load_scenario
     from memtune.core.simulation import build_host
     from memtune.metrics import (
@@ -110,7 +112,12 @@ def load_benchmark(requests: int = 20000, clients: int = 16, speed: float = 60.0
         rss_start = rss_bytes()
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        got = clients_run(requests)
+        if idle > 0:
+            t0 = time.perf_counter()
+            time.sleep(idle)
+            got = {"wall": time.perf_counter() - t0, "latencies": [0.0], "errors": [], "error_count": 0}
+        else:
+            got = clients_run(requests)
         stop.set()
         sampler.join()
         rss_end = rss_bytes()
@@ -165,9 +172,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--speed", type=float, default=60.0)
     ap.add_argument("--tracemalloc", action="store_true", help="trace Python allocations (slower)")
+    ap.add_argument("--idle", type=float, default=0.0, help="control: no requests, the simulation alone for "
+                                                             "this many seconds")
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args(argv)
-    r = load_benchmark(args.requests, args.clients, args.speed, trace=args.tracemalloc)
+    r = load_benchmark(args.requests, args.clients, args.speed, trace=args.tracemalloc, idle=args.idle)
     text = json.dumps(r, indent=2)
     print(text)
     if args.out:
