@@ -66,3 +66,17 @@ def test_import_esxtop_marks_a_vm_larger_than_the_host_as_meant(tmp_path):
     assert "allow_overcommit = true" in out.read_text()
     res = CliRunner().invoke(main_group, ["simulate", str(out), "--duration", "10s"])
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "binary"])
+def test_a_scenario_profile_must_be_a_regular_text_file(tmp_path, target):
+    if target == "binary":
+        (tmp_path / "p.toml").write_bytes(b"\xff\xfe\x00garbage")
+        target = "p.toml"
+    sc = tmp_path / "s.toml"
+    sc.write_text(f'[host]\nmemory = "8 GiB"\n[[vm]]\nname = "a"\nmemory = "1 GiB"\n'
+                  f'workload = {{ profile = "{target}" }}\n')
+    res = CliRunner().invoke(main_group, ["simulate", str(sc)])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"memtune: error: {sc}: vm[0].workload.profile: profile ")
