@@ -236,9 +236,20 @@ class Worker:
         tmp.replace(self.cfg["stats"])
 
 
+PR_SET_PDEATHSIG = 1
+
+
 def main(argv: list[str]) -> None:
-    cfg = json.loads(Path(argv[1]).read_text())
+    import ctypes
     import os
+    import signal
+
+    # a worker does not outlive its driver (a SIGKILLed driver leaves no VM running; its cgroups,
+    # swap and sysfs values wait for `memtune live cleanup`)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if os.getppid() == 1:
+        return                          # the driver died before the line above
+    cfg = json.loads(Path(argv[1]).read_text())
 
     for procs in cfg["cgroups"]:
         Path(procs).write_text(f"{os.getpid()}\n")
