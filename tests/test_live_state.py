@@ -158,3 +158,18 @@ def test_compare_figures_ratios_targets_and_measured_latency():
                      {"extra_by_cause": {"guest_swap_in": 0.0}, "guest_swap_ins": 0}]}]
     assert measured_latencies(runs) == {"latency.guest_swap_in": pytest.approx(5e-4)}
     assert measured_latencies([{"vms": []}]) == {}
+
+
+def test_ksm_knobs_follow_the_sharing_mode():
+    from memtune.live.linux import ksm_knobs
+
+    s = scale_scenario(load_scenario("small"), 128, 60)
+    esx = ksm_knobs(s, {})
+    # 16 VMs of 48 MiB, each scanned in Mem.ShareScanTime (60 min): 16 * 12288 / 3600 pages/s
+    assert esx == {"pages_to_scan": round(16 * 12288 / 3600 * 0.020) or 1, "sleep_millisecs": 20,
+                   "use_zero_pages": 0, "max_page_sharing": 256, "run": 1}
+    k = s.replace(settings={**s.settings, "memtune.sharing": "ksm", "ksm.pages_to_scan": 777,
+                            "ksm.sleep_millisecs": 15})
+    knobs = ksm_knobs(k, {"max_page_sharing": 64})
+    assert knobs["pages_to_scan"] == 777 and knobs["sleep_millisecs"] == 15 and knobs["max_page_sharing"] == 64
+    assert "merge_across_nodes" not in knobs and knobs["run"] == 1
