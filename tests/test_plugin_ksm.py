@@ -164,3 +164,14 @@ def test_bad_ksm_setting_names_the_field():
         build_host(_scenario({"memtune.sharing": "ksm", "ksm.use_zero_pages": 3}), pm=pm)
     with pytest.raises(ConfigError, match="memtune.sharing"):
         build_host(_scenario({"memtune.sharing": "uksm"}), pm=pm)
+
+
+def test_the_tuner_sees_ksm_knobs_in_ksm_mode_and_tps_knobs_otherwise():
+    from memtune.tuner.space import collect_knobs
+
+    pm = build_plugin_manager(entrypoints=False)
+    ksm_names = {k.name for k in collect_knobs(pm, _scenario({"memtune.sharing": "ksm"}))}
+    tps_names = {k.name for k in collect_knobs(pm, _scenario({}))}
+    assert {"ksm.pages_to_scan", "ksm.sleep_millisecs", "ksm.max_page_sharing"} <= ksm_names
+    assert "Mem.ShareScanTime" not in ksm_names
+    assert "Mem.ShareScanTime" in tps_names and not any(n.startswith("ksm.") for n in tps_names)
