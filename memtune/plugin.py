@@ -10,7 +10,8 @@ The built-in plugins (balloon, tps, compression, swap, encryption, audit) import
 ``tests/test_plugin_api.py`` fails if a plugin reaches into ``memtune.core``. The hooks themselves
 are documented in :mod:`memtune.core.hookspecs` and docs/plugins.md.
 
-- declaring: :data:`hookimpl`, :class:`Setting`, :class:`Knob`;
+- declaring: :data:`hookimpl`, :class:`Setting`, :class:`Knob`; :func:`settings_hook` and
+  :func:`metrics_hook` make the registration hooks of a plugin that lists its settings / metrics;
 - the host a hook is handed: :class:`Host` (for annotations), :class:`MemState` (``host.state``);
 - page states: :data:`FREE`, :data:`RESIDENT`, :data:`MAX_STATES`, :func:`first_of_each` (the
   first ``want[v]`` entries of each VM in a list grouped by VM); lookup tables over state codes come
@@ -24,6 +25,7 @@ are documented in :mod:`memtune.core.hookspecs` and docs/plugins.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from memtune.core.hookspecs import hookimpl
@@ -48,8 +50,36 @@ from memtune.units import GiB, KiB, MiB
 __all__ = [
     "CONTENT_BITS", "FREE", "MAX_STATES", "RESIDENT", "ConfigError", "GiB", "Host", "KiB", "Knob",
     "MemState", "MiB", "Setting", "UserError", "duplicate_content", "first_of_each", "hookimpl",
-    "host_counter", "host_gauge", "is_unique", "template_content", "unique_content", "vm_counter", "vm_family", "vm_gauge",
+    "host_counter", "host_gauge", "is_unique", "metrics_hook", "settings_hook", "template_content", "unique_content", "vm_counter", "vm_family", "vm_gauge",
 ]
+
+
+def settings_hook(settings: Iterable[Setting]) -> Callable[..., None]:
+    """A ``memtune_register_settings`` implementation declaring ``settings``; in a plugin module::
+
+        memtune_register_settings = settings_hook(SETTINGS)
+    """
+    declared = tuple(settings)
+
+    @hookimpl
+    def memtune_register_settings(register: Callable[[Setting], None]) -> None:
+        for setting in declared:
+            register(setting)
+
+    return memtune_register_settings
+
+
+def metrics_hook(metrics: Iterable[tuple[str, str, str, Sequence[str]]]) -> Callable[..., None]:
+    """A ``memtune_register_metrics`` implementation declaring ``(name, type, help, labels)``
+    families; in a plugin module: ``memtune_register_metrics = metrics_hook(METRICS)``."""
+    declared = tuple(metrics)
+
+    @hookimpl
+    def memtune_register_metrics(register: Callable[..., None]) -> None:
+        for name, kind, help_, labels in declared:
+            register(name, kind, help_, labels)
+
+    return memtune_register_metrics
 
 
 # The metric helpers import prometheus_client on first use, so a run that exports no metrics

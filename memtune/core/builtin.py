@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from memtune.plugin import Knob, Setting, hookimpl
+from memtune.plugin import Knob, Setting, hookimpl, settings_hook
 
 SETTINGS = (
     Setting("memtune.guest_kernel_share", "float", 0.0,
@@ -71,10 +71,7 @@ SETTINGS = (
 )
 
 
-@hookimpl
-def memtune_register_settings(register):
-    for s in SETTINGS:
-        register(s)
+memtune_register_settings = settings_hook(SETTINGS)
 
 
 @hookimpl

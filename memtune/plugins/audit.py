@@ -30,7 +30,7 @@ import numpy as np
 from memtune import __version__
 from memtune.audit.chain import jsonable, load_key
 from memtune.audit.writer import AuditWriter
-from memtune.plugin import Setting, hookimpl
+from memtune.plugin import Setting, hookimpl, settings_hook
 
 NAME = "audit"
 AGGREGATED = ("cow-break", "share", "reclaim")
@@ -68,11 +68,7 @@ SETTINGS = (
 )
 
 
-@hookimpl
-def memtune_register_settings(register: Any) -> None:
-    """The audit log's settings (file, key, anomaly thresholds)."""
-    for s in SETTINGS:
-        register(s)
+memtune_register_settings = settings_hook(SETTINGS)
 
 
 class AuditState:

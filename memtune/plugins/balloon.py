@@ -29,6 +29,7 @@ from memtune.plugin import (
     Setting,
     first_of_each,
     hookimpl,
+    settings_hook,
 )
 
 NAME = "balloon"
@@ -80,10 +81,7 @@ def _data(host: Any) -> BalloonData | None:
     return host.plugin_data.get(NAME)
 
 
-@hookimpl
-def memtune_register_settings(register: Any) -> None:
-    for s in SETTINGS:
-        register(s)
+memtune_register_settings = settings_hook(SETTINGS)
 
 
 @hookimpl

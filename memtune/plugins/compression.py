@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from memtune.plugin import RESIDENT, Knob, MemState, Setting, hookimpl
+from memtune.plugin import RESIDENT, Knob, MemState, Setting, hookimpl, settings_hook
 
 NAME = "compression"
 STATE = "compressed"
@@ -81,10 +81,7 @@ def _data(host: Any) -> ZipData | None:
     return host.plugin_data.get(NAME)
 
 
-@hookimpl
-def memtune_register_settings(register: Any) -> None:
-    for s in SETTINGS:
-        register(s)
+memtune_register_settings = settings_hook(SETTINGS)
 
 
 @hookimpl

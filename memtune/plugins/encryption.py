@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from memtune.plugin import Host, Setting, hookimpl, unique_content, vm_gauge
+from memtune.plugin import Host, Setting, hookimpl, settings_hook, unique_content, vm_gauge
 
 NAME = "encryption"
 CIPHERTEXT_ZCLASS = 3          # "worse": does not compress to 3 KiB
@@ -46,10 +46,7 @@ SETTINGS = (
 )
 
 
-@hookimpl
-def memtune_register_settings(register: Any) -> None:
-    for s in SETTINGS:
-        register(s)
+memtune_register_settings = settings_hook(SETTINGS)
 
 
 @hookimpl

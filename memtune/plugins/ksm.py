@@ -17,7 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from memtune.plugin import RESIDENT, Host, Knob, hookimpl, host_counter, host_gauge, unique_content
+from memtune.plugin import (
+    RESIDENT,
+    Host,
+    Knob,
+    hookimpl,
+    host_counter,
+    host_gauge,
+    metrics_hook,
+    settings_hook,
+    unique_content,
+)
 from memtune.plugins import ksmtuned
 from memtune.plugins.ksm_scan import KSMState, scan, unmerge
 from memtune.plugins.ksm_settings import KNOBS, METRICS, SETTINGS, mode
@@ -31,10 +41,7 @@ def _data(host: Host) -> KSMState | None:
     return host.plugin_data.get(NAME)
 
 
-@hookimpl
-def memtune_register_settings(register: Any) -> None:
-    for s in SETTINGS:
-        register(s)
+memtune_register_settings = settings_hook(SETTINGS)
 
 
 @hookimpl
@@ -52,10 +59,7 @@ def memtune_register_knobs(register: Any, scenario: Any) -> None:
         register(k if isinstance(k, Knob) else Knob(**k))
 
 
-@hookimpl
-def memtune_register_metrics(register: Any) -> None:
-    for name, kind, help_, labels in METRICS:
-        register(name, kind, help_, labels)
+memtune_register_metrics = metrics_hook(METRICS)
 
 
 @hookimpl

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from memtune.plugin import RESIDENT, GiB, Knob, MemState, Setting, hookimpl
+from memtune.plugin import RESIDENT, GiB, Knob, MemState, Setting, hookimpl, settings_hook
 
 NAME = "swap"
 STATE = "swapped"
@@ -77,10 +77,7 @@ def _data(host: Any) -> SwapData | None:
     return host.plugin_data.get(NAME)
 
 
-@hookimpl
-def memtune_register_settings(register: Any) -> None:
-    for s in SETTINGS:
-        register(s)
+memtune_register_settings = settings_hook(SETTINGS)
 
 
 @hookimpl

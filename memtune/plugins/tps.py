@@ -47,6 +47,8 @@ from memtune.plugin import (
     hookimpl,
     host_gauge,
     is_unique,
+    metrics_hook,
+    settings_hook,
     unique_content,
 )
 from memtune.plugins.tps_index import ShareIndex
@@ -143,10 +145,7 @@ def _data(host: Host) -> TPSState:
 
 # --- registration ----------------------------------------------------------------------------------
 
-@hookimpl
-def memtune_register_settings(register: Any) -> None:
-    for s in SETTINGS:
-        register(s)
+memtune_register_settings = settings_hook(SETTINGS)
 
 
 @hookimpl
@@ -169,10 +168,7 @@ def memtune_register_knobs(register: Any, scenario: Any) -> None:
                   help="per-VM sharing scan rate cap, 4 KiB pages/s"))
 
 
-@hookimpl
-def memtune_register_metrics(register: Any) -> None:
-    for name, kind, help_, labels in METRICS:
-        register(name, kind, help_, labels)
+memtune_register_metrics = metrics_hook(METRICS)
 
 
 # --- lifecycle -----------------------------------------------------------------------------------

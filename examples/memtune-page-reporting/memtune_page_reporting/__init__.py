@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from memtune.plugin import FREE, RESIDENT, Knob, Setting, hookimpl, vm_counter
+from memtune.plugin import FREE, RESIDENT, Knob, Setting, hookimpl, settings_hook, vm_counter
 
 __version__ = "0.1.0"
 NAME = "page_reporting"
@@ -50,10 +50,7 @@ SETTINGS = (
 )
 
 
-@hookimpl
-def memtune_register_settings(register):
-    for s in SETTINGS:
-        register(s)
+memtune_register_settings = settings_hook(SETTINGS)
 
 
 @hookimpl
