@@ -48,10 +48,19 @@ def _run(memory_mib: int, limit: int | None, seed: int) -> dict[str, float]:
     vm: dict[str, Any] = {"name": "vm", "memory": f"{memory_mib} MiB", "workload": WORKLOAD}
     if limit is not None:
         vm["limit"] = limit
-    sc = scenario_from_dict({"name": f"fig2-{memory_mib}", "duration": "10m", "warmup": "4m", "tick": "1s",
-                             "seed": seed, "host": {"memory": "4 GiB", "page_scale": 4},
-                             "settings": {"memtune.guest_kernel_share": KERNEL, "memtune.touch_interval": 1.0},
-                             "vm": [vm]}, "<balloon-static>")
+    sc = scenario_from_dict(
+        {
+            "name": f"fig2-{memory_mib}",
+            "duration": "10m",
+            "warmup": "4m",
+            "tick": "1s",
+            "seed": seed,
+            "host": {"memory": "4 GiB", "page_scale": 4},
+            "settings": {"memtune.guest_kernel_share": KERNEL, "memtune.touch_interval": 1.0},
+            "vm": [vm],
+        },
+        "<balloon-static>",
+    )
     pm = build_plugin_manager(disable=["compression", "audit", "encryption"], entrypoints=False)
     r = simulate(sc, pm=pm)
     v = r["vms"][0] if isinstance(r.get("vms"), list) else r["vms"]["vm"]
@@ -67,13 +76,23 @@ def run() -> dict[str, Any]:
         ts = np.array([1 - x["stall"] for x in stat])
         tb = np.array([1 - x["stall"] for x in ball])
         ratio = tb / ts
-        rows.append({"size_mib": s, "static_throughput": round(float(ts.mean()), 4),
-                     "ballooned_throughput": round(float(tb.mean()), 4),
-                     "ratio_mean": round(float(ratio.mean()), 4), "ratio_sd": round(float(ratio.std(ddof=1)), 4),
-                     "balloon_mib": round(float(np.mean([x["ballooned_mib"] for x in ball])), 1)})
+        rows.append(
+            {
+                "size_mib": s,
+                "static_throughput": round(float(ts.mean()), 4),
+                "ballooned_throughput": round(float(tb.mean()), 4),
+                "ratio_mean": round(float(ratio.mean()), 4),
+                "ratio_sd": round(float(ratio.std(ddof=1)), 4),
+                "balloon_mib": round(float(np.mean([x["ballooned_mib"] for x in ball])), 1),
+            }
+        )
     full = [_run(CONFIGURED, None, seed) for seed in SEEDS]
-    return {"rows": rows, "full_256_throughput": round(float(np.mean([1 - x["stall"] for x in full])), 4),
-            "paper": PAPER, "kernel_share": KERNEL}
+    return {
+        "rows": rows,
+        "full_256_throughput": round(float(np.mean([1 - x["stall"] for x in full])), 4),
+        "paper": PAPER,
+        "kernel_share": KERNEL,
+    }
 
 
 def main() -> int:

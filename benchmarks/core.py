@@ -78,12 +78,22 @@ def run() -> dict:
     small_run, fixed = timed_runs([small, coarse], repeat=5)
     out: dict = {"small": small_run, "large": timed_run(large)}
     ticks = round(small.duration / small.tick)
-    out["fixed_work"] = {"per_tick_ms": round(fixed["wall_s"] / ticks * 1e3, 2), "ticks": ticks,
-                         "run_s": fixed["wall_s"], "share_of_small": round(fixed["wall_s"] / out["small"]["wall_s"], 2)}
+    out["fixed_work"] = {
+        "per_tick_ms": round(fixed["wall_s"] / ticks * 1e3, 2),
+        "ticks": ticks,
+        "run_s": fixed["wall_s"],
+        "share_of_small": round(fixed["wall_s"] / out["small"]["wall_s"], 2),
+    }
     base = small.replace(duration=600.0)
-    t1, t2, t4, m4 = timed_runs([scaled(base, page_scale=16), scaled(base, vm_factor=2, page_scale=16),
-                                 scaled(base, vm_factor=4, page_scale=16),
-                                 scaled(base, mem_factor=4, page_scale=16)], repeat=3)
+    t1, t2, t4, m4 = timed_runs(
+        [
+            scaled(base, page_scale=16),
+            scaled(base, vm_factor=2, page_scale=16),
+            scaled(base, vm_factor=4, page_scale=16),
+            scaled(base, mem_factor=4, page_scale=16),
+        ],
+        repeat=3,
+    )
     out["scaling"] = {
         "base_wall_s": t1["wall_s"],
         "double_vms_ratio": round(t2["wall_s"] / t1["wall_s"], 3),

@@ -62,8 +62,13 @@ def vm_keys(host) -> list[np.ndarray]:
     return [pg.content[pg.base[v]: pg.base[v] + pg.npages[v]].copy() for v in range(host.nvm)]
 
 
-def run_model(knobs: dict, page_cost: tuple | None = None, seconds: float = 30.0, stop_sharing: float | None = None,
-              settle: float = 1.0) -> dict:
+def run_model(
+    knobs: dict,
+    page_cost: tuple | None = None,
+    seconds: float = 30.0,
+    stop_sharing: float | None = None,
+    settle: float = 1.0,
+) -> dict:
     from memtune.plugins import ksm
 
     host, engine = build(knobs=knobs, page_cost=page_cost)
@@ -138,11 +143,17 @@ def compare(name: str, knobs: dict) -> dict:
     rate = scan_rate(kernel)
     km, mm = milestones(kernel), milestones(model)
     predicted_rate = knobs["pages_to_scan"] / host.plugin_data["ksm"].batch_period(host)
-    return {"config": name, "knobs": knobs, "kernel_rate": round(rate, 1),
-            "kernel_rates_first_later": [round(r, 1) for r in rates],
-            "fitted_costs_us": [round(c * 1e6, 2) for c in cost],
-            "model_default_rate": round(float(predicted_rate), 1), "kernel": km, "model": mm,
-            "model_default_costs": milestones(model_default)}
+    return {
+        "config": name,
+        "knobs": knobs,
+        "kernel_rate": round(rate, 1),
+        "kernel_rates_first_later": [round(r, 1) for r in rates],
+        "fitted_costs_us": [round(c * 1e6, 2) for c in cost],
+        "model_default_rate": round(float(predicted_rate), 1),
+        "kernel": km,
+        "model": mm,
+        "model_default_costs": milestones(model_default),
+    }
 
 
 def run(runs: int = 3) -> dict:

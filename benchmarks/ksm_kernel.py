@@ -139,19 +139,26 @@ def _sample(st, keys_per_process: list, timeout: float, every: float, settle: fl
         while True:
             t = time.monotonic() - t0
             c = read_counters()
-            samples.append([round(t, 4)] + [c.get(n, 0) - (base.get(n, 0) if n in ("full_scans", "pages_scanned")
-                                                          else 0) for n in COUNTERS])
+            samples.append(
+                [round(t, 4)]
+                + [
+                    c.get(n, 0) - (base.get(n, 0) if n in ("full_scans", "pages_scanned") else 0)
+                    for n in COUNTERS
+                ]
+            )
             sharing, scans = c.get("pages_sharing", 0), c.get("full_scans", 0) - base.get("full_scans", 0)
             if sharing != last_change[0]:
                 last_change = (sharing, scans)
-            if done_at is None and ((expect_sharing is not None and sharing >= expect_sharing)
-                                    or (scans - last_change[1] >= 3 and scans >= 3)):
+            if done_at is None and (
+                (expect_sharing is not None and sharing >= expect_sharing)
+                or (scans - last_change[1] >= 3 and scans >= 3)
+            ):
                 done_at = t
             if (done_at is not None and t - done_at >= settle) or t > timeout:
                 return samples
             time.sleep(every)
     finally:
-        st.write_sysfs(str(KSM / "run"), 2)      # unmerge before the children go: no stale KSM pages
+        st.write_sysfs(str(KSM / "run"), 2)  # unmerge before the children go: no stale KSM pages
         for p in procs:
             with contextlib.suppress(Exception):
                 p.stdin.close()

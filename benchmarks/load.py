@@ -134,24 +134,41 @@ def load_benchmark(requests: int = 20000, clients: int = 16, speed: float = 60.0
         sim.join(10)
         stop_metrics_server(server, thread)
     return summary(got, rss, rss_start, rss_end, traced_growth, top,
-                   {"scenario": sc.name, "speed": speed, "clients": clients, "listen_backlog": LISTEN_BACKLOG})
+                   {"scenario": sc.name, "speed": speed, "clients": clients,
+                    "listen_backlog": LISTEN_BACKLOG})
 
 
-def summary(got: dict[str, Any], rss: list[tuple[float, int]], rss_start: int, rss_end: int,
-            traced_growth: int | None, top: list[str], run: dict[str, Any]) -> dict[str, Any]:
+def summary(
+    got: dict[str, Any],
+    rss: list[tuple[float, int]],
+    rss_start: int,
+    rss_end: int,
+    traced_growth: int | None,
+    top: list[str],
+    run: dict[str, Any],
+) -> dict[str, Any]:
     """The figures of one load run: latencies, errors, RSS (start, end, growth in the second half)."""
     lat = got["latencies"]
     half = [b for t, b in rss if t >= rss[-1][0] / 2] if rss else [rss_end]
     return {
-        "load_average_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
-        **run, "requests": len(lat),
-        "errors": got["error_count"], "error_examples": got["errors"],
-        "wall_seconds": round(got["wall"], 2), "requests_per_second": round(len(lat) / got["wall"], 1),
-        "latency_seconds": {"p50": percentile(lat, 50), "p90": percentile(lat, 90), "p99": percentile(lat, 99),
-                            "max": max(lat)},
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+        **run,
+        "requests": len(lat),
+        "errors": got["error_count"],
+        "error_examples": got["errors"],
+        "wall_seconds": round(got["wall"], 2),
+        "requests_per_second": round(len(lat) / got["wall"], 1),
+        "latency_seconds": {
+            "p50": percentile(lat, 50),
+            "p90": percentile(lat, 90),
+            "p99": percentile(lat, 99),
+            "max": max(lat),
+        },
         "over_0_5_s": sum(1 for x in lat if x > TARGET_MAX_SECONDS),
         "over_0_9_s": sum(1 for x in lat if x > 0.9),
-        "rss_start_mb": round(rss_start / 2**20, 1), "rss_end_mb": round(rss_end / 2**20, 1),
+        "rss_start_mb": round(rss_start / 2**20, 1),
+        "rss_end_mb": round(rss_end / 2**20, 1),
         "rss_growth_mb": round((rss_end - rss_start) / 2**20, 1),
         "rss_growth_second_half_mb": round((half[-1] - half[0]) / 2**20, 1),
         "rss_max_mb": round(max(b for _, b in rss) / 2**20, 1) if rss else None,
@@ -172,8 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--speed", type=float, default=60.0)
     ap.add_argument("--tracemalloc", action="store_true", help="trace Python allocations (slower)")
-    ap.add_argument("--idle", type=float, default=0.0, help="control: no requests, the simulation alone for "
-                                                             "this many seconds")
+    ap.add_argument(
+        "--idle",
+        type=float,
+        default=0.0,
+        help="control: no requests, the simulation alone for this many seconds",
+    )
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args(argv)
     r = load_benchmark(args.requests, args.clients, args.speed, trace=args.tracemalloc, idle=args.idle)

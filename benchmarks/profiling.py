@@ -3,7 +3,8 @@
 Targets: >= 1 GiB/s hashing (zero test + xxh3-64 of every non-zero page + sharing counts), >= 0.5 GiB/s
 with 10 % of the non-zero pages compressed by lz4 and zstd. One process, one thread: the figures are
 per core, bytes per second of this process's CPU time (``time.process_time``), so other jobs on a
-shared machine do not lower them; wall-clock figures (``*_wall``) are printed next to them. The memory is a 256 MiB image built in RAM: 10 % zero pages, 45 % pages of Python sources
+shared machine do not lower them; wall-clock figures (``*_wall``) are printed next to them. The memory is a
+256 MiB image built in RAM: 10 % zero pages, 45 % pages of Python sources
 on this machine (compressible text), 45 % random pages, shuffled; reading it from a cached file is
 measured too (the ``read`` figure includes the copy out of the page cache).
 
@@ -39,7 +40,7 @@ class MemorySource:
 
     def chunks(self, chunk_pages: int = CHUNK_PAGES) -> Iterator[np.ndarray]:
         for i in range(0, self.pages.shape[0], chunk_pages):
-            yield self.pages[i:i + chunk_pages]
+            yield self.pages[i : i + chunk_pages]
 
 
 def build_image(mib: int = 256, seed: int = 0) -> np.ndarray:
@@ -59,8 +60,10 @@ def build_image(mib: int = 256, seed: int = 0) -> np.ndarray:
     n_zero = n // 10
     n_rand = n - n_text - n_zero
     img = np.zeros((n, PAGE), dtype=np.uint8)
-    img[n_zero:n_zero + n_text] = np.frombuffer(bytes(text[: n_text * PAGE]), dtype=np.uint8).reshape(n_text, PAGE)
-    img[n_zero + n_text:] = rng.integers(0, 256, size=(n_rand, PAGE), dtype=np.uint8)
+    img[n_zero : n_zero + n_text] = np.frombuffer(bytes(text[: n_text * PAGE]), dtype=np.uint8).reshape(
+        n_text, PAGE
+    )
+    img[n_zero + n_text :] = rng.integers(0, 256, size=(n_rand, PAGE), dtype=np.uint8)
     return img[rng.permutation(n)]
 
 
@@ -105,7 +108,7 @@ def bench_file(img: np.ndarray, sample: float = 0.1) -> tuple[float, float]:
         f.write(img.tobytes())
         path = f.name
     try:
-        with open(path, "rb") as f:               # warm the page cache
+        with open(path, "rb") as f:  # warm the page cache
             while f.read(1 << 24):
                 pass
         with _Clock() as c:
@@ -121,9 +124,12 @@ def run(mib: int = 256) -> dict[str, Any]:
     """Figures for ``benchmarks.run``: best of three runs each."""
     img = build_image(mib)
     out: dict[str, Any] = {"image_mib": mib, "content": "10% zero, 45% python source text, 45% random"}
-    for key, fn, runs in (("hash", lambda: bench_hashing(img), 3), ("sample10", lambda: bench_sampled(img), 3),
-                          ("sample10_file", lambda: bench_file(img), 2),
-                          ("full_compress", lambda: bench_sampled(img, 1.0), 1)):
+    for key, fn, runs in (
+        ("hash", lambda: bench_hashing(img), 3),
+        ("sample10", lambda: bench_sampled(img), 3),
+        ("sample10_file", lambda: bench_file(img), 2),
+        ("full_compress", lambda: bench_sampled(img, 1.0), 1),
+    ):
         best = [fn() for _ in range(runs)]
         out[f"{key}_gib_s"] = round(max(b[0] for b in best), 3)
         out[f"{key}_wall_gib_s"] = round(max(b[1] for b in best), 3)
@@ -137,10 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     mib = int(args[0]) if args else 256
     r = run(mib)
     print(f"image {mib} MiB ({r['content']}), one core; GiB per CPU second (per wall second)")
-    rows = (("hashing (zero test + xxh3 + sharing counts)", "hash", " (target >= 1)"),
-            ("profile with 10 % compressibility sampling", "sample10", " (target >= 0.5)"),
-            ("  same, read from a cached image file", "sample10_file", ""),
-            ("profile compressing every page", "full_compress", ""))
+    rows = (
+        ("hashing (zero test + xxh3 + sharing counts)", "hash", " (target >= 1)"),
+        ("profile with 10 % compressibility sampling", "sample10", " (target >= 0.5)"),
+        ("  same, read from a cached image file", "sample10_file", ""),
+        ("profile compressing every page", "full_compress", ""),
+    )
     for label, key, target in rows:
         print(f"{label:<45} {r[key + '_gib_s']:.2f} ({r[key + '_wall_gib_s']:.2f}) GiB/s{target}")
     return 0 if r["meets_targets"] else 1

@@ -122,9 +122,9 @@ def scrape_benchmark(vms: int = 256, repeat: int = 15, warm_ticks: int = 24) -> 
             server_cpu_gz.append(cpu)
             cached_gz.append(timed_scrape("gzip")[0])
         renderer = TextRenderer()
-        renderer.render_bytes(take_snapshot(host))     # label prefixes and templates, built once per set of VMs
+        renderer.render_bytes(take_snapshot(host))  # label prefixes and templates, built once per set of VMs
         for _ in range(repeat):
-            engine.step(sc.tick)        # a fresh tick: no column's text can be reused unless unchanged
+            engine.step(sc.tick)  # a fresh tick: no column's text can be reused unless unchanged
             t0, c0 = time.perf_counter(), time.thread_time()
             snap = take_snapshot(host)
             t1 = time.perf_counter()
@@ -149,17 +149,30 @@ def scrape_benchmark(vms: int = 256, repeat: int = 15, warm_ticks: int = 24) -> 
     reference = generate_latest(registry)
     slow = time.perf_counter() - t0
     return {
-        "scenario": sc.name, "vms": len(sc.vms), "plugins": host.pm.plugin_names(),
-        "load_average_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
-        "bytes": size, "gzip_bytes": size_gz, "gzip_level": GZIP_LEVEL, "series": series,
-        "scrape_seconds": _stats(http), "cached_scrape_seconds": _stats(cached),
-        "gzip_scrape_seconds": _stats(http_gz), "cached_gzip_scrape_seconds": _stats(cached_gz),
-        "server_cpu_seconds": _stats(server_cpu), "gzip_server_cpu_seconds": _stats(server_cpu_gz),
+        "scenario": sc.name,
+        "vms": len(sc.vms),
+        "plugins": host.pm.plugin_names(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+        "bytes": size,
+        "gzip_bytes": size_gz,
+        "gzip_level": GZIP_LEVEL,
+        "series": series,
+        "scrape_seconds": _stats(http),
+        "cached_scrape_seconds": _stats(cached),
+        "gzip_scrape_seconds": _stats(http_gz),
+        "cached_gzip_scrape_seconds": _stats(cached_gz),
+        "server_cpu_seconds": _stats(server_cpu),
+        "gzip_server_cpu_seconds": _stats(server_cpu_gz),
         "gzip_cpu_seconds": _stats(gzip_t),
-        "prepared_gzip_scrape_seconds": _stats(prepared_gz), "prepare_cpu_seconds": _stats(prepare_cpu),
-        "snapshot_seconds": _stats(snap_t), "render_seconds": _stats(render_t),
-        "cpu_seconds": _stats(cpu_t), "plugin_collect_seconds": _stats(plugin_t),
-        "generate_latest_seconds": slow, "generate_latest_bytes": len(reference),
+        "prepared_gzip_scrape_seconds": _stats(prepared_gz),
+        "prepare_cpu_seconds": _stats(prepare_cpu),
+        "snapshot_seconds": _stats(snap_t),
+        "render_seconds": _stats(render_t),
+        "cpu_seconds": _stats(cpu_t),
+        "plugin_collect_seconds": _stats(plugin_t),
+        "generate_latest_seconds": slow,
+        "generate_latest_bytes": len(reference),
         "target_seconds": TARGET_SECONDS,
         "meets_target": statistics.median(http) < TARGET_SECONDS,
         "gzip_meets_target": statistics.median(http_gz) < TARGET_SECONDS,
@@ -175,8 +188,9 @@ def run() -> dict[str, Any]:
         r = scrape_benchmark(vms, repeat)
         r["series_per_vm"] = round(r["series"] / vms, 1)
         out[f"vms_{vms}"] = r
-    out["meets_target"] = all(out[k]["prepared_gzip_meets_target"] and out[k]["gzip_meets_target"]
-                              for k in ("vms_256", "vms_1024"))
+    out["meets_target"] = all(
+        out[k]["prepared_gzip_meets_target"] and out[k]["gzip_meets_target"] for k in ("vms_256", "vms_1024")
+    )
     return out
 
 
@@ -193,29 +207,47 @@ def main(argv: list[str] | None = None) -> None:
     def met(key: str) -> str:
         return "met" if r[key] else "NOT met"
 
-    print(f"scrape benchmark: {r['scenario']}, {r['vms']} VMs, plugins {', '.join(r['plugins'])}; load average "
-          f"{r['load_average_1m']} on {r['cpus']} CPUs (wall times include waiting for a CPU)")
-    print(f"  exposition          {r['bytes'] / 1e6:.2f} MB, {r['series']} series; gzipped (level "
-          f"{r['gzip_level']}) {r['gzip_bytes'] / 1e3:.0f} KB")
-    print(f"  scrape (new tick)   {ms(r['scrape_seconds'])}   target < {r['target_seconds'] * 1e3:.0f} ms: "
-          f"{met('meets_target')}")
+    print(
+        f"scrape benchmark: {r['scenario']}, {r['vms']} VMs, plugins {', '.join(r['plugins'])}; load average "
+        f"{r['load_average_1m']} on {r['cpus']} CPUs (wall times include waiting for a CPU)"
+    )
+    print(
+        f"  exposition          {r['bytes'] / 1e6:.2f} MB, {r['series']} series; gzipped (level "
+        f"{r['gzip_level']}) {r['gzip_bytes'] / 1e3:.0f} KB"
+    )
+    print(
+        f"  scrape (new tick)   {ms(r['scrape_seconds'])}   target < {r['target_seconds'] * 1e3:.0f} ms: "
+        f"{met('meets_target')}"
+    )
     print(f"    snapshot (lock)   {ms(r['snapshot_seconds'])}")
     print(f"      of which plugins' memtune_collect_metrics {ms(r['plugin_collect_seconds'])}")
     print(f"    text rendering    {ms(r['render_seconds'])}")
-    print(f"    CPU time (thread) {ms(r['cpu_seconds'])}  (snapshot + rendering; wall time above includes "
-          f"waiting for the CPU on a loaded machine)")
-    print(f"    server CPU        {ms(r['server_cpu_seconds'])}  (the whole scrape in the server process: "
-          f"snapshot, rendering, HTTP)")
-    print(f"  scrape gzip (tick)  {ms(r['gzip_scrape_seconds'])}   target < {r['target_seconds'] * 1e3:.0f} ms: "
-          f"{met('gzip_meets_target')}  (Accept-Encoding: gzip, as Prometheus sends)")
+    print(
+        f"    CPU time (thread) {ms(r['cpu_seconds'])}  (snapshot + rendering; wall time above includes "
+        f"waiting for the CPU on a loaded machine)"
+    )
+    print(
+        f"    server CPU        {ms(r['server_cpu_seconds'])}  (the whole scrape in the server process: "
+        f"snapshot, rendering, HTTP)"
+    )
+    print(
+        f"  scrape gzip (tick)  {ms(r['gzip_scrape_seconds'])}   target < {r['target_seconds'] * 1e3:.0f} "
+        f"ms: "
+        f"{met('gzip_meets_target')}  (Accept-Encoding: gzip, as Prometheus sends)"
+    )
     print(f"    gzip CPU          {ms(r['gzip_cpu_seconds'])}")
     print(f"    server CPU        {ms(r['gzip_server_cpu_seconds'])}")
-    print(f"  scrape gzip, tick rendered ahead (memtune serve) {ms(r['prepared_gzip_scrape_seconds'])}   "
-          f"target: {met('prepared_gzip_meets_target')}; rendering ahead costs {ms(r['prepare_cpu_seconds'])} "
-          f"CPU in the simulation thread per tick while scraped")
+    print(
+        f"  scrape gzip, tick rendered ahead (memtune serve) {ms(r['prepared_gzip_scrape_seconds'])}   "
+        f"target: {met('prepared_gzip_meets_target')}; rendering ahead costs {ms(r['prepare_cpu_seconds'])} "
+        f"CPU in the simulation thread per tick while scraped"
+    )
     print(f"  scrape (cached)     {ms(r['cached_scrape_seconds'])}")
     print(f"  scrape gzip cached  {ms(r['cached_gzip_scrape_seconds'])}")
-    print(f"  generate_latest     {r['generate_latest_seconds'] * 1e3:.0f} ms (prometheus_client, for comparison)")
+    print(
+        f"  generate_latest     {r['generate_latest_seconds'] * 1e3:.0f} ms (prometheus_client, for "
+        f"comparison)"
+    )
 
 
 if __name__ == "__main__":

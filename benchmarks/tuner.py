@@ -60,14 +60,22 @@ def tuned_vs_default(scenario: str, *, budget: int = 40, workers: int = 2, repea
         check = _resimulate(tuner, {"best": best.assignment}, ex, n=check_seeds) if best else None
     base = report["presets"]["esxi-default"]
     return {
-        "scenario": scenario, "budget": budget, "optimizer": optimizer, "workers": workers, "repeats": repeats,
-        "evaluations": report["evaluations"], "infeasible": report["infeasible"],
-        "best": report["best"]["value"] if report["best"] else None, "esxi_default": base.get("value"),
-        "ratio": report["ratio_to_baseline"], "target_ratio": 0.5,
+        "scenario": scenario,
+        "budget": budget,
+        "optimizer": optimizer,
+        "workers": workers,
+        "repeats": repeats,
+        "evaluations": report["evaluations"],
+        "infeasible": report["infeasible"],
+        "best": report["best"]["value"] if report["best"] else None,
+        "esxi_default": base.get("value"),
+        "ratio": report["ratio_to_baseline"],
+        "target_ratio": 0.5,
         "ratio_check_seeds": check["best"] / check["esxi-default"] if check else None,
         "check_seeds": check_seeds,
         "presets": {k: v.get("value") for k, v in report["presets"].items()},
-        "wall_s": round(wall, 1), "load_at_start": load,
+        "wall_s": round(wall, 1),
+        "load_at_start": load,
     }
 
 
@@ -76,58 +84,92 @@ def _best_after(tuner: Tuner, n: int) -> Any:
     return min(feas, key=lambda e: (e.value, e.index)) if feas else None
 
 
-def _resimulate(tuner: Tuner, assignments: dict[str, dict], executor: Any, n: int | None = None) -> dict[str, float]:
+def _resimulate(
+    tuner: Tuner, assignments: dict[str, dict], executor: Any, n: int | None = None
+) -> dict[str, float]:
     """Objective of each assignment (and esxi-default) on the run's report seeds (``n`` of them;
     default at least 2), per-VM metrics averaged over the seeds."""
     from memtune.policies import apply_policy, load_policy
 
     c = tuner.config
     seeds = report_seeds(c.seed, n or max(2, c.repeats))
-    tasks = [EvalTask("esxi-default", apply_policy(load_policy("esxi-default"), tuner.base,
-                                                   registry=tuner.space.registry), seeds)]
+    tasks = [
+        EvalTask(
+            "esxi-default",
+            apply_policy(load_policy("esxi-default"), tuner.base, registry=tuner.space.registry),
+            seeds,
+        )
+    ]
     for name, a in assignments.items():
         _, sc, _ = tuner._policy_scenario(a, name, full=True)
         tasks.append(EvalTask(name, sc, seeds))
     return {str(r["index"]): c.objective.value(r["metrics"], tuner.weights) for r in executor.run(tasks)}
 
 
-def gp_vs_random(scenario: str = "db", *, workers: int = 2, duration: float | None = None,
-                 knobs: tuple[str, ...] = (), small: int = 40, large: int = 400,
-                 workdir: str | None = None) -> dict:
+def gp_vs_random(
+    scenario: str = "db",
+    *,
+    workers: int = 2,
+    duration: float | None = None,
+    knobs: tuple[str, ...] = (),
+    small: int = 40,
+    large: int = 400,
+    workdir: str | None = None,
+) -> dict:
     """GP at ``small`` evaluations vs random search at ``small`` and ``large``, same seeds.
 
     With ``workdir`` the journals are kept there, and an interrupted comparison resumes."""
     load = _load()
     t0 = time.perf_counter()
     sc = load_scenario(scenario)
-    out: dict[str, Any] = {"scenario": scenario, "duration": duration, "knobs": list(knobs),
-                           "load_at_start": load}
+    out: dict[str, Any] = {
+        "scenario": scenario,
+        "duration": duration,
+        "knobs": list(knobs),
+        "load_at_start": load,
+    }
     with tempfile.TemporaryDirectory() as tmp, make_executor(workers) as ex:
         d = Path(workdir or tmp)
-        gp = Tuner(TuneConfig(sc, budget=small, repeats=1, optimizer="gp", duration=duration, knobs=knobs),
-                   d / "gp", executor=ex, resume=workdir is not None)
+        gp = Tuner(
+            TuneConfig(sc, budget=small, repeats=1, optimizer="gp", duration=duration, knobs=knobs),
+            d / "gp",
+            executor=ex,
+            resume=workdir is not None,
+        )
         gp.run()
-        rnd = Tuner(TuneConfig(sc, budget=large, repeats=1, optimizer="random", duration=duration, knobs=knobs),
-                    d / "rnd", executor=ex, resume=workdir is not None)
+        rnd = Tuner(
+            TuneConfig(sc, budget=large, repeats=1, optimizer="random", duration=duration, knobs=knobs),
+            d / "rnd",
+            executor=ex,
+            resume=workdir is not None,
+        )
         rnd.run()
-        picks = {f"gp@{small}": _best_after(gp, small), f"random@{small}": _best_after(rnd, small),
-                 f"random@{large}": _best_after(rnd, large)}
+        picks = {
+            f"gp@{small}": _best_after(gp, small),
+            f"random@{small}": _best_after(rnd, small),
+            f"random@{large}": _best_after(rnd, large),
+        }
         values = _resimulate(gp, {k: e.assignment for k, e in picks.items() if e is not None}, ex)
     base = values["esxi-default"]
     gain = {k: base - v for k, v in values.items() if k != "esxi-default"}
     ref = gain.get(f"random@{large}")
-    out.update({
-        "esxi_default": base, "values": values,
-        "search_values": {k: (e.value if e else None) for k, e in picks.items()},
-        "gp_share_of_random_large_gain": (gain[f"gp@{small}"] / ref) if ref and ref > 0 else None,
-        "random_small_share": (gain[f"random@{small}"] / ref) if ref and ref > 0 else None,
-        "target_share": 0.9, "wall_s": round(time.perf_counter() - t0, 1),
-    })
+    out.update(
+        {
+            "esxi_default": base,
+            "values": values,
+            "search_values": {k: (e.value if e else None) for k, e in picks.items()},
+            "gp_share_of_random_large_gain": (gain[f"gp@{small}"] / ref) if ref and ref > 0 else None,
+            "random_small_share": (gain[f"random@{small}"] / ref) if ref and ref > 0 else None,
+            "target_share": 0.9,
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
+    )
     return out
 
 
-def wall_and_efficiency(scenario: str = "small", *, budget: int = 50, eff_budget: int = 12,
-                        duration: float | None = None) -> dict:
+def wall_and_efficiency(
+    scenario: str = "small", *, budget: int = 50, eff_budget: int = 12, duration: float | None = None
+) -> dict:
     """Wall time of a ``budget``-evaluation run with 2 workers; efficiency 1 -> 2 workers on the
     first ``eff_budget`` evaluations (the same points either way)."""
     sc = load_scenario(scenario)
@@ -135,15 +177,21 @@ def wall_and_efficiency(scenario: str = "small", *, budget: int = 50, eff_budget
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         with make_executor(2) as ex:
-            tune(TuneConfig(sc, budget=budget, duration=duration, presets=()), Path(d) / "w2", executor=ex,
-                 plots=False)
+            tune(
+                TuneConfig(sc, budget=budget, duration=duration, presets=()),
+                Path(d) / "w2",
+                executor=ex,
+                plots=False,
+            )
         res["wall_2_workers_s"] = round(time.perf_counter() - t0, 1)
         res["target_s"] = 60
         times = {}
         for w in (1, 2):
             t0 = time.perf_counter()
             with make_executor(w) as ex:
-                Tuner(TuneConfig(sc, budget=eff_budget, duration=duration), Path(d) / f"e{w}", executor=ex).run()
+                Tuner(
+                    TuneConfig(sc, budget=eff_budget, duration=duration), Path(d) / f"e{w}", executor=ex
+                ).run()
             times[w] = time.perf_counter() - t0
         res["efficiency_budget"] = eff_budget
         res["wall_1_worker_s"] = round(times[1], 1)
@@ -159,8 +207,9 @@ def run(quick: bool = False, only: tuple[str, ...] = ("tuned", "search", "wall")
     if "tuned" in only:
         out["tuned"] = [tuned_vs_default(s, budget=12 if quick else 40) for s in ("small", "vdi", "db")]
     if "search" in only:
-        out["search"] = gp_vs_random("db", small=12 if quick else 40, large=24 if quick else 400,
-                                     duration=600.0)
+        out["search"] = gp_vs_random(
+            "db", small=12 if quick else 40, large=24 if quick else 400, duration=600.0
+        )
     if "wall" in only:
         out["wall"] = wall_and_efficiency(budget=8 if quick else 50, eff_budget=4 if quick else 12)
     return out

@@ -76,7 +76,9 @@ def _best(history: list[Any]) -> Any:
     return min(feas, key=lambda e: (e.value, e.index)) if feas else None
 
 
-def one_seed(scenario: str, seed: int, *, budget: int, holdout: int, workdir: Path, ex: Any) -> dict[str, Any]:
+def one_seed(
+    scenario: str, seed: int, *, budget: int, holdout: int, workdir: Path, ex: Any
+) -> dict[str, Any]:
     """Every optimizer on one (scenario, tuner seed), both comparisons, held-out ratios."""
     sc = load_scenario(scenario)
     runs: dict[str, Any] = {}
@@ -90,7 +92,7 @@ def one_seed(scenario: str, seed: int, *, budget: int, holdout: int, workdir: Pa
             cpu_cap = sum(cpu)
         else:
             extra = budget
-            while sum(cpu) < cpu_cap and extra < 2 * budget:     # spent less: give it more evaluations
+            while sum(cpu) < cpu_cap and extra < 2 * budget:  # spent less: give it more evaluations
                 extra += tuner.config.batch
                 tuner = _run(sc, seed, name, extra, out, ex)
                 cpu = _cpu_per_eval(out)
@@ -101,18 +103,32 @@ def one_seed(scenario: str, seed: int, *, budget: int, holdout: int, workdir: Pa
                 break
             cum += c
             n_cpu += 1
-        runs[name] = {"tuner": tuner, "at_evals": _best(hist[:budget]), "at_cpu": _best(hist[:n_cpu]),
-                      "cpu_at_evals": round(sum(cpu[:budget]), 1), "evals_at_cpu": n_cpu,
-                      "stopped": sum(1 for e in hist[:budget] if e.stopped),
-                      "wall_s": round(time.perf_counter() - t0, 1)}
+        runs[name] = {
+            "tuner": tuner,
+            "at_evals": _best(hist[:budget]),
+            "at_cpu": _best(hist[:n_cpu]),
+            "cpu_at_evals": round(sum(cpu[:budget]), 1),
+            "evals_at_cpu": n_cpu,
+            "stopped": sum(1 for e in hist[:budget] if e.stopped),
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
     ratios = _held_out(runs, seed, holdout, ex)
-    out: dict[str, Any] = {"scenario": scenario, "seed": seed, "cpu_cap": round(cpu_cap or 0.0, 1),
-                           "esxi_default": ratios.pop("esxi-default")}
+    out: dict[str, Any] = {
+        "scenario": scenario,
+        "seed": seed,
+        "cpu_cap": round(cpu_cap or 0.0, 1),
+        "esxi_default": ratios.pop("esxi-default"),
+    }
     for name, r in runs.items():
-        out[name] = {"ratio_at_evals": ratios.get(f"{name}@evals"), "ratio_at_cpu": ratios.get(f"{name}@cpu"),
-                     "search_best": r["at_evals"].value if r["at_evals"] else None,
-                     "cpu_at_evals": r["cpu_at_evals"], "evals_at_cpu": r["evals_at_cpu"],
-                     "stopped": r["stopped"], "wall_s": r["wall_s"]}
+        out[name] = {
+            "ratio_at_evals": ratios.get(f"{name}@evals"),
+            "ratio_at_cpu": ratios.get(f"{name}@cpu"),
+            "search_best": r["at_evals"].value if r["at_evals"] else None,
+            "cpu_at_evals": r["cpu_at_evals"],
+            "evals_at_cpu": r["evals_at_cpu"],
+            "stopped": r["stopped"],
+            "wall_s": r["wall_s"],
+        }
     return out
 
 
@@ -122,8 +138,8 @@ def _held_out(runs: dict[str, Any], seed: int, holdout: int, ex: Any) -> dict[st
     ref = runs["memtune"]["tuner"]
     seeds = report_seeds(seed, holdout)
     tasks = {"esxi-default": apply_policy(load_policy("esxi-default"), ref.base, registry=ref.space.registry)}
-    ids: dict[str, str] = {}            # point (as JSON) -> task id: each distinct pick runs once
-    labels: dict[str, str] = {}         # "<optimizer>@<evals|cpu>" -> task id
+    ids: dict[str, str] = {}  # point (as JSON) -> task id: each distinct pick runs once
+    labels: dict[str, str] = {}  # "<optimizer>@<evals|cpu>" -> task id
     for name, r in runs.items():
         for mode in ("evals", "cpu"):
             ev = r[f"at_{mode}"]
@@ -135,8 +151,11 @@ def _held_out(runs: dict[str, Any], seed: int, holdout: int, ex: Any) -> dict[st
                 tasks[ids[key]] = ref.policy_scenario(ev.assignment, ids[key], full=True)[1]
             labels[f"{name}@{mode}"] = ids[key]
     results = ex.run([EvalTask(k, v, seeds) for k, v in tasks.items() if v is not None])
-    values = {str(res["index"]): ref.config.objective.value(res["metrics"], ref.weights)
-              for res in results if res.get("feasible")}
+    values = {
+        str(res["index"]): ref.config.objective.value(res["metrics"], ref.weights)
+        for res in results
+        if res.get("feasible")
+    }
     base = values["esxi-default"]
     out: dict[str, float | None] = {"esxi-default": base}
     for label, tid in labels.items():
@@ -160,7 +179,8 @@ def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
                     "mean": round(statistics.fmean(vals), 4) if vals else None,
                     "std": round(statistics.stdev(vals), 4) if len(vals) > 1 else None,
                     "under_threshold": f"{sum(v < thr for v in vals)}/{len(vals)}",
-                    "ratios": [round(v, 4) for v in vals]}
+                    "ratios": [round(v, 4) for v in vals],
+                }
         out[scenario] = table
     return out
 
@@ -169,17 +189,25 @@ def table(paths: list[str]) -> str:
     """A markdown table of the summaries of one or more result files (their cells pooled)."""
     cells = [c for p in paths for c in json.loads(Path(p).read_text())["cells"]]
     summary = summarise(cells)
-    lines = ["| scenario (seeds) | optimizer | equal evaluations: mean ± std, under threshold | "
-             "equal CPU: mean ± std, under threshold |", "|---|---|---|---|"]
+    lines = [
+        "| scenario (seeds) | optimizer | equal evaluations: mean ± std, under threshold | "
+        "equal CPU: mean ± std, under threshold |",
+        "|---|---|---|---|",
+    ]
     for scenario, t in summary.items():
         for name in OPTIMIZERS:
             cols = []
             for mode in ("evals", "cpu"):
                 f = t[f"{name}@{mode}"]
                 std = f" ± {f['std']:.2f}" if f["std"] is not None else ""
-                cols.append(f"{f['mean']:.2f}{std}, {f['under_threshold']} < {t['threshold']}"
-                            if f["mean"] is not None else "-")
-            lines.append(f"| {scenario} ({', '.join(map(str, t['seeds']))}) | {name} | {cols[0]} | {cols[1]} |")
+                cols.append(
+                    f"{f['mean']:.2f}{std}, {f['under_threshold']} < {t['threshold']}"
+                    if f["mean"] is not None
+                    else "-"
+                )
+            lines.append(
+                f"| {scenario} ({', '.join(map(str, t['seeds']))}) | {name} | {cols[0]} | {cols[1]} |"
+            )
     return "\n".join(lines)
 
 
@@ -202,9 +230,15 @@ def main(argv: list[str] | None = None) -> int:
 
     budget = args.budget or int(default("tuner.budget"))
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    result: dict[str, Any] = {"budget": budget, "holdout": args.holdout, "workers": args.workers,
-                              "cpus": os.cpu_count(), "optimizers": OPTIMIZERS, "started": time.time(),
-                              "cells": []}
+    result: dict[str, Any] = {
+        "budget": budget,
+        "holdout": args.holdout,
+        "workers": args.workers,
+        "cpus": os.cpu_count(),
+        "optimizers": OPTIMIZERS,
+        "started": time.time(),
+        "cells": [],
+    }
     with tempfile.TemporaryDirectory() as tmp, make_executor(args.workers) as ex:
         workdir = Path(args.workdir or tmp)
         for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -217,9 +251,13 @@ def main(argv: list[str] | None = None) -> int:
                 text = json.dumps(result, indent=1, default=str)
                 if args.out:
                     Path(args.out).write_text(text + "\n")
-                print(json.dumps({k: cell[k] for k in ("scenario", "seed")} |
-                                 {n: (cell[n]["ratio_at_evals"], cell[n]["ratio_at_cpu"]) for n in OPTIMIZERS}),
-                      flush=True)
+                print(
+                    json.dumps(
+                        {k: cell[k] for k in ("scenario", "seed")}
+                        | {n: (cell[n]["ratio_at_evals"], cell[n]["ratio_at_cpu"]) for n in OPTIMIZERS}
+                    ),
+                    flush=True,
+                )
     return 0
 
 

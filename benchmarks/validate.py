@@ -61,10 +61,18 @@ def run_scenario(name: str, cfg: ValidateConfig, budget: int, live: LinuxDriver)
         for seed in cfg.seeds:
             t0 = time.monotonic()
             real.append(live.run(s, seed=seed)["figures"])
-            print(f"{name} {pol} seed {seed}: real {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
-        rows[pol] = {"figures": compare_figures(model, real), "oom_killed": [r["oom_killed"] for r in real],
-                     "scaled": s.description}
-    rank = {side: sorted(rows, key=lambda p: rows[p]["figures"]["stall"][side]["mean"]) for side in ("model", "real")}
+            print(
+                f"{name} {pol} seed {seed}: real {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True
+            )
+        rows[pol] = {
+            "figures": compare_figures(model, real),
+            "oom_killed": [r["oom_killed"] for r in real],
+            "scaled": s.description,
+        }
+    rank = {
+        side: sorted(rows, key=lambda p: rows[p]["figures"]["stall"][side]["mean"])
+        for side in ("model", "real")
+    }
     return {"policies": rows, "ranking_by_stall": rank}
 
 
@@ -73,24 +81,41 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     for scen, r in result.items():
         for pol, row in r["policies"].items():
             for fig in TARGETS:
-                out[f"{scen}/{pol}/{fig}"] = {"ratio": row["figures"][fig]["ratio"], "met": row["figures"][fig]["met"]}
+                out[f"{scen}/{pol}/{fig}"] = {
+                    "ratio": row["figures"][fig]["ratio"],
+                    "met": row["figures"][fig]["met"],
+                }
     if "small" in result:
         p = result["small"]["policies"]
-        real = p["tuned"]["figures"]["stall"]["real"]["mean"] / max(p["esxi-default"]["figures"]["stall"]["real"]["mean"], 1e-12)
-        model = p["tuned"]["figures"]["stall"]["model"]["mean"] / max(p["esxi-default"]["figures"]["stall"]["model"]["mean"], 1e-12)
-        out["small/tuned_vs_default_stall"] = {"real": real, "model": model, "target": 0.6, "met": real <= 0.6}
+        real = p["tuned"]["figures"]["stall"]["real"]["mean"] / max(
+            p["esxi-default"]["figures"]["stall"]["real"]["mean"], 1e-12
+        )
+        model = p["tuned"]["figures"]["stall"]["model"]["mean"] / max(
+            p["esxi-default"]["figures"]["stall"]["model"]["mean"], 1e-12
+        )
+        out["small/tuned_vs_default_stall"] = {
+            "real": real,
+            "model": model,
+            "target": 0.6,
+            "met": real <= 0.6,
+        }
     return out
 
 
-def run(scenarios: str = "small,db,vdi", seeds: str = "1,2", duration: float = 30.0, budget: int = 24) -> dict:
+def run(
+    scenarios: str = "small,db,vdi", seeds: str = "1,2", duration: float = 30.0, budget: int = 24
+) -> dict:
     reason = unavailable()
     if reason:
         return {"skipped": reason}
     cfg = ValidateConfig(duration=duration, seeds=tuple(int(x) for x in seeds.split(",")))
     live = LinuxDriver(LiveOptions(lock_timeout=1800))
     result = {name: run_scenario(name, cfg, budget, live) for name in scenarios.split(",")}
-    return {"config": {"duration": duration, "seeds": list(cfg.seeds), "tuner_budget": budget},
-            "scenarios": result, "targets": targets(result)}
+    return {
+        "config": {"duration": duration, "seeds": list(cfg.seeds), "tuner_budget": budget},
+        "scenarios": result,
+        "targets": targets(result),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

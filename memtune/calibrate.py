@@ -41,7 +41,11 @@ import numpy as np
 from memtune.errors import UserError
 
 PAGE = 4096
-ROLES = {"host-cache": "latency.swap_in_host_cache", "ssd": "latency.swap_in_ssd", "hdd": "latency.swap_in_hdd"}
+ROLES = {
+    "host-cache": "latency.swap_in_host_cache",
+    "ssd": "latency.swap_in_ssd",
+    "hdd": "latency.swap_in_hdd",
+}
 
 
 @dataclass
@@ -69,6 +73,7 @@ def _no_thp(m: mmap.mmap) -> None:
 
 def measure_fault_anon(pages: int = 4096, repeats: int = 5) -> float:
     """Seconds per first write to a fresh anonymous 4 KiB page."""
+
     def once() -> float:
         m = mmap.mmap(-1, pages * PAGE)
         _no_thp(m)
@@ -79,6 +84,7 @@ def measure_fault_anon(pages: int = 4096, repeats: int = 5) -> float:
         del a
         m.close()
         return dt / pages
+
     return _best_time(once, repeats)
 
 
@@ -89,17 +95,19 @@ def measure_cow_fault(folder: str | None = None, pages: int = 4096, repeats: int
         f.flush()
 
         def once() -> float:
-            m = mmap.mmap(f.fileno(), pages * PAGE, flags=mmap.MAP_PRIVATE,
-                          prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            m = mmap.mmap(
+                f.fileno(), pages * PAGE, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE
+            )
             _no_thp(m)
             a = np.frombuffer(m, dtype=np.uint8)
-            int(a[::PAGE].sum())                   # map every page read-only (shared with the page cache)
+            int(a[::PAGE].sum())  # map every page read-only (shared with the page cache)
             t = time.perf_counter()
-            a[::PAGE] = 1                          # each write breaks the sharing: fault + new page + copy
+            a[::PAGE] = 1  # each write breaks the sharing: fault + new page + copy
             dt = time.perf_counter() - t
             del a
             m.close()
             return dt / pages
+
         return _best_time(once, repeats)
 
 
@@ -113,6 +121,7 @@ def measure_copy_4k(mib: int = 64, repeats: int = 5) -> float:
         t = time.perf_counter()
         np.copyto(dst, src)
         return (time.perf_counter() - t) / (src.size / PAGE)
+
     return _best_time(once, repeats)
 
 
@@ -124,7 +133,7 @@ def text_pages(limit: int = 2000) -> list[bytes]:
             data = Path(path).read_bytes()
         except OSError:
             continue
-        out += [data[i:i + PAGE] for i in range(0, len(data) - PAGE + 1, PAGE)]
+        out += [data[i : i + PAGE] for i in range(0, len(data) - PAGE + 1, PAGE)]
         if len(out) >= limit:
             return out[:limit]
     if not out:
@@ -152,9 +161,10 @@ def measure_decompress(pages: list[bytes], repeats: int = 5) -> dict[str, float]
             for c in data:
                 fn(c)
             return (time.perf_counter() - t) / len(data)
+
         return once
 
-    empty = _best_time(loop(len, lz), repeats)     # Python loop + call overhead
+    empty = _best_time(loop(len, lz), repeats)  # Python loop + call overhead
     return {
         "lz4": max(0.0, _best_time(loop(lambda c: dec_lz(c, uncompressed_size=PAGE), lz), repeats) - empty),
         "zstd": max(0.0, _best_time(loop(lambda c: dec_zs(c, max_output_size=PAGE), zs), repeats) - empty),
@@ -162,8 +172,9 @@ def measure_decompress(pages: list[bytes], repeats: int = 5) -> dict[str, float]
     }
 
 
-def measure_device_read(path: str, reads: int = 500, file_mib: int = 64,
-                        seed: int = 0) -> tuple[list[float], str]:
+def measure_device_read(
+    path: str, reads: int = 500, file_mib: int = 64, seed: int = 0
+) -> tuple[list[float], str]:
     """Per-read seconds of 4 KiB random reads on ``path`` (a directory: a scratch file is made
     there; a file or block device: read as it is). Returns (latencies, method note)."""
     p = Path(path)
@@ -191,7 +202,7 @@ def measure_device_read(path: str, reads: int = 500, file_mib: int = 64,
             direct = hasattr(os, "O_DIRECT")
         except OSError:
             fd, direct = os.open(target, os.O_RDONLY), False
-        buf = mmap.mmap(-1, PAGE)                  # page-aligned, as O_DIRECT needs
+        buf = mmap.mmap(-1, PAGE)  # page-aligned, as O_DIRECT needs
         offsets = np.random.default_rng(seed).integers(0, size // PAGE, reads) * PAGE
         out = []
         try:
@@ -239,8 +250,14 @@ def known_settings() -> set[str]:
     return set(settings_registry(build_plugin_manager()).settings)
 
 
-def calibrate(device: str | None = None, role: str = "ssd", *, known: set[str] | None = None,
-              repeats: int = 5, reads: int = 500) -> Calibration:
+def calibrate(
+    device: str | None = None,
+    role: str = "ssd",
+    *,
+    known: set[str] | None = None,
+    repeats: int = 5,
+    reads: int = 500,
+) -> Calibration:
     """Run every measurement and map it onto the registered setting names."""
     cal = Calibration()
     known = known_settings() if known is None else known
@@ -254,7 +271,9 @@ def calibrate(device: str | None = None, role: str = "ssd", *, known: set[str] |
     m["copy_4k"] = measure_copy_4k(repeats=repeats)
     dec = measure_decompress(text_pages(), repeats=repeats)
     m["lz4_decompress"], m["zstd_decompress"] = dec["lz4"], dec["zstd"]
-    cal.notes.append(f"python call overhead {dec['call_overhead'] * 1e9:.0f} ns subtracted from decompression")
+    cal.notes.append(
+        f"python call overhead {dec['call_overhead'] * 1e9:.0f} ns subtracted from decompression"
+    )
     want = {
         "latency.page_alloc": m["fault_anon"],
         "latency.cow_break": m["cow_fault"],

@@ -48,16 +48,39 @@ from memtune.errors import ConfigError, UserError
 from memtune.units import GiB, KiB, MiB
 
 __all__ = [
-    "CONTENT_BITS", "FREE", "MAX_STATES", "RESIDENT", "ConfigError", "GiB", "Host", "KiB", "Knob",
-    "MemState", "MiB", "Setting", "UserError", "duplicate_content", "first_of_each", "hookimpl",
-    "host_counter", "host_gauge", "is_unique", "metrics_hook", "settings_hook", "template_content", "unique_content", "vm_counter", "vm_family", "vm_gauge",
+    "CONTENT_BITS",
+    "FREE",
+    "MAX_STATES",
+    "RESIDENT",
+    "ConfigError",
+    "GiB",
+    "Host",
+    "KiB",
+    "Knob",
+    "MemState",
+    "MiB",
+    "Setting",
+    "UserError",
+    "duplicate_content",
+    "first_of_each",
+    "hookimpl",
+    "host_counter",
+    "host_gauge",
+    "is_unique",
+    "metrics_hook",
+    "settings_hook",
+    "template_content",
+    "unique_content",
+    "vm_counter",
+    "vm_family",
+    "vm_gauge",
 ]
 
 
 def settings_hook(settings: Iterable[Setting]) -> Callable[..., None]:
     """A ``memtune_register_settings`` implementation declaring ``settings``; in a plugin module::
 
-        memtune_register_settings = settings_hook(SETTINGS)
+    memtune_register_settings = settings_hook(SETTINGS)
     """
     declared = tuple(settings)
 
@@ -85,16 +108,27 @@ def metrics_hook(metrics: Iterable[tuple[str, str, str, Sequence[str]]]) -> Call
 # The metric helpers import prometheus_client on first use, so a run that exports no metrics
 # never loads it.
 
-def vm_gauge(name: str, help: str, vm_names: list[str], values: Any,  # noqa: A002
-             labels: dict[str, str] | None = None) -> Any:
+
+def vm_gauge(
+    name: str,
+    help: str,
+    vm_names: list[str],
+    values: Any,  # noqa: A002
+    labels: dict[str, str] | None = None,
+) -> Any:
     """A per-VM gauge family from one array (:func:`memtune.metrics.families.vm_gauge`)."""
     from memtune.metrics.families import vm_gauge as make
 
     return make(name, help, vm_names, values, labels)
 
 
-def vm_counter(name: str, help: str, vm_names: list[str], values: Any,  # noqa: A002
-               labels: dict[str, str] | None = None) -> Any:
+def vm_counter(
+    name: str,
+    help: str,
+    vm_names: list[str],
+    values: Any,  # noqa: A002
+    labels: dict[str, str] | None = None,
+) -> Any:
     """A per-VM counter family from one array (:func:`memtune.metrics.families.vm_counter`)."""
     from memtune.metrics.families import vm_counter as make
 

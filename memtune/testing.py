@@ -178,9 +178,14 @@ def compare(*plugins: PluginLike, scenario: Scenario | None = None, disable: Ite
     """
     settings = dict(settings or {})
     with_run = run_with(*plugins, scenario=scenario, disable=disable, settings=settings, **kwargs)
-    own = {n for n, s in with_run.host.registry.settings.items() if s.owner in {_named(p)[0] for p in plugins}}
-    without = run_with(scenario=scenario, disable=disable,
-                       settings={k: v for k, v in settings.items() if k not in own}, **kwargs)
+    names = {_named(p)[0] for p in plugins}
+    own = {n for n, s in with_run.host.registry.settings.items() if s.owner in names}
+    without = run_with(
+        scenario=scenario,
+        disable=disable,
+        settings={k: v for k, v in settings.items() if k not in own},
+        **kwargs,
+    )
     return Comparison(with_run, without)
 
 
@@ -212,8 +217,15 @@ class FixedLatencyState:
 
     @hookimpl
     def memtune_register_page_states(self, register: Any) -> None:
-        register(self.state, private_frame=False, mapped=False, read_fault=True, write_fault=True,
-                 fault_allocates=True, fault=self.fault)
+        register(
+            self.state,
+            private_frame=False,
+            mapped=False,
+            read_fault=True,
+            write_fault=True,
+            fault_allocates=True,
+            fault=self.fault,
+        )
 
     def fault(self, host: Host, pages: np.ndarray, write: np.ndarray) -> np.ndarray:
         host.pages.set_state(pages, RESIDENT)

@@ -36,13 +36,20 @@ def build_scenario(vms: Sequence[dict[str, Any]], *, name: str = "test", memory:
     ``w``, image ``tiny-linux``; ``{}`` for tables that say everything). The shared workload ``w`` is
     the tiny web-like workload of :mod:`memtune.testing` overlaid with ``workload``
     (``tiny_workload=False``: ``workload`` alone; ``workload=None, tiny_workload=False``: none).
-    ``page_scale`` / ``report_interval`` / ``allow_overcommit`` None leave the scenario's default; ``top`` adds top-level
+    ``page_scale`` / ``report_interval`` / ``allow_overcommit`` None leave the scenario's default; ``top``
+    adds top-level
     keys (``warmup``, ``content_group`` ...).
     """
     defaults = TINY_VM if vm_defaults is None else vm_defaults
-    data: dict[str, Any] = {"name": name, "duration": duration, "tick": tick, "seed": seed,
-                            "host": {"memory": memory}, "settings": dict(settings or {}),
-                            "vm": [{**defaults, **v} for v in vms]}
+    data: dict[str, Any] = {
+        "name": name,
+        "duration": duration,
+        "tick": tick,
+        "seed": seed,
+        "host": {"memory": memory},
+        "settings": dict(settings or {}),
+        "vm": [{**defaults, **v} for v in vms],
+    }
     if page_scale is not None:
         data["host"]["page_scale"] = page_scale
     if allow_overcommit is not None:
@@ -55,21 +62,41 @@ def build_scenario(vms: Sequence[dict[str, Any]], *, name: str = "test", memory:
     return scenario_from_dict(data, source)
 
 
-def engine_scenario(host: str = "8 GiB", vms: Sequence[dict[str, Any]] | None = None, duration: str = "5m",
-                    tick: str = "5s", settings: dict[str, Any] | None = None, allow_overcommit: bool = False,
-                    **top: Any) -> Scenario:
+def engine_scenario(
+    host: str = "8 GiB",
+    vms: Sequence[dict[str, Any]] | None = None,
+    duration: str = "5m",
+    tick: str = "5s",
+    settings: dict[str, Any] | None = None,
+    allow_overcommit: bool = False,
+    **top: Any,
+) -> Scenario:
     """The engine tests' scenario: two 2 GiB VMs (60 % allocated, 20 % hot) on an 8 GiB host, 5 minutes."""
     vms = vms or [{"name": "vm", "count": 2, "memory": "2 GiB", "workload": {"allocated": 0.6, "wss": 0.2}}]
-    return build_scenario(vms, name="t", memory=host, duration=duration, tick=tick, seed=3, page_scale=64,
-                          settings=settings, tiny_workload=False, vm_defaults={}, report_interval=None,
-                          allow_overcommit=allow_overcommit, source="<test>", **top)
+    return build_scenario(
+        vms,
+        name="t",
+        memory=host,
+        duration=duration,
+        tick=tick,
+        seed=3,
+        page_scale=64,
+        settings=settings,
+        tiny_workload=False,
+        vm_defaults={},
+        report_interval=None,
+        allow_overcommit=allow_overcommit,
+        source="<test>",
+        **top,
+    )
 
 
-SHARING_ONLY = ("balloon", "compression", "swap", "audit")    # plugins the sharing tests leave out
+SHARING_ONLY = ("balloon", "compression", "swap", "audit")  # plugins the sharing tests leave out
 
 
-def make_host(sc: Scenario, disable: Sequence[str] = SHARING_ONLY, extra: Sequence[tuple[str, object]] = ()
-              ) -> tuple[Host, Engine]:
+def make_host(
+    sc: Scenario, disable: Sequence[str] = SHARING_ONLY, extra: Sequence[tuple[str, object]] = ()
+) -> tuple[Host, Engine]:
     """A host (built-in plugins minus ``disable``, no entry points, plus ``extra``) and its engine."""
     pm = build_plugin_manager(disable=disable, entrypoints=False, extra=extra)
     host = build_host(sc, pm=pm)
@@ -97,7 +124,9 @@ def scenario_of() -> Callable[..., Scenario]:
 def host_of() -> Callable[..., tuple[Host, Engine]]:
     """``host, engine = host_of(scenario, disable=["tps"])``: built, plugins configured, not run."""
 
-    def make(scenario: Scenario, *, disable: Sequence[str] = (), seed: int | None = None) -> tuple[Host, Engine]:
+    def make(
+        scenario: Scenario, *, disable: Sequence[str] = (), seed: int | None = None
+    ) -> tuple[Host, Engine]:
         host = Host(scenario, plugin_manager(disable=disable), seed=seed)
         return host, Engine(host)
 

@@ -482,7 +482,8 @@ def test_cli_show_filters(pressure_run):
                      or (r["kind"] == "share" and "vm-02" in r["data"]["pages"])]
     assert len(shown) >= 2
     res = cli("audit", "show", str(log), "--since", "3m", "--json")
-    assert [json.loads(x)["seq"] for x in res.output.splitlines()] == [r["seq"] for r in recs if r["time"] >= 180]
+    shown = [json.loads(x)["seq"] for x in res.output.splitlines()]
+    assert shown == [r["seq"] for r in recs if r["time"] >= 180]
     table = cli("audit", "show", str(log), "--kind", "state-change")
     rows = table.output.splitlines()
     assert rows[0].split() == ["SEQ", "TIME", "KIND", "VM", "DATA"]
@@ -493,14 +494,20 @@ def test_cli_show_filters(pressure_run):
 
 def test_simulate_audit_log_option(tmp_path):
     sc = tmp_path / "sc.toml"
-    sc.write_text('name = "t"\nduration = "20s"\ntick = "2s"\n[host]\nmemory = "4 GiB"\n'
-                  '[workloads.w]\nallocated = 0.5\nwss = 0.2\n'
-                  '[[vm]]\nname = "a"\nmemory = "1 GiB"\nworkload = "w"\n')
+    sc.write_text(
+        'name = "t"\nduration = "20s"\ntick = "2s"\n[host]\nmemory = "4 GiB"\n'
+        "[workloads.w]\nallocated = 0.5\nwss = 0.2\n"
+        '[[vm]]\nname = "a"\nmemory = "1 GiB"\nworkload = "w"\n'
+    )
     log = tmp_path / "cli.jsonl"
     res = cli("simulate", str(sc), "--audit-log", str(log))
     assert res.exit_code == 0, res.output
     recs = records(log)
-    assert recs[0]["kind"] == "log-start" and recs[-1]["kind"] == "log-end" and recs[0]["data"]["scenario"] == "t"
+    assert (
+        recs[0]["kind"] == "log-start"
+        and recs[-1]["kind"] == "log-end"
+        and recs[0]["data"]["scenario"] == "t"
+    )
     assert cli("audit", "verify", str(log)).exit_code == 0
 
 
@@ -528,7 +535,7 @@ def test_share_derived_from_page_states_without_share_events(tmp_path):
     host, _ = run(sc, disable=TECHNIQUES, extra=[("quiet", QuietSharing())], duration=180)
     pb = host.page_bytes
     shares = [r for r in records(log) if r["kind"] == "share"]
-    assert len(shares) == 1 and shares[0]["time"] == 60 and shares[0]["vm"] is None   # once, until it changes
+    assert len(shares) == 1 and shares[0]["time"] == 60 and shares[0]["vm"] is None  # once, until it changes
     d = shares[0]["data"]
     assert d["derived"] is True and d["shared_bytes"] == {"steady": 100.0 * pb}
     assert (d["frames_bytes"], d["saved_bytes"], d["vms_sharing"]) == (40.0 * pb, 60.0 * pb, 1)
@@ -542,7 +549,7 @@ def test_keyed_log_appends_with_its_key(tmp_path):
         run(pressure_scenario(log, **{"audit.key_file": str(key)}), duration=10)
     v = verify_file(log, b"k1")
     assert v.ok and v.runs == 2 and v.keyed
-    key.write_text("k2")                    # another key cannot continue the chain
+    key.write_text("k2")  # another key cannot continue the chain
     with pytest.raises(UserError, match="line 1: the existing audit log is broken \\(wrong key"):
         run(pressure_scenario(log, **{"audit.key_file": str(key)}), duration=10)
 
@@ -564,8 +571,10 @@ def _rehashed(data: bytes, key: bytes | None, edit) -> bytes:
 
 def _lower_balloon(rec: dict) -> None:
     if rec["kind"] == "reclaim":
-        rec["data"] = {k: (0 if isinstance(v, int | float) and not isinstance(v, bool) else v)
-                       for k, v in rec["data"].items()}
+        rec["data"] = {
+            k: (0 if isinstance(v, int | float) and not isinstance(v, bool) else v)
+            for k, v in rec["data"].items()
+        }
 
 
 def test_a_rehashed_keyless_log_verifies_and_verify_says_that_proves_nothing_more(pressure_run, tmp_path):
@@ -574,7 +583,7 @@ def test_a_rehashed_keyless_log_verifies_and_verify_says_that_proves_nothing_mor
     forged.write_bytes(_rehashed(log.read_bytes(), None, _lower_balloon))
     assert forged.read_bytes() != log.read_bytes()
     res = cli("audit", "verify", str(forged))
-    assert res.exit_code == 0                           # inherent to a chain without a secret
+    assert res.exit_code == 0  # inherent to a chain without a secret
     intact, proves = res.output.splitlines()
     assert intact.startswith(f"{forged}: intact: ") and "SHA-256 chain" in intact
     assert "it does NOT prove the log is authentic" in proves
@@ -591,18 +600,32 @@ def test_the_same_rewrite_of_a_keyed_log_is_found_without_the_key(keyed_log, tmp
     forged = tmp_path / "forged.jsonl"
     forged.write_bytes(_rehashed(log.read_bytes(), b"not the key", _lower_balloon))
     res = cli("audit", "verify", str(forged), "--key-file", str(key))
-    assert res.exit_code == 1 and res.output.count("\n") == 1 and ("wrong key" in res.output or "edited" in res.output)
+    assert (
+        res.exit_code == 1
+        and res.output.count("\n") == 1
+        and ("wrong key" in res.output or "edited" in res.output)
+    )
     # stripping the key (a plain re-hash that claims no HMAC) is caught when the verifier gives the key
     plain = tmp_path / "plain.jsonl"
-    plain.write_bytes(_rehashed(log.read_bytes(), None,
-                                lambda r: (_lower_balloon(r), r["data"].update(hmac=False) if r["kind"] == "log-start"
-                                           else None)))
+    plain.write_bytes(
+        _rehashed(
+            log.read_bytes(),
+            None,
+            lambda r: (_lower_balloon(r), r["data"].update(hmac=False) if r["kind"] == "log-start" else None),
+        )
+    )
     res = cli("audit", "verify", str(plain), "--key-file", str(key))
     assert res.exit_code == 1 and "not keyed" in res.output
 
 
 def test_audit_docs_show_how_to_run_with_a_key_kept_off_the_host():
     text = (Path(__file__).parent.parent / "docs" / "audit.md").read_text()
-    for needle in ("audit.key_file", "MEMTUNE_AUDIT_KEY", "memtune audit verify", "--key-file",
-                   "does not prove", "off the audited host"):
+    for needle in (
+        "audit.key_file",
+        "MEMTUNE_AUDIT_KEY",
+        "memtune audit verify",
+        "--key-file",
+        "does not prove",
+        "off the audited host",
+    ):
         assert needle in text, needle

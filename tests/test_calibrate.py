@@ -74,10 +74,16 @@ def test_names_no_plugin_registers_are_not_written():
     assert "no --device: swap-in latencies not measured" in text
 
 
-@pytest.mark.parametrize("args, message", [
-    (["calibrate", "--device", "/nonexistent/dev"], "--device: no such file or directory"),
-    (["calibrate", "--device", "/dev/null", "--repeats", "1"], "--device: /dev/null is too small to read from"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["calibrate", "--device", "/nonexistent/dev"], "--device: no such file or directory"),
+        (
+            ["calibrate", "--device", "/dev/null", "--repeats", "1"],
+            "--device: /dev/null is too small to read from",
+        ),
+    ],
+)
 def test_bad_device_is_one_line(args, message):
     res = CliRunner().invoke(main_group, args)
     assert res.exit_code == 2 and res.output.count("\n") == 1 and message in res.output, res.output

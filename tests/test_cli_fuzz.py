@@ -48,24 +48,110 @@ TINY = {
            {"name": "db", "memory": "1 GiB", "workload": "w", "reservation": "256 MiB"}],
 }
 # (path into TINY, for the mutation) -> fields a hostile value replaces
-SCENARIO_FIELDS = [("duration",), ("tick",), ("warmup",), ("seed",), ("host", "memory"), ("host", "page_scale"),
-                   ("workloads", "w", "allocated"), ("workloads", "w", "wss"), ("workloads", "w", "touch_rate"),
-                   ("workloads", "w", "write_fraction"), ("workloads", "w", "kind"), ("vm", 0, "memory"),
-                   ("vm", 0, "count"), ("vm", 0, "name"), ("vm", 1, "reservation"), ("vm", 1, "limit"),
-                   ("vm", 1, "shares"), ("vm", 0, "workload"), ("settings", "Mem.IdleTax"), ("name",)]
-POLICY = {"name": "fuzz-policy", "description": "d", "settings": {"Mem.IdleTax": 50},
-          "defaults": {"sched.mem.shares": "normal"},
-          "vm": [{"name": "web-*", "sched.mem.min": "10%", "sched.mem.max": "unlimited"}]}
-POLICY_FIELDS = [("name",), ("settings", "Mem.IdleTax"), ("settings", "Mem.ShareScanTime"),
-                 ("defaults", "sched.mem.shares"), ("vm", 0, "name"), ("vm", 0, "sched.mem.min"),
-                 ("vm", 0, "sched.mem.max"), ("vm", 0, "sched.mem.maxmemctl")]
-TOML_VALUES = ["inf", "-inf", "nan", "-1", "0", "1e308", "100000000000000000000000000000", '""', '"abc"',
-               '"-1 GiB"', '"1 PiB"', '"0 B"', '"inf GiB"', '"nan"', "true", "[]", "{}", '"x\\ny"',
-               '"a\\"; touch PWNED; echo \\""', '"' + "v" * 300 + '"', '"$(id)"', '"\\u0000"', "1.5", "-0.5",
-               '"5"', '"1e400 s"', '"-5s"']
-STRINGS = ["", "-1", "0", "1", "99999", "1e309", "inf", "-inf", "nan", "abc", "x" * 300, "1.5", " ", "ü",
-           "1 GiB", "10s", "-5s", "0x10", "{", "a=b", "a=", "=1", "$(id)", "'\"", "a\nb", "\t", "%s%n",
-           "Mem.IdleTax=500", "Mem.IdleTax=nan", "web=-1", "nope.*", "web-*", "--", "-"]
+SCENARIO_FIELDS = [
+    ("duration",),
+    ("tick",),
+    ("warmup",),
+    ("seed",),
+    ("host", "memory"),
+    ("host", "page_scale"),
+    ("workloads", "w", "allocated"),
+    ("workloads", "w", "wss"),
+    ("workloads", "w", "touch_rate"),
+    ("workloads", "w", "write_fraction"),
+    ("workloads", "w", "kind"),
+    ("vm", 0, "memory"),
+    ("vm", 0, "count"),
+    ("vm", 0, "name"),
+    ("vm", 1, "reservation"),
+    ("vm", 1, "limit"),
+    ("vm", 1, "shares"),
+    ("vm", 0, "workload"),
+    ("settings", "Mem.IdleTax"),
+    ("name",),
+]
+POLICY = {
+    "name": "fuzz-policy",
+    "description": "d",
+    "settings": {"Mem.IdleTax": 50},
+    "defaults": {"sched.mem.shares": "normal"},
+    "vm": [{"name": "web-*", "sched.mem.min": "10%", "sched.mem.max": "unlimited"}],
+}
+POLICY_FIELDS = [
+    ("name",),
+    ("settings", "Mem.IdleTax"),
+    ("settings", "Mem.ShareScanTime"),
+    ("defaults", "sched.mem.shares"),
+    ("vm", 0, "name"),
+    ("vm", 0, "sched.mem.min"),
+    ("vm", 0, "sched.mem.max"),
+    ("vm", 0, "sched.mem.maxmemctl"),
+]
+TOML_VALUES = [
+    "inf",
+    "-inf",
+    "nan",
+    "-1",
+    "0",
+    "1e308",
+    "100000000000000000000000000000",
+    '""',
+    '"abc"',
+    '"-1 GiB"',
+    '"1 PiB"',
+    '"0 B"',
+    '"inf GiB"',
+    '"nan"',
+    "true",
+    "[]",
+    "{}",
+    '"x\\ny"',
+    '"a\\"; touch PWNED; echo \\""',
+    '"' + "v" * 300 + '"',
+    '"$(id)"',
+    '"\\u0000"',
+    "1.5",
+    "-0.5",
+    '"5"',
+    '"1e400 s"',
+    '"-5s"',
+]
+STRINGS = [
+    "",
+    "-1",
+    "0",
+    "1",
+    "99999",
+    "1e309",
+    "inf",
+    "-inf",
+    "nan",
+    "abc",
+    "x" * 300,
+    "1.5",
+    " ",
+    "ü",
+    "1 GiB",
+    "10s",
+    "-5s",
+    "0x10",
+    "{",
+    "a=b",
+    "a=",
+    "=1",
+    "$(id)",
+    "'\"",
+    "a\nb",
+    "\t",
+    "%s%n",
+    "Mem.IdleTax=500",
+    "Mem.IdleTax=nan",
+    "web=-1",
+    "nope.*",
+    "web-*",
+    "--",
+    "-",
+]
 
 
 def _toml_with(data: dict, path: tuple, raw: str) -> str:
@@ -92,12 +178,31 @@ def base(tmp_path_factory):
     from test_esxtop import write_capture
 
     write_capture(root / "capture.csv")
-    r = CliRunner().invoke(main_group, ["simulate", str(root / "tiny.toml"), "--audit-log", str(root / "audit.log")])
+    r = CliRunner().invoke(
+        main_group, ["simulate", str(root / "tiny.toml"), "--audit-log", str(root / "audit.log")]
+    )
     assert r.exit_code == 0, r.output
     run = root / "run"
-    r = CliRunner().invoke(main_group, ["optimize", str(root / "tiny.toml"), "--out", str(run), "--budget", "2",
-                                        "--batch", "1", "--initial-points", "1", "--presets", "esxi-default",
-                                        "--no-plots", "--knobs", "reservation"])
+    r = CliRunner().invoke(
+        main_group,
+        [
+            "optimize",
+            str(root / "tiny.toml"),
+            "--out",
+            str(run),
+            "--budget",
+            "2",
+            "--batch",
+            "1",
+            "--initial-points",
+            "1",
+            "--presets",
+            "esxi-default",
+            "--no-plots",
+            "--knobs",
+            "reservation",
+        ],
+    )
     assert r.exit_code == 0, r.output
     (root / "adir").mkdir()
     (root / "empty").write_text("")
@@ -107,8 +212,9 @@ def base(tmp_path_factory):
     modules.mkdir()
     (modules / "fuzz_raiser.py").write_text("raise RuntimeError('no config')\n")
     (modules / "fuzz_syntax.py").write_text("def f(:\n")
-    (modules / "fuzz_typo.py").write_text("from memtune import hookimpl\n\n@hookimpl\ndef memtune_tikc(host):\n"
-                                           "    pass\n")
+    (modules / "fuzz_typo.py").write_text(
+        "from memtune import hookimpl\n\n@hookimpl\ndef memtune_tikc(host):\n    pass\n"
+    )
     sleeper = subprocess.Popen(["sleep", "600"])
     yield root, sleeper.pid
     sleeper.kill()
@@ -119,12 +225,25 @@ def base(tmp_path_factory):
 def _mutated_bytes(data: bytes, pos: int, byte: int, cut: bool) -> bytes:
     """``data`` with the byte at ``pos`` (modulo its length) replaced, or cut off there."""
     pos %= max(len(data), 1)
-    return data[:pos] if cut else data[:pos] + bytes([byte]) + data[pos + 1:]
+    return data[:pos] if cut else data[:pos] + bytes([byte]) + data[pos + 1 :]
 
 
-FIXED_FILES = ["tiny.toml", "policy.toml", "capture.csv", "audit.log", "missing.toml", "adir", "empty", "binary",
-               "latin1.toml", "/proc/memtune-nope/x", "/dev/null", "n" * 300, "missing-dir/sub/x",
-               "run/journal.jsonl"]
+FIXED_FILES = [
+    "tiny.toml",
+    "policy.toml",
+    "capture.csv",
+    "audit.log",
+    "missing.toml",
+    "adir",
+    "empty",
+    "binary",
+    "latin1.toml",
+    "/proc/memtune-nope/x",
+    "/dev/null",
+    "n" * 300,
+    "missing-dir/sub/x",
+    "run/journal.jsonl",
+]
 BAD_OUTS = ["/proc/memtune-nope/x", "/dev/full", "adir", "tiny.toml", "n" * 300, "missing-dir/sub/x", ""]
 
 
@@ -138,11 +257,20 @@ def files(draw) -> tuple:
     if kind == "policy":
         return ("policy", draw(st.sampled_from(POLICY_FIELDS)), draw(st.sampled_from(TOML_VALUES)))
     if kind == "capture" and draw(st.booleans()):
-        return ("cell", draw(st.sampled_from(["nan", "-1e30", "inf", "", "x", "1e400", "-0"])),
-                draw(st.integers(1, 10**6)), draw(st.integers(0, 10**6)))
+        return (
+            "cell",
+            draw(st.sampled_from(["nan", "-1e30", "inf", "", "x", "1e400", "-0"])),
+            draw(st.integers(1, 10**6)),
+            draw(st.integers(0, 10**6)),
+        )
     if kind in ("capture", "audit"):
-        return ("bytes", "capture.csv" if kind == "capture" else "audit.log", draw(st.integers(0, 10**6)),
-                draw(st.integers(0, 255)), draw(st.booleans()))
+        return (
+            "bytes",
+            "capture.csv" if kind == "capture" else "audit.log",
+            draw(st.integers(0, 10**6)),
+            draw(st.integers(0, 255)),
+            draw(st.booleans()),
+        )
     if kind == "garbage":
         return ("garbage", draw(st.binary(max_size=200)))
     return ("fixed", draw(st.sampled_from(FIXED_FILES)))
@@ -156,7 +284,7 @@ def out_paths(draw) -> tuple:
         return ("fresh",)
     if kind == "run":
         return ("fixed", "run")
-    if kind == "journal":           # a copy of a finished run with one journal byte changed or cut
+    if kind == "journal":  # a copy of a finished run with one journal byte changed or cut
         return ("journal", draw(st.integers(0, 10**6)), draw(st.integers(0, 255)), draw(st.booleans()))
     return ("fixed", draw(st.sampled_from(BAD_OUTS)))
 
@@ -197,38 +325,93 @@ def realize(token: tuple | str, root: Path, work: Path, n: int) -> str:
 # options get no valid large value
 def pools(pid: int) -> dict[str, st.SearchStrategy]:
     f, o = files(), out_paths()
-    small_int = st.sampled_from(["-1", "0", "abc", "", "1.5", "1e309", "2", "x" * 300, "99999999999999999999"])
-    dur = st.sampled_from(["-1s", "0", "0s", "inf", "nan", "abc", "10s", "1e309s", "", "5us", "-inf s", "1 GiB"])
+    small_int = st.sampled_from(
+        ["-1", "0", "abc", "", "1.5", "1e309", "2", "x" * 300, "99999999999999999999"]
+    )
+    dur = st.sampled_from(
+        ["-1s", "0", "0s", "inf", "nan", "abc", "10s", "1e309s", "", "5us", "-inf s", "1 GiB"]
+    )
     port = st.sampled_from(["-1", "99999", "abc", "0", "65536", "1e3", ""])
     bind = st.sampled_from(["127.0.0.1", "::1", "localhost", "999.1.1.1", "256.0.0.1", "not_a_host"])
-    names = st.sampled_from(["small", "tiny", "nope", "esxi-default", "esxi-legacy-tps", "", "x" * 300, "../etc",
-                             "web-*"])
-    modules = st.sampled_from(["fuzz_raiser", "fuzz_syntax", "fuzz_typo", "./fuzz_raiser.py", "fuzz_raiser.py",
-                               "no_such_module", "", "x" * 300, "memtune.plugins.balloon", "a b", "json"])
+    names = st.sampled_from(
+        ["small", "tiny", "nope", "esxi-default", "esxi-legacy-tps", "", "x" * 300, "../etc", "web-*"]
+    )
+    modules = st.sampled_from(
+        [
+            "fuzz_raiser",
+            "fuzz_syntax",
+            "fuzz_typo",
+            "./fuzz_raiser.py",
+            "fuzz_raiser.py",
+            "no_such_module",
+            "",
+            "x" * 300,
+            "memtune.plugins.balloon",
+            "a b",
+            "json",
+        ]
+    )
     plugin_names = st.sampled_from(["balloon", "tps", "core", "nope", "", "x" * 300, "page_reporting"])
     return {
-        "scenario": st.one_of(f, names), "policy": st.one_of(f, names), "--policy": st.one_of(f, names),
-        "--scenario": st.one_of(f, names), "name": st.one_of(names, st.sampled_from(STRINGS)),
-        "log": f, "csv_file": f, "--key-file": f, "--image": f, "--device": f,
-        "--out": o, "--output": o, "--dir": o, "--metrics-out": o, "--audit-log": o, "directory": o,
+        "scenario": st.one_of(f, names),
+        "policy": st.one_of(f, names),
+        "--policy": st.one_of(f, names),
+        "--scenario": st.one_of(f, names),
+        "name": st.one_of(names, st.sampled_from(STRINGS)),
+        "log": f,
+        "csv_file": f,
+        "--key-file": f,
+        "--image": f,
+        "--device": f,
+        "--out": o,
+        "--output": o,
+        "--dir": o,
+        "--metrics-out": o,
+        "--audit-log": o,
+        "directory": o,
         "--scenario-out": o,
-        "--budget": small_int, "--patience": small_int, "--repeats": small_int, "--batch": small_int,
-        "--initial-points": small_int, "--reads": small_int, "--wss-points": small_int,
+        "--budget": small_int,
+        "--patience": small_int,
+        "--repeats": small_int,
+        "--batch": small_int,
+        "--initial-points": small_int,
+        "--reads": small_int,
+        "--wss-points": small_int,
         "--workers": st.sampled_from(["-1", "0", "abc", "1", ""]),
-        "--duration": dur, "--time-limit": dur, "--slo-p99": dur, "--since": dur,
+        "--duration": dur,
+        "--time-limit": dur,
+        "--slo-p99": dur,
+        "--since": dur,
         "--seed": st.sampled_from(["-1", "0", "abc", "4294967296", "99999999999999999999", "1e3", "7"]),
         "--speed": st.sampled_from(["0", "-1", "nan", "inf", "abc", "1e9", "-inf", ""]),
         "--sample": st.sampled_from(["0", "-1", "nan", "2", "abc", "0.5", "inf"]),
-        "--port": port, "--metrics-port": port, "--bind": bind, "--metrics-bind": bind,
-        "--dask-scheduler": st.sampled_from(["not-an-address", "tcp://127.0.0.1:1", "tcp://127.0.0.1:99999", "",
-                                             "tcp://[::1]:0"]),
+        "--port": port,
+        "--metrics-port": port,
+        "--bind": bind,
+        "--metrics-bind": bind,
+        "--dask-scheduler": st.sampled_from(
+            ["not-an-address", "tcp://127.0.0.1:1", "tcp://127.0.0.1:99999", "", "tcp://[::1]:0"]
+        ),
         "--pid": st.sampled_from(["-1", "0", "abc", "999999999", str(pid), "1e3"]),
-        "--plugin": modules, "--disable-plugin": plugin_names,
-        "--host-memory": st.sampled_from(["inf", "-1 GiB", "abc", "0", "8 GiB", "nan GiB", "1e400 GiB", "12"]),
+        "--plugin": modules,
+        "--disable-plugin": plugin_names,
+        "--host-memory": st.sampled_from(
+            ["inf", "-1 GiB", "abc", "0", "8 GiB", "nan GiB", "1e400 GiB", "12"]
+        ),
         "--wait": st.sampled_from(["-1", "nan", "inf", "abc", "0"]),
         "--knobs": st.sampled_from(["reservation", "nope.*", "", ",", "Mem.IdleTax,web.limit", "x" * 300]),
-        "--fix": st.sampled_from(["Mem.IdleTax=500", "Mem.IdleTax=nan", "Mem.IdleTax=", "=1", "web.limit=2",
-                                  "Mem.IdleTax=50", "nope=1", "Mem.IdleTax=inf"]),
+        "--fix": st.sampled_from(
+            [
+                "Mem.IdleTax=500",
+                "Mem.IdleTax=nan",
+                "Mem.IdleTax=",
+                "=1",
+                "web.limit=2",
+                "Mem.IdleTax=50",
+                "nope=1",
+                "Mem.IdleTax=inf",
+            ]
+        ),
         "--weight": st.sampled_from(["web=-1", "web=nan", "web=inf", "nope=1", "web", "=", "web=2"]),
         "--presets": st.sampled_from(["esxi-default", "", ",", "nope", "esxi-default,nope"]),
     }
@@ -236,16 +419,31 @@ def pools(pid: int) -> dict[str, st.SearchStrategy]:
 
 # options every invocation of a command starts with (generated ones come after and win): small work
 PREFIX = {
-    ("optimize",): ["--budget", "2", "--batch", "1", "--initial-points", "1", "--presets", "esxi-default",
-                    "--no-plots", "--knobs", "reservation", "--duration", "10s"],
+    ("optimize",): [
+        "--budget",
+        "2",
+        "--batch",
+        "1",
+        "--initial-points",
+        "1",
+        "--presets",
+        "esxi-default",
+        "--no-plots",
+        "--knobs",
+        "reservation",
+        "--duration",
+        "10s",
+    ],
     ("calibrate",): ["--repeats", "1", "--reads", "10"],
     ("simulate",): ["--duration", "20s"],
-    ("serve",): ["--speed", "1e9", "--duration", "20s"],          # serve runs in real time x speed
+    ("serve",): ["--speed", "1e9", "--duration", "20s"],  # serve runs in real time x speed
     ("profile",): ["--wss-points", "2"],
 }
-SUFFIX = {("serve",): ["--once"]}          # never the default --loop: it serves until a signal
-NEVER = {("serve",): {"--hold"},           # keeps serving after the run until a signal, by design
-         ("optimize",): {"--confirm"}}      # --confirm live runs the policies on this host
+SUFFIX = {("serve",): ["--once"]}  # never the default --loop: it serves until a signal
+NEVER = {
+    ("serve",): {"--hold"},  # keeps serving after the run until a signal, by design
+    ("optimize",): {"--confirm"},
+}  # --confirm live runs the policies on this host
 
 
 def leaf_commands() -> list[tuple[tuple[str, ...], click.Command]]:
@@ -265,8 +463,15 @@ def leaf_commands() -> list[tuple[tuple[str, ...], click.Command]]:
 
 COMMANDS = leaf_commands()
 # examples per command: the ones that do real work when their input is valid get fewer
-EXAMPLES = {("calibrate",): 4, ("optimize",): 20, ("serve",): 15, ("profile",): 15, ("live", "status"): 3,
-            ("policy", "list"): 5, ("scenario", "list"): 5}
+EXAMPLES = {
+    ("calibrate",): 4,
+    ("optimize",): 20,
+    ("serve",): 15,
+    ("profile",): 15,
+    ("live", "status"): 3,
+    ("policy", "list"): 5,
+    ("scenario", "list"): 5,
+}
 DEFAULT_EXAMPLES = 25
 
 
@@ -275,8 +480,11 @@ def invocation(draw, path: tuple[str, ...], cmd: click.Command, pid: int) -> lis
     table = pools(pid)
     generic = st.sampled_from(STRINGS)
     args: list = [*path, *PREFIX.get(path, [])]
-    options = [p for p in cmd.params if isinstance(p, click.Option) and "--help" not in p.opts
-               and not set(p.opts) & NEVER.get(path, set())]
+    options = [
+        p
+        for p in cmd.params
+        if isinstance(p, click.Option) and "--help" not in p.opts and not set(p.opts) & NEVER.get(path, set())
+    ]
     for p in draw(st.lists(st.sampled_from(options), max_size=4)) if options else []:
         flag = max(p.opts, key=len)
         if p.is_flag:
@@ -291,16 +499,18 @@ def invocation(draw, path: tuple[str, ...], cmd: click.Command, pid: int) -> lis
         if isinstance(p, click.Argument) and (p.required or draw(st.booleans())):
             args.append(draw(table.get(p.name, generic)))
     if draw(st.integers(0, 9)) == 0:
-        args.append(draw(generic))      # a stray extra argument
+        args.append(draw(generic))  # a stray extra argument
     return [*args, *SUFFIX.get(path, [])]
 
 
 # internal errors (one line, exit 1, but a bug) that the range validation of issue 17 removes; every
 # other internal error fails the test
-AWAITING_VALIDATION = ("OverflowError: cannot convert float infinity to integer",    # host memory = inf
-                       "OverflowError: bind(): port must be 0-65535",              # --metrics-port 99999
-                       "ValueError: expected non-negative integer",                # --seed -1
-                       "ValueError: Seed must be between 0 and 2**32 - 1")
+AWAITING_VALIDATION = (
+    "OverflowError: cannot convert float infinity to integer",  # host memory = inf
+    "OverflowError: bind(): port must be 0-65535",  # --metrics-port 99999
+    "ValueError: expected non-negative integer",  # --seed -1
+    "ValueError: Seed must be between 0 and 2**32 - 1",
+)
 
 
 def check(args: list[str], result, path: tuple[str, ...] = ()) -> None:
@@ -313,14 +523,16 @@ def check(args: list[str], result, path: tuple[str, ...] = ()) -> None:
     assert result.exit_code in (0, 1, 2), (where, result.exit_code, result.output)
     assert "Traceback" not in result.output, (where, result.output)
     if path == ("audit", "verify") and result.exit_code == 1 and not result.stderr:
-        assert result.stdout.count("\n") == 1, (where, result.stdout)        # a finding: the first broken record
+        assert result.stdout.count("\n") == 1, (where, result.stdout)  # a finding: the first broken record
         return
     if result.exit_code != 0:
         errors = [line for line in result.stderr.splitlines() if line.startswith("memtune: error:")]
-        if errors or "Usage:" not in result.stderr:            # click's usage errors are its own format
+        if errors or "Usage:" not in result.stderr:  # click's usage errors are its own format
             assert len(errors) == 1, (where, result.stderr)
-            assert "internal error" not in errors[0] or any(k in errors[0] for k in AWAITING_VALIDATION), \
-                (where, errors[0])
+            assert "internal error" not in errors[0] or any(k in errors[0] for k in AWAITING_VALIDATION), (
+                where,
+                errors[0],
+            )
 
 
 @pytest.fixture
@@ -334,13 +546,20 @@ def work(base):
 def test_every_command_with_generated_bad_input_ends_in_one_line(base, work, monkeypatch, path, cmd):
     root, pid = base
     monkeypatch.syspath_prepend(str(root / "mods"))
-    monkeypatch.chdir(work)             # `plugin new` and friends write into the current folder
+    monkeypatch.chdir(work)  # `plugin new` and friends write into the current folder
     for env in ("MEMTUNE_PLUGINS", "MEMTUNE_DISABLE_PLUGINS", "MEMTUNE_AUDIT_KEY"):
         monkeypatch.delenv(env, raising=False)
 
-    @settings(max_examples=EXAMPLES.get(path, DEFAULT_EXAMPLES), deadline=None, derandomize=False,
-              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                     HealthCheck.data_too_large])
+    @settings(
+        max_examples=EXAMPLES.get(path, DEFAULT_EXAMPLES),
+        deadline=None,
+        derandomize=False,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+        ],
+    )
     @given(drawn=invocation(path, cmd, pid))
     def run(drawn):
         GENERATED["count"] += 1
@@ -355,28 +574,34 @@ def test_every_command_with_generated_bad_input_ends_in_one_line(base, work, mon
 
 # --- the console entry point in a subprocess: what only a real process shows -------------------------
 
+
 def _memtune(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "memtune.cli", *args], capture_output=True, timeout=120, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "memtune.cli", *args], capture_output=True, timeout=120, **kw
+    )
 
 
-@pytest.mark.parametrize("args", [
-    [b"simulate", b"\xff\xfe-not-utf8.toml"],                         # a file name that is not UTF-8
-    [b"policy", b"export", b"esxi-default", b"--format", b"esxcli", b"-o", b"/dev/full"],   # a full disk
-    [b"policy", b"export", b"esxi-default", b"--format", b"esxcli", b"-o", b"/proc/memtune-nope/x"],
-    [b"plugin", b"new", b"x" * 300],
-    [b"simulate", b"small", b"-p", b"./plugin.py"],
-    [b"audit", b"verify", b"/proc/self/mem"],
-    [b"scenario", b"show", b"\x1b[31mred"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [b"simulate", b"\xff\xfe-not-utf8.toml"],  # a file name that is not UTF-8
+        [b"policy", b"export", b"esxi-default", b"--format", b"esxcli", b"-o", b"/dev/full"],  # a full disk
+        [b"policy", b"export", b"esxi-default", b"--format", b"esxcli", b"-o", b"/proc/memtune-nope/x"],
+        [b"plugin", b"new", b"x" * 300],
+        [b"simulate", b"small", b"-p", b"./plugin.py"],
+        [b"audit", b"verify", b"/proc/self/mem"],
+        [b"scenario", b"show", b"\x1b[31mred"],
+    ],
+)
 def test_the_console_command_never_prints_a_traceback(base, args):
     GENERATED["count"] += 1
     r = _memtune(*args)
     err = r.stderr.decode("utf-8", "replace")
     assert r.returncode in (1, 2), err
     assert "Traceback" not in err and "internal error" not in err, err
-    if not err.startswith("Usage:"):                # click's usage errors are its own format
+    if not err.startswith("Usage:"):  # click's usage errors are its own format
         assert err.count("\n") == 1 and err.startswith("memtune: error: "), err
-    assert "\x1b" not in err                        # control characters of a name are escaped
+    assert "\x1b" not in err  # control characters of a name are escaped
 
 
 def test_debug_shows_the_traceback_of_a_failure(base):
@@ -386,13 +611,28 @@ def test_debug_shows_the_traceback_of_a_failure(base):
 
 
 def test_output_to_a_closed_pipe_is_not_a_traceback():
-    r = subprocess.run(f"{sys.executable} -m memtune.cli scenario list | head -c 1 >/dev/null", shell=True,
-                       capture_output=True, timeout=60)
+    r = subprocess.run(
+        f"{sys.executable} -m memtune.cli scenario list | head -c 1 >/dev/null",
+        shell=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert b"Traceback" not in r.stderr and b"Error" not in r.stderr, r.stderr
 
 
 def test_fuzzed_commands_cover_the_cli():
     names = {" ".join(p) for p, _ in COMMANDS}
-    assert {"simulate", "optimize", "serve", "policy export", "audit verify", "import esxtop", "plugin new",
-            "profile", "calibrate", "scenario show", "plugins"} <= names
+    assert {
+        "simulate",
+        "optimize",
+        "serve",
+        "policy export",
+        "audit verify",
+        "import esxtop",
+        "plugin new",
+        "profile",
+        "calibrate",
+        "scenario show",
+        "plugins",
+    } <= names
     assert not {" ".join(p) for p in SKIP} & names

@@ -63,18 +63,23 @@ def test_membership_is_seeded_and_patterns_select_vms():
     b = _host(_scenario([{"name": "app", "share": 0.3, "members": 0.5}], n_vms=10, seed=3)).pages.content
     assert np.array_equal(a, b)
     h = _host(_scenario([{"name": "web", "share": 0.3, "vms": ["vm-0[12]"]}], n_vms=4))
-    held = [bool(((h.pages.content[h.pages.base[v]:h.pages.base[v] + 4096] >> 45) == 1).any()) for v in range(4)]
+    held = [
+        bool(((h.pages.content[h.pages.base[v] : h.pages.base[v] + 4096] >> 45) == 1).any()) for v in range(4)
+    ]
     assert held == [True, True, False, False]
 
 
-@pytest.mark.parametrize("bad, field", [
-    ([{"name": "x"}], "content_group[0].share"),
-    ([{"name": "x", "share": 1.5}], "content_group[0].share"),
-    ([{"name": "x", "share": 0.2, "members": 0}], "content_group[0].members"),
-    ([{"name": "x", "share": 0.2, "color": 1}], "content_group[0].color"),
-    ([{"name": "x", "share": 0.2}, {"name": "x", "share": 0.1}], "content_group[1].name"),
-    ([{"name": "x", "share": 0.2, "vms": []}], "content_group[0].vms"),
-])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ([{"name": "x"}], "content_group[0].share"),
+        ([{"name": "x", "share": 1.5}], "content_group[0].share"),
+        ([{"name": "x", "share": 0.2, "members": 0}], "content_group[0].members"),
+        ([{"name": "x", "share": 0.2, "color": 1}], "content_group[0].color"),
+        ([{"name": "x", "share": 0.2}, {"name": "x", "share": 0.1}], "content_group[1].name"),
+        ([{"name": "x", "share": 0.2, "vms": []}], "content_group[0].vms"),
+    ],
+)
 def test_bad_groups_name_the_field(bad, field):
     with pytest.raises(ConfigError) as e:
         _scenario(bad)
@@ -89,6 +94,7 @@ def test_groups_over_a_vms_memory_are_refused():
 def test_sharing_grows_with_the_number_of_vms():
     """Mean reclaimed share over seeds rises from 2 to 10 VMs (members of partial groups accumulate)."""
     from benchmarks.sharing_curve import run_groups
+
     saved = {n: np.mean([run_groups(n, seed=s)["saved"] for s in (1, 2, 3)]) for n in (2, 4, 10)}
     assert saved[2] < saved[4] < saved[10]
     assert saved[10] - saved[2] > 0.1
@@ -101,8 +107,14 @@ def _write_images(tmp_path) -> list:
     pair = [rng.integers(0, 256, (8, PAGE), dtype=np.uint8) for _ in range(2)]
     paths = []
     for i in range(4):
-        pages = np.concatenate([common, pair[i // 2], np.zeros((8, PAGE), np.uint8),
-                                rng.integers(0, 256, (32, PAGE), dtype=np.uint8)])
+        pages = np.concatenate(
+            [
+                common,
+                pair[i // 2],
+                np.zeros((8, PAGE), np.uint8),
+                rng.integers(0, 256, (32, PAGE), dtype=np.uint8),
+            ]
+        )
         p = tmp_path / f"img{i}.bin"
         p.write_bytes(pages.tobytes())
         paths.append(p)
@@ -112,16 +124,26 @@ def _write_images(tmp_path) -> list:
 def test_profile_writes_the_sharing_degree_as_content_groups(tmp_path):
     paths = _write_images(tmp_path)
     out = tmp_path / "fleet.toml"
-    args = [sys.executable, "-m", "memtune", "profile", *[a for p in paths for a in ("--image", str(p))],
-            "--scenario-out", str(out), "--vms", "8"]
+    args = [
+        sys.executable,
+        "-m",
+        "memtune",
+        "profile",
+        *[a for p in paths for a in ("--image", str(p))],
+        "--scenario-out",
+        str(out),
+        "--vms",
+        "8",
+    ]
     subprocess.run(args, check=True, capture_output=True)
     sc = load_scenario(str(out))
     groups = {g.name: g for g in sc.content_groups}
-    # degree 4: 16 of 64 pages in each image -> members 1, share 0.25; degree 2: 8/64 -> share 0.25, members 0.5
+    # degree 4: 16 of 64 pages in each image -> members 1, share 0.25; degree 2: 8/64 -> share 0.25, members
+    # 0.5
     assert groups["held-by-4-of-4"].members == 1.0 and groups["held-by-4-of-4"].share == pytest.approx(0.25)
     assert groups["held-by-2-of-4"].members == 0.5 and groups["held-by-2-of-4"].share == pytest.approx(0.25)
-    assert len(sc.vms) == 8 and sc.vms[0].memory == max(64 * PAGE, 1 << 20)    # at least 1 MiB
+    assert len(sc.vms) == 8 and sc.vms[0].memory == max(64 * PAGE, 1 << 20)  # at least 1 MiB
     wl = sc.vms[0].workload
-    assert wl.content[1] == 0.0                                 # no template: shared content is in groups
+    assert wl.content[1] == 0.0  # no template: shared content is in groups
     rest = 1 - 0.25 - 0.5 * 0.25
     assert wl.content[0] == pytest.approx((8 / 64) / rest, abs=1e-5)

@@ -57,8 +57,10 @@ def test_no_plugins_overcommitted_host_blocks_and_reports_stall():
 
 
 def test_equal_shares_no_idle_tax_converge_to_equal_targets():
-    vms = [{"name": "busy", "memory": "2 GiB", "workload": {"allocated": 0.9, "wss": 0.8, "touch_rate": 40000}},
-           {"name": "idle", "memory": "2 GiB", "workload": {"allocated": 0.9, "wss": 0.05, "touch_rate": 2000}}]
+    vms = [
+        {"name": "busy", "memory": "2 GiB", "workload": {"allocated": 0.9, "wss": 0.8, "touch_rate": 40000}},
+        {"name": "idle", "memory": "2 GiB", "workload": {"allocated": 0.9, "wss": 0.05, "touch_rate": 2000}},
+    ]
     sc = scenario(host="2 GiB", vms=vms, duration="10m", settings={"Mem.IdleTax": 0})
     h = build_host(sc, disable=ALL_BUILTIN_TECHNIQUES)
     Engine(h).run()
@@ -66,8 +68,10 @@ def test_equal_shares_no_idle_tax_converge_to_equal_targets():
 
 
 def test_idle_vm_loses_memory_to_active_vm_with_idle_tax():
-    vms = [{"name": "busy", "memory": "2 GiB", "workload": {"allocated": 0.9, "wss": 0.8, "touch_rate": 40000}},
-           {"name": "idle", "memory": "2 GiB", "workload": {"allocated": 0.9, "wss": 0.05, "touch_rate": 2000}}]
+    vms = [
+        {"name": "busy", "memory": "2 GiB", "workload": {"allocated": 0.9, "wss": 0.8, "touch_rate": 40000}},
+        {"name": "idle", "memory": "2 GiB", "workload": {"allocated": 0.9, "wss": 0.05, "touch_rate": 2000}},
+    ]
     sc = scenario(host="2 GiB", vms=vms, duration="40m", tick="10s", settings={"Mem.IdleTax": 75})
     h = build_host(sc, disable=ALL_BUILTIN_TECHNIQUES)
     Engine(h).run()
@@ -80,8 +84,13 @@ def test_idle_vm_loses_memory_to_active_vm_with_idle_tax():
 
 
 def test_working_set_estimate_tracks_wss():
-    vms = [{"name": "a", "memory": "2 GiB", "workload": {"allocated": 0.8, "wss": 0.3, "hot_share": 1.0,
-                                                          "touch_rate": 200000}}]
+    vms = [
+        {
+            "name": "a",
+            "memory": "2 GiB",
+            "workload": {"allocated": 0.8, "wss": 0.3, "hot_share": 1.0, "touch_rate": 200000},
+        }
+    ]
     sc = scenario(host="8 GiB", vms=vms, duration="40m", tick="10s")
     h = build_host(sc)
     Engine(h).run()
@@ -92,19 +101,26 @@ def test_working_set_estimate_tracks_wss():
 
 
 def test_working_set_estimate_rises_fast_falls_slowly():
-    wl = {"kind": "phased", "allocated": 0.9, "wss": 0.05, "hot_share": 1.0, "touch_rate": 200000,
-          "phases": [{"at": "30m", "wss": 0.8}, {"at": "34m", "wss": 0.05}]}
-    sc = scenario(host="8 GiB", vms=[{"name": "a", "memory": "2 GiB", "workload": wl}], duration="30m",
-                  tick="10s")
+    wl = {
+        "kind": "phased",
+        "allocated": 0.9,
+        "wss": 0.05,
+        "hot_share": 1.0,
+        "touch_rate": 200000,
+        "phases": [{"at": "30m", "wss": 0.8}, {"at": "34m", "wss": 0.05}],
+    }
+    sc = scenario(
+        host="8 GiB", vms=[{"name": "a", "memory": "2 GiB", "workload": wl}], duration="30m", tick="10s"
+    )
     h = build_host(sc)
     eng = Engine(h)
     eng.run()
     low = h.sampler.estimate[0]
     assert low < 0.15
-    for _ in range(24):           # 4 minutes active: two to four periods lift the fast average
+    for _ in range(24):  # 4 minutes active: two to four periods lift the fast average
         eng.step(10)
     assert h.sampler.estimate[0] > 0.6
-    for _ in range(18):           # 3 minutes idle again: the slow average holds the estimate up
+    for _ in range(18):  # 3 minutes idle again: the slow average holds the estimate up
         eng.step(10)
     assert h.sampler.last[0] < 0.15
     # the slow average rose by ~0.1 * (0.8 - 0.1) per active period and falls by ~0.1 * gap per period
@@ -147,8 +163,12 @@ count = 3
 memory = "2 GiB"
 workload = { allocated = 0.8, wss = 0.3 }
 """)
-    out = subprocess.run([sys.executable, "-m", "memtune.cli", "simulate", str(path), "--json"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "memtune.cli", "simulate", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     from memtune.core.scenario import load_scenario
 
     here = simulate(load_scenario(str(path)))
@@ -157,32 +177,54 @@ workload = { allocated = 0.8, wss = 0.3 }
     assert [v["mean_latency"] for v in there["vms"]] == [v["mean_latency"] for v in here["vms"]]
 
 
-vm_strategy = st.fixed_dictionaries({
-    "memory_mib": st.sampled_from([512, 1024, 1536, 2048]),
-    "res": st.floats(0.0, 0.6),
-    "lim": st.one_of(st.none(), st.floats(0.4, 1.0)),
-    "alloc": st.floats(0.2, 1.0),
-    "wss": st.floats(0.05, 1.0),
-    "rate": st.sampled_from([1000, 20000, 100000]),
-    "writes": st.floats(0.0, 0.6),
-    "shares": st.sampled_from(["low", "normal", "high", 3000]),
-    "kind": st.sampled_from(["constant", "diurnal", "leak", "boot-storm"]),
-})
+vm_strategy = st.fixed_dictionaries(
+    {
+        "memory_mib": st.sampled_from([512, 1024, 1536, 2048]),
+        "res": st.floats(0.0, 0.6),
+        "lim": st.one_of(st.none(), st.floats(0.4, 1.0)),
+        "alloc": st.floats(0.2, 1.0),
+        "wss": st.floats(0.05, 1.0),
+        "rate": st.sampled_from([1000, 20000, 100000]),
+        "writes": st.floats(0.0, 0.6),
+        "shares": st.sampled_from(["low", "normal", "high", 3000]),
+        "kind": st.sampled_from(["constant", "diurnal", "leak", "boot-storm"]),
+    }
+)
 
 
-@settings(max_examples=int(os.environ.get("MEMTUNE_HYPOTHESIS_EXAMPLES", 25)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(vms=st.lists(vm_strategy, min_size=1, max_size=4), host_mib=st.sampled_from([1024, 2048, 4096]),
-       seed=st.integers(0, 2**16), disable=st.sampled_from([[], ALL_BUILTIN_TECHNIQUES, ["balloon"], ["swap"]]))
+@settings(
+    max_examples=int(os.environ.get("MEMTUNE_HYPOTHESIS_EXAMPLES", 25)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    vms=st.lists(vm_strategy, min_size=1, max_size=4),
+    host_mib=st.sampled_from([1024, 2048, 4096]),
+    seed=st.integers(0, 2**16),
+    disable=st.sampled_from([[], ALL_BUILTIN_TECHNIQUES, ["balloon"], ["swap"]]),
+)
 def test_invariants_over_random_scenarios(vms, host_mib, seed, disable):
     table = []
     for i, v in enumerate(vms):
         mem = v["memory_mib"] * 2**20
         res = int(v["res"] * mem)
         lim = None if v["lim"] is None else max(int(v["lim"] * mem), res)
-        table.append({"name": f"vm{i}", "memory": f"{mem} bytes", "reservation": f"{res} bytes",
-                      "shares": v["shares"], **({"limit": f"{lim} bytes"} if lim is not None else {}),
-                      "workload": {"kind": v["kind"], "allocated": v["alloc"], "wss": min(v["wss"], v["alloc"]),
-                                   "touch_rate": v["rate"], "write_fraction": v["writes"]}})
+        table.append(
+            {
+                "name": f"vm{i}",
+                "memory": f"{mem} bytes",
+                "reservation": f"{res} bytes",
+                "shares": v["shares"],
+                **({"limit": f"{lim} bytes"} if lim is not None else {}),
+                "workload": {
+                    "kind": v["kind"],
+                    "allocated": v["alloc"],
+                    "wss": min(v["wss"], v["alloc"]),
+                    "touch_rate": v["rate"],
+                    "write_fraction": v["writes"],
+                },
+            }
+        )
     sc = scenario(host=f"{host_mib} MiB", vms=table, duration="4m", tick="4s", overcommit=True)
     sc = sc.replace(seed=seed)
     guard = ReservationGuard()
@@ -232,8 +274,15 @@ class ReservationGuard:
         floor = np.minimum(host.reservation, before)
         bad = took & (after < floor - 1e-6)
         if bad.any():
-            self.violations.append((host.now, np.flatnonzero(bad).tolist(), before[bad].tolist(),
-                                    after[bad].tolist(), host.reservation[bad].tolist()))
+            self.violations.append(
+                (
+                    host.now,
+                    np.flatnonzero(bad).tolist(),
+                    before[bad].tolist(),
+                    after[bad].tolist(),
+                    host.reservation[bad].tolist(),
+                )
+            )
 
 
 def h_memory_unreserved(sc):
@@ -249,11 +298,19 @@ def test_a_fault_draw_brings_in_the_pages_it_is_charged_for(touch_samples):
     One 2 s tick of a 2 GiB VM (256 KiB pages) touching 100000 pages/s, every third page parked:
     looking only at the next ranks after a draw brought in about a third of them, and draws in the
     hot window, where they crowd, reached the same pages (0.69 of the faults at 128 draws/s)."""
-    vms = [{"name": "vm", "memory": "2 GiB",
-            "workload": {"allocated": 1.0, "wss": 0.2, "touch_rate": 100000, "write_fraction": 0.0}}]
+    vms = [
+        {
+            "name": "vm",
+            "memory": "2 GiB",
+            "workload": {"allocated": 1.0, "wss": 0.2, "touch_rate": 100000, "write_fraction": 0.0},
+        }
+    ]
     sc = scenario(host="8 GiB", vms=vms, tick="2s", settings={"memtune.touch_samples": touch_samples})
-    pm = build_plugin_manager(disable=ALL_BUILTIN_TECHNIQUES, entrypoints=False,
-                              extra=[("parked", FixedLatencyState("parked", 100e-6))])
+    pm = build_plugin_manager(
+        disable=ALL_BUILTIN_TECHNIQUES,
+        entrypoints=False,
+        extra=[("parked", FixedLatencyState("parked", 100e-6))],
+    )
     host = build_host(sc, pm=pm)
     eng = Engine(host)
     pg = host.pages
@@ -267,15 +324,16 @@ def test_a_fault_draw_brings_in_the_pages_it_is_charged_for(touch_samples):
     assert brought_in == pytest.approx(faults, rel=0.03)
 
 
-@given(st.lists(st.tuples(st.integers(1, 50), st.integers(0, 99), st.integers(0, 49)), min_size=1, max_size=6))
+@given(
+    st.lists(st.tuples(st.integers(1, 50), st.integers(0, 99), st.integers(0, 49)), min_size=1, max_size=6)
+)
 def test_rank_runs_wrap_inside_the_allocated_ranks(runs):
     """Run i: span ranks from first on, counted round the alloc allocated ranks of a VM at base."""
     alloc = np.array([a for a, _, _ in runs])
-    first = np.array([f % (2 * a - 1) for a, f, _ in runs])          # first < 2 * alloc
-    span = np.array([s % a for a, _, s in runs])                     # span < alloc
+    first = np.array([f % (2 * a - 1) for a, f, _ in runs])  # first < 2 * alloc
+    span = np.array([s % a for a, _, s in runs])  # span < alloc
     base = np.cumsum(np.concatenate([[0], 2 * alloc[:-1]])) + 1000
     pages, start = rank_runs(base, first, span, alloc)
-    want = [b + (f + j) % a for b, f, s, a in zip(base, first, span, alloc, strict=True)
-            for j in range(s)]
+    want = [b + (f + j) % a for b, f, s, a in zip(base, first, span, alloc, strict=True) for j in range(s)]
     assert pages.tolist() == want
     assert start.tolist() == (np.cumsum(span) - span).tolist()

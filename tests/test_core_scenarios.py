@@ -62,27 +62,47 @@ def test_scenario_cli_list_and_show():
     assert r.exit_code == 2
 
 
-@pytest.mark.parametrize("mutation, field, words", [
-    (lambda s: s.replace('memory = "8 GiB"\n', ""), "host.memory", "missing required field"),
-    (lambda s: s.replace('memory = "2 GiB"', 'memory = "-2 GiB"'), "vm[0].memory", "negative"),
-    (lambda s: s.replace('memory = "2 GiB"', 'memory = "2 parsecs"'), "vm[0].memory", "expected a size"),
-    (lambda s: s.replace('memory = "2 GiB"', "memory = true"), "vm[0].memory", "expected a size"),
-    (lambda s: s.replace("count = 2", 'count = "two"'), "vm[0].count", "expected a whole number"),
-    (lambda s: s.replace("count = 2", 'count = 2\nreservation = "3 GiB"'), "vm[0].reservation",
-     "larger than configured"),
-    (lambda s: s.replace("count = 2", 'count = 2\nlimit = "1 GiB"\nreservation = "1.5 GiB"'),
-     "vm[0].reservation", "larger than the limit"),
-    (lambda s: s.replace("count = 2", "count = 2\ncolour = 3"), "vm[0].colour", "unknown key"),
-    (lambda s: s.replace("wss = 0.2", "wss = 17.0"), "workloads.w.wss", "fraction"),
-    (lambda s: s.replace("wss = 0.2", "wss = 1.5"), "workloads.w.wss", "larger than allocated"),
-    (lambda s: s.replace("wss = 0.2", "wss = 0.2\nkind = \"sometimes\""), "workloads.w.kind", "expected one of"),
-    (lambda s: s.replace('workload = "w"', 'workload = "nope"'), "vm[0].workload", "no workload named"),
-    (lambda s: s.replace("wss = 0.2", "wss = 0.2\ncontent = { zero = 0.5, unique = 0.2 }"),
-     "workloads.w.content", "add up to 1"),
-    (lambda s: s + '\n[settings]\n"Mem.NoSuchThing" = 1\n', "settings.Mem.NoSuchThing", "unknown setting"),
-    (lambda s: s + '\n[settings]\n"Mem.IdleTax" = "lots"\n', "settings.Mem.IdleTax", "whole number"),
-    (lambda s: s.replace('tick = "5s"', 'tick = "1h"'), "tick", "longer than the run"),
-])
+@pytest.mark.parametrize(
+    "mutation, field, words",
+    [
+        (lambda s: s.replace('memory = "8 GiB"\n', ""), "host.memory", "missing required field"),
+        (lambda s: s.replace('memory = "2 GiB"', 'memory = "-2 GiB"'), "vm[0].memory", "negative"),
+        (lambda s: s.replace('memory = "2 GiB"', 'memory = "2 parsecs"'), "vm[0].memory", "expected a size"),
+        (lambda s: s.replace('memory = "2 GiB"', "memory = true"), "vm[0].memory", "expected a size"),
+        (lambda s: s.replace("count = 2", 'count = "two"'), "vm[0].count", "expected a whole number"),
+        (
+            lambda s: s.replace("count = 2", 'count = 2\nreservation = "3 GiB"'),
+            "vm[0].reservation",
+            "larger than configured",
+        ),
+        (
+            lambda s: s.replace("count = 2", 'count = 2\nlimit = "1 GiB"\nreservation = "1.5 GiB"'),
+            "vm[0].reservation",
+            "larger than the limit",
+        ),
+        (lambda s: s.replace("count = 2", "count = 2\ncolour = 3"), "vm[0].colour", "unknown key"),
+        (lambda s: s.replace("wss = 0.2", "wss = 17.0"), "workloads.w.wss", "fraction"),
+        (lambda s: s.replace("wss = 0.2", "wss = 1.5"), "workloads.w.wss", "larger than allocated"),
+        (
+            lambda s: s.replace("wss = 0.2", 'wss = 0.2\nkind = "sometimes"'),
+            "workloads.w.kind",
+            "expected one of",
+        ),
+        (lambda s: s.replace('workload = "w"', 'workload = "nope"'), "vm[0].workload", "no workload named"),
+        (
+            lambda s: s.replace("wss = 0.2", "wss = 0.2\ncontent = { zero = 0.5, unique = 0.2 }"),
+            "workloads.w.content",
+            "add up to 1",
+        ),
+        (
+            lambda s: s + '\n[settings]\n"Mem.NoSuchThing" = 1\n',
+            "settings.Mem.NoSuchThing",
+            "unknown setting",
+        ),
+        (lambda s: s + '\n[settings]\n"Mem.IdleTax" = "lots"\n', "settings.Mem.IdleTax", "whole number"),
+        (lambda s: s.replace('tick = "5s"', 'tick = "1h"'), "tick", "longer than the run"),
+    ],
+)
 def test_bad_scenario_files_one_line_exit_2(tmp_path, mutation, field, words):
     path = tmp_path / "bad.toml"
     path.write_text(mutation(GOOD))
@@ -101,7 +121,9 @@ def test_not_toml_and_missing_file(tmp_path):
     assert r.exit_code == 2 and "not valid TOML" in r.output and str(path) in r.output
     r = run(["simulate", str(tmp_path / "missing.toml")])
     assert r.exit_code == 2 and "no such scenario file" in r.output
-    bad_admission = GOOD.replace("count = 2", 'count = 2\nreservation = "2 GiB"').replace('"8 GiB"', '"3 GiB"')
+    bad_admission = GOOD.replace("count = 2", 'count = 2\nreservation = "2 GiB"').replace(
+        '"8 GiB"', '"3 GiB"'
+    )
     path.write_text(bad_admission)
     r = run(["simulate", str(path)])
     assert r.exit_code == 2 and "admission control" in r.output and "vm-02" in r.output
@@ -118,7 +140,15 @@ def test_simulate_table_and_json(tmp_path):
     r = run(["simulate", str(path), "--json", "--seed", "4", "--duration", "1m"])
     data = json.loads(r.output)
     assert data["seed"] == 4 and data["duration"] == 60
-    assert {"memsz", "target", "granted", "consumed", "active", "mean_latency", "p99_latency", "stall"} <= set(
-        data["vms"][0])
+    assert {
+        "memsz",
+        "target",
+        "granted",
+        "consumed",
+        "active",
+        "mean_latency",
+        "p99_latency",
+        "stall",
+    } <= set(data["vms"][0])
     r = run(["simulate", str(path), "--duration", "soon"])
     assert r.exit_code == 2 and "--duration" in r.output

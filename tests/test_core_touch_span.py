@@ -12,7 +12,14 @@ from memtune.testing import run_with
 
 def roomy(workload=None, settings=None):
     """Two 2 GiB VMs on a 16 GiB host for 3 minutes (the engine tests' scenario)."""
-    vms = [{"name": "vm", "count": 2, "memory": "2 GiB", "workload": {"allocated": 0.6, "wss": 0.2, **(workload or {})}}]
+    vms = [
+        {
+            "name": "vm",
+            "count": 2,
+            "memory": "2 GiB",
+            "workload": {"allocated": 0.6, "wss": 0.2, **(workload or {})},
+        }
+    ]
     return engine_scenario(host="16 GiB", vms=vms, duration="3m", settings=settings)
 
 
@@ -43,7 +50,7 @@ def test_steady_roomy_host_draws_touches_once_per_interval_within_each_sampling_
     # fault, so rounds stay one tick; once that settles, every round spans the 10 s interval
     settled = [r for r in seen if r[0] >= 60]
     assert settled == [(60 + 10 * i, 10) for i in range(12)]
-    assert all(t // 60 == (t + dt - 1) // 60 for t, dt in seen)      # no span crosses a period
+    assert all(t // 60 == (t + dt - 1) // 60 for t, dt in seen)  # no span crosses a period
     per_tick, seen_5 = run(roomy(settings={"memtune.touch_interval": 5.0}))
     assert seen_5 == [(5.0 * i, 5.0) for i in range(36)]
     # a round stands for all the touches of its span: the touch count is the same either way
@@ -55,15 +62,19 @@ def test_steady_roomy_host_draws_touches_once_per_interval_within_each_sampling_
 def test_phase_change_is_drawn_from_its_own_tick():
     _, seen = run(roomy(workload={"kind": "phased", "phases": [{"at": "95s", "wss": 0.4}]}))
     starts = [t for t, _ in seen]
-    assert (90, 5) in seen and (95, 10) in seen      # the span from 90 s would cross the change
+    assert (90, 5) in seen and (95, 10) in seen  # the span from 90 s would cross the change
     assert 85 not in starts
 
 
 def test_vm_thrashing_against_its_limit_keeps_per_tick_rounds(scenario_of):
     # the 512 MiB limit makes 'lim' refault its hot pages: a round of 2 s already counts about 20 %
     # of its touches of unmapped pages as repeats, so a 10 s span would lose far more than 2 %
-    sc = scenario_of([{"name": "lim", "limit": "512 MiB"}, {"name": "free"}], memory="8 GiB", duration="1m",
-                     workload={"touch_rate": 3e4})
+    sc = scenario_of(
+        [{"name": "lim", "limit": "512 MiB"}, {"name": "free"}],
+        memory="8 GiB",
+        duration="1m",
+        workload={"touch_rate": 3e4},
+    )
     host = build_host(sc)
     engine = Engine(host)
     seen = rounds(engine)
@@ -81,7 +92,7 @@ def test_span_only_where_free_memory_cannot_reach_the_hard_threshold(margin, spa
     engine = Engine(host)
     free = host.free_bytes()
     low = (0.32 + host.settings["memtune.state_hysteresis"]) * host.min_free
-    fall = margin * (free - low) / (1.5 * 10.0)                 # bytes per second
+    fall = margin * (free - low) / (1.5 * 10.0)  # bytes per second
     engine._free_seen = [(-5.0, free + 5.0 * fall), (0.0, free)]
     assert engine._touch_span(5.0) == span
     host.state = MemState.HARD

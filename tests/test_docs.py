@@ -1,5 +1,6 @@
 """The plugin docs stay true: every hook is in the reference and is called with the arguments it
-documents, every hook spec is typed and documented, and the tutorial's plugin and test run as written (like datasette's
+documents, every hook spec is typed and documented, and the tutorial's plugin and test run as written (like
+datasette's
 tests/test_docs.py)."""
 
 from __future__ import annotations
@@ -61,9 +62,22 @@ def test_reference_documents_no_hook_that_does_not_exist():
 
 
 # what each documented argument holds when the core calls a hook
-ARG_TYPES = {"register": Callable, "scenario": Scenario, "host": Host, "now": float, "dt": float, "state": int,
-             "need": np.ndarray, "pages": np.ndarray, "write": np.ndarray, "latency": np.ndarray, "kind": str,
-             "vm": (int, type(None)), "data": dict, "result": dict}
+ARG_TYPES = {
+    "register": Callable,
+    "scenario": Scenario,
+    "host": Host,
+    "now": float,
+    "dt": float,
+    "state": int,
+    "need": np.ndarray,
+    "pages": np.ndarray,
+    "write": np.ndarray,
+    "latency": np.ndarray,
+    "kind": str,
+    "vm": (int, type(None)),
+    "data": dict,
+    "result": dict,
+}
 
 
 class Recorder:
@@ -93,12 +107,14 @@ def _recording_hook(hook: str):
     """A method taking exactly the spec's arguments by name (pluggy passes only those a function
     names), which records them."""
     params = ", ".join(inspect.signature(getattr(hookspecs, hook)).parameters)
-    source = (f"def {hook}(self, {params}):\n"
-              f"    kwargs = dict(locals()); del kwargs['self']\n"
-              f"    self.record({hook!r}, **kwargs)\n"
-              f"    return reply({hook!r}, kwargs)\n")
+    source = (
+        f"def {hook}(self, {params}):\n"
+        f"    kwargs = dict(locals()); del kwargs['self']\n"
+        f"    self.record({hook!r}, **kwargs)\n"
+        f"    return reply({hook!r}, kwargs)\n"
+    )
     namespace: dict = {"reply": _reply}
-    exec(compile(source, f"<recorder {hook}>", "exec"), namespace)   # test code, from the hook specs
+    exec(compile(source, f"<recorder {hook}>", "exec"), namespace)  # test code, from the hook specs
     return hookimpl(namespace[hook])
 
 
@@ -192,5 +208,7 @@ def test_readme_python_example_runs_as_written(capsys):
 def test_readme_starts_with_the_two_setup_commands():
     readme = (ROOT / "README.md").read_text()
     first_block = re.search(r"```sh\n(.*?)```", readme, flags=re.S).group(1).strip().splitlines()
-    assert first_block == ["python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/memtune optimize",
-                           "bash scripts/test"]
+    assert first_block == [
+        "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/memtune optimize",
+        "bash scripts/test",
+    ]

@@ -111,7 +111,9 @@ def test_scenario_follows_the_series(tmp_path):
     assert "unused Group Memory counter: Memory Frobnicated MBytes (1 groups)" in text
     assert "ignored: Group Cpu (3 columns)" in text
     assert "unused host counters: Free MBytes" in text
-    assert any(line.startswith("db-01: mean MiB: Memory Consumed Size 5734, Target Size 6554") for line in observed)
+    assert any(
+        line.startswith("db-01: mean MiB: Memory Consumed Size 5734, Target Size 6554") for line in observed
+    )
     assert "missing: Compressed Memory MBytes, Overhead MBytes" in observed[0]
 
 
@@ -140,11 +142,17 @@ def test_fit_rules():
     assert fit_workload(t, noisy).kind == "constant"
 
 
-@pytest.mark.parametrize("content, message", [
-    ("a,b\n1,2\n", "not an esxtop batch CSV"),
-    ('"(PDH-CSV 4.0) (UTC)(0)","\\\\h\\Memory\\Machine MBytes"\n', "no samples after the header"),
-    ('"(PDH-CSV 4.0) (UTC)(0)","\\\\h\\Memory\\Machine MBytes"\n"yesterday","1"\n', "cannot read timestamp"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("a,b\n1,2\n", "not an esxtop batch CSV"),
+        ('"(PDH-CSV 4.0) (UTC)(0)","\\\\h\\Memory\\Machine MBytes"\n', "no samples after the header"),
+        (
+            '"(PDH-CSV 4.0) (UTC)(0)","\\\\h\\Memory\\Machine MBytes"\n"yesterday","1"\n',
+            "cannot read timestamp",
+        ),
+    ],
+)
 def test_bad_files_are_one_line(tmp_path, content, message):
     p = tmp_path / "bad.csv"
     p.write_text(content)

@@ -143,7 +143,8 @@ def test_panels_only_use_metrics_memtune_exports(path, exported_names):
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_grouping_labels_exist(path, exported_names):
     """by/on/without clauses only name labels memtune puts on its series (or Prometheus' own)."""
-    allowed = {"vm", "state", "kind", "le", "pool", "instance", "job", "version", "scenario", "seed", "setting"}
+    allowed = {"vm", "state", "kind", "le", "pool", "instance", "job", "version", "scenario", "seed",
+               "setting"}
     for expr in exprs(load(path)):
         for group in PROMQL_WORDS.findall(expr):
             labels = {x.strip() for x in group.split(",") if x.strip()}
@@ -168,7 +169,8 @@ def test_committed_dashboards_are_what_the_builder_writes():
 
     for name in BUILT:
         assert (ROOT / "dashboards" / name).read_text() == render(name), (
-            f"{name} differs from memtune.monitoring.build: run python -m memtune.monitoring.build")
+            f"{name} differs from memtune.monitoring.build: run python -m memtune.monitoring.build"
+        )
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
@@ -200,7 +202,9 @@ def test_no_query_adds_hosts_together(path):
 def test_stat_gauge_and_table_panels_are_instant(path):
     for p in all_panels(load(path)):
         if p["type"] in ("stat", "gauge", "table", "bargauge"):
-            assert all(t["instant"] and not t["range"] for t in p["targets"]) or p["type"] == "bargauge", p["title"]
+            assert all(t["instant"] and not t["range"] for t in p["targets"]) or p["type"] == "bargauge", p[
+                "title"
+            ]
         if p["type"] in ("stat", "gauge", "table"):
             assert all(t["instant"] for t in p["targets"]), p["title"]
 
@@ -241,12 +245,22 @@ def test_grafana_export_writes_the_shipped_files_and_keeps_changed_ones(tmp_path
     r = CliRunner().invoke(main_group, ["grafana", "export", str(out)])
     assert r.exit_code == 0, r.output
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert written == ["dashboards/host-overview.json", "dashboards/tuner.json", "dashboards/vm-drilldown.json",
-                       "prometheus/prometheus.yml", "provisioning/dashboards/memtune.yaml",
-                       "provisioning/datasources/memtune.yaml", "rules/memtune.rules.yml"]
-    assert (out / "rules" / "memtune.rules.yml").read_bytes() == (ROOT / "rules" / "memtune.rules.yml").read_bytes()
+    assert written == [
+        "dashboards/host-overview.json",
+        "dashboards/tuner.json",
+        "dashboards/vm-drilldown.json",
+        "prometheus/prometheus.yml",
+        "provisioning/dashboards/memtune.yaml",
+        "provisioning/datasources/memtune.yaml",
+        "rules/memtune.rules.yml",
+    ]
+    assert (out / "rules" / "memtune.rules.yml").read_bytes() == (
+        ROOT / "rules" / "memtune.rules.yml"
+    ).read_bytes()
     config = yaml.safe_load((out / "prometheus" / "prometheus.yml").read_text())
-    assert (out / "prometheus" / config["rule_files"][0]).resolve() == (out / "rules" / "memtune.rules.yml").resolve()
+    assert (out / "prometheus" / config["rule_files"][0]).resolve() == (
+        out / "rules" / "memtune.rules.yml"
+    ).resolve()
     # a file the user changed is kept (exit 2, one line naming it) unless --force
     (out / "rules" / "memtune.rules.yml").write_text("# mine\n")
     r = CliRunner().invoke(main_group, ["grafana", "export", str(out)])

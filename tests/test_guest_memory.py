@@ -47,10 +47,19 @@ def test_zipf_guest_above_memory_keeps_the_head_of_its_window():
 
 
 def _scenario(memory: str, workload: dict, settings: dict | None = None, **vm) -> object:
-    return scenario_from_dict({"name": "g", "duration": "4m", "warmup": "1m", "tick": "1s", "seed": 2,
-                               "host": {"memory": "2 GiB", "page_scale": 4},
-                               "settings": {"memtune.touch_interval": 1.0, **(settings or {})},
-                               "vm": [{"name": "vm", "memory": memory, "workload": workload, **vm}]}, "<guest>")
+    return scenario_from_dict(
+        {
+            "name": "g",
+            "duration": "4m",
+            "warmup": "1m",
+            "tick": "1s",
+            "seed": 2,
+            "host": {"memory": "2 GiB", "page_scale": 4},
+            "settings": {"memtune.touch_interval": 1.0, **(settings or {})},
+            "vm": [{"name": "vm", "memory": memory, "workload": workload, **vm}],
+        },
+        "<guest>",
+    )
 
 
 WL = {"allocated": "300 MiB", "wss": "64 MiB", "hot_share": 0.9, "touch_rate": 10000, "write_fraction": 0.1}
@@ -68,8 +77,9 @@ def test_a_vm_smaller_than_its_working_set_runs_and_stalls_at_the_disk_rate():
 
 
 def test_kernel_structures_take_capacity_by_configured_memory():
-    st = WorkloadState([WorkloadSpec(allocated=1.0, wss=0.2)], np.array([PAGES]), np.array([0.0]),
-                       kernel_share=0.0156)
+    st = WorkloadState(
+        [WorkloadSpec(allocated=1.0, wss=0.2)], np.array([PAGES]), np.array([0.0]), kernel_share=0.0156
+    )
     st.advance(1.0)
     assert st.allocated[0] == int(np.floor(PAGES * (1 - 0.0156)))
     assert st.overflow_rate[0] > 0
@@ -84,16 +94,21 @@ def test_the_balloon_takes_page_cache_before_anonymous_memory():
     # the cache (100 MiB) covers the balloon and the pages it evicts again: nothing anonymous is written
     assert c["guest_cache_dropped_bytes"] > 0 and c.get("guest_swap_out_bytes", 0) == 0
     # without a page cache the same balloon makes the guest write its anonymous pages out
-    r2 = simulate(_scenario("256 MiB", {**WL, "allocated": "200 MiB"}, limit="160 MiB"),
-                  pm=build_plugin_manager(disable=["compression", "audit"], entrypoints=False))
+    r2 = simulate(
+        _scenario("256 MiB", {**WL, "allocated": "200 MiB"}, limit="160 MiB"),
+        pm=build_plugin_manager(disable=["compression", "audit"], entrypoints=False),
+    )
     assert r2["vms"][0]["counters"]["guest_swap_out_bytes"] > 0
 
 
-@pytest.mark.parametrize("wl, field", [
-    ({"allocated": 0.5, "cache": 0.6}, "cache"),
-    ({"allocated": 17.0}, "allocated"),
-    ({"allocated": "3 GiB"}, "allocated"),
-])
+@pytest.mark.parametrize(
+    "wl, field",
+    [
+        ({"allocated": 0.5, "cache": 0.6}, "cache"),
+        ({"allocated": 17.0}, "allocated"),
+        ({"allocated": "3 GiB"}, "allocated"),
+    ],
+)
 def test_bad_guest_memory_fields_name_the_field(wl, field):
     with pytest.raises(ConfigError) as e:
         _scenario("128 MiB", {**WL, **wl})

@@ -66,10 +66,16 @@ def _scenario(vms: list[dict], memory: str, duration: float, settings: dict | No
     wl = {"allocated": 0.8, "wss": 0.3, "hot_share": 0.9, "touch_rate": 2000, "write_fraction": 0.0,
           "content": {"zero": 0.1, "template": 0.5, "duplicate": 0.1, "unique": 0.3},
           "compressibility": {"le_1k": 0.3, "le_2k": 0.3, "le_3k": 0.2, "worse": 0.2}, **workload}
-    data = {"name": "live-test", "duration": "30m", "tick": "5s", "seed": 7,
-            "host": {"memory": memory, "page_scale": 1},
-            "settings": {"memtune.warm_start": True, **(settings or {})},
-            "workloads": {"w": wl}, "vm": [{"memory": "1 GiB", "workload": "w", "image": "linux", **v} for v in vms]}
+    data = {
+        "name": "live-test",
+        "duration": "30m",
+        "tick": "5s",
+        "seed": 7,
+        "host": {"memory": memory, "page_scale": 1},
+        "settings": {"memtune.warm_start": True, **(settings or {})},
+        "workloads": {"w": wl},
+        "vm": [{"memory": "1 GiB", "workload": "w", "image": "linux", **v} for v in vms],
+    }
     return scale_scenario(scenario_from_dict(data, "<live test>"), 64, duration)
 
 
@@ -96,7 +102,7 @@ def test_ksm_merges_what_the_content_mix_predicts(host):
     resident = pg.state != FREE
     keys = (np.zeros(model.nvm, dtype=np.int64)[pg.vm] << CONTENT_BITS) | pg.content
     predicted = predicted_sharing(keys[resident])
-    assert predicted > 3000                              # template and zero pages across 3 VMs
+    assert predicted > 3000  # template and zero pages across 3 VMs
     r = _run(sc, ksm=FAST_KSM)
     real = r["host"]["ksm"]["pages_sharing"]
     assert real == pytest.approx(predicted, rel=0.05)
@@ -106,7 +112,7 @@ def test_ksm_merges_what_the_content_mix_predicts(host):
 def test_limit_below_working_set_swaps_stalls_and_balloon_target_is_honoured(host):
     vms = [{"name": "free"}, {"name": "limited", "limit": "576 MiB"}, {"name": "ballooned"}]
     sc = _scenario(vms, "8 GiB", 15, wss=0.4, touch_rate=20000, write_fraction=0.2)
-    target = 6 * MiB                     # of the 16 MiB VM, whose guest uses 80 % (12.8 MiB)
+    target = 6 * MiB  # of the 16 MiB VM, whose guest uses 80 % (12.8 MiB)
     r = _run(sc, balloon={"ballooned": target})
     rows = {row["name"]: row for row in r["vms"]}
     free, limited, balloon = rows["free"], rows["limited"], rows["ballooned"]
@@ -119,7 +125,7 @@ def test_limit_below_working_set_swaps_stalls_and_balloon_target_is_honoured(hos
     # guest pages out 6 MiB of its coldest pages to its own disk and gives their frames back
     assert balloon["ballooned"] == target
     assert balloon["guest_swapped"] >= target - 4096
-    assert balloon["guest_swap_ins"] > 0                 # touched back in, and another page out
+    assert balloon["guest_swap_ins"] > 0  # touched back in, and another page out
     # its machine memory is at most what its guest uses minus the balloon (plus the pages touched
     # back in during the last 50 ms quantum, a few dozen)
     assert balloon["held"] <= 0.8 * 16 * MiB - target + 64 * 4096
@@ -128,12 +134,15 @@ def test_limit_below_working_set_swaps_stalls_and_balloon_target_is_honoured(hos
 
 def test_sigkill_then_cleanup_restores_everything(host, tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sc_code = "\n".join([
-        f"import sys; sys.path.insert(0, {root!r})",
-        "from tests.test_live_host import _scenario",
-        "from memtune.live.linux import LinuxDriver, LiveOptions",
-        "sc = _scenario([{'name': 'vm', 'count': 2}], '8 GiB', 60)",
-        f"LinuxDriver(LiveOptions(lock_timeout=300, ksm={FAST_KSM!r})).run(sc)"])
+    sc_code = "\n".join(
+        [
+            f"import sys; sys.path.insert(0, {root!r})",
+            "from tests.test_live_host import _scenario",
+            "from memtune.live.linux import LinuxDriver, LiveOptions",
+            "sc = _scenario([{'name': 'vm', 'count': 2}], '8 GiB', 60)",
+            f"LinuxDriver(LiveOptions(lock_timeout=300, ksm={FAST_KSM!r})).run(sc)",
+        ]
+    )
     p = subprocess.Popen([sys.executable, "-c", sc_code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     workers: list[int] = []
@@ -147,11 +156,11 @@ def test_sigkill_then_cleanup_restores_everything(host, tmp_path):
             break
         time.sleep(0.2)
     assert p.poll() is None, p.stderr.read().decode()[-2000:]
-    time.sleep(2)                                        # let the workers fill and KSM start
+    time.sleep(2)  # let the workers fill and KSM start
     p.send_signal(signal.SIGKILL)
     p.wait()
-    assert host_snapshot() != host                       # the run left its changes behind (lock released)
-    deadline = time.monotonic() + 10                     # ... but no worker outlives its driver
+    assert host_snapshot() != host  # the run left its changes behind (lock released)
+    deadline = time.monotonic() + 10  # ... but no worker outlives its driver
     while any(proc_start_time(pid) is not None for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert all(proc_start_time(pid) is None for pid in workers)

@@ -135,7 +135,8 @@ def test_bad_live_options_are_one_line_and_exit_2(args, field, tmp_path):
 
     from memtune.cli import main_group
 
-    r = CliRunner().invoke(main_group, [*args, "--out", str(tmp_path / "o")] if args[0] == "validate" else args)
+    argv = [*args, "--out", str(tmp_path / "o")] if args[0] == "validate" else args
+    r = CliRunner().invoke(main_group, argv)
     assert r.exit_code == 2, r.output
     assert field in r.output and len(r.output.strip().splitlines()) == 1
 
@@ -151,11 +152,17 @@ def test_compare_figures_ratios_targets_and_measured_latency():
 
     rows = compare_figures([figs(1.04), figs(1.06)], [figs(1.0), figs(1.0)])
     assert rows["shared_saved"]["ratio"] == pytest.approx(1.05)
-    assert rows["shared_saved"]["met"] is False and rows["swapped"]["met"] is True     # 5 % vs 25 %
+    assert rows["shared_saved"]["met"] is False and rows["swapped"]["met"] is True  # 5 % vs 25 %
     assert rows["stall"]["model"]["sd"] > 0 and "met" not in rows["stall"]
     assert rows["time_high"]["ratio"] == pytest.approx(1.05) and rows["time_clear"]["ratio"] is None
-    runs = [{"vms": [{"extra_by_cause": {"guest_swap_in": 0.5}, "guest_swap_ins": 1000},
-                     {"extra_by_cause": {"guest_swap_in": 0.0}, "guest_swap_ins": 0}]}]
+    runs = [
+        {
+            "vms": [
+                {"extra_by_cause": {"guest_swap_in": 0.5}, "guest_swap_ins": 1000},
+                {"extra_by_cause": {"guest_swap_in": 0.0}, "guest_swap_ins": 0},
+            ]
+        }
+    ]
     assert measured_latencies(runs) == {"latency.guest_swap_in": pytest.approx(5e-4)}
     assert measured_latencies([{"vms": []}]) == {}
 
@@ -166,10 +173,18 @@ def test_ksm_knobs_follow_the_sharing_mode():
     s = scale_scenario(load_scenario("small"), 128, 60)
     esx = ksm_knobs(s, {})
     # 16 VMs of 48 MiB, each scanned in Mem.ShareScanTime (60 min): 16 * 12288 / 3600 pages/s
-    assert esx == {"pages_to_scan": round(16 * 12288 / 3600 * 0.020) or 1, "sleep_millisecs": 20,
-                   "use_zero_pages": 0, "max_page_sharing": 256, "run": 1}
-    k = s.replace(settings={**s.settings, "memtune.sharing": "ksm", "ksm.pages_to_scan": 777,
-                            "ksm.sleep_millisecs": 15})
+    assert esx == {
+        "pages_to_scan": round(16 * 12288 / 3600 * 0.020) or 1,
+        "sleep_millisecs": 20,
+        "use_zero_pages": 0,
+        "max_page_sharing": 256,
+        "run": 1,
+    }
+    k = s.replace(
+        settings={**s.settings, "memtune.sharing": "ksm", "ksm.pages_to_scan": 777, "ksm.sleep_millisecs": 15}
+    )
     knobs = ksm_knobs(k, {"max_page_sharing": 64})
-    assert knobs["pages_to_scan"] == 777 and knobs["sleep_millisecs"] == 15 and knobs["max_page_sharing"] == 64
+    assert (
+        knobs["pages_to_scan"] == 777 and knobs["sleep_millisecs"] == 15 and knobs["max_page_sharing"] == 64
+    )
     assert "merge_across_nodes" not in knobs and knobs["run"] == 1

@@ -20,20 +20,41 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 
 
 def test_every_core_and_tuner_family_is_in_the_reference():
-    sc = scenario_from_dict({
-        "name": "docs", "duration": "2m", "tick": "5s", "seed": 1, "host": {"memory": "6 GiB", "page_scale": 64},
-        "vm": [{"name": "vm", "count": 4, "memory": "2 GiB", "image": "linux",
-                "workload": {"allocated": 0.9, "wss": 0.5}}]}, "<test>")
+    sc = scenario_from_dict(
+        {
+            "name": "docs",
+            "duration": "2m",
+            "tick": "5s",
+            "seed": 1,
+            "host": {"memory": "6 GiB", "page_scale": 64},
+            "vm": [
+                {
+                    "name": "vm",
+                    "count": 4,
+                    "memory": "2 GiB",
+                    "image": "linux",
+                    "workload": {"allocated": 0.9, "wss": 0.5},
+                }
+            ],
+        },
+        "<test>",
+    )
     host = build_host(sc)
     eng = Engine(host)
     for _ in range(24):
         eng.step(5.0)
-    names = {t.name + ("_total" if t.type == "counter" else "")
-             for t in snapshot_tables(HostCollector(host).snapshot())}
+    names = {
+        t.name + ("_total" if t.type == "counter" else "")
+        for t in snapshot_tables(HostCollector(host).snapshot())
+    }
     reg = CollectorRegistry()
     TunerMetrics(reg)
-    names |= {s.name for f in text_string_to_metric_families(generate_latest(reg).decode()) for s in f.samples
-              if not s.name.endswith("_created")}     # prometheus_client adds these to every Counter
+    names |= {
+        s.name
+        for f in text_string_to_metric_families(generate_latest(reg).decode())
+        for s in f.samples
+        if not s.name.endswith("_created")
+    }  # prometheus_client adds these to every Counter
     text = DOC.read_text()
     missing = sorted(n for n in names if f"`{n}" not in text and f"{n}`" not in text)
     assert not missing, f"docs/metrics.md lacks {missing}"

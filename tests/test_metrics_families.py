@@ -261,11 +261,18 @@ def test_builtin_plugins_export_the_model_numbers(busy_host):
         "memtune_vm_swap_host_cache_bytes": swp.cache_pages * pb,
         "memtune_encryption_encrypted": h.encrypted.astype(np.float64),
     }
-    counters = {"balloon_inflated_bytes": "balloon_inflated_bytes", "balloon_deflated_bytes": "balloon_deflated_bytes",
-                "guest_swap_in_bytes": "guest_swap_in_bytes", "compression_bytes": "compression_bytes",
-                "decompression_bytes": "decompression_bytes", "swap_out_bytes": "swap_out_bytes",
-                "swap_in_bytes": "swap_in_bytes", "encrypted_swap_in_pages": "encrypted_swap_in_pages",
-                "tps_scanned_pages": "tps_scanned_pages", "cow_breaks": "cow_breaks"}
+    counters = {
+        "balloon_inflated_bytes": "balloon_inflated_bytes",
+        "balloon_deflated_bytes": "balloon_deflated_bytes",
+        "guest_swap_in_bytes": "guest_swap_in_bytes",
+        "compression_bytes": "compression_bytes",
+        "decompression_bytes": "decompression_bytes",
+        "swap_out_bytes": "swap_out_bytes",
+        "swap_in_bytes": "swap_in_bytes",
+        "encrypted_swap_in_pages": "encrypted_swap_in_pages",
+        "tps_scanned_pages": "tps_scanned_pages",
+        "cow_breaks": "cow_breaks",
+    }
     for counter, stem in counters.items():
         if counter in h.counters:
             expected[f"memtune_vm_{stem}_total"] = h.counters[counter]
@@ -277,15 +284,26 @@ def test_builtin_plugins_export_the_model_numbers(busy_host):
         got = per_vm(family, sample)
         assert np.array_equal(got, np.asarray(want, dtype=np.float64)), sample
     # the run exercised every technique, so the comparisons above compared numbers, not zeros
-    for sample in ("memtune_vm_ballooned_bytes", "memtune_vm_compressed_bytes", "memtune_vm_swapped_bytes",
-                   "memtune_vm_swap_out_bytes_total", "memtune_vm_shared_bytes",
-                   "memtune_vm_tps_scanned_pages_total", "memtune_vm_compression_bytes_total",
-                   "memtune_vm_balloon_inflated_bytes_total", "memtune_encryption_encrypted"):
+    for sample in (
+        "memtune_vm_ballooned_bytes",
+        "memtune_vm_compressed_bytes",
+        "memtune_vm_swapped_bytes",
+        "memtune_vm_swap_out_bytes_total",
+        "memtune_vm_shared_bytes",
+        "memtune_vm_tps_scanned_pages_total",
+        "memtune_vm_compression_bytes_total",
+        "memtune_vm_balloon_inflated_bytes_total",
+        "memtune_encryption_encrypted",
+    ):
         assert np.asarray(expected[sample]).any(), sample
     assert fams["memtune_tps_pages_shared"].samples[0].value == h.plugin_data["tps"].frames * h.page_scale
     # no plugin family repeats a core one (docs/metrics.md keeps the old names' mapping)
-    gone = [n for n in fams if n.startswith(("memtune_balloon_", "memtune_swap_", "memtune_compression_"))
-            or n in ("memtune_tps_shared_bytes", "memtune_tps_scanned_pages", "memtune_encryption_swap_in_pages")]
+    gone = [
+        n
+        for n in fams
+        if n.startswith(("memtune_balloon_", "memtune_swap_", "memtune_compression_"))
+        or n in ("memtune_tps_shared_bytes", "memtune_tps_scanned_pages", "memtune_encryption_swap_in_pages")
+    ]
     assert gone == []
 
 
@@ -300,6 +318,7 @@ def test_builtin_plugins_return_array_families(busy_host):
 
 
 # --- the renderer's histogram block -----------------------------------------------------------------
+
 
 def test_histogram_block_spells_counts_as_ints_and_special_sums_as_prometheus_does():
     from memtune.metrics import take_snapshot
@@ -327,17 +346,22 @@ def test_columns_reused_between_scrapes_only_while_their_values_stay_the_same():
 
     @hookimpl
     def memtune_collect_metrics(host):
-        return [vm_gauge("memtune_x_half_ticks", "Ticks / 2.", host.vm_names, np.full(host.nvm, host.ticks / 2)),
-                vm_gauge("memtune_x_still", "Constant.", host.vm_names, np.ones(host.nvm))]
+        return [
+            vm_gauge("memtune_x_half_ticks", "Ticks / 2.", host.vm_names, np.full(host.nvm, host.ticks / 2)),
+            vm_gauge("memtune_x_still", "Constant.", host.vm_names, np.ones(host.nvm)),
+        ]
 
     mod.memtune_collect_metrics = memtune_collect_metrics
     h = host_of(mod, vms=2, steps=1)
     reg = host_registry(h)
     engine = Engine(h)
-    for _ in range(4):                       # 0.5, 1, 1.5, 2: whole and fractional in turn
+    for _ in range(4):  # 0.5, 1, 1.5, 2: whole and fractional in turn
         text = reg.render_text()
         half = h.ticks / 2
         spelled = str(int(half)) if half.is_integer() else repr(half)
-        assert f'memtune_x_half_ticks{{vm="vm-01"}} {spelled}\nmemtune_x_half_ticks{{vm="vm-02"}} {spelled}\n' in text
+        assert (
+            f'memtune_x_half_ticks{{vm="vm-01"}} {spelled}\nmemtune_x_half_ticks{{vm="vm-02"}} {spelled}\n'
+            in text
+        )
         assert 'memtune_x_still{vm="vm-02"} 1\n' in text
         engine.step(5.0)

@@ -109,10 +109,11 @@ def test_server_answers_hundreds_of_scrapes_while_the_simulation_runs():
                     text = r.read().decode()
                 # one whole tick per scrape: exactly one memory state, all VMs at the same time
                 assert len(re.findall(r'^memtune_host_state\{state="\w+"\} 1', text, re.M)) == 1
-                running = set(re.findall(r'^memtune_vm_running_seconds_total\{vm="[^"]+"\} (\S+)', text, re.M))
+                running = set(re.findall(r'^memtune_vm_running_seconds_total\{vm="[^"]+"\} (\S+)', text,
+                                         re.M))
                 assert len(running) == 1
                 ticks_seen[k].append(float(re.search(r"^memtune_host_ticks_total (\S+)", text, re.M)[1]))
-                if i % 25 == 0:        # and a full parse now and then (parsing is slower than serving)
+                if i % 25 == 0:  # and a full parse now and then (parsing is slower than serving)
                     names = {f.name for f in text_string_to_metric_families(text)}
                     assert "memtune_vm_touch_extra_latency_seconds" in names
         except BaseException as exc:  # noqa: BLE001 - reported below
@@ -132,8 +133,8 @@ def test_server_answers_hundreds_of_scrapes_while_the_simulation_runs():
     assert sim.error is None
     assert all(len(t) == per_thread for t in ticks_seen)
     for seen in ticks_seen:
-        assert seen == sorted(seen)            # counters never go back within a run
-    assert max(max(t) for t in ticks_seen) > min(min(t) for t in ticks_seen)   # the simulation ran meanwhile
+        assert seen == sorted(seen)  # counters never go back within a run
+    assert max(max(t) for t in ticks_seen) > min(min(t) for t in ticks_seen)  # the simulation ran meanwhile
     print(f"{nthreads * per_thread} scrapes in {elapsed:.2f} s ({nthreads * per_thread / elapsed:.0f}/s)")
     with pytest.raises(OSError):
         scrape(port)
@@ -142,8 +143,14 @@ def test_server_answers_hundreds_of_scrapes_while_the_simulation_runs():
 def test_simulated_time_advances_speed_times_wall_time_at_most():
     sc = tiny("2m")
     handle = RunHandle()
-    sim = SimulationThread(handle, lambda run: build_host(sc, disable=TECHNIQUES), duration=120.0, tick=5.0,
-                           speed=600.0, loop=False)
+    sim = SimulationThread(
+        handle,
+        lambda run: build_host(sc, disable=TECHNIQUES),
+        duration=120.0,
+        tick=5.0,
+        speed=600.0,
+        loop=False,
+    )
     t0 = time.monotonic()
     sim.start()
     sim.join(30)
@@ -181,11 +188,14 @@ def test_serve_once_exits_zero_at_the_end(tmp_path):
     assert "metrics on http://127.0.0.1:" in r.output and "stopped after 1 run(s)" in r.output
 
 
-@pytest.mark.parametrize("args, field", [
-    (["--speed", "0"], "--speed"),
-    (["--port", "70000"], "--port"),
-    (["--duration", "soon"], "--duration"),
-])
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--speed", "0"], "--speed"),
+        (["--port", "70000"], "--port"),
+        (["--duration", "soon"], "--duration"),
+    ],
+)
 def test_bad_flags_are_one_line_and_exit_2(args, field):
     r = CliRunner().invoke(main_group, ["serve", *args])
     assert r.exit_code == 2

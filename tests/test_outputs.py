@@ -133,7 +133,8 @@ def test_optimize_on_a_full_disk_keeps_journal_policy_and_report(tiny_path, tmp_
     ref = tmp_path / "ref"
     r = _optimize(tiny_path, ref)
     assert r.returncode == 0, r.stderr
-    need = sum(_pages((ref / name).stat().st_size) for name in ("journal.jsonl", "best-policy.toml", "report.json"))
+    need = sum(_pages((ref / name).stat().st_size)
+               for name in ("journal.jsonl", "best-policy.toml", "report.json"))
     assert (ref / "convergence.png").stat().st_size > 8192
     out = small_fs(need + 4096) / "o"
     r = _optimize(tiny_path, out)
@@ -152,8 +153,10 @@ def test_journal_on_a_full_disk_stops_the_run_and_resumes_once_there_is_room(tin
     r = _optimize(tiny_path, out, "--no-plots")
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
-    assert r.stderr.startswith(f"memtune: error: {out / JOURNAL}: cannot append to the journal: No space left "
-                               f"on device; it keeps every record before this one")
+    assert r.stderr.startswith(
+        f"memtune: error: {out / JOURNAL}: cannot append to the journal: No space left "
+        f"on device; it keeps every record before this one"
+    )
     small_fs(64 << 20, remount=True)
     r = _optimize(tiny_path, out, "--no-plots", "--resume")
     assert r.returncode == 0, r.stderr
@@ -161,4 +164,6 @@ def test_journal_on_a_full_disk_stops_the_run_and_resumes_once_there_is_room(tin
     ref = _optimize(tiny_path, tmp_path / "ref", "--no-plots")
     assert ref.returncode == 0, ref.stderr
     expect = json.loads((tmp_path / "ref" / "report.json").read_text())
-    assert [(h["x"], h["value"]) for h in report["history"]] == [(h["x"], h["value"]) for h in expect["history"]]
+    assert [(h["x"], h["value"]) for h in report["history"]] == [
+        (h["x"], h["value"]) for h in expect["history"]
+    ]

@@ -30,7 +30,9 @@ def memtune_imports(path: Path) -> list[str]:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             out += [a.name for a in node.names if a.name.startswith("memtune")]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("memtune"):
+        elif (
+            isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("memtune")
+        ):
             out.append(node.module)
     return out
 
@@ -49,8 +51,10 @@ def test_plugin_imports_only_the_front_module(path: Path) -> None:
 
 def test_the_checker_catches_a_core_import(tmp_path: Path) -> None:
     p = tmp_path / "bad.py"
-    p.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from memtune.core.host import Host\n"
-                 "def f():\n    from memtune.metrics.families import vm_gauge\n")
+    p.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from memtune.core.host import Host\n"
+        "def f():\n    from memtune.metrics.families import vm_gauge\n"
+    )
     assert memtune_imports(p) == ["memtune.core.host", "memtune.metrics.families"]
 
 

@@ -134,7 +134,8 @@ def test_disabled_compression_keeps_nothing(mapped):
 
 def test_encrypted_memory_does_not_compress(mapped):
     host = mapped([{"name": "plain"}, {"name": "sev", "encrypted": True}])
-    taken = host.page_out(np.concatenate([host.pages.base[0] + np.arange(500), host.pages.base[1] + np.arange(500)]))
+    taken = host.page_out(np.concatenate([host.pages.base[0] + np.arange(500),
+                                          host.pages.base[1] + np.arange(500)]))
     assert taken[:500].any() and not taken[500:].any()
 
 
@@ -184,7 +185,7 @@ def test_fifo_order_survives_ring_compaction(mapped, pages_conserved):
     vm0 = host.pages.base[0] + np.arange(16384)
     ok = vm0[host.pages.zclass[vm0] <= 1]
     for i in range(20):
-        batch = ok[(i * 1000) % 9000:(i * 1000) % 9000 + 1000]
+        batch = ok[(i * 1000) % 9000 : (i * 1000) % 9000 + 1000]
         taken = compression.take_pages(host, batch)
         host.serve_fault(code, pages=batch[taken], write=np.zeros(int(taken.sum()), bool))
     assert cache(host)[0] == 0 and host.pages.counts[0, code] == 0

@@ -23,10 +23,21 @@ def scenario(*, encrypted=(False, False, True), content=None, touch_rate=1e5, se
           "compressibility": {"le_1k": 0.4, "le_2k": 0.3, "le_3k": 0.2, "worse": 0.1}}
     vms = [{"name": f"vm{i}", "memory": "40000 KiB", "workload": "w", "image": "linux",
             "large_pages": False, "encrypted": e} for i, e in enumerate(encrypted)]
-    return build_scenario(vms, name="enc-test", memory="4 GiB", duration="30m", tick="10s", seed=3, page_scale=1,
-                          settings={"Mem.ShareForceSalting": 0, "Mem.ShareScanTime": 10, **(settings or {})},
-                          workload=wl, tiny_workload=False, vm_defaults={}, report_interval=None,
-                          source="<enc-test>")
+    return build_scenario(
+        vms,
+        name="enc-test",
+        memory="4 GiB",
+        duration="30m",
+        tick="10s",
+        seed=3,
+        page_scale=1,
+        settings={"Mem.ShareForceSalting": 0, "Mem.ShareScanTime": 10, **(settings or {})},
+        workload=wl,
+        tiny_workload=False,
+        vm_defaults={},
+        report_interval=None,
+        source="<enc-test>",
+    )
 
 
 def test_encrypted_vm_shares_nothing_even_with_identical_vms_and_salting_0():
@@ -64,7 +75,7 @@ def test_ciphertext_is_incompressible_and_writes_keep_it_unique():
     assert 0.7 <= (plain <= 1).mean() < 0.8
     plain_before = pg.content[host.vm_slice(0)].copy()
     run_for(eng, 120)
-    assert (pg.content[host.vm_slice(0)] != plain_before).sum() > 1000      # the guests wrote
+    assert (pg.content[host.vm_slice(0)] != plain_before).sum() > 1000  # the guests wrote
     after = pg.content[host.vm_slice(2)]
     assert is_unique(after).all() and np.unique(after).size == N
     assert (pg.zclass[host.vm_slice(2)] == encryption.CIPHERTEXT_ZCLASS).all()
@@ -73,7 +84,7 @@ def test_ciphertext_is_incompressible_and_writes_keep_it_unique():
 
 def test_encrypted_vm_pays_the_access_overhead_on_every_touch():
     host, eng = make_host(scenario(touch_rate=1e6), disable=SHARING_ONLY)
-    map_all(host)           # no faults (no writes): only the access overhead remains
+    map_all(host)  # no faults (no writes): only the access overhead remains
     run_for(eng, 120)
     book = host.book
     mean = book.mean_extra()
@@ -81,8 +92,9 @@ def test_encrypted_vm_pays_the_access_overhead_on_every_touch():
     assert mean[0] == 0 and mean[1] == 0
     # stall: 5 ns on each of 1e6 touches per second
     assert book.stall_fraction()[2] == pytest.approx(0.05 * DRAM * 1e6)
-    host, eng = make_host(scenario(touch_rate=1e6, settings={"encryption.access_overhead_pct": 2.0}),
-                     disable=SHARING_ONLY)
+    host, eng = make_host(
+        scenario(touch_rate=1e6, settings={"encryption.access_overhead_pct": 2.0}), disable=SHARING_ONLY
+    )
     map_all(host)
     run_for(eng, 60)
     assert host.book.mean_extra()[2] == pytest.approx(0.02 * DRAM)
@@ -94,18 +106,26 @@ def fake_swap() -> FixedLatencyState:
 
 
 def test_swap_in_of_an_encrypted_page_pays_the_crypto_cost():
-    host, eng = make_host(scenario(encrypted=(False, True, False), touch_rate=1e6),
-                     disable=SHARING_ONLY, extra=[("fakeswap", fake_swap())])
+    host, eng = make_host(
+        scenario(encrypted=(False, True, False), touch_rate=1e6),
+        disable=SHARING_ONLY,
+        extra=[("fakeswap", fake_swap())],
+    )
     code = host.states.code("swapped")
     map_all(host)
     pg = host.pages
     for v in range(3):
         sl = host.vm_slice(v)
-        pg.set_state(np.arange(sl.start, sl.stop)[::2], code)      # half of each VM swapped out
+        pg.set_state(np.arange(sl.start, sl.stop)[::2], code)  # half of each VM swapped out
     # the hook itself: 1 us for the encrypted VM's pages only
     pages = np.array([pg.base[0], pg.base[1], pg.base[2]])
-    extra = [x for x in host.hook.memtune_fault_latency(host=host, state=code, pages=pages,
-                                                         latency=np.full(3, 150e-6)) if x is not None]
+    extra = [
+        x
+        for x in host.hook.memtune_fault_latency(
+            host=host, state=code, pages=pages, latency=np.full(3, 150e-6)
+        )
+        if x is not None
+    ]
     assert len(extra) == 1 and np.array_equal(extra[0], [0.0, 1e-6, 0.0])
     # through the engine: every swap-in of VM 1 costs 151 us, every touch 5 ns more
     run_for(eng, 60)
@@ -124,8 +144,7 @@ def test_swap_in_of_an_encrypted_page_pays_the_crypto_cost():
 def test_no_swap_state_means_no_crypto_cost():
     host, eng = make_host(scenario(), disable=SHARING_ONLY)
     assert host.states.code("swapped") is None
-    assert host.hook.memtune_fault_latency(host=host, state=1, pages=np.array([0]),
-                                           latency=np.zeros(1)) == []
+    assert host.hook.memtune_fault_latency(host=host, state=1, pages=np.array([0]), latency=np.zeros(1)) == []
     run_for(eng, 30)
     assert "encrypted_swap_in_pages" not in host.counters
 

@@ -81,23 +81,30 @@ def test_rate_in_real_units_scans_a_16_mib_vm_at_the_kernel_speed():
 
 @pytest.mark.parametrize("mps", [2, 3, 256])
 def test_max_page_sharing_limits_mappings_per_ksm_page(mps):
-    _, c = counters_after({"pages_to_scan": 1000, "sleep_millisecs": 10, "max_page_sharing": mps, "smart_scan": 0}, 12.0)
+    _, c = counters_after(
+        {"pages_to_scan": 1000, "sleep_millisecs": 10, "max_page_sharing": mps, "smart_scan": 0}, 12.0
+    )
     assert (c["pages_shared"], c["pages_sharing"], c["pages_unshared"]) == expected(4, 4096, mps)
 
 
 def test_use_zero_pages_maps_zero_pages_without_ksm_pages():
-    host, c = counters_after({"pages_to_scan": 1000, "sleep_millisecs": 10, "use_zero_pages": 1, "smart_scan": 0}, 12.0)
+    host, c = counters_after(
+        {"pages_to_scan": 1000, "sleep_millisecs": 10, "use_zero_pages": 1, "smart_scan": 0}, 12.0
+    )
     assert c["ksm_zero_pages"] == 4 * int(0.1 * 4096)
-    assert (c["pages_shared"], c["pages_sharing"], c["pages_unshared"]) == expected(4, 4096, 256, zero_pages=True)
-    assert c["general_profit"] == (c["pages_sharing"] + c["ksm_zero_pages"]) * 4096 - 64 * (4 * 4096 - c[
-        "ksm_zero_pages"])
+    assert (c["pages_shared"], c["pages_sharing"], c["pages_unshared"]) == expected(
+        4, 4096, 256, zero_pages=True
+    )
+    assert c["general_profit"] == (c["pages_sharing"] + c["ksm_zero_pages"]) * 4096 - 64 * (
+        4 * 4096 - c["ksm_zero_pages"]
+    )
 
 
 def test_smart_scan_skips_pages_that_never_merge():
     on = counters_after({"pages_to_scan": 2000, "sleep_millisecs": 10}, 30.0)[1]
     off = counters_after({"pages_to_scan": 2000, "sleep_millisecs": 10, "smart_scan": 0}, 30.0)[1]
     assert off["pages_skipped"] == 0 and on["pages_skipped"] > 0
-    assert on["full_scans"] > off["full_scans"]          # skipped pages cost no budget
+    assert on["full_scans"] > off["full_scans"]  # skipped pages cost no budget
     for k in ("pages_shared", "pages_sharing"):
         assert on[k] == off[k]
 
@@ -118,28 +125,42 @@ def test_write_breaks_the_merge_and_frees_the_ksm_page():
     assert lat[0] > 0 and pg.state[pair[0]] == RESIDENT
     after = ksm.counters(host)
     assert after["pages_sharing"] == before["pages_sharing"] - 1
-    assert after["pages_shared"] == before["pages_shared"]         # the other mapping keeps it
+    assert after["pages_shared"] == before["pages_shared"]  # the other mapping keeps it
     host.serve_fault(d.code, pages=pair[1:], write=np.ones(1, bool))
     assert ksm.counters(host)["pages_shared"] == before["pages_shared"] - 1
-    engine.step(kc.TICK)                                   # the next visits see new content
+    engine.step(kc.TICK)  # the next visits see new content
     assert host.free_bytes() > 0
 
 
 def _scenario(settings: dict, memory: str = "1 GiB"):
     wl = {"allocated": 1.0, "wss": 1.0, "touch_rate": 0.0, "content": {"template": 1.0}}
-    return build_scenario([{"name": f"v{i}", "memory": "64 MiB", "workload": "w"} for i in range(2)], name="t",
-                          memory=memory, duration="10m", tick="5s", seed=1, page_scale=1, settings=settings,
-                          workload=wl, tiny_workload=False, vm_defaults={}, report_interval=None, source="<t>")
+    return build_scenario(
+        [{"name": f"v{i}", "memory": "64 MiB", "workload": "w"} for i in range(2)],
+        name="t",
+        memory=memory,
+        duration="10m",
+        tick="5s",
+        seed=1,
+        page_scale=1,
+        settings=settings,
+        workload=wl,
+        tiny_workload=False,
+        vm_defaults={},
+        report_interval=None,
+        source="<t>",
+    )
 
 
 def test_ksmtuned_stops_ksm_on_a_lightly_committed_host_and_boosts_under_pressure():
     pm = build_plugin_manager(disable=["balloon", "compression", "swap", "audit"], entrypoints=False)
     light = Engine(build_host(_scenario({"memtune.sharing": "ksm", "ksmtuned.enabled": True}), pm=pm)).host
     from memtune.plugins import ksmtuned
+
     ksmtuned.adjust(light, light.plugin_data["ksm"])
     assert light.plugin_data["ksm"].run == 0
-    tight = Engine(build_host(_scenario({"memtune.sharing": "ksm", "ksmtuned.enabled": True}, memory="200 MiB"),
-                              pm=pm)).host
+    tight = Engine(
+        build_host(_scenario({"memtune.sharing": "ksm", "ksmtuned.enabled": True}, memory="200 MiB"), pm=pm)
+    ).host
     tight.pages.set_state(np.flatnonzero(tight.pages.state == FREE), RESIDENT)
     d = tight.plugin_data["ksm"]
     ksmtuned.adjust(tight, d)

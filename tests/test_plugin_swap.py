@@ -160,7 +160,8 @@ def test_unknown_datastore_type_is_a_config_error(scenario_of, host_of):
     from memtune.errors import ConfigError
 
     sc = scenario_of([{"name": "a"}], settings={"memtune.swap_datastore": "tape"})
-    with pytest.raises(ConfigError, match=r"<test scenario>: settings.memtune.swap_datastore: expected one of ssd, hdd"):
+    with pytest.raises(ConfigError, match=r"<test scenario>: settings.memtune.swap_datastore: expected one "
+                                          r"of ssd, hdd"):
         host_of(sc)
 
 
@@ -172,8 +173,10 @@ def test_metrics(mapped):
     host, _ = mapped(settings={"memtune.swap_host_cache": 4 * PB})
     host.page_out(host.pages.base[1] + np.arange(10))
     fams = {f.name: f for f in text_string_to_metric_families(host_registry(host).render_text())}
-    val = {f: {s.labels["vm"]: s.value for s in fams[f].samples}
-           for f in ("memtune_vm_swapped_bytes", "memtune_vm_swap_host_cache_bytes", "memtune_vm_swap_out_bytes")}
+    val = {
+        f: {s.labels["vm"]: s.value for s in fams[f].samples}
+        for f in ("memtune_vm_swapped_bytes", "memtune_vm_swap_host_cache_bytes", "memtune_vm_swap_out_bytes")
+    }
     assert val["memtune_vm_swapped_bytes"] == {"a": 0.0, "b": 10 * PB}
     assert val["memtune_vm_swap_host_cache_bytes"] == {"a": 0.0, "b": 4 * PB}
     assert val["memtune_vm_swap_out_bytes"] == {"a": 0.0, "b": 10 * PB}

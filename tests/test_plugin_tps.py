@@ -269,16 +269,17 @@ def test_guest_writes_charge_cow_breaks_through_the_engine():
 def test_reports_read_the_shared_pages_from_the_log_of_pages_shared():
     # reports list the shared pages from the log the scan keeps (O(shared pages)), pruned of pages
     # a write broke; they must be exactly the pages a scan of every page finds
-    host, eng = make_host(scenario([{"name": "web", "count": 3, "memory": N10K}], write=0.0005, touch_rate=2e4))
+    host, eng = make_host(scenario([{"name": "web", "count": 3, "memory": N10K}], write=0.0005,
+                                   touch_rate=2e4))
     map_all(host)
     run_for(eng, SCAN + 20)
     d = host.plugin_data["tps"]
     pg = host.pages
     every = np.flatnonzero(pg.state == d.code)
-    assert host.counters["cow_breaks"].sum() > 0 and every.size > 0       # some shared, some broken
+    assert host.counters["cow_breaks"].sum() > 0 and every.size > 0  # some shared, some broken
     logged = d.shared_len
     assert np.array_equal(np.sort(tps.shared_pages(host, d)), every)
-    assert d.shared_len == every.size < logged        # the broken ones were pruned
+    assert d.shared_len == every.size < logged  # the broken ones were pruned
     # a page put in the shared state by something other than the scan is still reported
     other = np.flatnonzero(pg.state == RESIDENT)[:1]
     pg.set_state(other, d.code)
@@ -290,7 +291,7 @@ def test_refcounts_are_repaired_if_another_plugin_takes_a_shared_page():
     map_all(host)
     run_for(eng, SCAN + 20)
     d = host.plugin_data["tps"]
-    taken = host.pages.base[:2] + 5            # both sharers of one frame leave the state behind TPS's back
+    taken = host.pages.base[:2] + 5  # both sharers of one frame leave the state behind TPS's back
     host.pages.set_state(taken, RESIDENT)
     eng.step(10.0)
     assert d.repairs == 2
@@ -298,6 +299,7 @@ def test_refcounts_are_repaired_if_another_plugin_takes_a_shared_page():
 
 
 # --- large pages -------------------------------------------------------------------------------
+
 
 def test_large_pages_are_not_shared_until_broken():
     vms = [{"name": "web", "count": 3, "memory": N10K}]
@@ -321,6 +323,7 @@ def test_large_pages_are_not_shared_until_broken():
 
 # --- reporting ---------------------------------------------------------------------------------
 
+
 def test_metrics_match_the_amounts():
     from memtune.plugins.tps import memtune_collect_metrics
 
@@ -334,8 +337,8 @@ def test_metrics_match_the_amounts():
     for name, kind in declared:
         base = name[: -len("_total")] if kind == "counter" else name
         assert fams[base].type == kind
-    assert fams["memtune_tps_pages_shared"].samples[0].value == n           # KSM pages_shared
-    assert fams["memtune_tps_pages_sharing"].samples[0].value == 3 * n      # KSM pages_sharing
+    assert fams["memtune_tps_pages_shared"].samples[0].value == n  # KSM pages_shared
+    assert fams["memtune_tps_pages_sharing"].samples[0].value == 3 * n  # KSM pages_sharing
     # per-VM sharing is the core's memtune_vm_shared*_bytes / memtune_vm_zero_bytes (report columns)
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -350,7 +353,9 @@ def test_metrics_match_the_amounts():
 
 def test_same_seed_same_numbers():
     def once():
-        host, eng = make_host(scenario([{"name": "web", "count": 3, "memory": N10K}], write=0.02, content=MIX))
+        host, eng = make_host(
+            scenario([{"name": "web", "count": 3, "memory": N10K}], write=0.02, content=MIX)
+        )
         run_for(eng, 400)
         a = vm_amounts(host)
         return a["shared_saved"].tolist(), host.counters["cow_breaks"].tolist(), host.book.extra.tolist()

@@ -95,7 +95,9 @@ def test_unknown_names_are_user_errors(monkeypatch):
     assert r.exit_code == 2
     lines = r.output.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("memtune: error: MEMTUNE_DISABLE_PLUGINS: unknown plugin 'nosuch' (known: audit, ")
+    assert lines[0].startswith(
+        "memtune: error: MEMTUNE_DISABLE_PLUGINS: unknown plugin 'nosuch' (known: audit, "
+    )
     assert "page_reporting" in lines[0]
 
 
@@ -119,14 +121,30 @@ def test_memtune_plugins_json_shows_the_example_with_knobs_metrics_and_settings(
     rows = {row["name"]: row for row in json.loads(r.output)}
     pr = rows["page_reporting"]
     assert (pr["version"], pr["source"], pr["module"]) == ("0.1.0", "entrypoint", "memtune_page_reporting")
-    assert pr["knobs"] == [{"name": "page_reporting.enabled", "target": "host", "kind": "categorical",
-                            "categories": [False, True],
-                            "help": "virtio-balloon free page reporting (libvirt freePageReporting)"}]
+    assert pr["knobs"] == [
+        {
+            "name": "page_reporting.enabled",
+            "target": "host",
+            "kind": "categorical",
+            "categories": [False, True],
+            "help": "virtio-balloon free page reporting (libvirt freePageReporting)",
+        }
+    ]
     assert [m["name"] for m in pr["metrics"]] == ["memtune_page_reporting_reported_bytes_total"]
-    assert pr["settings"] == ["page_reporting.enabled", "page_reporting.delay", "page_reporting.capacity",
-                              "page_reporting.order"]
-    assert sorted(pr["hooks"]) == ["memtune_collect_metrics", "memtune_configure", "memtune_register_knobs",
-                                   "memtune_register_metrics", "memtune_register_settings", "memtune_tick"]
+    assert pr["settings"] == [
+        "page_reporting.enabled",
+        "page_reporting.delay",
+        "page_reporting.capacity",
+        "page_reporting.order",
+    ]
+    assert sorted(pr["hooks"]) == [
+        "memtune_collect_metrics",
+        "memtune_configure",
+        "memtune_register_knobs",
+        "memtune_register_metrics",
+        "memtune_register_settings",
+        "memtune_tick",
+    ]
     assert rows["swap"]["page_out"] == [{"name": "swap", "priority": 90}]
     assert rows["core"]["version"] == rows["swap"]["version"]
 
@@ -145,7 +163,8 @@ def test_memtune_plugins_text_and_settings():
     assert "  setting   page_reporting.delay = 2s  [seconds]" in r.output
     # every setting of every plugin names the source of its default
     assert all(s["source"] for row in rows.values() for s in row["settings"]), [
-        s["name"] for row in rows.values() for s in row["settings"] if not s["source"]]
+        s["name"] for row in rows.values() for s in row["settings"] if not s["source"]
+    ]
 
 
 def test_example_metric_reaches_the_collector_and_its_knob_the_tuner_space():
@@ -154,8 +173,11 @@ def test_example_metric_reaches_the_collector_and_its_knob_the_tuner_space():
     from memtune.testing import tiny_scenario
     from memtune.tuner.space import build_space
 
-    sc = tiny_scenario(workload={"kind": "boot-storm", "allocated": 0.5, "wss": 0.2, "boot_time": "20s"},
-                       memory="8 GiB", settings={"page_reporting.enabled": True})
+    sc = tiny_scenario(
+        workload={"kind": "boot-storm", "allocated": 0.5, "wss": 0.2, "boot_time": "20s"},
+        memory="8 GiB",
+        settings={"page_reporting.enabled": True},
+    )
     host = build_host(sc)
     from memtune.core.engine import Engine
 
@@ -166,7 +188,9 @@ def test_example_metric_reaches_the_collector_and_its_knob_the_tuner_space():
     assert reg.get_sample_value("memtune_page_reporting_reported_bytes_total", {"vm": "vm-02"}) == reported[1]
     space = build_space(load_scenario("small"), build_plugin_manager())
     assert "page_reporting.enabled" in space.names
-    assert {d.knob.owner for d in space.dimensions if d.name == "page_reporting.enabled"} == {"page_reporting"}
+    assert {d.knob.owner for d in space.dimensions if d.name == "page_reporting.enabled"} == {
+        "page_reporting"
+    }
 
 
 def test_plugins_help_names_the_environment_variables():
@@ -184,18 +208,23 @@ def _dist(root, dist, version, entry, value, module_text=ACME):
     (info / "entry_points.txt").write_text(f"[memtune]\n{entry} = {value}\n")
 
 
-def test_entry_point_named_like_a_builtin_is_skipped_with_a_warning_naming_its_package(tmp_path, monkeypatch,
-                                                                                        capsys):
+def test_entry_point_named_like_a_builtin_is_skipped_with_a_warning_naming_its_package(
+    tmp_path, monkeypatch, capsys
+):
     _dist(tmp_path, "fake_swap", "1.0", "swap", "fake_swap")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr("memtune.core.plugins._warned", set())
     pm = build_plugin_manager()
     assert pm.info["swap"].source == "builtin"
-    assert "memtune: warning: skipped plugin 'swap' of package 'fake_swap' (fake_swap): it takes the name of a " \
-           "built-in plugin" in capsys.readouterr().err
+    assert (
+        "memtune: warning: skipped plugin 'swap' of package 'fake_swap' (fake_swap): it takes the name of a "
+        "built-in plugin" in capsys.readouterr().err
+    )
 
 
-def test_two_packages_claiming_one_name_keep_the_first_the_same_one_twice_is_one(tmp_path, monkeypatch, capsys):
+def test_two_packages_claiming_one_name_keep_the_first_the_same_one_twice_is_one(
+    tmp_path, monkeypatch, capsys
+):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
@@ -212,8 +241,10 @@ def test_two_packages_claiming_one_name_keep_the_first_the_same_one_twice_is_one
     monkeypatch.setattr("memtune.core.plugins._warned", set())
     pm = build_plugin_manager()
     assert pm.info["acme"].module == "acme_two" and pm.info["acme"].version == "2.0"
-    assert "skipped plugin 'acme' of package 'acme_one' (acme_one): package 'acme_two' (acme_two) already " \
-           "defines a plugin of that name" in capsys.readouterr().err
+    assert (
+        "skipped plugin 'acme' of package 'acme_one' (acme_one): package 'acme_two' (acme_two) already "
+        "defines a plugin of that name" in capsys.readouterr().err
+    )
 
 
 def test_memtune_optimize_searches_the_example_knob(tmp_path):

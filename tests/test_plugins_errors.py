@@ -79,13 +79,19 @@ def test_misspelled_hook_is_an_error_naming_the_plugin_and_the_right_name(module
     assert str(err.value) == "plugin 'typo': unknown hook 'memtune_tikc' (did you mean memtune_tick?)"
     r = CliRunner().invoke(main_group, ["simulate", str(modules.dir / "tiny.toml"), "-p", "typo"])
     assert r.exit_code == 2
-    assert r.output == "memtune: error: plugin 'typo': unknown hook 'memtune_tikc' (did you mean memtune_tick?)\n"
+    assert (
+        r.output
+        == "memtune: error: plugin 'typo': unknown hook 'memtune_tikc' (did you mean memtune_tick?)\n"
+    )
 
 
 def test_argument_the_spec_does_not_have_is_an_error(modules):
     modules("badarg", "from memtune import hookimpl\n\n@hookimpl\ndef memtune_tick(host, when):\n    pass\n")
-    with pytest.raises(UserError, match=r"^plugin 'badarg': .*memtune_tick.*\{'when'\}.*can not be found in the "
-                                        r"hookspec$"):
+    with pytest.raises(
+        UserError,
+        match=r"^plugin 'badarg': .*memtune_tick.*\{'when'\}.*can not be found in the "
+        r"hookspec$",
+    ):
         build_plugin_manager(modules=["badarg"])
 
 
@@ -101,8 +107,11 @@ def test_object_plugins_are_validated_too():
         def memtune_reclam(self, host, state, need):
             pass
 
-    with pytest.raises(UserError, match=r"plugin 'typo': unknown hook 'memtune_reclam' \(did you mean "
-                                        r"memtune_reclaim\?\)"):
+    with pytest.raises(
+        UserError,
+        match=r"plugin 'typo': unknown hook 'memtune_reclam' \(did you mean "
+        r"memtune_reclaim\?\)",
+    ):
         plugin_manager(Typo())
 
 
@@ -141,7 +150,9 @@ def test_raising_registration_hook_and_page_out_tier_are_named_too():
 
     host = Host(tiny_scenario(), plugin_manager(BadTier(), builtins=False))
     Engine(host)
-    with pytest.raises(PluginError, match=r"plugin 'badtier' failed in hook page-out tier 'leaky': IndexError"):
+    with pytest.raises(
+        PluginError, match=r"plugin 'badtier' failed in hook page-out tier 'leaky': IndexError"
+    ):
         host.page_out(np.arange(3))
 
 
@@ -150,27 +161,41 @@ def test_cli_prints_one_line_and_exits_1_and_the_traceback_with_debug(modules):
     r = memtune("simulate", "tiny.toml", "-p", "boom", cwd=modules.dir)
     assert r.returncode == 1, r.stderr
     assert r.stdout == ""
-    assert r.stderr == ("memtune: error: plugin 'boom' failed in hook memtune_tick: RuntimeError: disk on fire "
-                        "at t=6 (run with --debug for the traceback)\n")
+    assert r.stderr == (
+        "memtune: error: plugin 'boom' failed in hook memtune_tick: RuntimeError: disk on fire "
+        "at t=6 (run with --debug for the traceback)\n"
+    )
     r = memtune("--debug", "simulate", "tiny.toml", "-p", "boom", cwd=modules.dir)
     assert r.returncode == 1
     assert r.stderr.startswith("Traceback (most recent call last):")
-    assert 'boom.py", line 8, in memtune_tick\n    raise RuntimeError("disk on fire at t=%g" % now)' in r.stderr
+    assert (
+        'boom.py", line 8, in memtune_tick\n    raise RuntimeError("disk on fire at t=%g" % now)' in r.stderr
+    )
     assert "RuntimeError: disk on fire at t=6" in r.stderr
     assert "PluginError: plugin 'boom' failed in hook memtune_tick" in r.stderr
 
 
 # --- -p modules that cannot be used, installed plugins that collide, names `plugin new` refuses ----
 
-@pytest.mark.parametrize("text, says", [
-    ("raise RuntimeError('no config file')\n",
-     "plugin 'broken' failed while importing: RuntimeError: no config file"),
-    ("def memtune_tick(host, now:\n",
-     "plugin 'broken' failed while importing: SyntaxError: "),
-    ("import no_such_dependency\n",
-     "plugin 'broken' failed while importing: ModuleNotFoundError: No module named 'no_such_dependency'"),
-])
-def test_module_that_fails_while_importing_is_one_line_exit_1_and_the_traceback_with_debug(modules, text, says):
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        (
+            "raise RuntimeError('no config file')\n",
+            "plugin 'broken' failed while importing: RuntimeError: no config file",
+        ),
+        ("def memtune_tick(host, now:\n", "plugin 'broken' failed while importing: SyntaxError: "),
+        (
+            "import no_such_dependency\n",
+            "plugin 'broken' failed while importing: ModuleNotFoundError: No module named "
+            "'no_such_dependency'",
+        ),
+    ],
+)
+def test_module_that_fails_while_importing_is_one_line_exit_1_and_the_traceback_with_debug(
+    modules, text, says
+):
     modules("broken", text)
     r = memtune("simulate", "tiny.toml", "-p", "broken", cwd=modules.dir)
     assert r.returncode == 1, r.stderr
@@ -186,10 +211,16 @@ def test_syntax_error_names_the_file_and_line(modules):
         build_plugin_manager(modules=["broken"], entrypoints=False)
 
 
-@pytest.mark.parametrize("given, hint", [
-    ("./broken.py", "give -p 'broken'"), ("broken.py", "give -p 'broken'"), ("/abs/dir/x-y.py", "not a file"),
-    ("a b", "names joined by dots"), ("x" * 300, "cannot be imported"),
-])
+@pytest.mark.parametrize(
+    "given, hint",
+    [
+        ("./broken.py", "give -p 'broken'"),
+        ("broken.py", "give -p 'broken'"),
+        ("/abs/dir/x-y.py", "not a file"),
+        ("a b", "names joined by dots"),
+        ("x" * 300, "cannot be imported"),
+    ],
+)
 def test_file_path_or_bad_module_name_is_a_usage_error(modules, given, hint):
     modules("broken", "")
     r = CliRunner().invoke(main_group, ["simulate", str(modules.dir / "tiny.toml"), "-p", given])
@@ -210,36 +241,55 @@ def _installed(root, dist: str, entry: str, module: str, text: str = "") -> None
 
 def test_installed_plugin_named_like_a_builtin_is_skipped_and_commands_keep_working(modules):
     # what `memtune plugin new balloon` + `pip install -e` made before names were reserved
-    _installed(modules.dir, "memtune-balloon", "balloon", "memtune_balloon",
-               "raise RuntimeError('must never be imported')\n")
+    _installed(
+        modules.dir,
+        "memtune-balloon",
+        "balloon",
+        "memtune_balloon",
+        "raise RuntimeError('must never be imported')\n",
+    )
     _installed(modules.dir, "memtune-other", "balloon_two", "memtune_other")
     _installed(modules.dir, "memtune-clash", "balloon_two", "memtune_clash")
     r = memtune("simulate", "tiny.toml", "--duration", "4s", cwd=modules.dir)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     warnings = r.stderr.splitlines()
-    assert "memtune: warning: skipped plugin 'balloon' of package 'memtune-balloon' (memtune_balloon): it takes " \
-           "the name of a built-in plugin; rename its entry point (to replace the built-in, disable 'balloon' " \
-           "and load yours under another name)" in warnings
-    assert any(w.startswith("memtune: warning: skipped plugin 'balloon_two' of package ") and
-               "already defines a plugin of that name" in w for w in warnings), warnings
+    assert (
+        "memtune: warning: skipped plugin 'balloon' of package 'memtune-balloon' (memtune_balloon): it takes "
+        "the name of a built-in plugin; rename its entry point (to replace the built-in, disable 'balloon' "
+        "and load yours under another name)" in warnings
+    )
+    assert any(
+        w.startswith("memtune: warning: skipped plugin 'balloon_two' of package ")
+        and "already defines a plugin of that name" in w
+        for w in warnings
+    ), warnings
     r = memtune("plugins", "--json", cwd=modules.dir)
     assert r.returncode == 0, r.stderr
     listed = r.stdout
     assert '"balloon"' in listed and '"balloon_two"' in listed and '"module": "memtune_balloon"' not in listed
 
 
-@pytest.mark.parametrize("name, says", [
-    ("balloon", "'balloon' is the name of a built-in plugin"),
-    ("tps", "'tps' is the name of a built-in plugin"),
-    ("page-reporting", "'page-reporting' is the name of the plugin of installed package 'memtune-page-reporting'"),
-    ("a" * 300, "plugin names are at most 64 characters; got 300"),
-])
+@pytest.mark.parametrize(
+    "name, says",
+    [
+        ("balloon", "'balloon' is the name of a built-in plugin"),
+        ("tps", "'tps' is the name of a built-in plugin"),
+        (
+            "page-reporting",
+            "'page-reporting' is the name of the plugin of installed package 'memtune-page-reporting'",
+        ),
+        ("a" * 300, "plugin names are at most 64 characters; got 300"),
+    ],
+)
 def test_plugin_new_refuses_names_that_are_taken_or_too_long(tmp_path, name, says):
     r = CliRunner().invoke(main_group, ["plugin", "new", name, "--dir", str(tmp_path)])
     assert r.exit_code == 2, r.output
     assert r.output == f"memtune: error: NAME: {says}" + (
-        "; an installed plugin of that name would be skipped: choose another name\n" if "name of" in says else "\n")
+        "; an installed plugin of that name would be skipped: choose another name\n"
+        if "name of" in says
+        else "\n"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -266,7 +316,7 @@ def test_scripts_test_installs_into_its_own_venv_and_never_touches_dot_venv(tmp_
     (copy / "examples" / "memtune-demo" / "pyproject.toml").write_text("[project]\nname = 'memtune-demo'\n")
     user_venv = copy / ".venv" / "bin"
     user_venv.mkdir(parents=True)
-    (user_venv / "python").write_text("#!/bin/sh\necho touched > \"$(dirname \"$0\")/../TOUCHED\"\nexit 1\n")
+    (user_venv / "python").write_text('#!/bin/sh\necho touched > "$(dirname "$0")/../TOUCHED"\nexit 1\n')
     (user_venv / "python").chmod(0o755)
     before = sorted(str(p.relative_to(copy)) for p in (copy / ".venv").rglob("*"))
     stubs = tmp_path / "bin"
@@ -279,8 +329,13 @@ def test_scripts_test_installs_into_its_own_venv_and_never_touches_dot_venv(tmp_
         (stubs / tool).chmod(0o755)
     log = tmp_path / "log"
     env = {"PATH": f"{stubs}:/usr/bin:/bin", "LOG": str(log), "STUB": str(stub), "HOME": str(tmp_path)}
-    r = subprocess.run(["bash", str(copy / "scripts" / "test"), "-k", "nothing"], env=env, capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        ["bash", str(copy / "scripts" / "test"), "-k", "nothing"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     calls = log.read_text().splitlines()
     assert any(c.endswith("-m venv .venv-test") for c in calls), calls
@@ -289,6 +344,11 @@ def test_scripts_test_installs_into_its_own_venv_and_never_touches_dot_venv(tmp_
     assert sorted(str(p.relative_to(copy)) for p in (copy / ".venv").rglob("*")) == before
     # MEMTUNE_VENV still picks another environment
     log.unlink()
-    r = subprocess.run(["bash", str(copy / "scripts" / "test")], env={**env, "MEMTUNE_VENV": str(tmp_path / "v")},
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["bash", str(copy / "scripts" / "test")],
+        env={**env, "MEMTUNE_VENV": str(tmp_path / "v")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0 and f"-m venv {tmp_path / 'v'}" in log.read_text()

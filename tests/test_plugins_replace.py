@@ -32,7 +32,8 @@ def memtune_register_settings(register):
 
 @hookimpl
 def memtune_register_page_states(register):
-    register("far", private_frame=False, mapped=False, read_fault=True, write_fault=True, fault_allocates=True)
+    register("far", private_frame=False, mapped=False, read_fault=True, write_fault=True,
+             fault_allocates=True)
 
 
 @hookimpl
@@ -81,7 +82,7 @@ def memtune_page_fault(host, state, pages, write):
     return np.full(pages.size, host.settings["latency.far_memory"])
 '''
 
-TOML = '''
+TOML = """
 name = "squeezed"
 duration = "4m"
 tick = "2s"
@@ -104,7 +105,7 @@ memory = "1 GiB"
 workload = "w"
 image = "tiny-linux"
 balloon_driver = false
-'''
+"""
 
 
 @pytest.fixture
@@ -132,8 +133,10 @@ def test_replacement_swap_takes_over_hard_state_reclaim(farswap):
     nothing = run_with(scenario=sc, disable=["swap"])
     host = replaced.host
     assert "swap" not in replaced.plugins and replaced.plugins[-1] == "farswap"
-    assert [(t.name, t.priority, t.owner) for t in host.tiers] == [("compression", 10, "compression"),
-                                                                 ("far", 80, "farswap")]
+    assert [(t.name, t.priority, t.owner) for t in host.tiers] == [
+        ("compression", 10, "compression"),
+        ("far", 80, "farswap"),
+    ]
     data = host.plugin_data["farswap"]
     # it reclaims only in the hard and low states, and it did reclaim in hard
     assert int(MemState.HARD) in data["reclaim_states"]
@@ -153,8 +156,10 @@ def test_replacement_swap_takes_over_hard_state_reclaim(farswap):
 
 
 def test_replacement_from_the_command_line(farswap, tmp_path):
-    r = CliRunner().invoke(main_group, ["simulate", str(tmp_path / "squeezed.toml"), "--json",
-                                        "--disable-plugin", "swap", "-p", "farswap"])
+    r = CliRunner().invoke(
+        main_group,
+        ["simulate", str(tmp_path / "squeezed.toml"), "--json", "--disable-plugin", "swap", "-p", "farswap"],
+    )
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
     assert "swap" not in result["plugins"] and "farswap" in result["plugins"]

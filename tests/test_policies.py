@@ -224,37 +224,59 @@ def test_reservation_over_the_scenarios_limit_is_named():
     data = {"name": "s", "host": {"memory": "16 GiB"}, "vm": [
         {"name": "a", "memory": "4 GiB", "limit": "2 GiB", "workload": {"wss": 0.25}}]}
     sc = scenario_from_dict(data, "s.toml")
-    with pytest.raises(ConfigError, match=r"^p.toml: defaults.sched.mem.min: reservation 3 GiB of a is larger "
-                                          r"than its limit 2 GiB$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^p.toml: defaults.sched.mem.min: reservation 3 GiB of a is larger "
+        r"than its limit 2 GiB$",
+    ):
         apply_policy(policy_from_dict({"name": "p", "defaults": {"reservation": "3 GiB"}}, "p.toml"), sc)
 
 
 def test_over_reserved_host_is_an_admission_error():
-    msg = _err({"name": "b", "vm": [{"name": "db-*", "reservation": "6 GiB"},
-                                    {"name": "web-*", "reservation": "6 GiB"},
-                                    {"name": "vdi-*", "reservation": "6 GiB"}]}, exc=AdmissionError)
+    msg = _err(
+        {
+            "name": "b",
+            "vm": [
+                {"name": "db-*", "reservation": "6 GiB"},
+                {"name": "web-*", "reservation": "6 GiB"},
+                {"name": "vdi-*", "reservation": "6 GiB"},
+            ],
+        },
+        exc=AdmissionError,
+    )
     # 10 VMs of 6 GiB + overhead fit 64 GiB - minFree, the 11th does not
     assert re.match(r"bad.toml: vm\[2\]\.sched\.mem\.min: admission control: VM 'vdi-03' needs \d+ MiB", msg)
 
 
 # --- loading and the CLI ------------------------------------------------------------------------------
 
+
 def _run(args):
     return CliRunner().invoke(main_group, args)
 
 
 BAD = {
-    "unknown-knob.toml": ('name = "b"\n[[vm]]\nname = "web-01"\n"sched.mem.minn" = "1 GiB"\n',
-                          "vm[0].sched.mem.minn: unknown per-VM knob"),
+    "unknown-knob.toml": (
+        'name = "b"\n[[vm]]\nname = "web-01"\n"sched.mem.minn" = "1 GiB"\n',
+        "vm[0].sched.mem.minn: unknown per-VM knob",
+    ),
     "wrong-unit.toml": ('name = "b"\n[defaults]\n"sched.mem.min" = "1 GB/s"\n', "defaults.sched.mem.min: "),
-    "over-limit.toml": ('name = "b"\n[[vm]]\nname = "db-*"\nreservation = "3 GiB"\nlimit = "2 GiB"\n',
-                        "vm[0].reservation: reservation (3 GiB) is larger than the limit (2 GiB)"),
-    "over-reserved.toml": ('name = "b"\n[defaults]\nreservation = "5 GiB"\n',
-                           "defaults.sched.mem.min: admission control: VM 'batch-01'"),
-    "unknown-vm.toml": ('name = "b"\n[[vm]]\nname = "mail-01"\nshares = "high"\n',
-                        "vm[0].name: no VM of that name 'mail-01' in scenario 'small'"),
-    "unknown-setting.toml": ('name = "b"\n[settings]\n"Mem.ShareForceSalt" = 0\n',
-                             "settings.Mem.ShareForceSalt: unknown host setting"),
+    "over-limit.toml": (
+        'name = "b"\n[[vm]]\nname = "db-*"\nreservation = "3 GiB"\nlimit = "2 GiB"\n',
+        "vm[0].reservation: reservation (3 GiB) is larger than the limit (2 GiB)",
+    ),
+    "over-reserved.toml": (
+        'name = "b"\n[defaults]\nreservation = "5 GiB"\n',
+        "defaults.sched.mem.min: admission control: VM 'batch-01'",
+    ),
+    "unknown-vm.toml": (
+        'name = "b"\n[[vm]]\nname = "mail-01"\nshares = "high"\n',
+        "vm[0].name: no VM of that name 'mail-01' in scenario 'small'",
+    ),
+    "unknown-setting.toml": (
+        'name = "b"\n[settings]\n"Mem.ShareForceSalt" = 0\n',
+        "settings.Mem.ShareForceSalt: unknown host setting",
+    ),
     "not-toml.toml": ('name = "b\n', "not valid TOML"),
 }
 
@@ -279,7 +301,9 @@ def test_cli_bad_policy_exits_2_with_one_line(tmp_path, fname, command):
 def test_cli_unknown_policy_name():
     res = _run(["policy", "show", "no-such-preset"])
     assert res.exit_code == 2
-    assert res.stderr.strip().startswith("memtune: error: no-such-preset: no such policy file, and not a preset")
+    assert res.stderr.strip().startswith(
+        "memtune: error: no-such-preset: no such policy file, and not a preset"
+    )
 
 
 def test_cli_validate_show_list(tmp_path):
@@ -288,7 +312,11 @@ def test_cli_validate_show_list(tmp_path):
     res = _run(["policy", "list"])
     assert res.exit_code == 0
     assert [line.split()[0] for line in res.output.splitlines()] == [
-        "esxi-default", "esxi-legacy-tps", "mom-like", "no-overcommit-reserve"]
+        "esxi-default",
+        "esxi-legacy-tps",
+        "mom-like",
+        "no-overcommit-reserve",
+    ]
     res = _run(["policy", "show", "no-overcommit-reserve", "--scenario", "small"])
     assert res.exit_code == 0
     assert re.search(r"^# db-01 +6 GiB +3 GiB +unlimited +normal", res.output, re.M)

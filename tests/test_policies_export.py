@@ -58,7 +58,11 @@ def test_vmx_lines_per_vm_in_mb():
     assert len(vm) == 16
     assert vm["web-01"] == ['sched.mem.min = "1024"', 'sched.mem.max = "4096"', 'sched.mem.shares = "low"',
                             'sched.mem.pshare.salt = "web\'s"']
-    assert vm["db-01"] == ['sched.mem.min = "1536"', 'sched.mem.shares = "30000"', 'sched.mem.maxmemctl = "3072"']
+    assert vm["db-01"] == [
+        'sched.mem.min = "1536"',
+        'sched.mem.shares = "30000"',
+        'sched.mem.maxmemctl = "3072"',
+    ]
     assert vm["vdi-03"] == ['sched.mem.min = "0"', 'sched.mem.shares = "low"']
     assert "# sched.mem.max: unlimited (remove the line; memsize 6144 MB caps it)" in text
     for line in text.splitlines():
@@ -85,19 +89,33 @@ def test_esxcli_lines_match_the_documented_form():
 def test_esxcli_exports_every_esxi_option_of_the_default_preset():
     text = export("esxcli", policy=load_policy("esxi-default"), scenario=None)
     cmds = {c.split()[6]: c.split()[8] for c in text.splitlines() if c.startswith("esxcli system")}
-    assert cmds == {"/Mem/IdleTax": "75", "/Mem/SamplePeriod": "60", "/Mem/AllocGuestLargePage": "1",
-                    "/Mem/ShareForceSalting": "2", "/Mem/ShareScanTime": "60", "/Mem/ShareRateMax": "1024",
-                    "/Mem/MemZipEnable": "1", "/Mem/MemZipMaxPct": "10", "/Mem/CtlMaxPercent": "65"}
+    assert cmds == {
+        "/Mem/IdleTax": "75",
+        "/Mem/SamplePeriod": "60",
+        "/Mem/AllocGuestLargePage": "1",
+        "/Mem/ShareForceSalting": "2",
+        "/Mem/ShareScanTime": "60",
+        "/Mem/ShareRateMax": "1024",
+        "/Mem/MemZipEnable": "1",
+        "/Mem/MemZipMaxPct": "10",
+        "/Mem/CtlMaxPercent": "65",
+    }
     assert "esxcli sched swap system set --hostcache-enabled false" in text
 
 
-HOST_PS = re.compile(r"Get-VMHost \| Get-AdvancedSetting -Name '(Mem\.\w+)' \| "
-                     r"Set-AdvancedSetting -Value (-?\d+|'[^']*') -Confirm:\$false")
-VM_PS = re.compile(r"Get-VM -Name '([^']+)' \| Get-VMResourceConfiguration \| Set-VMResourceConfiguration "
-                   r"-MemReservationGB ([\d.]+) -MemLimitGB (\$null|[\d.]+) -MemSharesLevel (Low|Normal|High|Custom)"
-                   r"( -NumMemShares \d+)?")
-ADV_PS = re.compile(r"New-AdvancedSetting -Entity \(Get-VM -Name '([^']+)'\) -Name '(sched\.mem\.[\w.]+)' "
-                    r"-Value '((?:[^']|'')*)' -Force -Confirm:\$false")
+HOST_PS = re.compile(
+    r"Get-VMHost \| Get-AdvancedSetting -Name '(Mem\.\w+)' \| "
+    r"Set-AdvancedSetting -Value (-?\d+|'[^']*') -Confirm:\$false"
+)
+VM_PS = re.compile(
+    r"Get-VM -Name '([^']+)' \| Get-VMResourceConfiguration \| Set-VMResourceConfiguration "
+    r"-MemReservationGB ([\d.]+) -MemLimitGB (\$null|[\d.]+) -MemSharesLevel (Low|Normal|High|Custom)"
+    r"( -NumMemShares \d+)?"
+)
+ADV_PS = re.compile(
+    r"New-AdvancedSetting -Entity \(Get-VM -Name '([^']+)'\) -Name '(sched\.mem\.[\w.]+)' "
+    r"-Value '((?:[^']|'')*)' -Force -Confirm:\$false"
+)
 
 
 def test_powercli_script_matches_the_documented_cmdlets():
@@ -106,8 +124,12 @@ def test_powercli_script_matches_the_documented_cmdlets():
     for line in lines:
         assert HOST_PS.fullmatch(line) or VM_PS.fullmatch(line) or ADV_PS.fullmatch(line), line
     host = dict(m.groups() for m in map(HOST_PS.fullmatch, lines) if m)
-    assert host == {"Mem.ShareForceSalting": "0", "Mem.ShareScanTime": "30", "Mem.MemZipEnable": "0",
-                    "Mem.IdleTax": "50"}
+    assert host == {
+        "Mem.ShareForceSalting": "0",
+        "Mem.ShareScanTime": "30",
+        "Mem.MemZipEnable": "0",
+        "Mem.IdleTax": "50",
+    }
     vms = {m.group(1): m.groups()[1:] for m in map(VM_PS.fullmatch, lines) if m}
     assert len(vms) == 16
     assert vms["web-02"] == ("1", "4", "Low", None)
@@ -124,7 +146,8 @@ def test_powercli_without_scenario_needs_one_for_vm_rules():
         export("powercli", scenario=None)
     host_only = policy_from_dict({"name": "h", "settings": {"Mem.IdleTax": 10}}, "h")
     assert export("powercli", policy=host_only, scenario=None).splitlines()[1] == (
-        "Get-VMHost | Get-AdvancedSetting -Name 'Mem.IdleTax' | Set-AdvancedSetting -Value 10 -Confirm:$false")
+        "Get-VMHost | Get-AdvancedSetting -Name 'Mem.IdleTax' | Set-AdvancedSetting -Value 10 -Confirm:$false"
+    )
 
 
 def test_libvirt_memtune_parses_with_kib_values():
@@ -141,11 +164,14 @@ def test_libvirt_memtune_parses_with_kib_values():
         vals = {c.tag: int(c.text) for c in tune}
         assert vals["soft_limit"] == kib_up(ent[i] + OVER6)
         if names[i].startswith("web-"):
-            assert vals == {"hard_limit": kib_up(4 * GiB + OVER6), "soft_limit": vals["soft_limit"],
-                            "min_guarantee": 1048576}
+            assert vals == {
+                "hard_limit": kib_up(4 * GiB + OVER6),
+                "soft_limit": vals["soft_limit"],
+                "min_guarantee": 1048576,
+            }
         else:
             assert "hard_limit" not in vals
-    assert int(tunes[4].find("min_guarantee").text) == 1536 * 1024      # db-01
+    assert int(tunes[4].find("min_guarantee").text) == 1536 * 1024  # db-01
 
 
 CG = re.compile(r'echo (\d+|max) > "\$CGROUP_ROOT"/([\w-]+)/(memory\.(?:min|low|max))')
@@ -155,7 +181,10 @@ def test_cgroup_v2_values_in_bytes():
     text = export("cgroup")
     vals: dict[str, dict[str, str]] = {}
     for line in text.splitlines():
-        if line.startswith("#") or line in ("set -eu", 'CGROUP_ROOT="${CGROUP_ROOT:-/sys/fs/cgroup/machine.slice}"'):
+        if line.startswith("#") or line in (
+            "set -eu",
+            'CGROUP_ROOT="${CGROUP_ROOT:-/sys/fs/cgroup/machine.slice}"',
+        ):
             continue
         m = CG.fullmatch(line)
         assert m, line
@@ -172,16 +201,23 @@ def test_cgroup_v2_values_in_bytes():
 
 # --- entitlements: shares under full contention ---------------------------------------------------
 
+
 def _scenario(vms, memory="16 GiB"):
-    return scenario_from_dict({"name": "e", "host": {"memory": memory},
-                               "vm": [{"workload": {"wss": 0.1}, **v} for v in vms]}, "e.toml")
+    return scenario_from_dict(
+        {"name": "e", "host": {"memory": memory}, "vm": [{"workload": {"wss": 0.1}, **v} for v in vms]},
+        "e.toml",
+    )
 
 
 def test_entitlement_splits_by_shares_and_clamps():
-    sc = _scenario([{"name": "a", "memory": "8 GiB", "shares": 1000},
-                    {"name": "b", "memory": "8 GiB", "shares": 3000},
-                    {"name": "c", "memory": "8 GiB", "shares": 4000, "limit": "2 GiB"},
-                    {"name": "d", "memory": "8 GiB", "shares": 1, "reservation": "1 GiB"}])
+    sc = _scenario(
+        [
+            {"name": "a", "memory": "8 GiB", "shares": 1000},
+            {"name": "b", "memory": "8 GiB", "shares": 3000},
+            {"name": "c", "memory": "8 GiB", "shares": 4000, "limit": "2 GiB"},
+            {"name": "d", "memory": "8 GiB", "shares": 1, "reservation": "1 GiB"},
+        ]
+    )
     pol = policy_from_dict({"name": "n"}, "n")
     vms = resolve_vms(pol, sc)
     avail = 16 * GiB - min_free(16 * GiB) - 4 * overhead_bytes(8 * GiB)
@@ -203,20 +239,36 @@ def test_entitlement_without_contention_is_the_limit():
 
 # --- CLI -------------------------------------------------------------------------------------------
 
+
 def test_cli_export_to_file_and_errors(tmp_path):
     out = tmp_path / "policy.ps1"
-    res = CliRunner().invoke(main_group, ["policy", "export", "esxi-legacy-tps", "--format", "powercli",
-                                          "--scenario", "small", "-o", str(out)])
+    res = CliRunner().invoke(
+        main_group,
+        [
+            "policy",
+            "export",
+            "esxi-legacy-tps",
+            "--format",
+            "powercli",
+            "--scenario",
+            "small",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     text = out.read_text()
     assert "Get-AdvancedSetting -Name 'Mem.ShareForceSalting' | Set-AdvancedSetting -Value 0" in text
-    assert text.count("Set-VMResourceConfiguration -MemReservationGB 0 -MemLimitGB $null "
-                      "-MemSharesLevel Normal") == 16
+    assert (
+        text.count("Set-VMResourceConfiguration -MemReservationGB 0 -MemLimitGB $null -MemSharesLevel Normal")
+        == 16
+    )
     res = CliRunner().invoke(main_group, ["policy", "export", "esxi-default", "--format", "cgroup"])
     assert res.exit_code == 2
     assert res.stderr.strip().splitlines() == [
         "memtune: error: --scenario: format cgroup writes per-VM values: give --scenario to resolve the "
-        "policy's rules (names, patterns, percentages, 'active') into VMs"]
+        "policy's rules (names, patterns, percentages, 'active') into VMs"
+    ]
 
 
 def test_no_overcommit_reserve_exports_the_active_sets():

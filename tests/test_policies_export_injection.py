@@ -157,10 +157,15 @@ def ps_tokens(line: str) -> tuple[str, list[str]]:
 
 
 GET_VM = r"(?:Get-VM -Name 'S'|Get-VM \| Where-Object Name -eq 'S')"
-PS_HOST = re.compile(r"Get-VMHost \| Get-AdvancedSetting -Name 'S' \| Set-AdvancedSetting -Value \d+ -Confirm:\$false")
-PS_VM = re.compile(GET_VM + r" \| Get-VMResourceConfiguration \| Set-VMResourceConfiguration "
-                   r"-MemReservationGB [\d.]+ -MemLimitGB (?:\$null|[\d.]+) -MemSharesLevel High")
-PS_ADV = re.compile(r"New-AdvancedSetting -Entity \(" + GET_VM + r"\) -Name 'S' -Value 'S' -Force -Confirm:\$false")
+PS_HOST = re.compile(r"Get-VMHost \| Get-AdvancedSetting -Name 'S' \| Set-AdvancedSetting -Value \d+ "
+                     r"-Confirm:\$false")
+PS_VM = re.compile(
+    GET_VM + r" \| Get-VMResourceConfiguration \| Set-VMResourceConfiguration "
+    r"-MemReservationGB [\d.]+ -MemLimitGB (?:\$null|[\d.]+) -MemSharesLevel High"
+)
+PS_ADV = re.compile(
+    r"New-AdvancedSetting -Entity \(" + GET_VM + r"\) -Name 'S' -Value 'S' -Force -Confirm:\$false"
+)
 
 
 @EXAMPLES
@@ -187,12 +192,14 @@ def test_powercli_parses_back_to_the_same_names_and_values(names, data):
         assert ("Get-VM -Name" in shape) == (not any(c in values[0] for c in "*?[]`"))
     want = expected(sc)
     assert configured == list(want)
-    assert advanced == {name: {"sched.mem.pshare.salt": e["salt"],
-                               "sched.mem.maxmemctl": e["vmx"]["sched.mem.maxmemctl"]}
-                        for name, e in want.items()}
+    assert advanced == {
+        name: {"sched.mem.pshare.salt": e["salt"], "sched.mem.maxmemctl": e["vmx"]["sched.mem.maxmemctl"]}
+        for name, e in want.items()
+    }
 
 
 # --- libvirt XML ---------------------------------------------------------------------------------
+
 
 @EXAMPLES
 @given(names=VM_LISTS)
@@ -237,8 +244,11 @@ def test_cgroup_script_writes_exactly_the_expected_files(names, shell, tmp_path_
     sc = scenario(names, ["s"] * len(names))
     tmp = tmp_path_factory.mktemp("cg")
     files = run_cgroup_script(export("cgroup", sc), names, tmp, shell)
-    want = {Path("cgroup", name, key): f"{value}\n"
-            for name, e in expected(sc).items() for key, value in e["cgroup"].items()}
+    want = {
+        Path("cgroup", name, key): f"{value}\n"
+        for name, e in expected(sc).items()
+        for key, value in e["cgroup"].items()
+    }
     assert files == want
 
 
@@ -273,9 +283,11 @@ def test_scenario_refuses_names_with_control_or_line_break_characters(prefix, ba
 
 @pytest.mark.parametrize("name", ["", "   ", "x" * 81, "a\nb", "a\u2028b", "evil\u202eexe.txt", "tab\there"])
 def test_policy_refuses_names_no_target_can_hold(name):
-    for data, field in (({"name": name}, "name"),
-                        ({"name": "p", "vm": [{"name": name, "shares": "low"}]}, "vm[0].name"),
-                        ({"name": "p", "defaults": {"salt": name}}, "defaults.salt")):
+    for data, field in (
+        ({"name": name}, "name"),
+        ({"name": "p", "vm": [{"name": name, "shares": "low"}]}, "vm[0].name"),
+        ({"name": "p", "defaults": {"salt": name}}, "defaults.salt"),
+    ):
         with pytest.raises(UserError) as err:
             policy_from_dict(data, "p.toml")
         msg = str(err.value)
@@ -287,17 +299,34 @@ def test_the_name_from_the_issue_survives_import_and_cannot_run(tmp_path):
     name = 'x"; touch PWNED; echo "$(id)'
     csv_path = tmp_path / "cap.csv"
     gcol = f"\\\\esx\\Group Memory(7:{name})"
-    header = ["(PDH-CSV 4.0) (UTC)(0)", "\\\\esx\\Memory\\Machine MBytes", f"{gcol}\\Memory Size MBytes",
-              f"{gcol}\\Touched MBytes"]
+    header = [
+        "(PDH-CSV 4.0) (UTC)(0)",
+        "\\\\esx\\Memory\\Machine MBytes",
+        f"{gcol}\\Memory Size MBytes",
+        f"{gcol}\\Touched MBytes",
+    ]
     rows = [[f"05/15/2017 06:{m:02d}:00", "16384", "2048", "512"] for m in range(10)]
-    csv_path.write_text("\n".join(",".join('"' + c.replace('"', '""') + '"' for c in r)
-                                  for r in [header, *rows]) + "\n")
+    csv_path.write_text(
+        "\n".join(",".join('"' + c.replace('"', '""') + '"' for c in r) for r in [header, *rows]) + "\n"
+    )
     scen = tmp_path / "imported.toml"
     res = CliRunner().invoke(main_group, ["import", "esxtop", str(csv_path), "--out", str(scen)])
     assert res.exit_code == 0, res.output
     script = tmp_path / "out.sh"
-    res = CliRunner().invoke(main_group, ["policy", "export", "esxi-default", "--format", "cgroup",
-                                          "--scenario", str(scen), "-o", str(script)])
+    res = CliRunner().invoke(
+        main_group,
+        [
+            "policy",
+            "export",
+            "esxi-default",
+            "--format",
+            "cgroup",
+            "--scenario",
+            str(scen),
+            "-o",
+            str(script),
+        ],
+    )
     assert res.exit_code == 0, res.output
     run = tmp_path / "run"
     run.mkdir()

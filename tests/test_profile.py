@@ -145,7 +145,9 @@ def test_sampled_compressibility_within_its_interval(tmp_path):
                 assert sum(covered) >= 32, (name, cls, sum(covered))
                 # the Wilson half width for n ~ 800 is at most ~3.5 percentage points
                 assert max(r[name][ci][cls][1] - r[name][ci][cls][0] for r in runs) < 0.075
-        assert sum(r[name]["ratio_interval"][0] <= f["ratio"] <= r[name]["ratio_interval"][1] for r in runs) >= 32
+        covered = sum(r[name]["ratio_interval"][0] <= f["ratio"] <= r[name]["ratio_interval"][1]
+                      for r in runs)
+        assert covered >= 32
         for r in runs:
             assert r[name]["sampled"] == pytest.approx(800, abs=4 * np.sqrt(8000 * 0.1 * 0.9))
     # same seed, same sample
@@ -185,7 +187,7 @@ image = "linux-db"
     sc = load_scenario(str(tmp_path / "s.toml"))
     spec = sc.vms[0].workload
     assert spec.content == pytest.approx((130 / 1535, 405 / 1535, 50 / 1535, 950 / 1535), abs=1e-6)
-    assert spec.wss == 0.3                     # the field next to `profile` wins
+    assert spec.wss == 0.3  # the field next to `profile` wins
     assert spec.profile == str(tmp_path / "db1.toml")
     host = build_host(sc)
     n = int(host.vm_pages[0])
@@ -211,14 +213,17 @@ def test_cli_writes_profile_and_reports(images, tmp_path):
     assert prof["source"]["a.img"]["shareable"] == 202
 
 
-@pytest.mark.parametrize("args, message", [
-    (["profile"], "give at least one --pid or --image"),
-    (["profile", "--image", "/nonexistent.img"], "/nonexistent.img: cannot read image: No such file"),
-    (["profile", "--image", "/tmp"], "/tmp: cannot read image: is a directory"),
-    (["profile", "--image", "/dev/null", "--sample", "0"], "--sample: must be within (0, 1]"),
-    (["profile", "--image", "/dev/null", "--wss", "1s"], "--wss: a working set can only be measured"),
-    (["profile", "--pid", "999999999"], "pid 999999999: no such process"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["profile"], "give at least one --pid or --image"),
+        (["profile", "--image", "/nonexistent.img"], "/nonexistent.img: cannot read image: No such file"),
+        (["profile", "--image", "/tmp"], "/tmp: cannot read image: is a directory"),
+        (["profile", "--image", "/dev/null", "--sample", "0"], "--sample: must be within (0, 1]"),
+        (["profile", "--image", "/dev/null", "--wss", "1s"], "--wss: a working set can only be measured"),
+        (["profile", "--pid", "999999999"], "pid 999999999: no such process"),
+    ],
+)
 def test_user_errors_are_one_line(args, message):
     res = run(args)
     assert res.exit_code == 2

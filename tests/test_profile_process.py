@@ -32,7 +32,8 @@ CHILD = textwrap.dedent("""
     # pages nobody else has
     b = mmap.mmap(-1, unique * 4096)
     b.madvise(mmap.MADV_NOHUGEPAGE)
-    np.frombuffer(b, dtype=np.uint8)[:] = np.frombuffer(np.random.default_rng(seed).bytes(unique * 4096), dtype=np.uint8)
+    np.frombuffer(b, dtype=np.uint8)[:] = np.frombuffer(np.random.default_rng(seed).bytes(unique * 4096),
+                                                        dtype=np.uint8)
     view = np.frombuffer(b, dtype=np.uint8)
     print("ready", flush=True)
     if hot:
@@ -59,8 +60,12 @@ def children():
     procs = []
 
     def start(seed, shared=2000, unique=500, hot=0):
-        p = subprocess.Popen([sys.executable, "-c", CHILD, str(seed), str(shared), str(unique), str(hot)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(seed), str(shared), str(unique), str(hot)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         procs.append(p)
         assert p.stdout.readline().strip() == "ready"
         return p
@@ -104,22 +109,23 @@ def test_two_children_share_their_known_pages(children):
 def test_working_set_counts_touched_pages_only(children):
     # 4000 unique pages, the first 1000 touched continuously
     p = children(5, shared=1, unique=4000, hot=1000)
-    res = CliRunner().invoke(main_group, ["profile", "--pid", str(p.pid), "--wss", "0.6s", "--wss-points", "3",
-                                          "--json"])
+    res = CliRunner().invoke(
+        main_group, ["profile", "--pid", str(p.pid), "--wss", "0.6s", "--wss-points", "3", "--json"]
+    )
     assert res.exit_code == 0, res.output
     w = json.loads(res.output)["wss"][f"pid{p.pid}"]
     assert w["seconds"] == [0.2, 0.4, 0.6]
     # the hot 1000 pages (4000 KiB) are touched; the 3000 cold ones (12000 KiB) are not
     assert w["touched"] >= 1000 * PAGE
     assert w["touched"] < 1000 * PAGE + 3000 * PAGE
-    assert w["touched_bytes"] == sorted(w["touched_bytes"])       # the curve only grows
+    assert w["touched_bytes"] == sorted(w["touched_bytes"])  # the curve only grows
 
 
 def _as_nobody(args):
     """Run the CLI in a forked child that dropped root (uid 65534); returns (exit code, output)."""
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:                                   # child
+    if pid == 0:  # child
         code = 99
         try:
             os.close(r)

@@ -224,11 +224,12 @@ def test_every_query_keeps_hosts_apart_and_each_host_matches_its_part_of_all(fle
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         got = query(prom, "memtune:vm_stall:ratio_rate1m")
-        if {s["metric"]["instance"] for s in got} == set(hosts) and query(prom, "memtune_tuner_evaluations_total"):
+        every_host = {s["metric"]["instance"] for s in got} == set(hosts)
+        if every_host and query(prom, "memtune_tuner_evaluations_total"):
             break
         time.sleep(0.5)
-    time.sleep(3)                                         # rates over 5 s windows have samples
-    at = time.time() - 1.0                                # one evaluation time for every query
+    time.sleep(3)  # rates over 5 s windows have samples
+    at = time.time() - 1.0  # one evaluation time for every query
     texts = {h: get(f"http://{h}/metrics").decode() for h in hosts}
     names = {h: family_names(t) for h, t in texts.items()}
     selections = {"|".join(hosts): hosts, **{h: [h] for h in hosts}}
@@ -245,7 +246,7 @@ def test_every_query_keeps_hosts_apart_and_each_host_matches_its_part_of_all(fle
                 got = query(prom, substitute(raw, sel, vm), at)
                 per[sel] = got
                 label = f"{path.name}: {where} [{'all' if len(members) > 1 else sel}]"
-                if where == "variable instance":      # lists every host, and only hosts
+                if where == "variable instance":  # lists every host, and only hosts
                     members = [fleet["tuner"]] if tuner else hosts
                 expected = [h for h in members if tuner or used_metrics(raw) <= names[h]]
                 seen = {s["metric"].get("instance") for s in got}
@@ -261,7 +262,7 @@ def test_every_query_keeps_hosts_apart_and_each_host_matches_its_part_of_all(fle
             for h in hosts:
                 mine = {key(s): value(s) for s in per[h]}
                 part = {k: v for k, v in every.items() if ("instance", h) in k}
-                if "topk(" in raw:               # the fleet's top 10 holds a host's top VMs only
+                if "topk(" in raw:  # the fleet's top 10 holds a host's top VMs only
                     ok = all(k in mine and same(v, mine[k]) for k, v in part.items())
                 else:
                     ok = part.keys() == mine.keys() and all(same(v, mine[k]) for k, v in part.items())
@@ -273,6 +274,7 @@ def test_every_query_keeps_hosts_apart_and_each_host_matches_its_part_of_all(fle
 
 # --- the held final state against each host's /metrics -------------------------------------------------
 
+
 def final_texts(fleet) -> dict[str, str]:
     """Each host's /metrics once its run has ended and its state is held (two equal reads)."""
     deadline = time.monotonic() + 60
@@ -282,21 +284,29 @@ def final_texts(fleet) -> dict[str, str]:
         b = {h: get(f"http://{h}/metrics").decode() for h in fleet["hosts"]}
         strip = {h: re.sub(r"(?m)^process_.*\n", "", t) for h, t in b.items()}
         if all(re.sub(r"(?m)^process_.*\n", "", a[h]) == strip[h] for h in a):
-            time.sleep(2.5)                  # Prometheus scrapes the held state and evaluates its rules
+            time.sleep(2.5)  # Prometheus scrapes the held state and evaluates its rules
             return strip
     raise AssertionError("the hosts did not reach the end of their run")
 
 
 def recorded(samples: dict, name: str) -> dict[frozenset, float]:
     """The recording rules of rules/memtune.rules.yml over gauges, computed from one host's samples."""
+
     def pick(metric: str, **match: str) -> dict[frozenset, float]:
-        return {k: v for (n, k), v in samples.items() if n == metric and all((a, b) in k for a, b in match.items())}
+        return {
+            k: v
+            for (n, k), v in samples.items()
+            if n == metric and all((a, b) in k for a, b in match.items())
+        }
 
     if name == "memtune:host_state:code":
         codes = {"high": 0, "clear": 1, "soft": 2, "hard": 3, "low": 4}
         return {frozenset(): sum(codes[dict(k)["state"]] * v for k, v in pick("memtune_host_state").items())}
     if name == "memtune:host_free:ratio_min_free":
-        return {frozenset(): pick("memtune_host_free_bytes")[frozenset()] / pick("memtune_host_min_free_bytes")[frozenset()]}
+        return {
+            frozenset(): pick("memtune_host_free_bytes")[frozenset()]
+            / pick("memtune_host_min_free_bytes")[frozenset()]
+        }
     if name == "memtune:vm_reclaimed:bytes":
         out: dict[frozenset, float] = defaultdict(float)
         for m in ("ballooned", "compressed", "swapped"):
@@ -323,8 +333,12 @@ def evaluate(expr: str, samples: dict) -> dict[frozenset, float] | None:
         series = recorded(samples, name)
     else:
         series = {k: v for (n, k), v in samples.items() if n == name}
-    series = {k: v for k, v in series.items() if all((a, b) in k for a, b in want.items() if a != "instance")
-              and all(re.fullmatch(r, dict(k).get(a, "")) for a, r in regex.items())}
+    series = {
+        k: v
+        for k, v in series.items()
+        if all((a, b) in k for a, b in want.items() if a != "instance")
+        and all(re.fullmatch(r, dict(k).get(a, "")) for a, r in regex.items())
+    }
     if agg:
         keep = [x.strip() for x in by.split(",") if x.strip() not in ("instance", "job")]
         out: dict[frozenset, list[float]] = defaultdict(list)
@@ -360,13 +374,17 @@ def test_each_host_in_prometheus_is_what_its_own_metrics_say(fleet):
                 want = evaluate(expr, samples)
                 if want is None:
                     continue
-                got = {frozenset((a, b) for a, b in s["metric"].items() if a not in ("instance", "job", "__name__")):
-                       value(s) for s in query(prom, expr)}
+                got = {
+                    frozenset(
+                        (a, b) for a, b in s["metric"].items() if a not in ("instance", "job", "__name__")
+                    ): value(s)
+                    for s in query(prom, expr)
+                }
                 if got.keys() != want.keys() or not all(same(got[k], v) for k, v in want.items()):
                     problems.append(f"{h} {path.name}: {where}: Prometheus {got} vs /metrics {want}")
                 checked += 1
     assert not problems, "\n".join(problems[:20])
-    assert checked >= 2 * 40, checked        # both hosts, most of the gauge panels and variables
+    assert checked >= 2 * 40, checked  # both hosts, most of the gauge panels and variables
 
 
 def test_promtool_check_metrics_passes_and_the_process_is_exported(fleet):

@@ -61,7 +61,9 @@ def test_collected_once_per_plugin_manager_with_owners():
     assert [(m.name, m.owner) for m in reg.metrics] == [("memtune_parking_parked_bytes", "parking")]
     assert [k.name for k in reg.knobs(tiny_scenario()) if k.owner == "parking"] == ["parking.latency"]
     contrib = reg.contributions(tiny_scenario())["parking"]
-    assert contrib.page_states[0]["name"] == "parked" and contrib.page_out == [{"name": "parking", "priority": 50}]
+    assert contrib.page_states[0]["name"] == "parked" and contrib.page_out == [
+        {"name": "parking", "priority": 50}
+    ]
 
 
 def test_registering_a_plugin_collects_again():
@@ -96,7 +98,9 @@ def test_a_failing_fault_handler_names_its_plugin():
     host = run.host
     pages = host.pages.base[0] + np.arange(3)
     host.pages.set_state(pages, host.states.code("parked"))
-    with pytest.raises(PluginError, match=r"plugin 'parking' failed in hook fault handler of page state 'parked'"):
+    with pytest.raises(
+        PluginError, match=r"plugin 'parking' failed in hook fault handler of page state 'parked'"
+    ):
         host.serve_fault(host.states.code("parked"), pages, np.zeros(3, bool))
 
 
@@ -109,5 +113,7 @@ def test_each_plugin_passes_only_the_arguments_an_implementation_takes():
             register(Knob("Mem.IdleTax", kind="int", low=0, high=90))
 
     pm = plugin_manager(NoScenario(), builtins=False)
-    got = each_plugin(pm, "memtune_register_knobs", lambda owner: {"register": lambda k: None, "scenario": None})
+    got = each_plugin(
+        pm, "memtune_register_knobs", lambda owner: {"register": lambda k: None, "scenario": None}
+    )
     assert sorted(owner for owner, _ in got) == ["core", "noscenario"]

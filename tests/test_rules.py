@@ -15,8 +15,9 @@ from memtune.monitoring import RULES
 
 PROMTOOL = shutil.which("promtool")
 TESTS = sorted((Path(__file__).parent / "rules").glob("*.test.yml"))
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is missing (Debian package 'prometheus'; "
-                                                              "scripts/test installs it)")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool is missing (Debian package 'prometheus'; scripts/test installs it)"
+)
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -40,8 +41,14 @@ def test_promtool_rule_unit_tests(path):
 def test_every_alert_has_a_unit_test_that_fires_it():
     groups = yaml.safe_load(RULES.read_text())["groups"]
     alerts = {r["alert"] for g in groups for r in g["rules"] if "alert" in r}
-    assert {"MemtuneHostHardOrLowState", "MemtuneFreeBelowMinFree", "MemtuneVMStallHigh", "MemtuneBalloonAtCap",
-            "MemtuneSwapInSustained", "MemtuneSharingCollapsed"} <= alerts
+    assert {
+        "MemtuneHostHardOrLowState",
+        "MemtuneFreeBelowMinFree",
+        "MemtuneVMStallHigh",
+        "MemtuneBalloonAtCap",
+        "MemtuneSwapInSustained",
+        "MemtuneSharingCollapsed",
+    } <= alerts
     fired = set()
     for path in TESTS:
         for test in yaml.safe_load(path.read_text())["tests"]:

@@ -60,7 +60,9 @@ def test_schema_rejects_what_the_loader_refuses(scenario_schema, edit):
 
 
 def test_policy_schema_rejects_a_bare_size_and_knows_both_knob_names(policy_schema):
-    jsonschema.validate({"name": "p", "defaults": {"reservation": "1 GiB", "sched.mem.max": "50%"}}, policy_schema)
+    jsonschema.validate(
+        {"name": "p", "defaults": {"reservation": "1 GiB", "sched.mem.max": "50%"}}, policy_schema
+    )
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"name": "p", "defaults": {"sched.mem.min": 1024}}, policy_schema)
     with pytest.raises(jsonschema.ValidationError):

@@ -125,7 +125,8 @@ def test_objective_share_and_user_weights(tiny, pm):
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(kind="fast"), "--objective"), (dict(kind="weighted"), "--weight"), (dict(slo_p99=0.0), "--slo-p99")])
+    (dict(kind="fast"), "--objective"), (dict(kind="weighted"), "--weight"), (dict(slo_p99=0.0),
+                                                                              "--slo-p99")])
 def test_objective_rejects_bad_input(kw, match):
     with pytest.raises(UserError, match=match):
         Objective(**kw)
@@ -135,11 +136,15 @@ def test_objective_rejects_bad_input(kw, match):
 
 # --- the loop ----------------------------------------------------------------------------------
 
+
 def test_infeasible_points_are_never_simulated_and_told_worse(tiny, tmp_path, recording_executor):
     # limit fixed at 60 %: a reservation above it is invalid; big ones also fail admission control
     ex = recording_executor
-    tuner = Tuner(cfg(tiny, knobs=("reservation",), fix=("limit=0.6",), optimizer="random", budget=12), tmp_path,
-                  executor=ex)
+    tuner = Tuner(
+        cfg(tiny, knobs=("reservation",), fix=("limit=0.6",), optimizer="random", budget=12),
+        tmp_path,
+        executor=ex,
+    )
     hist = tuner.run()
     infeasible = [e for e in hist if not e.feasible]
     feasible = [e for e in hist if e.feasible]
@@ -181,13 +186,19 @@ def test_tune_writes_policy_report_and_plots(tiny, tmp_path):
     on_disk = json.loads((tmp_path / "report.json").read_text())
     assert on_disk["best"]["point"] == best["point"] and len(on_disk["history"]) == 8
     # the first point is esxi-default's policy (no reservation, no limit)
-    assert on_disk["history"][0]["point"] == {"web.reservation": 0.0, "db.reservation": 0.0, "web.limit": 1.0,
-                                              "db.limit": 1.0}
+    assert on_disk["history"][0]["point"] == {
+        "web.reservation": 0.0,
+        "db.reservation": 0.0,
+        "web.limit": 1.0,
+        "db.limit": 1.0,
+    }
     assert best["value_during_search"] <= on_disk["history"][0]["value"]
     assert on_disk["baseline_value_during_search"] == on_disk["history"][0]["value"]
     r = best["value_during_search"] / on_disk["history"][0]["value"]
-    assert f"during the search (evaluation seeds): best {best['value_during_search']:.4f} vs esxi-default " \
-           f"{on_disk['history'][0]['value']:.4f} = {r:.2f}x" in summary(on_disk)
+    assert (
+        f"during the search (evaluation seeds): best {best['value_during_search']:.4f} vs esxi-default "
+        f"{on_disk['history'][0]['value']:.4f} = {r:.2f}x" in summary(on_disk)
+    )
     base = on_disk["presets"]["esxi-default"]["value"]
     assert on_disk["ratio_to_baseline"] == pytest.approx(best["value"] / base)
     assert {r["vm"] for r in on_disk["vms"]} == {"web-01", "web-02", "db-01", "db-02"}
@@ -206,11 +217,13 @@ def test_tune_writes_policy_report_and_plots(tiny, tmp_path):
 
 
 def test_time_limit_slo_mode_and_forest(tiny, tmp_path):
-    def two_hours_pass(ev, tuner):      # the first batch "takes" two hours
+    def two_hours_pass(ev, tuner):  # the first batch "takes" two hours
         if ev.index == 3:
             tuner.started -= 7200
 
-    t = Tuner(cfg(tiny, optimizer="random", time_limit=3600, budget=40), tmp_path / "t", on_eval=two_hours_pass)
+    t = Tuner(
+        cfg(tiny, optimizer="random", time_limit=3600, budget=40), tmp_path / "t", on_eval=two_hours_pass
+    )
     # no batch is asked after the first is told; the one asked ahead of it (LAG) finishes
     assert len(t.run()) == 4 * (1 + LAG) and t.stop_reason == "time limit"
     slo = Objective(slo_p99=50e-6)
@@ -219,7 +232,7 @@ def test_time_limit_slo_mode_and_forest(tiny, tmp_path):
     assert len(hist) == 8
     for e in hist:
         worst = max(e.metrics["p99_latency"])
-        if worst <= 50e-6:      # meets the SLO: the reserved share of the host
+        if worst <= 50e-6:  # meets the SLO: the reserved share of the host
             assert e.value == e.metrics["reserved_share"] <= 1
         else:
             assert e.value == pytest.approx(1 + worst / 50e-6)
@@ -228,6 +241,7 @@ def test_time_limit_slo_mode_and_forest(tiny, tmp_path):
 
 
 # --- space shape and local moves ----------------------------------------------------------------
+
 
 def test_host_default_every_vm_overrides_is_no_dimension(tiny, pm, tmp_path):
     # every group has a maxmemctl dimension, so Mem.CtlMaxPercent (the default for VMs without
@@ -275,12 +289,12 @@ def test_local_candidates_redraw_whole_blocks_of_a_centre(tiny, pm, tmp_path):
         return sk.rvs(n_samples=n, random_state=np.random.RandomState(seed))
 
     rows = draw(1.0)
-    assert rows == draw(1.0)                    # a function of the random state only
+    assert rows == draw(1.0)  # a function of the random state only
     real = [i for i, d in enumerate(space.dimensions) if d.knob.kind == "real"]
     unchanged = 0
     for row in rows:
         changed = {i for i, (v, c) in enumerate(zip(row, centre, strict=True)) if v != c}
-        unchanged += not changed                # only when a redrawn switch drew its old value
+        unchanged += not changed  # only when a redrawn switch drew its old value
         for b in blocks:
             moved = [i in changed for i in b if i in real]
             assert all(moved) or not any(moved)  # a block's real knobs move together
@@ -344,7 +358,9 @@ def test_local_steps_move_a_block_a_little_and_rarely_flip_switches(tiny, pm, tm
     # probability 2 x the step: salting (3 values) changes in 2/3 x mean(0.1, 0.2, 0.4, 0.8) = 25 %
     # of the steps of the TPS block
     sk = Space(space.skopt_dimensions())
-    local_candidates(sk, [centre], 1.0, 1.0, blocks, step=0.05, step_share=1.0, step_scales=4, flip_per_step=2.0)
+    local_candidates(
+        sk, [centre], 1.0, 1.0, blocks, step=0.05, step_share=1.0, step_scales=4, flip_per_step=2.0
+    )
     rows = sk.rvs(n_samples=2000, random_state=np.random.RandomState(4))
     salting = names.index("Mem.ShareForceSalting")
     tps = [row for row in rows if row[scan] != centre[scan]]
@@ -362,12 +378,14 @@ def test_initial_design_keeps_or_varies_whole_blocks(tiny, tmp_path):
     names = t.space.names
     # the shipped presets come right after the baseline, as points of the space
     presets = t.preset_points()
-    assert design[:len(presets)] == presets and len(presets) == 3
-    design = design[len(presets):]
+    assert design[: len(presets)] == presets and len(presets) == 3
+    design = design[len(presets) :]
     salting = names.index("Mem.ShareForceSalting")
-    legacy = presets[0]                 # esxi-legacy-tps: the default but for salting 0
+    legacy = presets[0]  # esxi-legacy-tps: the default but for salting 0
     assert legacy[salting] == 0 and base[salting] == 2
-    assert [v for j, v in enumerate(legacy) if j != salting] == [v for j, v in enumerate(base) if j != salting]
+    assert [v for j, v in enumerate(legacy) if j != salting] == [
+        v for j, v in enumerate(base) if j != salting
+    ]
     # no-overcommit-reserve reserves the active sets: web 0.3 and db 0.5 of 1 GiB (relative to
     # limit 1.0), within a MiB
     reserve = presets[2]

@@ -71,15 +71,22 @@ def test_bad_files_one_line_exit_2(tiny_path, tmp_path, done_run):
         ([str(tmp_path / "missing.toml")], "missing.toml: no such scenario file"),
         ([str(bad)], "bad.toml: host.memory:"),
         ([str(tiny_path), "--out", str(out)], "already holds a tuning run; use --resume"),
-        ([str(tiny_path), "--out", str(out), "--resume", "--seed", "3"], "journal.jsonl: seed: this run's seed (3) differs from the journal's (7)"),
+        (
+            [str(tiny_path), "--out", str(out), "--resume", "--seed", "3"],
+            "journal.jsonl: seed: this run's seed (3) differs from the journal's (7)",
+        ),
     ]
     afile = tmp_path / "afile"
     afile.write_text("x")
     cases.append(([str(tiny_path), "--out", str(afile)], "--out: cannot create output directory"))
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "journal.jsonl").write_text((out / "journal.jsonl").read_text().replace('"type":"batch"', 'oops', 1))
-    cases.append(([str(tiny_path), "--out", str(broken), "--resume"], "journal.jsonl: line 2: not a JSON record"))
+    (broken / "journal.jsonl").write_text(
+        (out / "journal.jsonl").read_text().replace('"type":"batch"', "oops", 1)
+    )
+    cases.append(
+        ([str(tiny_path), "--out", str(broken), "--resume"], "journal.jsonl: line 2: not a JSON record")
+    )
     for args, msg in cases:
         flags = [a for a in FAST] if "--out" in args else ["--out", str(tmp_path / "o"), *FAST]
         res = run([*args, *flags])

@@ -58,8 +58,15 @@ def test_stopped_run_is_above_its_threshold_and_unstopped_run_unchanged(tiny):
 
 
 def _cfg(scenario, **kw):
-    base = dict(budget=16, batch=4, repeats=1, initial_points=4, knobs=("reservation", "limit"), duration=40.0,
-                presets=("esxi-default",))
+    base = dict(
+        budget=16,
+        batch=4,
+        repeats=1,
+        initial_points=4,
+        knobs=("reservation", "limit"),
+        duration=40.0,
+        presets=("esxi-default",),
+    )
     base.update(kw)
     return TuneConfig(scenario, **base)
 

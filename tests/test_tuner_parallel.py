@@ -14,8 +14,16 @@ from memtune.tuner.loop import JOURNAL, TuneConfig, Tuner
 
 
 def cfg(scenario):
-    return TuneConfig(scenario, budget=8, batch=4, repeats=2, initial_points=4, knobs=("reservation", "limit"),
-                      duration=40.0, presets=("esxi-default", "mom-like"))
+    return TuneConfig(
+        scenario,
+        budget=8,
+        batch=4,
+        repeats=2,
+        initial_points=4,
+        knobs=("reservation", "limit"),
+        duration=40.0,
+        presets=("esxi-default", "mom-like"),
+    )
 
 
 def _run(tiny, out, executor, early=True):
@@ -53,7 +61,9 @@ def test_two_local_workers_give_the_serial_results(tiny, serial, tmp_path):
 def test_dask_local_cluster_gives_the_serial_results(tiny, serial, tmp_path):
     distributed = pytest.importorskip("distributed")
     ref, _ = serial
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cl:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cl:
         ex = make_executor(dask_scheduler=cl.scheduler_address)
         assert ex.name == "dask" and ex.workers == 2
         got, _ = _run(tiny, tmp_path, ex)

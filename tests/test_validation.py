@@ -65,8 +65,15 @@ def test_any_bare_number_is_refused_as_a_size(n, unit):
 # --- numbers are finite and in range --------------------------------------------------------------
 
 # workload field -> (lowest, highest) allowed
-RANGES = {"touch_rate": (0.0, 1e8), "hot_share": (0.0, 1.0), "zipf_s": (0.0, 5.0), "write_fraction": (0.0, 1.0),
-          "amplitude": (0.0, 1.0), "boot_rate": (0.0, 1e4), "leak_rate": (0.0, 100.0)}
+RANGES = {
+    "touch_rate": (0.0, 1e8),
+    "hot_share": (0.0, 1.0),
+    "zipf_s": (0.0, 5.0),
+    "write_fraction": (0.0, 1.0),
+    "amplitude": (0.0, 1.0),
+    "boot_rate": (0.0, 1e4),
+    "leak_rate": (0.0, 100.0),
+}
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 1e300, -1.0])
@@ -77,8 +84,11 @@ def test_touch_rate_nan_inf_huge_negative_are_refused(value):
 
 
 @settings(max_examples=300, deadline=None)
-@given(field=st.sampled_from(sorted(RANGES)), value=st.floats(allow_nan=True, allow_infinity=True),
-       inline=st.booleans())
+@given(
+    field=st.sampled_from(sorted(RANGES)),
+    value=st.floats(allow_nan=True, allow_infinity=True),
+    inline=st.booleans(),
+)
 def test_workload_numbers_outside_their_range_are_refused(field, value, inline):
     lo, hi = RANGES[field]
     data = base()
@@ -96,8 +106,10 @@ def test_workload_numbers_outside_their_range_are_refused(field, value, inline):
 
 
 @settings(max_examples=100, deadline=None)
-@given(key=st.sampled_from(["duration", "tick", "warmup", "report_interval"]),
-       value=st.sampled_from([math.nan, math.inf, -1.0, "-5m", "forever", 1e30]))
+@given(
+    key=st.sampled_from(["duration", "tick", "warmup", "report_interval"]),
+    value=st.sampled_from([math.nan, math.inf, -1.0, "-5m", "forever", 1e30]),
+)
 def test_durations_must_be_finite_non_negative_and_bounded(key, value):
     refused(base(**{key: value}), key)
 
@@ -108,6 +120,7 @@ def test_seed_is_a_non_negative_whole_number(field, value):
 
 
 # --- rules across fields --------------------------------------------------------------------------
+
 
 def test_warmup_must_end_before_the_run():
     refused(base(warmup="10m"), "warmup")
@@ -124,14 +137,17 @@ def test_a_vm_larger_than_the_host_needs_allow_overcommit():
     assert scenario_from_dict(data, "t.toml").vms[0].memory == 16 * GiB
 
 
-@pytest.mark.parametrize("vm, field", [
-    ({"reservation": "3 GiB"}, "vm[0].reservation"),
-    ({"limit": "3 GiB"}, "vm[0].limit"),
-    ({"limit": "1 GiB", "reservation": "1.5 GiB"}, "vm[0].reservation"),
-    ({"workload": {"wss": "3 GiB", "allocated": 1.0}}, "vm[0].workload.wss"),
-    ({"workload": {"wss": 0.9, "allocated": 0.5}}, "vm[0].workload.wss"),
-    ({"workload": {"kind": "phased"}}, "vm[0].workload.phases"),
-])
+@pytest.mark.parametrize(
+    "vm, field",
+    [
+        ({"reservation": "3 GiB"}, "vm[0].reservation"),
+        ({"limit": "3 GiB"}, "vm[0].limit"),
+        ({"limit": "1 GiB", "reservation": "1.5 GiB"}, "vm[0].reservation"),
+        ({"workload": {"wss": "3 GiB", "allocated": 1.0}}, "vm[0].workload.wss"),
+        ({"workload": {"wss": 0.9, "allocated": 0.5}}, "vm[0].workload.wss"),
+        ({"workload": {"kind": "phased"}}, "vm[0].workload.phases"),
+    ],
+)
 def test_amounts_must_fit_the_vm(vm, field):
     data = base()
     data["vm"][0].update(vm)
@@ -144,8 +160,10 @@ def test_errors_name_the_value_and_what_is_allowed():
     assert refused(data, "workloads.w.hot_share") == "t.toml: workloads.w.hot_share: must be <= 1.0, got 1.5"
     data = base()
     data["vm"][0]["memory"] = 6
-    assert refused(data, "vm[0].memory") == ("t.toml: vm[0].memory: expected a size with a unit such as '6 GiB' "
-                                             "or '512 MiB' (plain bytes: '4096 bytes'), got 6")
+    assert refused(data, "vm[0].memory") == (
+        "t.toml: vm[0].memory: expected a size with a unit such as '6 GiB' "
+        "or '512 MiB' (plain bytes: '4096 bytes'), got 6"
+    )
 
 
 def test_every_builtin_scenario_still_loads():
@@ -155,6 +173,7 @@ def test_every_builtin_scenario_still_loads():
 
 # --- policies ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", [2147483648, "2147483648", 1.5, "150%", "nan%", "-1 GiB", True])
 def test_policy_amounts_need_a_unit_a_percentage_or_a_keyword(value):
     with pytest.raises(ConfigError) as err:
@@ -163,8 +182,10 @@ def test_policy_amounts_need_a_unit_a_percentage_or_a_keyword(value):
 
 
 def test_policy_zero_and_keywords_are_accepted():
-    p = policy_from_dict({"name": "p", "defaults": {"sched.mem.min": 0, "sched.mem.max": "unlimited",
-                                                    "maxmemctl": "25%"}}, "p.toml")
+    p = policy_from_dict(
+        {"name": "p", "defaults": {"sched.mem.min": 0, "sched.mem.max": "unlimited", "maxmemctl": "25%"}},
+        "p.toml",
+    )
     assert (p.defaults.reservation, p.defaults.limit, p.defaults.maxmemctl.value) == (0, "unlimited", 25.0)
 
 
@@ -176,17 +197,23 @@ def test_policy_settings_must_be_finite(value):
 
 # --- through the CLI: one line, exit 2 ----------------------------------------------------------------
 
-@pytest.mark.parametrize("edit, field", [
-    (('memory = "2 GiB"', "memory = 6"), "vm[0].memory"),
-    (("touch_rate = 1000", "touch_rate = nan"), "workloads.w.touch_rate"),
-    (("touch_rate = 1000", "touch_rate = 1e300"), "workloads.w.touch_rate"),
-    (('warmup = "1m"', 'warmup = "20m"'), "warmup"),
-    (('memory = "2 GiB"', 'memory = "32 GiB"'), "vm[0].memory"),
-])
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (('memory = "2 GiB"', "memory = 6"), "vm[0].memory"),
+        (("touch_rate = 1000", "touch_rate = nan"), "workloads.w.touch_rate"),
+        (("touch_rate = 1000", "touch_rate = 1e300"), "workloads.w.touch_rate"),
+        (('warmup = "1m"', 'warmup = "20m"'), "warmup"),
+        (('memory = "2 GiB"', 'memory = "32 GiB"'), "vm[0].memory"),
+    ],
+)
 def test_cli_refuses_with_one_line(tmp_path, edit, field):
-    text = ('name = "t"\nduration = "10m"\ntick = "5s"\nwarmup = "1m"\n[host]\nmemory = "8 GiB"\n'
-            '[workloads.w]\nallocated = 0.8\nwss = 0.2\ntouch_rate = 1000\n'
-            '[[vm]]\nname = "a"\nmemory = "2 GiB"\nworkload = "w"\n')
+    text = (
+        'name = "t"\nduration = "10m"\ntick = "5s"\nwarmup = "1m"\n[host]\nmemory = "8 GiB"\n'
+        "[workloads.w]\nallocated = 0.8\nwss = 0.2\ntouch_rate = 1000\n"
+        '[[vm]]\nname = "a"\nmemory = "2 GiB"\nworkload = "w"\n'
+    )
     assert edit[0] in text
     path = tmp_path / "t.toml"
     path.write_text(text.replace(edit[0], edit[1]))

@@ -45,9 +45,16 @@ def test_serve_port_must_be_a_tcp_port():
     refused(["serve", "small", "--once", "--port", "70000"], "--port")
 
 
-@pytest.mark.parametrize("fix, words", [("Mem.IdleTax=500", "must be <= 99"), ("Mem.IdleTax=-5", "must be >= 0"),
-                                        ("Mem.IdleTax=nan", "finite"), ("Mem.ShareScanTime=inf", "finite"),
-                                        ("Mem.IdleTax=lots", "expected a number")])
+@pytest.mark.parametrize(
+    "fix, words",
+    [
+        ("Mem.IdleTax=500", "must be <= 99"),
+        ("Mem.IdleTax=-5", "must be >= 0"),
+        ("Mem.IdleTax=nan", "finite"),
+        ("Mem.ShareScanTime=inf", "finite"),
+        ("Mem.IdleTax=lots", "expected a number"),
+    ],
+)
 def test_optimize_fix_outside_the_settings_range_is_refused_before_any_evaluation(tmp_path, fix, words):
     out = tmp_path / "out"
     line = refused(["optimize", "small", "--out", str(out), "--budget", "4", "--fix", fix], "--fix")

@@ -22,7 +22,9 @@ def capture(path, cell: str) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(cell=st.sampled_from(["nan", "NaN", "-nan", "inf", "-inf", "Infinity", "-1e30", "-1", "1e300", "1e13"]))
+@given(
+    cell=st.sampled_from(["nan", "NaN", "-nan", "inf", "-inf", "Infinity", "-1e30", "-1", "1e300", "1e13"])
+)
 def test_import_esxtop_refuses_non_finite_and_out_of_range_cells(tmp_path_factory, cell):
     path = tmp_path_factory.mktemp("cap") / "cap.csv"
     capture(path, cell)
@@ -52,7 +54,8 @@ def test_profile_refuses_an_image_without_an_end(tmp_path, make):
     res = CliRunner().invoke(main_group, ["profile", "--image", path])
     assert res.exit_code == 2, res.output
     assert res.stderr.strip().splitlines() == [
-        f"memtune: error: {path}: cannot read image: not a regular file or block device (no known size)"]
+        f"memtune: error: {path}: cannot read image: not a regular file or block device (no known size)"
+    ]
 
 
 def test_import_esxtop_marks_a_vm_larger_than_the_host_as_meant(tmp_path):
@@ -74,8 +77,10 @@ def test_a_scenario_profile_must_be_a_regular_text_file(tmp_path, target):
         (tmp_path / "p.toml").write_bytes(b"\xff\xfe\x00garbage")
         target = "p.toml"
     sc = tmp_path / "s.toml"
-    sc.write_text(f'[host]\nmemory = "8 GiB"\n[[vm]]\nname = "a"\nmemory = "1 GiB"\n'
-                  f'workload = {{ profile = "{target}" }}\n')
+    sc.write_text(
+        f'[host]\nmemory = "8 GiB"\n[[vm]]\nname = "a"\nmemory = "1 GiB"\n'
+        f'workload = {{ profile = "{target}" }}\n'
+    )
     res = CliRunner().invoke(main_group, ["simulate", str(sc)])
     assert res.exit_code == 2, res.output
     lines = res.stderr.strip().splitlines()

@@ -48,24 +48,32 @@ class Verdict:
         """One line for ``memtune audit verify``."""
         if self.ok:
             chain = "HMAC-SHA-256" if self.keyed else "SHA-256"
-            return (f"{source}: intact: {self.records} records in {self.runs} run(s), seq 0..{self.last_seq}, "
-                    f"{chain} chain, last line digest {self.last_digest[:16]}")
+            return (
+                f"{source}: intact: {self.records} records in {self.runs} run(s), seq 0..{self.last_seq}, "
+                f"{chain} chain, last line digest {self.last_digest[:16]}"
+            )
         seq = "?" if self.seq is None else str(self.seq)
         return f"{source}: line {self.line} (seq {seq}): {self.what}: {self.detail}"
 
     def proves(self) -> str:
         """What an intact verdict is evidence of, and what it is not (printed after the summary)."""
         if self.keyed:
-            return ("what this proves: every record was written by a holder of the HMAC key and not changed, "
-                    "dropped or reordered since; it cannot show records cut off after an earlier run's log-end "
-                    "(compare the record count and last digest with a copy kept elsewhere), nor anything done by "
-                    "someone who can read the key")
-        return ("what this proves: no record was changed, dropped or reordered without re-hashing the chain after "
-                "it (accidents, careless edits); it does NOT prove the log is authentic: without a key anyone who "
-                "can write the file can rewrite it and re-hash every record, and the result verifies as intact. "
-                "For evidence, run with an HMAC key kept off the audited host (setting audit.key_file or "
-                "$MEMTUNE_AUDIT_KEY) or keep the last digest above somewhere this host cannot write; see "
-                "docs/audit.md")
+            return (
+                "what this proves: every record was written by a holder of the HMAC key and not changed, "
+                "dropped or reordered since; it cannot show records cut off after an earlier run's log-end "
+                "(compare the record count and last digest with a copy kept elsewhere), nor anything done by "
+                "someone who can read the key"
+            )
+        return (
+            "what this proves: no record was changed, dropped or reordered without re-hashing the chain "
+            "after "
+            "it (accidents, careless edits); it does NOT prove the log is authentic: without a key anyone "
+            "who "
+            "can write the file can rewrite it and re-hash every record, and the result verifies as intact. "
+            "For evidence, run with an HMAC key kept off the audited host (setting audit.key_file or "
+            "$MEMTUNE_AUDIT_KEY) or keep the last digest above somewhere this host cannot write; see "
+            "docs/audit.md"
+        )
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:
@@ -75,10 +83,16 @@ def _parse(line: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(rec, dict) or set(rec) != set(FIELDS):
         return None
-    if (type(rec["seq"]) is not int or not isinstance(rec["kind"], str) or not isinstance(rec["data"], dict)
-            or not isinstance(rec["prev"], str) or not isinstance(rec["hash"], str)
-            or not (rec["vm"] is None or isinstance(rec["vm"], str))
-            or isinstance(rec["time"], bool) or not isinstance(rec["time"], int | float)):
+    if (
+        type(rec["seq"]) is not int
+        or not isinstance(rec["kind"], str)
+        or not isinstance(rec["data"], dict)
+        or not isinstance(rec["prev"], str)
+        or not isinstance(rec["hash"], str)
+        or not (rec["vm"] is None or isinstance(rec["vm"], str))
+        or isinstance(rec["time"], bool)
+        or not isinstance(rec["time"], int | float)
+    ):
         return None
     return rec
 
@@ -107,7 +121,7 @@ def verify_bytes(data: bytes, key: bytes | None = None, *, source: str = "log") 
     seqs = {r["seq"] for r in parsed if r is not None}
     v = Verdict(True)
     prev = GENESIS
-    open_run: int | None = None       # line of the open run's log-start
+    open_run: int | None = None  # line of the open run's log-start
     run_records = 0
 
     def broken(i: int, what: str, detail: str, seq: int | None = None) -> Verdict:
@@ -132,23 +146,33 @@ def verify_bytes(data: bytes, key: bytes | None = None, *, source: str = "log") 
                 # a plain chain whose log-start was edited to claim a key, or a keyed log
                 nxt = parsed[i] if i < len(parsed) else None
                 if nxt is not None and _hash_ok(nxt, lines[i], None):
-                    return broken(i, "edited", "the log-start claims an HMAC key but the chain is plain SHA-256",
-                                  seq)
-                raise UserError("the audit log is HMAC-signed: give --key-file or set MEMTUNE_AUDIT_KEY",
-                                source=source)
+                    return broken(
+                        i, "edited", "the log-start claims an HMAC key but the chain is plain SHA-256", seq
+                    )
+                raise UserError(
+                    "the audit log is HMAC-signed: give --key-file or set MEMTUNE_AUDIT_KEY", source=source
+                )
             if not keyed and key is not None:
-                return broken(i, "not keyed", "a key was given but the log is a plain SHA-256 chain "
-                              "(it may have been rewritten without the key)", seq)
+                return broken(
+                    i,
+                    "not keyed",
+                    "a key was given but the log is a plain SHA-256 chain "
+                    "(it may have been rewritten without the key)",
+                    seq,
+                )
             v.keyed = keyed
         use_key = key if v.keyed else None
         if not _hash_ok(rec, line, use_key):
             if v.keyed and len(lines) - i >= 1:
-                rest = [_hash_ok(r, ln, use_key) for ln, r in zip(lines[i - 1:], parsed[i - 1:], strict=True)
-                        if r is not None]
+                rest = [
+                    _hash_ok(r, ln, use_key)
+                    for ln, r in zip(lines[i - 1 :], parsed[i - 1 :], strict=True)
+                    if r is not None
+                ]
                 if len(rest) >= 2 and not any(rest):
                     return broken(i, "wrong key", "no record from here on matches the HMAC key", seq)
             return broken(i, "edited", "the hash does not match the record's content", seq)
-        expect = i - 1                # every intact line before this one has one seq
+        expect = i - 1  # every intact line before this one has one seq
         if seq != expect:
             if seq > expect and expect not in seqs:
                 return broken(i, "dropped", f"records seq {expect}..{seq - 1} are missing", seq)
@@ -158,27 +182,40 @@ def verify_bytes(data: bytes, key: bytes | None = None, *, source: str = "log") 
         kind = rec["kind"]
         if kind == "log-start":
             if open_run is not None:
-                return broken(i, "truncated", f"the run that started on line {open_run} has no log-end record "
-                              "before this log-start", seq)
+                return broken(
+                    i,
+                    "truncated",
+                    f"the run that started on line {open_run} has no log-end record before this log-start",
+                    seq,
+                )
             if bool(rec["data"].get("hmac")) != v.keyed:
                 return broken(i, "edited", "a later run changed whether the log is HMAC'd", seq)
             open_run, run_records = i, 0
             v.runs += 1
         elif open_run is None:
-            return broken(i, "edited", f"a {kind!r} record outside a run (after log-end, before log-start)", seq)
+            return broken(
+                i, "edited", f"a {kind!r} record outside a run (after log-end, before log-start)", seq
+            )
         run_records += 1
         if kind == "log-end":
             if rec["data"].get("records") != run_records:
-                return broken(i, "edited", f"log-end counts {rec['data'].get('records')} records, the run has "
-                              f"{run_records}", seq)
+                return broken(
+                    i,
+                    "edited",
+                    f"log-end counts {rec['data'].get('records')} records, the run has {run_records}",
+                    seq,
+                )
             open_run = None
         prev = line_digest(line)
         v.records += 1
         v.last_seq = seq
         v.last_digest = prev
     if open_run is not None:
-        return broken(len(lines) + 1, "truncated",
-                      f"no log-end after seq {v.last_seq} (records cut off the end, or the run was killed)")
+        return broken(
+            len(lines) + 1,
+            "truncated",
+            f"no log-end after seq {v.last_seq} (records cut off the end, or the run was killed)",
+        )
     return v
 
 

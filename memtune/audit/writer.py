@@ -32,13 +32,17 @@ class AuditWriter:
         try:
             self.fh: BinaryIO = open(self.path, "ab+")  # noqa: SIM115 - held open for the run
         except OSError as exc:
-            raise UserError(f"cannot open the audit log: {exc.strerror or exc}", source=src, field=field) from None
+            raise UserError(
+                f"cannot open the audit log: {exc.strerror or exc}", source=src, field=field
+            ) from None
         if fcntl is not None:
             try:
                 fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 self.fh.close()
-                raise UserError("the audit log is being written by another run", source=src, field=field) from None
+                raise UserError(
+                    "the audit log is being written by another run", source=src, field=field
+                ) from None
         self.fh.seek(0)
         existing = self.fh.read()
         self.seq = 0
@@ -55,12 +59,20 @@ class AuditWriter:
             verdict = verify_bytes(existing, self.key, source=src)
         except UserError:
             self.fh.close()
-            raise UserError("the existing audit log is HMAC-signed: set audit.key_file or MEMTUNE_AUDIT_KEY "
-                            "to append to it", source=src, field=self.field) from None
+            raise UserError(
+                "the existing audit log is HMAC-signed: set audit.key_file or MEMTUNE_AUDIT_KEY "
+                "to append to it",
+                source=src,
+                field=self.field,
+            ) from None
         if not verdict.ok:
             self.fh.close()
-            raise UserError(f"line {verdict.line}: the existing audit log is broken ({verdict.what}: "
-                            f"{verdict.detail}); refusing to append", source=src, field=self.field)
+            raise UserError(
+                f"line {verdict.line}: the existing audit log is broken ({verdict.what}: "
+                f"{verdict.detail}); refusing to append",
+                source=src,
+                field=self.field,
+            )
         self.seq = verdict.last_seq + 1
         self.prev = verdict.last_digest
 
@@ -70,8 +82,14 @@ class AuditWriter:
 
     def add(self, time: float, kind: str, vm: str | None, data: dict[str, Any]) -> None:
         """Queue one record; it reaches the file at the next :meth:`commit`."""
-        body = {"seq": self.seq, "time": float(time), "kind": str(kind), "vm": vm,
-                "data": jsonable(data), "prev": self.prev}
+        body = {
+            "seq": self.seq,
+            "time": float(time),
+            "kind": str(kind),
+            "vm": vm,
+            "data": jsonable(data),
+            "prev": self.prev,
+        }
         body["hash"] = record_hash(body, self.key)
         line = canonical(body).encode("ascii")
         self.pending.append(line)
@@ -81,8 +99,17 @@ class AuditWriter:
 
     def start(self, time: float, data: dict[str, Any]) -> None:
         """The run's ``log-start`` record: format and whether the log is HMAC'd (never the key)."""
-        self.add(time, "log-start", None, {"format": FORMAT, "hmac": self.keyed,
-                                           "algorithm": "hmac-sha256" if self.keyed else "sha256", **data})
+        self.add(
+            time,
+            "log-start",
+            None,
+            {
+                "format": FORMAT,
+                "hmac": self.keyed,
+                "algorithm": "hmac-sha256" if self.keyed else "sha256",
+                **data,
+            },
+        )
 
     def commit(self) -> None:
         """Write queued records, flush and fsync (call at most once per tick)."""

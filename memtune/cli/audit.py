@@ -66,8 +66,13 @@ def _cell(key: str, value: object) -> str:
 @click.argument("log", metavar="LOG")
 @click.option("--vm", "vm", metavar="NAME",
               help="Only records about this VM (its own, and host-wide ones with a per-VM table naming it).")
-@click.option("--kind", "kinds", multiple=True, metavar="KIND",
-              help="Only records of this kind (repeatable): policy, state-change, reclaim, share, cow-break, ...")
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    metavar="KIND",
+    help="Only records of this kind (repeatable): policy, state-change, reclaim, share, cow-break, ...",
+)
 @click.option("--since", metavar="T", help="Only records at or after simulated time T (e.g. 90s, 5m).")
 @click.option("--json", "as_json", is_flag=True, help="Print the matching records as JSON lines.")
 def show_cmd(log: str, vm: str | None, kinds: tuple[str, ...], since: str | None, as_json: bool) -> None:
@@ -77,8 +82,11 @@ def show_cmd(log: str, vm: str | None, kinds: tuple[str, ...], since: str | None
     records, bad = read_records(log)
     if bad:
         more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
-        click.echo(f"memtune: warning: {log}: line {bad[0]}{more} is not an audit record; "
-                   "run `memtune audit verify`", err=True)
+        click.echo(
+            f"memtune: warning: {log}: line {bad[0]}{more} is not an audit record; "
+            "run `memtune audit verify`",
+            err=True,
+        )
     rows = list(filter_records(records, vm=vm, kinds=kinds, since=_since(since)))
     if as_json:
         for r in rows:

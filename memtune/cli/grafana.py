@@ -28,15 +28,22 @@ def export_cmd(directory: Path, force: bool) -> None:
     from memtune.monitoring import files
 
     shipped = files()
-    clash = [rel for rel, data in shipped if (directory / rel).is_file() and (directory / rel).read_bytes() != data]
+    clash = [
+        rel for rel, data in shipped if (directory / rel).is_file() and (directory / rel).read_bytes() != data
+    ]
     if clash and not force:
-        raise UserError(f"{len(clash)} file(s) exist with other content, e.g. {directory / clash[0]} "
-                        "(use --force to replace them)", source=str(directory))
+        raise UserError(
+            f"{len(clash)} file(s) exist with other content, e.g. {directory / clash[0]} "
+            "(use --force to replace them)",
+            source=str(directory),
+        )
     for rel, data in shipped:
         write_atomic(directory / rel, data)
-    click.echo(f"wrote {len(shipped)} files to {directory}: dashboards/ (import into Grafana, or provision "
-               "with provisioning/), rules/memtune.rules.yml and prometheus/prometheus.yml (scrape jobs and "
-               "rule_files) - see docs/metrics.md")
+    click.echo(
+        f"wrote {len(shipped)} files to {directory}: dashboards/ (import into Grafana, or provision "
+        "with provisioning/), rules/memtune.rules.yml and prometheus/prometheus.yml (scrape jobs and "
+        "rule_files) - see docs/metrics.md"
+    )
 
 
 def write_atomic(path: Path, data: bytes) -> None:

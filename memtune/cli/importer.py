@@ -17,7 +17,9 @@ def cli() -> None:
 @click.argument("csv_file", metavar="FILE.csv")
 @click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write the scenario here (default: print it).")
-@click.option("--host-memory", metavar="SIZE", help="Host memory if the capture lacks Memory\\Machine MBytes.")
+@click.option(
+    "--host-memory", metavar="SIZE", help="Host memory if the capture lacks Memory\\Machine MBytes."
+)
 @click.option("--name", help="Scenario name (default: the CSV file's stem).")
 def esxtop(csv_file, out, host_memory, name):
     """Scenario from an `esxtop -b` batch CSV: one VM per memory group, workloads fitted to the

@@ -45,5 +45,7 @@ def status() -> None:
     reason = unavailable()
     click.echo(f"live runs: {'possible' if reason is None else 'not possible: ' + reason}")
     st = HostState.load(STATE_FILE)
-    click.echo(f"left behind: {len(st.entries)} change(s)" + (" (memtune live cleanup)" if st.entries else ""))
+    click.echo(
+        f"left behind: {len(st.entries)} change(s)" + (" (memtune live cleanup)" if st.entries else "")
+    )
     click.echo(f"host lock: {LOCK_PATH}")

@@ -60,39 +60,118 @@ class _Bar:
               help="Weight of a VM or VM group in the objective (repeatable; replaces share weights).")
 @click.option("--slo-p99", help="SLO mode: minimise reserved memory with every VM's p99 extra latency "
                                 "at most this (e.g. 20us).")
-@click.option("--knobs", "knobs", multiple=True, metavar="LIST",
-              help="Tune only these knobs: comma-separated names or patterns (Mem.IdleTax, reservation, web.*).")
-@click.option("--fix", "fix", multiple=True, metavar="NAME=VALUE",
-              help="Pin a knob or host setting (repeatable), e.g. Mem.IdleTax=75 or web.limit=1.")
-@click.option("--group", type=Choice(["prefix", "vm", "all"]), default="prefix", show_default=True,
-              help="VMs sharing per-VM knobs: name without -NN suffix, each VM, or all VMs.")
-@click.option("--repeats", type=Int(1), default=default("tuner.repeats"), show_default=True,
-              help="Simulations (seeds) per point.")
-@click.option("--batch", type=Int(1), default=default("tuner.batch"), show_default=True,
-              help="Points asked at once (fixed, so results do not depend on --workers).")
-@click.option("--initial-points", type=Int(1), default=default("tuner.initial_points"), show_default=True,
-              help="Latin-hypercube points before the model is used (rounded up to whole batches).")
+@click.option(
+    "--knobs",
+    "knobs",
+    multiple=True,
+    metavar="LIST",
+    help="Tune only these knobs: comma-separated names or patterns (Mem.IdleTax, reservation, web.*).",
+)
+@click.option(
+    "--fix",
+    "fix",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Pin a knob or host setting (repeatable), e.g. Mem.IdleTax=75 or web.limit=1.",
+)
+@click.option(
+    "--group",
+    type=Choice(["prefix", "vm", "all"]),
+    default="prefix",
+    show_default=True,
+    help="VMs sharing per-VM knobs: name without -NN suffix, each VM, or all VMs.",
+)
+@click.option(
+    "--repeats",
+    type=Int(1),
+    default=default("tuner.repeats"),
+    show_default=True,
+    help="Simulations (seeds) per point.",
+)
+@click.option(
+    "--batch",
+    type=Int(1),
+    default=default("tuner.batch"),
+    show_default=True,
+    help="Points asked at once (fixed, so results do not depend on --workers).",
+)
+@click.option(
+    "--initial-points",
+    type=Int(1),
+    default=default("tuner.initial_points"),
+    show_default=True,
+    help="Latin-hypercube points before the model is used (rounded up to whole batches).",
+)
 @click.option("--duration", help="Simulated time per evaluation (default: the scenario's).")
-@click.option("--fidelity", type=Choice(["coarse", "full"]), default=default("tuner.fidelity"), show_default=True,
-              help="Resolution of evaluations: coarse (simulated pages x2, about 20 % less CPU) or full; "
-                   "the report compares at full resolution either way.")
+@click.option(
+    "--fidelity",
+    type=Choice(["coarse", "full"]),
+    default=default("tuner.fidelity"),
+    show_default=True,
+    help="Resolution of evaluations: coarse (simulated pages x2, about 20 % less CPU) or full; "
+    "the report compares at full resolution either way.",
+)
 @click.option("--seed", type=SEED, help="Run seed (default: the scenario's).")
-@click.option("--workers", type=Int(1), default=default("tuner.workers"), show_default=True,
-              help="Local worker processes (1: in this process).")
+@click.option(
+    "--workers",
+    type=Int(1),
+    default=default("tuner.workers"),
+    show_default=True,
+    help="Local worker processes (1: in this process).",
+)
 @click.option("--dask-scheduler", metavar="ADDRESS", help="Run evaluations on this Dask cluster instead.")
-@click.option("--presets", "presets", metavar="LIST",
-              help="Presets to compare in the report (comma-separated; default: all).")
+@click.option(
+    "--presets",
+    "presets",
+    metavar="LIST",
+    help="Presets to compare in the report (comma-separated; default: all).",
+)
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG plots.")
-@click.option("--metrics-port", type=PORT,
-              help="Serve tuner metrics for Prometheus on this port (0: any free port).")
+@click.option(
+    "--metrics-port", type=PORT, help="Serve tuner metrics for Prometheus on this port (0: any free port)."
+)
 @click.option("--metrics-bind", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal).")
-@click.option("--confirm", type=Choice(["live"]), help="Re-run the best policy and esxi-default on this Linux host "
-              "(scaled; root) and report the real improvement beside the model's (docs/live.md).")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal)."
+)
+@click.option(
+    "--confirm",
+    type=Choice(["live"]),
+    help="Re-run the best policy and esxi-default on this Linux host "
+    "(scaled; root) and report the real improvement beside the model's (docs/live.md).",
+)
 @plugin_options
-def cli(scenario, out, resume, budget, time_limit, patience, optimizer, objective, weights, slo_p99, knobs,
-        fix, group, repeats, batch, initial_points, duration, fidelity, seed, workers, dask_scheduler, presets, plots,
-        metrics_port, metrics_bind, progress, disable, plugins, confirm=None):
+def cli(
+    scenario,
+    out,
+    resume,
+    budget,
+    time_limit,
+    patience,
+    optimizer,
+    objective,
+    weights,
+    slo_p99,
+    knobs,
+    fix,
+    group,
+    repeats,
+    batch,
+    initial_points,
+    duration,
+    fidelity,
+    seed,
+    workers,
+    dask_scheduler,
+    presets,
+    plots,
+    metrics_port,
+    metrics_bind,
+    progress,
+    disable,
+    plugins,
+    confirm=None,
+):
     """Tune SCENARIO's policy (a built-in name or a TOML file; default: small).
 
     Writes the best policy (best-policy.toml), report.json and plots to --out, and journals every
@@ -118,13 +197,29 @@ def cli(scenario, out, resume, budget, time_limit, patience, optimizer, objectiv
         preset_list = tuple(p.strip() for p in presets.split(",") if p.strip())
         unknown = [p for p in preset_list if p not in list_presets()]
         if unknown:
-            raise UserError(f"unknown preset {unknown[0]!r} (presets: {', '.join(list_presets())})",
-                            field="--presets")
+            raise UserError(
+                f"unknown preset {unknown[0]!r} (presets: {', '.join(list_presets())})", field="--presets"
+            )
     config = TuneConfig(
-        scenario=sc, seed=seed, budget=budget, batch=batch, repeats=repeats, initial_points=initial_points,
-        duration=duration_option(duration), fidelity=fidelity, optimizer=optimizer, objective=obj, group=group,
-        knobs=tuple(knobs), fix=tuple(fix), disable=tuple(disable), plugins=tuple(plugins),
-        patience=patience, time_limit=duration_option(time_limit, "--time-limit"), presets=preset_list)
+        scenario=sc,
+        seed=seed,
+        budget=budget,
+        batch=batch,
+        repeats=repeats,
+        initial_points=initial_points,
+        duration=duration_option(duration),
+        fidelity=fidelity,
+        optimizer=optimizer,
+        objective=obj,
+        group=group,
+        knobs=tuple(knobs),
+        fix=tuple(fix),
+        disable=tuple(disable),
+        plugins=tuple(plugins),
+        patience=patience,
+        time_limit=duration_option(time_limit, "--time-limit"),
+        presets=preset_list,
+    )
     if workers is not None and workers < 1:
         raise UserError("must be at least 1", field="--workers")
     metrics = server = None
@@ -153,7 +248,9 @@ def cli(scenario, out, resume, budget, time_limit, patience, optimizer, objectiv
     executor = make_executor(workers, dask_scheduler)
     tuner = None
     try:
-        tuner = Tuner(config, Path(out), resume=resume, executor=executor, on_eval=on_eval, compare_early=True)
+        tuner = Tuner(
+            config, Path(out), resume=resume, executor=executor, on_eval=on_eval, compare_early=True
+        )
         if bar is not None:
             best = tuner.best()
             bar.skip(len(tuner.history), best.value if best else None)
@@ -166,7 +263,7 @@ def cli(scenario, out, resume, budget, time_limit, patience, optimizer, objectiv
         report = write_outputs(tuner, comparison, plots=plots)
     finally:
         if tuner is not None:
-            tuner.journal.close()       # and the lock on --out
+            tuner.journal.close()  # and the lock on --out
         executor.close()
         if server is not None:
             from memtune.metrics.server import stop_metrics_server

@@ -49,7 +49,9 @@ class PositiveFloat(click.ParamType):
         except (TypeError, ValueError):
             raise UserError(f"expected a number, got {value!r}", field=flag_name(param)) from None
         if not math.isfinite(x) or x <= 0:
-            raise UserError(f"must be a finite number greater than zero, got {value!r}", field=flag_name(param))
+            raise UserError(
+                f"must be a finite number greater than zero, got {value!r}", field=flag_name(param)
+            )
         return x
 
 
@@ -58,9 +60,11 @@ class Choice(click.Choice):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if value not in self.choices:
-            raise UserError(f"expected one of {', '.join(self.choices)}, got {value!r}", field=flag_name(param))
+            raise UserError(
+                f"expected one of {', '.join(self.choices)}, got {value!r}", field=flag_name(param)
+            )
         return value
 
 
 SEED = Int(0, SEED_MAX)
-PORT = Int(0, 65535)          # 0: any free port
+PORT = Int(0, 65535)  # 0: any free port

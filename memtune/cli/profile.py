@@ -82,7 +82,11 @@ def cli(pids, images, sample, seed, wss_interval, wss_points, compressor, out, s
     result = prof.result()
     if wss:
         result["wss"] = wss
-    doc = profile_document(result, compressor=compressor, wss=wss) if out or scenario_out or not as_json else None
+    doc = (
+        profile_document(result, compressor=compressor, wss=wss)
+        if out or scenario_out or not as_json
+        else None
+    )
     if out:
         write_profile(out, doc)
     if scenario_out:
@@ -105,37 +109,58 @@ def _pct(x: float) -> str:
 
 def format_profile(result: dict, doc: dict | None, compressor: str) -> str:
     """A readable summary: one row per source, one for all sources together."""
-    lines = [f"{'source':<20} {'pages':>10} {'zero':>7} {'shareable':>9} {'dup':>7} {'unique':>7} "
-             f"{'<=1K':>6} {'<=2K':>6} {'<=3K':>6} {'ratio':>6}"]
+    lines = [
+        f"{'source':<20} {'pages':>10} {'zero':>7} {'shareable':>9} {'dup':>7} {'unique':>7} "
+        f"{'<=1K':>6} {'<=2K':>6} {'<=3K':>6} {'ratio':>6}"
+    ]
 
     def row(name, pages, zero, shareable, dup, comp):
         c = comp.get(compressor, {})
         cum = c.get("cumulative")
-        tail = (f"{_pct(cum['le_1k']):>6} {_pct(cum['le_2k']):>6} {_pct(cum['le_3k']):>6} {c['ratio']:6.2f}"
-                if cum else f"{'-':>6} {'-':>6} {'-':>6} {'-':>6}")
+        tail = (
+            f"{_pct(cum['le_1k']):>6} {_pct(cum['le_2k']):>6} {_pct(cum['le_3k']):>6} {c['ratio']:6.2f}"
+            if cum
+            else f"{'-':>6} {'-':>6} {'-':>6} {'-':>6}"
+        )
         p = max(pages, 1)
-        return (f"{name[:20]:<20} {pages:>10} {_pct(zero / p):>7} {_pct(shareable / p):>9} {_pct(dup / p):>7} "
-                f"{_pct((pages - zero - shareable - dup) / p):>7} {tail}")
+        return (
+            f"{name[:20]:<20} {pages:>10} {_pct(zero / p):>7} {_pct(shareable / p):>9} {_pct(dup / p):>7} "
+            f"{_pct((pages - zero - shareable - dup) / p):>7} {tail}"
+        )
 
     for s in result["sources"]:
         lines.append(row(s["name"], s["pages"], s["zero"], s["shareable"], s["duplicate"], s["compress"]))
     a = result["across"]
-    lines.append(row("(all)", a["pages"], a["zero"], a["cross_source_pages"],
-                     sum(s["duplicate"] for s in result["sources"]), a["compress"]))
-    lines.append(f"KSM (salting 0): pages_shared {a['ksm_pages_shared']}, pages_sharing {a['ksm_pages_sharing']} "
-                 f"(saves {a['saved_bytes_salting0'] / 2**20:.1f} MiB; inside each source only: "
-                 f"{a['saved_bytes_salting2'] / 2**20:.1f} MiB)")
+    lines.append(
+        row(
+            "(all)",
+            a["pages"],
+            a["zero"],
+            a["cross_source_pages"],
+            sum(s["duplicate"] for s in result["sources"]),
+            a["compress"],
+        )
+    )
+    lines.append(
+        f"KSM (salting 0): pages_shared {a['ksm_pages_shared']}, pages_sharing {a['ksm_pages_sharing']} "
+        f"(saves {a['saved_bytes_salting0'] / 2**20:.1f} MiB; inside each source only: "
+        f"{a['saved_bytes_salting2'] / 2**20:.1f} MiB)"
+    )
     c = a["compress"].get(compressor, {})
     if c.get("sampled"):
         lo, hi = c["cumulative_interval"]["le_2k"]
         exact = result["sample_fraction"] >= 1.0
-        lines.append(f"{compressor}: {c['sampled']} of {c['nonzero_pages']} non-zero pages compressed; "
-                     f"<= 2 KiB (kept by ESX compression): {_pct(c['kept_by_esx']).strip()}"
-                     + ("" if exact else f" (95 % interval {_pct(lo).strip()} .. {_pct(hi).strip()})")
-                     + f"; ratio {c['ratio']:.2f}")
+        lines.append(
+            f"{compressor}: {c['sampled']} of {c['nonzero_pages']} non-zero pages compressed; "
+            f"<= 2 KiB (kept by ESX compression): {_pct(c['kept_by_esx']).strip()}"
+            + ("" if exact else f" (95 % interval {_pct(lo).strip()} .. {_pct(hi).strip()})")
+            + f"; ratio {c['ratio']:.2f}"
+        )
     for name, w in (result.get("wss") or {}).items():
-        lines.append(f"working set {name}: {w['touched'] / 2**20:.1f} MiB touched in {w['interval']:g} s "
-                     f"(hot, first {w['seconds'][0]:g} s: {w['hot'] / 2**20:.1f} MiB)")
+        lines.append(
+            f"working set {name}: {w['touched'] / 2**20:.1f} MiB touched in {w['interval']:g} s "
+            f"(hot, first {w['seconds'][0]:g} s: {w['hot'] / 2**20:.1f} MiB)"
+        )
     if doc:
         for note in doc["profile"]["notes"]:
             lines.append(f"note: {note}")

@@ -28,12 +28,21 @@ from memtune.metrics.server import DEFAULT_BIND, DEFAULT_PORT
 @click.option("--hold", is_flag=True,
               help="With --once: keep serving the final state after the run ends, until interrupted.")
 @click.option("--duration", help="Simulated time per run, e.g. 30m (default: the scenario's).")
-@click.option("--seed", type=SEED, help="Random seed (default: the scenario's; run n of a loop uses seed + n).")
-@click.option("--latency-buckets", type=click.Choice(LATENCY_BUCKET_MODES), default="full", show_default=True,
-              help="Buckets of the per-VM latency histogram: full (33 series per VM), coarse (one per decade, "
-                   "12 per VM) or off (none).")
+@click.option(
+    "--seed", type=SEED, help="Random seed (default: the scenario's; run n of a loop uses seed + n)."
+)
+@click.option(
+    "--latency-buckets",
+    type=click.Choice(LATENCY_BUCKET_MODES),
+    default="full",
+    show_default=True,
+    help="Buckets of the per-VM latency histogram: full (33 series per VM), coarse (one per decade, "
+    "12 per VM) or off (none).",
+)
 @plugin_options
-def cli(scenario, policy_ref, speed, port, bind, loop, hold, duration, seed, latency_buckets, disable, plugins):
+def cli(
+    scenario, policy_ref, speed, port, bind, loop, hold, duration, seed, latency_buckets, disable, plugins
+):
     """Simulate SCENARIO (default: small) in real time x SPEED and serve Prometheus metrics.
 
     Exits 0 on SIGINT/SIGTERM (or, with --once, when the run ends) after closing the server.
@@ -56,17 +65,24 @@ def cli(scenario, policy_ref, speed, port, bind, loop, hold, duration, seed, lat
     def make_host(run: int):
         return build_host(sc, seed=base_seed + run, disable=disable, plugins=plugins)
 
-    first = make_host(0)                   # built up front: scenario mistakes fail before anything runs
+    first = make_host(0)  # built up front: scenario mistakes fail before anything runs
 
     def factory(run: int):
         return first if run == 0 else make_host(run)
 
     handle = RunHandle()
     registry = host_registry(handle, latency_buckets=latency_buckets, process=True)
-    sim = SimulationThread(handle, factory, duration=dur, tick=sc.tick, speed=speed, loop=loop,
-                           after_step=registry.host_collector.prepare)
+    sim = SimulationThread(
+        handle,
+        factory,
+        duration=dur,
+        tick=sc.tick,
+        speed=speed,
+        loop=loop,
+        after_step=registry.host_collector.prepare,
+    )
     sim.start()
-    sim.started.wait()                     # plugins configured before the first scrape
+    sim.started.wait()  # plugins configured before the first scrape
     try:
         server, server_thread = start_metrics_server(registry, port, bind)
     except BaseException:
@@ -74,8 +90,9 @@ def cli(scenario, policy_ref, speed, port, bind, loop, hold, duration, seed, lat
         sim.join(10)
         raise
     real_port = server.server_address[1]
-    click.echo(f"memtune serve: {sc.name} at {speed:g}x, metrics on http://{bind}:{real_port}/metrics",
-               err=True)
+    click.echo(
+        f"memtune serve: {sc.name} at {speed:g}x, metrics on http://{bind}:{real_port}/metrics", err=True
+    )
     stop = threading.Event()
     old = {s: signal.signal(s, lambda signum, frame: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -49,20 +49,59 @@ def _ksm(values: tuple[str, ...]) -> dict[str, int]:
 
 @click.command("validate")
 @click.argument("scenario", required=False)
-@click.option("--policy", help="A preset name or policy TOML applied before scaling (default: the scenario as is).")
-@click.option("--duration", default="60s", show_default=True, help="Run length (the scenario's schedule is compressed into it).")
+@click.option(
+    "--policy", help="A preset name or policy TOML applied before scaling (default: the scenario as is)."
+)
+@click.option(
+    "--duration",
+    default="60s",
+    show_default=True,
+    help="Run length (the scenario's schedule is compressed into it).",
+)
 @click.option("--memory-scale", type=float, help="Divide memory by this (default: host about 512 MiB).")
-@click.option("--max-vms", type=int, default=16, show_default=True, help="Keep at most this many VMs (in turn from each group).")
-@click.option("--seeds", default="1", show_default=True, help="Comma-separated seeds; each runs on both sides.")
-@click.option("--calibration", metavar="FILE", help="Settings TOML from `memtune calibrate` laid over the scenario's.")
-@click.option("--ksm", "ksm", multiple=True, metavar="KNOB=N",
-              help="Share pages the Linux way on both sides (memtune.sharing = ksm) with this KSM value (repeatable).")
-@click.option("--out", default="memtune-validate", show_default=True, help="Directory for report.json and validate.png.")
+@click.option(
+    "--max-vms",
+    type=int,
+    default=16,
+    show_default=True,
+    help="Keep at most this many VMs (in turn from each group).",
+)
+@click.option(
+    "--seeds", default="1", show_default=True, help="Comma-separated seeds; each runs on both sides."
+)
+@click.option(
+    "--calibration", metavar="FILE", help="Settings TOML from `memtune calibrate` laid over the scenario's."
+)
+@click.option(
+    "--ksm",
+    "ksm",
+    multiple=True,
+    metavar="KNOB=N",
+    help="Share pages the Linux way on both sides (memtune.sharing = ksm) with this KSM value (repeatable).",
+)
+@click.option(
+    "--out", default="memtune-validate", show_default=True, help="Directory for report.json and validate.png."
+)
 @click.option("--plots/--no-plots", default=True, show_default=True)
-@click.option("--force", is_flag=True, help="Go ahead although KSM, swap or zram look in use by something else.")
+@click.option(
+    "--force", is_flag=True, help="Go ahead although KSM, swap or zram look in use by something else."
+)
 @plugin_options
-def cli(scenario, policy, duration, memory_scale, max_vms, seeds, calibration, ksm, out, plots, force, disable,
-        plugins):
+def cli(
+    scenario,
+    policy,
+    duration,
+    memory_scale,
+    max_vms,
+    seeds,
+    calibration,
+    ksm,
+    out,
+    plots,
+    force,
+    disable,
+    plugins,
+):
     """Run SCENARIO (default: small) scaled down on the model and on this host; compare every figure."""
     from memtune.live.compare import ValidateConfig, summary_lines, validate
     from memtune.live.linux import LinuxDriver, LiveOptions
@@ -80,10 +119,20 @@ def cli(scenario, policy, duration, memory_scale, max_vms, seeds, calibration, k
     if max_vms is not None and max_vms < 1:
         raise UserError(f"must be at least 1, got {max_vms}", field="--max-vms")
     if ksm:
-        sc = sc.replace(settings={**sc.settings, "memtune.sharing": "ksm",
-                                  **{f"ksm.{k}": v for k, v in _ksm(ksm).items()}})
-    cfg = ValidateConfig(duration=duration_option(duration), memory_scale=memory_scale, max_vms=max_vms,
-                         seeds=_int_list(seeds, "--seeds"), disable=tuple(disable))
+        sc = sc.replace(
+            settings={
+                **sc.settings,
+                "memtune.sharing": "ksm",
+                **{f"ksm.{k}": v for k, v in _ksm(ksm).items()},
+            }
+        )
+    cfg = ValidateConfig(
+        duration=duration_option(duration),
+        memory_scale=memory_scale,
+        max_vms=max_vms,
+        seeds=_int_list(seeds, "--seeds"),
+        disable=tuple(disable),
+    )
     reason = unavailable()
     if reason:
         from memtune.live.state import HostError

@@ -45,6 +45,9 @@ def memberships(groups: tuple[ContentGroup, ...], vm_names: list[str], rng: np.r
     over = held.astype(np.float64) @ np.array([g.share for g in groups])
     if (over > 1.0 + 1e-9).any():
         v = int(np.argmax(over))
-        raise ConfigError(f"VM {vm_names[v]!r} holds content groups whose shares add up to {over[v]:.3g} (> 1)",
-                          source=source, field="content_group")
+        raise ConfigError(
+            f"VM {vm_names[v]!r} holds content groups whose shares add up to {over[v]:.3g} (> 1)",
+            source=source,
+            field="content_group",
+        )
     return held

@@ -50,8 +50,10 @@ class Engine:
         self._next_report = 0.0
         self._warm = h.scenario.warmup <= 0
         self._touched_until = 0.0           # touch draws made so far stand for the time up to here
-        self._free_seen: deque[tuple[float, float]] = deque(maxlen=4)   # (time, free memory) at the last rounds
-        self._stop = np.inf                 # end of the run, where one is under way
+        self._free_seen: deque[tuple[float, float]] = deque(
+            maxlen=4
+        )  # (time, free memory) at the last rounds
+        self._stop = np.inf  # end of the run, where one is under way
         # per simulated second of the last round, the largest share of a VM's touches of unmapped
         # pages that repeated one already faulted in that round
         self._repeat_rate = 0.0
@@ -60,9 +62,21 @@ class Engine:
 
     def _policy_event(self) -> None:
         h = self.host
-        h.emit("policy", None, settings={k: v for k, v in h.settings.items()},
-               vms={v.name: {"reservation": v.reservation, "limit": v.limit, "shares": v.shares,
-                             "maxmemctl": v.maxmemctl, "salt": v.salt} for v in h.vms})
+        h.emit(
+            "policy",
+            None,
+            settings={k: v for k, v in h.settings.items()},
+            vms={
+                v.name: {
+                    "reservation": v.reservation,
+                    "limit": v.limit,
+                    "shares": v.shares,
+                    "maxmemctl": v.maxmemctl,
+                    "salt": v.salt,
+                }
+                for v in h.vms
+            },
+        )
 
     # --- one tick ------------------------------------------------------------------------------
 
@@ -137,7 +151,7 @@ class Engine:
             return
         if r.fi.size:
             self._bring_in(r, lam, draws, rng)
-        h.pages.last_touch[r.page[r.served]] = now      # touches that found their page mapped
+        h.pages.last_touch[r.page[r.served]] = now  # touches that found their page mapped
         write_contents(h, self.private, r, r.write & r.served, lam, draws, rng)
         self._account(r, lam, dt, on)
 
@@ -155,18 +169,20 @@ class Engine:
         # simulated pages this draw's 4 KiB faults amount to; the drawn page is one of them
         companions_wanted = np.floor(r.faults[fi] / scale + rng.random(fi.size)).astype(np.int64) - 1
         companions_wanted = np.maximum(companions_wanted, 0)
-        companions_wanted[~pg.first_seen(r.page[fi])] += 1    # a page drawn twice comes in once
+        companions_wanted[~pg.first_seen(r.page[fi])] += 1  # a page drawn twice comes in once
         # no companions where allocations would be refused anyway
         refused = self.allocates[r.state[fi]] & (h.blocked[vf] | (h.free_pages() <= 0))
         companions_wanted[refused] = 0
         # companions: the pages near the draw the same access faults on (a read: states that
         # fault on reads; a write to a shared page: states that fault on writes)
-        cpage, src = companions(h, self.faults_on, r.page[fi], r.rank[fi], (~read).astype(np.intp),
-                                companions_wanted)
+        cpage, src = companions(
+            h, self.faults_on, r.page[fi], r.rank[fi], (~read).astype(np.intp), companions_wanted
+        )
         # companions of a write fault (COW) are written too; of a read fault, only read
         cwrite = (r.write[fi] & ~read)[src]
-        latency, mapped = self._serve_faults(np.concatenate([r.page[fi], cpage]),
-                                             np.concatenate([r.write[fi], cwrite]))
+        latency, mapped = self._serve_faults(
+            np.concatenate([r.page[fi], cpage]), np.concatenate([r.write[fi], cwrite])
+        )
         r.latency[fi] = latency[: fi.size]
         r.served[fi] = mapped[: fi.size]
 
@@ -188,7 +204,7 @@ class Engine:
             hit = unmapped > 0
             self._repeat_rate = float((1.0 - brought[hit] / unmapped[hit]).max()) / dt
             book.add(vf, r.latency[fi] + overhead[vf], ff)
-            for code in np.bincount(sf).nonzero()[0]:       # the states faulted on, in code order
+            for code in np.bincount(sf).nonzero()[0]:  # the states faulted on, in code order
                 m = sf == code
                 book.count_faults(h.states[int(code)].name, vf[m], ff[m])
         plain = np.bincount(vm, weights=r.weight - faults, minlength=nvm)
@@ -201,7 +217,7 @@ class Engine:
         """Bring faulting pages back; latency per draw and whether its page is now mapped."""
         h = self.host
         s = h.settings
-        uniq, inv = h.pages.distinct(pages)          # drawn pages first, then their companions
+        uniq, inv = h.pages.distinct(pages)  # drawn pages first, then their companions
         ustate = h.pages.state[uniq]
         uwrite = np.bincount(inv, weights=writes, minlength=uniq.size) > 0
         ulat = np.zeros(uniq.size)
@@ -266,8 +282,11 @@ class Engine:
         pb = h.page_bytes
         available = (h.memory - h.overhead_bytes - h.min_free) / pb - sum(h.host_pools.values())
         floor = np.where(on, h.reservation, 0.0)
-        cap = np.where(on, np.minimum(np.minimum(h.limit, h.vm_pages),
-                                      np.maximum(h.workload.allocated, h.reservation)), 0.0)
+        cap = np.where(
+            on,
+            np.minimum(np.minimum(h.limit, h.vm_pages), np.maximum(h.workload.allocated, h.reservation)),
+            0.0,
+        )
         h.targets = allocation_targets(max(available, 0.0), h.shares, active, tau, floor, cap)
 
     def _update_state(self, dt: float) -> None:
@@ -278,8 +297,15 @@ class Engine:
         if new != h.state:
             old = h.state
             h.state = new
-            h.emit("state-change", None, old=old.label, new=new.label, free_bytes=h.free_bytes(),
-                   min_free=h.min_free, time=h.now)
+            h.emit(
+                "state-change",
+                None,
+                old=old.label,
+                new=new.label,
+                free_bytes=h.free_bytes(),
+                min_free=h.min_free,
+                time=h.now,
+            )
         if new.label not in h.states_visited:
             h.states_visited.append(new.label)
         if not h.large_pages_broken and ratio < LARGE_PAGE_BREAK and h.large_pages.any():
@@ -289,8 +315,7 @@ class Engine:
 
     # --- whole run ----------------------------------------------------------------------------
 
-    def run(self, duration: float | None = None,
-            progress: Callable[[float], None] | None = None) -> dict:
+    def run(self, duration: float | None = None, progress: Callable[[float], None] | None = None) -> dict:
         h = self.host
         duration = h.scenario.duration if duration is None else duration
         tick = h.scenario.tick

@@ -55,8 +55,18 @@ class FaultHandler(Protocol):
 class RegisterPageState(Protocol):
     """``register(name, **flags, fault=handler) -> code`` in :func:`memtune_register_page_states`."""
 
-    def __call__(self, name: str, /, *, private_frame: bool = ..., mapped: bool = ..., read_fault: bool = ...,
-                 write_fault: bool = ..., fault_allocates: bool = ..., fault: FaultHandler | None = ...) -> int: ...
+    def __call__(
+        self,
+        name: str,
+        /,
+        *,
+        private_frame: bool = ...,
+        mapped: bool = ...,
+        read_fault: bool = ...,
+        write_fault: bool = ...,
+        fault_allocates: bool = ...,
+        fault: FaultHandler | None = ...,
+    ) -> int: ...
 
 
 class RegisterPageOut(Protocol):
@@ -78,6 +88,7 @@ class RegisterMetric(Protocol):
 
 
 # --- registration ------------------------------------------------------------------------------
+
 
 @hookspec
 def memtune_register_settings(register: RegisterSetting) -> None:
@@ -136,6 +147,7 @@ def memtune_register_metrics(register: RegisterMetric) -> None:
 
 # --- lifecycle -----------------------------------------------------------------------------------
 
+
 @hookspec
 def memtune_configure(host: Host) -> None:
     """A host was built and is about to run its first tick.
@@ -180,7 +192,9 @@ def memtune_page_fault(host: Host, state: int, pages: np.ndarray, write: np.ndar
 
 
 @hookspec
-def memtune_fault_latency(host: Host, state: int, pages: np.ndarray, latency: np.ndarray) -> np.ndarray | None:
+def memtune_fault_latency(
+    host: Host, state: int, pages: np.ndarray, latency: np.ndarray
+) -> np.ndarray | None:
     """Extra seconds for faults another plugin served (e.g. decrypting a page swapped in).
 
     Called after ``memtune_page_fault`` for the same ``pages`` (which were in ``state``);

@@ -33,4 +33,6 @@ def name_problem(name: object) -> str | None:
 
 def one_line(text: str) -> str:
     """``text`` safe inside a one-line comment: characters of the unsafe categories as ``\\uXXXX``."""
-    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch) in UNSAFE_CATEGORIES else ch for ch in text)
+    return "".join(
+        f"\\u{ord(ch):04x}" if unicodedata.category(ch) in UNSAFE_CATEGORIES else ch for ch in text
+    )

@@ -9,7 +9,8 @@ pages that change, never by recounting.
 
 Content ids (int64) say what a page holds, so identical pages can be found:
 ``0`` is the zero page; ``template(image, j)``, ``group(g, j)`` (content shared by some VMs),
-``duplicate(vm, group)`` and ``unique(page)`` are built by the helpers below. They use 47 bits, so a plugin may put a 16-bit scope above them.
+``duplicate(vm, group)`` and ``unique(page)`` are built by the helpers below. They use 47 bits, so a plugin
+may put a 16-bit scope above them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 FREE = 0
 RESIDENT = 1
-MAX_STATES = 32          # page state codes fit in 5 bits; per-state tables have this length
+MAX_STATES = 32  # page state codes fit in 5 bits; per-state tables have this length
 
 CONTENT_BITS = 47
 _KIND_SHIFT = 45
@@ -35,7 +36,7 @@ def template_content(image: int, index: np.ndarray) -> np.ndarray:
     return (TEMPLATE_KIND << _KIND_SHIFT) | (int(image) << _OWNER_SHIFT) | (index.astype(np.int64) + 1)
 
 
-GROUP_IMAGE_BASE = 1 << 12       # image ids from here on are content groups (13 image bits: 8192 ids)
+GROUP_IMAGE_BASE = 1 << 12  # image ids from here on are content groups (13 image bits: 8192 ids)
 
 
 def group_content(group: int, index: np.ndarray) -> np.ndarray:
@@ -101,21 +102,53 @@ class PageStates:
     def __init__(self) -> None:
         self._by_name: dict[str, PageStateInfo] = {}
         self._list: list[PageStateInfo] = []
-        self.add("free", owner="core", private_frame=False, mapped=False, read_fault=True,
-                 write_fault=True, fault_allocates=True)
-        self.add("resident", owner="core", private_frame=True, mapped=True, read_fault=False,
-                 write_fault=False, fault_allocates=False)
+        self.add(
+            "free",
+            owner="core",
+            private_frame=False,
+            mapped=False,
+            read_fault=True,
+            write_fault=True,
+            fault_allocates=True,
+        )
+        self.add(
+            "resident",
+            owner="core",
+            private_frame=True,
+            mapped=True,
+            read_fault=False,
+            write_fault=False,
+            fault_allocates=False,
+        )
 
-    def add(self, name: str, *, owner: str, private_frame: bool = False, mapped: bool = False,
-            read_fault: bool = True, write_fault: bool = True, fault_allocates: bool = True,
-            fault: Callable[..., np.ndarray] | None = None) -> int:
+    def add(
+        self,
+        name: str,
+        *,
+        owner: str,
+        private_frame: bool = False,
+        mapped: bool = False,
+        read_fault: bool = True,
+        write_fault: bool = True,
+        fault_allocates: bool = True,
+        fault: Callable[..., np.ndarray] | None = None,
+    ) -> int:
         """Register a state (with its fault handler); returns its code. Names are unique."""
         if name in self._by_name:
             raise ValueError(f"page state {name!r} registered twice ({self._by_name[name].owner}, {owner})")
         if len(self._list) >= MAX_STATES:
             raise ValueError(f"at most {MAX_STATES} page states")
-        info = PageStateInfo(len(self._list), name, owner, private_frame, mapped, read_fault,
-                             write_fault, fault_allocates, fault)
+        info = PageStateInfo(
+            len(self._list),
+            name,
+            owner,
+            private_frame,
+            mapped,
+            read_fault,
+            write_fault,
+            fault_allocates,
+            fault,
+        )
         self._by_name[name] = info
         self._list.append(info)
         return info.code
@@ -172,13 +205,13 @@ class PageTable:
         self.ns = MAX_STATES
         self.counts = np.zeros((nvm, self.ns), dtype=np.int64)
         self.counts[:, FREE] = self.npages
-        self._scratch = np.zeros(total, dtype=np.int32)    # per-page slot for `first_seen` / `member`
+        self._scratch = np.zeros(total, dtype=np.int32)  # per-page slot for `first_seen` / `member`
 
     def first_seen(self, pages: np.ndarray) -> np.ndarray:
         """Mask of one entry per distinct page in ``pages``; the order of ``pages`` is kept, so a
         random draw stays random and a list grouped by VM stays grouped. O(len(pages)), no sort."""
         pos = np.arange(pages.size, dtype=np.int32)
-        self._scratch[pages] = pos      # one position per distinct page survives the scatter
+        self._scratch[pages] = pos  # one position per distinct page survives the scatter
         return self._scratch[pages] == pos
 
     def distinct(self, pages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +233,7 @@ class PageTable:
             return
         size = self.counts.size
         vm = self.vm[pages]
-        key = vm * self.ns                        # int32: nvm * 32 stays far below 2**31
+        key = vm * self.ns  # int32: nvm * 32 stays far below 2**31
         flat = self.counts.reshape(-1)
         flat -= np.bincount(key + self.state[pages], minlength=size)
         if not isinstance(new, np.ndarray):
@@ -209,8 +242,16 @@ class PageTable:
             flat += np.bincount(key + np.asarray(new, dtype=np.int32), minlength=size)
         self.state[pages] = new
 
-    def _list_range(self, v: int, lo: int, span: int, allowed: np.ndarray, codes: np.ndarray,
-                    shift: int = 0, wrap: int | None = None) -> np.ndarray:
+    def _list_range(
+        self,
+        v: int,
+        lo: int,
+        span: int,
+        allowed: np.ndarray,
+        codes: np.ndarray,
+        shift: int = 0,
+        wrap: int | None = None,
+    ) -> np.ndarray:
         """Pages of VM ``v`` at positions ``[lo, lo + span)`` whose state is allowed, in position
         order; with ``wrap``, position ``r`` is rank ``(r + shift) % wrap``. At most two contiguous
         slices of the state array."""
@@ -223,7 +264,7 @@ class PageTable:
             if n <= 0:
                 continue
             at = int(self.base[v]) + start
-            states = self.state[at: at + n]
+            states = self.state[at : at + n]
             out.append(at + (states == codes[0] if codes.size == 1 else allowed.take(states)).nonzero()[0])
         return np.concatenate(out) if len(out) > 1 else out[0] if out else np.zeros(0, dtype=np.int64)
 
@@ -231,10 +272,18 @@ class PageTable:
         """Pages in ``state`` per VM."""
         return self.counts[:, state]
 
-    def pick_random(self, rng: np.random.Generator, want: np.ndarray, allowed: np.ndarray,
-                    *, lo: np.ndarray | None = None, hi: np.ndarray | None = None,
-                    shift: np.ndarray | None = None, wrap: np.ndarray | None = None,
-                    tries: int = 4) -> np.ndarray:
+    def pick_random(
+        self,
+        rng: np.random.Generator,
+        want: np.ndarray,
+        allowed: np.ndarray,
+        *,
+        lo: np.ndarray | None = None,
+        hi: np.ndarray | None = None,
+        shift: np.ndarray | None = None,
+        wrap: np.ndarray | None = None,
+        tries: int = 4,
+    ) -> np.ndarray:
         """Up to ``want[v]`` distinct random pages of each VM whose state is allowed, grouped by VM
         and in random order inside each VM.
 
@@ -285,9 +334,9 @@ class PageTable:
             draws = np.where(remaining > 0, np.ceil(remaining * 1.25 / np.maximum(density, 1e-3)) + 4, 0)
             draws = np.minimum(draws, most).astype(np.int64)
             vm = np.arange(nvm).repeat(draws)
-            page = (rng.random(vm.size) * span[vm]).astype(np.int64)      # uniform positions
+            page = (rng.random(vm.size) * span[vm]).astype(np.int64)  # uniform positions
             page += start[vm]
-            if shift is not None:       # position + shift < 2 * wrap: one subtraction wraps it
+            if shift is not None:  # position + shift < 2 * wrap: one subtraction wraps it
                 w = wrap[vm]
                 page -= w * (page >= end[vm])
             ok = allowed.take(self.state[page])
@@ -308,14 +357,17 @@ class PageTable:
             if not remaining.any():
                 break
             density = np.where(draws > 0, np.maximum(seen, 0.5) / np.maximum(draws, 1), density)
-            density = np.maximum(density - have / np.maximum(span, 1), 0.0)     # what is left to pick
+            density = np.maximum(density - have / np.maximum(span, 1), 0.0)  # what is left to pick
             now_listed = cheaper_listed(remaining)
             listed |= now_listed
             remaining[now_listed] = 0
         listed |= remaining > 0
         for v in listed.nonzero()[0]:
-            cand = (self._list_range(v, lo[v], span[v], allowed, codes) if shift is None else
-                    self._list_range(v, lo[v], span[v], allowed, codes, shift[v], wrap[v]))
+            cand = (
+                self._list_range(v, lo[v], span[v], allowed, codes)
+                if shift is None
+                else self._list_range(v, lo[v], span[v], allowed, codes, shift[v], wrap[v])
+            )
             if have[v]:
                 cand = cand[~self.member(cand, np.concatenate(chosen))]
             chosen.append(rng.choice(cand, size=min(int(want[v] - have[v]), cand.size), replace=False))

@@ -197,15 +197,19 @@ def build_plugin_manager(*, disable: Iterable[str] = (), modules: Iterable[str] 
         seen: dict[str, tuple[str, str]] = {}      # name -> (entry point value, package)
         for ep in entry_points(group="memtune"):
             if ep.name in builtin_names:
-                _warn_once(f"skipped plugin {ep.name!r} of package {_dist_name(ep)} ({ep.value}): it takes the "
-                           f"name of a built-in plugin; rename its entry point (to replace the built-in, "
-                           f"disable {ep.name!r} and load yours under another name)")
+                _warn_once(
+                    f"skipped plugin {ep.name!r} of package {_dist_name(ep)} ({ep.value}): it takes the "
+                    f"name of a built-in plugin; rename its entry point (to replace the built-in, "
+                    f"disable {ep.name!r} and load yours under another name)"
+                )
                 continue
             if ep.name in seen:
                 if seen[ep.name][0] != ep.value:
-                    _warn_once(f"skipped plugin {ep.name!r} of package {_dist_name(ep)} ({ep.value}): package "
-                               f"{seen[ep.name][1]} ({seen[ep.name][0]}) already defines a plugin of that name")
-                continue        # the same distribution found twice on sys.path
+                    _warn_once(
+                        f"skipped plugin {ep.name!r} of package {_dist_name(ep)} ({ep.value}): package "
+                        f"{seen[ep.name][1]} ({seen[ep.name][0]}) already defines a plugin of that name"
+                    )
+                continue  # the same distribution found twice on sys.path
             seen[ep.name] = (ep.value, _dist_name(ep))
             if not wanted(ep.name):
                 continue
@@ -226,7 +230,9 @@ def build_plugin_manager(*, disable: Iterable[str] = (), modules: Iterable[str] 
     known = set(pm.info) | {_name_of(p) for p in DEFAULT_PLUGINS}
     for name in sorted(set(disable)):
         if name not in known and not _entrypoint_exists(name):
-            raise UserError(f"unknown plugin {name!r} in --disable-plugin (known: {', '.join(sorted(known))})")
+            raise UserError(
+                f"unknown plugin {name!r} in --disable-plugin (known: {', '.join(sorted(known))})"
+            )
     for env in ("MEMTUNE_PLUGINS", "MEMTUNE_DISABLE_PLUGINS"):
         for name in _env_list(env) or []:
             if name not in known and not _entrypoint_exists(name):
@@ -258,15 +264,20 @@ def _import_module(path: str) -> object:
         hint = ""
         if path.endswith(".py") or "/" in path or os.sep in path:
             stem = os.path.splitext(os.path.basename(path))[0]
-            hint = (f": -p takes a module name, not a file; put its folder on PYTHONPATH and give "
-                    f"-p {stem!r}" if _MODULE_PATH.match(stem) else ": -p takes a module name, not a file")
-        raise UserError(f"plugin module {path!r} is not a module path (names joined by dots){hint}", field="-p")
+            hint = (
+                f": -p takes a module name, not a file; put its folder on PYTHONPATH and give -p {stem!r}"
+                if _MODULE_PATH.match(stem)
+                else ": -p takes a module name, not a file"
+            )
+        raise UserError(
+            f"plugin module {path!r} is not a module path (names joined by dots){hint}", field="-p"
+        )
     try:
         return importlib.import_module(path)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (path == exc.name or path.startswith(exc.name + ".")):
             raise UserError(f"plugin module {path!r} cannot be imported: {exc}", field="-p") from None
-        raise PluginError(path, "", exc) from exc       # the module imports something missing
+        raise PluginError(path, "", exc) from exc  # the module imports something missing
     except Exception as exc:  # noqa: BLE001 - re-raised naming the plugin (SyntaxError included)
         raise PluginError(path, "", exc) from exc
 

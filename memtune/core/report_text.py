@@ -44,7 +44,11 @@ def format_result(result: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     lines = []
     for j, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))))
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))
+            )
+        )
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     h = result["host"]
@@ -52,12 +56,14 @@ def format_result(result: dict[str, Any]) -> str:
     tis = ", ".join(f"{k} {v:.0f}s" for k, v in h["time_in_state"].items() if v > 0)
     lines += [
         "",
-        f"host {result['scenario']}: memory {h['memory'] / gib:.1f} GiB, minFree {h['min_free'] / 2**20:.0f} MiB, "
+        f"host {result['scenario']}: memory {h['memory'] / gib:.1f} GiB, "
+        f"minFree {h['min_free'] / 2**20:.0f} MiB, "
         f"free {h['free'] / gib:.2f} GiB, overhead {h['overhead'] / gib:.2f} GiB, state {h['state']}",
         f"states visited: {', '.join(h['states_visited'])}; time in state: {tis or '-'}",
         f"extra latency per touch: mean {format_duration(h['mean_latency'])}, "
         f"p99 {format_duration(h['p99_latency'])}; stall {100 * h['stall']:.2f}%",
-        f"sizes in GiB; {result['duration']:.0f} s simulated (statistics after {result['warmup']:.0f} s warm-up), "
+        f"sizes in GiB; {result['duration']:.0f} s simulated (statistics after {result['warmup']:.0f} s "
+        f"warm-up), "
         f"seed {result['seed']}, plugins: {', '.join(result['plugins'])}",
     ]
     return "\n".join(lines)

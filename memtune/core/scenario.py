@@ -100,13 +100,21 @@ def _fraction(value: float | Bytes | None, default: float | None, vm_bytes: int 
     return fraction_of(value, vm_bytes or 0, path, most_of(path))
 
 
-def workload_spec(sec: WorkloadSection, vm_bytes: int | None = None, base: WorkloadSpec | None = None) -> WorkloadSpec:
+def workload_spec(
+    sec: WorkloadSection, vm_bytes: int | None = None, base: WorkloadSpec | None = None
+) -> WorkloadSpec:
     """A WorkloadSpec from a validated workload table (fields not given come from ``base``);
     sizes resolve against ``vm_bytes``. Raises FieldError (path relative to the table)."""
     b = base or WorkloadSpec()
-    phases = [Phase(at=ph.at, wss=_fraction(ph.wss, None, vm_bytes, f"phases[{i}].wss"),
-                    allocated=_fraction(ph.allocated, None, vm_bytes, f"phases[{i}].allocated"), shift=ph.shift)
-              for i, ph in enumerate(sec.phases or [])]
+    phases = [
+        Phase(
+            at=ph.at,
+            wss=_fraction(ph.wss, None, vm_bytes, f"phases[{i}].wss"),
+            allocated=_fraction(ph.allocated, None, vm_bytes, f"phases[{i}].allocated"),
+            shift=ph.shift,
+        )
+        for i, ph in enumerate(sec.phases or [])
+    ]
     phases.sort(key=lambda p: p.at)
 
     def given(name: str) -> Any:
@@ -138,8 +146,13 @@ def workload_spec(sec: WorkloadSection, vm_bytes: int | None = None, base: Workl
     return spec
 
 
-def parse_workload(source: str, table: str, data: dict[str, Any], vm_bytes: int | None = None,
-                   base: WorkloadSpec | None = None) -> WorkloadSpec:
+def parse_workload(
+    source: str,
+    table: str,
+    data: dict[str, Any],
+    vm_bytes: int | None = None,
+    base: WorkloadSpec | None = None,
+) -> WorkloadSpec:
     """A WorkloadSpec from a TOML table (fields not given come from ``base``)."""
     sec = validate(WorkloadSection, data, source, prefix=table)
     try:
@@ -148,15 +161,18 @@ def parse_workload(source: str, table: str, data: dict[str, Any], vm_bytes: int 
         raise ConfigError(exc.message, source=source, field=f"{table}.{exc.path}") from None
 
 
-def scenario_from_dict(data: dict[str, Any], source: str,
-                       resolve_profile: Any = None) -> Scenario:
+def scenario_from_dict(data: dict[str, Any], source: str, resolve_profile: Any = None) -> Scenario:
     """Build and validate a Scenario from parsed TOML. ``resolve_profile(path, table)`` may fill
     workload tables from measured profiles (``profile = "db1.toml"``)."""
     model = validate(ScenarioFile, data, source)
     vms: list[VMSpec] = []
     for i, vm in enumerate(model.vm):
         if isinstance(vm.workload, str):
-            table, wsec, wraw = f"workloads.{vm.workload}", model.workloads[vm.workload], data["workloads"][vm.workload]
+            table, wsec, wraw = (
+                f"workloads.{vm.workload}",
+                model.workloads[vm.workload],
+                data["workloads"][vm.workload],
+            )
         else:
             table, wsec, wraw = f"vm[{i}].workload", vm.workload, data["vm"][i].get("workload", {})
         if resolve_profile is not None and wsec.profile is not None:
@@ -165,9 +181,19 @@ def scenario_from_dict(data: dict[str, Any], source: str,
             workload = workload_spec(wsec, vm.memory)
         except FieldError as exc:
             raise ConfigError(exc.message, source=source, field=f"{table}.{exc.path}") from None
-        common = dict(memory=vm.memory, workload=workload, reservation=vm.reservation, limit=vm.limit,
-                      shares=vm.shares, balloon_driver=vm.balloon_driver, maxmemctl=vm.maxmemctl, salt=vm.salt,
-                      encrypted=vm.encrypted, large_pages=vm.large_pages, image=vm.image)
+        common = dict(
+            memory=vm.memory,
+            workload=workload,
+            reservation=vm.reservation,
+            limit=vm.limit,
+            shares=vm.shares,
+            balloon_driver=vm.balloon_driver,
+            maxmemctl=vm.maxmemctl,
+            salt=vm.salt,
+            encrypted=vm.encrypted,
+            large_pages=vm.large_pages,
+            image=vm.image,
+        )
         for j, vname in enumerate(vm.names()):
             vms.append(VMSpec(name=vname, start=vm.start + j * vm.stagger, **common))
     name = model.name if model.name is not None else Path(source).stem
@@ -186,7 +212,9 @@ def scenario_from_dict(data: dict[str, Any], source: str,
         disable=tuple(model.plugins.disable),
         source=source,
         report_interval=model.report_interval,
-        content_groups=tuple(ContentGroup(g.name, g.share, g.members, tuple(g.vms)) for g in model.content_group),
+        content_groups=tuple(
+            ContentGroup(g.name, g.share, g.members, tuple(g.vms)) for g in model.content_group
+        ),
     )
 
 
@@ -206,8 +234,10 @@ def load_scenario(ref: str | Path | None = None) -> Scenario:
         return _parse_text(builtin_text(ref), f"<builtin {ref}>", None)
     path = Path(ref)
     if not path.exists():
-        raise ConfigError(f"no such scenario file, and not a built-in scenario "
-                          f"(built-in: {', '.join(builtin_names())})", source=str(ref))
+        raise ConfigError(
+            f"no such scenario file, and not a built-in scenario (built-in: {', '.join(builtin_names())})",
+            source=str(ref),
+        )
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:

@@ -49,15 +49,21 @@ class TouchRound:
     state: np.ndarray           # the page's state when drawn
     weight: np.ndarray          # real 4 KiB touches the draw stands for (lam / draws of its VM)
     read_fault: np.ndarray      # the page's state faults on any touch
-    fi: np.ndarray              # indices of the draws that fault (read fault, or a write to a write-fault state)
-    pi: np.ndarray              # per-touch probability of the page, where fault or write counting needs it
-    faults: np.ndarray          # 4 KiB faults the draw stands for
-    latency: np.ndarray         # seconds each faulting touch waited
-    served: np.ndarray          # the page is mapped now (a refused allocation leaves it unmapped)
+    fi: np.ndarray  # indices of the draws that fault (read fault, or a write to a write-fault state)
+    pi: np.ndarray  # per-touch probability of the page, where fault or write counting needs it
+    faults: np.ndarray  # 4 KiB faults the draw stands for
+    latency: np.ndarray  # seconds each faulting touch waited
+    served: np.ndarray  # the page is mapped now (a refused allocation leaves it unmapped)
 
 
-def draw_round(host: Host, rng: np.random.Generator, lam: np.ndarray, draws: np.ndarray,
-               read_fault: np.ndarray, write_fault: np.ndarray) -> TouchRound | None:
+def draw_round(
+    host: Host,
+    rng: np.random.Generator,
+    lam: np.ndarray,
+    draws: np.ndarray,
+    read_fault: np.ndarray,
+    write_fault: np.ndarray,
+) -> TouchRound | None:
     """``draws[v]`` touches of each VM drawn from its workload, classified by the state tables."""
     pg = host.pages
     wl = host.workload
@@ -72,13 +78,31 @@ def draw_round(host: Host, rng: np.random.Generator, lam: np.ndarray, draws: np.
     pi = np.zeros(vm.size)
     counted = (faulting | write).nonzero()[0]
     pi[counted] = wl.probability(vm[counted], rank[counted])
-    return TouchRound(vm=vm, rank=rank, page=page, write=write, state=state, weight=lam[vm] / draws[vm],
-                      read_fault=on_read, fi=faulting.nonzero()[0], pi=pi, faults=np.zeros(vm.size),
-                      latency=np.zeros(vm.size), served=np.ones(vm.size, dtype=bool))
+    return TouchRound(
+        vm=vm,
+        rank=rank,
+        page=page,
+        write=write,
+        state=state,
+        weight=lam[vm] / draws[vm],
+        read_fault=on_read,
+        fi=faulting.nonzero()[0],
+        pi=pi,
+        faults=np.zeros(vm.size),
+        latency=np.zeros(vm.size),
+        served=np.ones(vm.size, dtype=bool),
+    )
 
 
-def write_contents(host: Host, private: np.ndarray, r: TouchRound, wr: np.ndarray, lam: np.ndarray,
-                   draws: np.ndarray, rng: np.random.Generator) -> None:
+def write_contents(
+    host: Host,
+    private: np.ndarray,
+    r: TouchRound,
+    wr: np.ndarray,
+    lam: np.ndarray,
+    draws: np.ndarray,
+    rng: np.random.Generator,
+) -> None:
     """Written pages hold new (unique) content. A write draw stands for the distinct 4 KiB pages
     its writes hit, ``scale * (1 - exp(-lam * wf * pi / scale)) / (n * wf * pi)``; in simulated
     pages that is the drawn one and the private pages among the next ranks (its resident
@@ -94,7 +118,7 @@ def write_contents(host: Host, private: np.ndarray, r: TouchRound, wr: np.ndarra
     v = vm[wi]
     sel = np.maximum(pi[wi] * h.workload.writes[v], 1e-300)
     scale = pg.scale
-    written = -np.expm1(-lam[v] * sel / scale) / (draws[v] * sel)   # 4 KiB pages / scale
+    written = -np.expm1(-lam[v] * sel / scale) / (draws[v] * sel)  # 4 KiB pages / scale
     extra = np.floor(written + rng.random(wi.size)).astype(np.int64) - 1
     alloc = np.maximum(h.workload.allocated[v], 1)
     near, _ = rank_runs(pg.base[v], rank[wi] + 1, np.minimum(np.maximum(extra, 0), alloc - 1), alloc)
@@ -103,8 +127,14 @@ def write_contents(host: Host, private: np.ndarray, r: TouchRound, wr: np.ndarra
         pg.content[wp] = unique_content(wp)
 
 
-def companions(host: Host, faults_on: np.ndarray, pages: np.ndarray, ranks: np.ndarray, kinds: np.ndarray,
-               extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def companions(
+    host: Host,
+    faults_on: np.ndarray,
+    pages: np.ndarray,
+    ranks: np.ndarray,
+    kinds: np.ndarray,
+    extra: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """The pages a fault draw's other faults brought in: ``extra[i]`` pages after draw ``i`` in
     rank order (same VM, the other pages of similar heat its touches reached) that the same
     access faults on (``kinds[i]``: 0 a read, 1 a write; any technique's state) and no other
@@ -118,11 +148,11 @@ def companions(host: Host, faults_on: np.ndarray, pages: np.ndarray, ranks: np.n
     """
     h = host
     pg = h.pages
-    faults_on_flat = faults_on.reshape(-1)           # index kind * MAX_STATES + state
+    faults_on_flat = faults_on.reshape(-1)  # index kind * MAX_STATES + state
     alloc = np.maximum(h.workload.allocated[pg.vm[pages]], 1)
     base = pages - ranks
-    missing = np.minimum(extra, alloc - 1)           # never the drawn page again
-    seen = np.zeros(pages.size, dtype=np.int64)      # ranks looked at after each draw
+    missing = np.minimum(extra, alloc - 1)  # never the drawn page again
+    seen = np.zeros(pages.size, dtype=np.int64)  # ranks looked at after each draw
     # share of the VM's allocated ranks in a faulting state, at least 1 in 64
     n_match = (pg.counts[pg.vm[pages]] * faults_on[kinds, : pg.ns]).sum(axis=1)
     density = np.minimum(np.maximum(n_match / alloc, 1.0 / 64), 1.0)
@@ -133,17 +163,22 @@ def companions(host: Host, faults_on: np.ndarray, pages: np.ndarray, ranks: np.n
         if draw.size == 0:
             break
         a = alloc[draw]
-        span = np.minimum(np.ceil(reach * missing[draw] / density[draw]) + 2, a - 1 - seen[draw]).astype(np.int64)
+        span = np.minimum(np.ceil(reach * missing[draw] / density[draw]) + 2, a - 1 - seen[draw]).astype(
+            np.int64
+        )
         cpage, start = rank_runs(base[draw], ranks[draw] + 1 + seen[draw], span, a)
         src = draw.repeat(span)
         k = kinds[draw]
         state = pg.state[cpage]
-        keep = (faults_on[k[0]].take(state) if (k == k[0]).all()
-                else faults_on_flat.take(kinds[src] * faults_on.shape[1] + state))
+        keep = (
+            faults_on[k[0]].take(state)
+            if (k == k[0]).all()
+            else faults_on_flat.take(kinds[src] * faults_on.shape[1] + state)
+        )
         # a page comes in once: the first draw to reach it gets it, the others look further
         hit = keep.nonzero()[0]
         keep[hit] = pg.first_seen(cpage[hit]) & ~pg.member(cpage[hit], np.concatenate(taken))
-        got = keep.cumsum()                           # the first `missing` of them per draw
+        got = keep.cumsum()  # the first `missing` of them per draw
         before = np.where(start > 0, got[np.maximum(start - 1, 0)], 0)
         keep &= got <= (before + missing[draw]).repeat(span)
         missing -= np.bincount(src[keep], minlength=pages.size)

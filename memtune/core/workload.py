@@ -38,34 +38,35 @@ class WorkloadSpec:
     """A guest's memory behaviour. Sizes are fractions of the VM's configured memory."""
 
     kind: str = "constant"
-    allocated: float = 0.8            # guest memory in use (anonymous + page cache); above 1: more than it has
-    wss: float = 0.25                 # working set (hot window); may exceed 1 too
-    cache: float = 0.0                # page cache: the coldest part of allocated (clean, dropped first)
+    allocated: float = 0.8  # guest memory in use (anonymous + page cache); above 1: more than it has
+    wss: float = 0.25  # working set (hot window); may exceed 1 too
+    cache: float = 0.0  # page cache: the coldest part of allocated (clean, dropped first)
     skew: str = "hotcold"
-    hot_share: float = 0.9            # share of touches that land in the working set
-    zipf_s: float = 1.0               # Zipf exponent inside the working set
-    touch_rate: float = 20000.0       # page touches per second (4 KiB pages)
+    hot_share: float = 0.9  # share of touches that land in the working set
+    zipf_s: float = 1.0  # Zipf exponent inside the working set
+    touch_rate: float = 20000.0  # page touches per second (4 KiB pages)
     write_fraction: float = 0.2
-    content: tuple[float, float, float, float] = (0.05, 0.3, 0.05, 0.6)   # zero/template/dup/unique
-    duplicate_copies: int = 4         # pages per intra-VM duplicate group
+    content: tuple[float, float, float, float] = (0.05, 0.3, 0.05, 0.6)  # zero/template/dup/unique
+    duplicate_copies: int = 4  # pages per intra-VM duplicate group
     compressibility: tuple[float, float, float, float] = (0.2, 0.3, 0.2, 0.3)  # <=1K/<=2K/<=3K/worse
     phases: tuple[Phase, ...] = ()
-    period: float = 3600.0            # diurnal period, seconds
-    amplitude: float = 0.5            # diurnal swing of the working set (0..1)
-    boot_time: float = 120.0          # boot-storm: seconds to touch all memory
-    boot_rate: float = 5.0            # boot-storm: touch-rate multiplier while booting
-    leak_rate: float = 0.0            # leak: fraction of configured memory leaked per hour
-    profile: str | None = None        # measured profile file this spec was filled from
+    period: float = 3600.0  # diurnal period, seconds
+    amplitude: float = 0.5  # diurnal swing of the working set (0..1)
+    boot_time: float = 120.0  # boot-storm: seconds to touch all memory
+    boot_rate: float = 5.0  # boot-storm: touch-rate multiplier while booting
+    leak_rate: float = 0.0  # leak: fraction of configured memory leaked per hour
+    profile: str | None = None  # measured profile file this spec was filled from
     extra: dict = field(default_factory=dict, compare=False)
 
 
 class WorkloadState:
     """Vectorised runtime of every VM's workload: one array per parameter, one entry per VM."""
 
-    def __init__(self, specs: list[WorkloadSpec], pages: np.ndarray, starts: np.ndarray,
-                 kernel_share: float = 0.0) -> None:
+    def __init__(
+        self, specs: list[WorkloadSpec], pages: np.ndarray, starts: np.ndarray, kernel_share: float = 0.0
+    ) -> None:
         self.specs = specs
-        self.pages = pages.astype(np.int64)           # configured pages per VM
+        self.pages = pages.astype(np.int64)  # configured pages per VM
         # what the guest can hold for its workload: configured memory minus its kernel's per-page
         # structures (sized by configured memory, so a ballooned VM keeps them)
         self.capacity = np.maximum(np.floor(self.pages * (1.0 - kernel_share)), 1).astype(np.int64)
@@ -82,19 +83,21 @@ class WorkloadState:
         self.write_fraction = f([s.write_fraction for s in specs], dtype=np.float64)
         self.kind = [s.kind for s in specs]
         # current values
-        self.allocated = np.zeros(n, dtype=np.int64)   # pages the guest uses (ranks [0, allocated))
+        self.allocated = np.zeros(n, dtype=np.int64)  # pages the guest uses (ranks [0, allocated))
         self.wss = np.ones(n, dtype=np.int64)
         self.offset = np.zeros(n, dtype=np.int64)
         self.rate = np.zeros(n, dtype=np.float64)
-        self.overflow_rate = np.zeros(n, dtype=np.float64)   # touches of pages on the guest's disk
-        self.cache = np.zeros(n, dtype=np.int64)             # page-cache pages (coldest allocated ranks)
+        self.overflow_rate = np.zeros(n, dtype=np.float64)  # touches of pages on the guest's disk
+        self.cache = np.zeros(n, dtype=np.int64)  # page-cache pages (coldest allocated ranks)
         self.writes = self.write_fraction.copy()
         self.share = self.hot_share.copy()
         self.on = np.zeros(n, dtype=bool)
         self._derive()
         self._shift_total = np.zeros(n, dtype=np.float64)
-        self._kinds = {kind: np.array([i for i, s in enumerate(specs) if s.kind == kind], dtype=np.int64)
-                       for kind in KINDS}
+        self._kinds = {
+            kind: np.array([i for i, s in enumerate(specs) if s.kind == kind], dtype=np.int64)
+            for kind in KINDS
+        }
         self._phase_table(specs)
         self._amplitude = f([s.amplitude for s in specs], dtype=np.float64)
         self._period = f([s.period for s in specs], dtype=np.float64)
@@ -120,9 +123,9 @@ class WorkloadState:
                 self._phase_at[row, k] = ph.at
                 self._phase_wss[row, k + 1], self._phase_alloc[row, k + 1] = w, a
                 self._phase_shift[row, k + 1] = sh
-            self._phase_wss[row, len(specs[i].phases) + 1:] = w
-            self._phase_alloc[row, len(specs[i].phases) + 1:] = a
-            self._phase_shift[row, len(specs[i].phases) + 1:] = sh
+            self._phase_wss[row, len(specs[i].phases) + 1 :] = w
+            self._phase_alloc[row, len(specs[i].phases) + 1 :] = a
+            self._phase_shift[row, len(specs[i].phases) + 1 :] = sh
 
     def advance(self, now: float) -> np.ndarray:
         """Move every workload to time ``now``; returns the previous ``allocated`` (pages)."""
@@ -137,7 +140,9 @@ class WorkloadState:
         k = self._kinds
         if k["diurnal"].size:
             i = k["diurnal"]
-            wss[i] = self.base_wss[i] * (1.0 + self._amplitude[i] * np.sin(2 * np.pi * t[i] / self._period[i]))
+            wss[i] = self.base_wss[i] * (
+                1.0 + self._amplitude[i] * np.sin(2 * np.pi * t[i] / self._period[i])
+            )
         if k["leak"].size:
             i = k["leak"]
             alloc[i] = np.minimum(1.0, self.base_alloc[i] + self._leak[i] * np.maximum(t[i], 0) / 3600.0)
@@ -160,7 +165,9 @@ class WorkloadState:
             self._shift_total[i] = self._phase_shift[rows, done]
         alloc = np.minimum(np.maximum(alloc, 0.0), MAX_DEMAND)
         demand = np.maximum(1, np.floor(alloc * self.pages)).astype(np.int64)
-        w_d = np.maximum(np.floor(np.minimum(np.maximum(wss, 0.0), MAX_DEMAND) * self.pages), 1).astype(np.int64)
+        w_d = np.maximum(np.floor(np.minimum(np.maximum(wss, 0.0), MAX_DEMAND) * self.pages), 1).astype(
+            np.int64
+        )
         w_d = np.minimum(w_d, demand)
         over = demand > self.capacity
         rate = np.where(self.on, rate, 0.0)
@@ -180,22 +187,26 @@ class WorkloadState:
         self._derive()
         return prev
 
-    def _overflow(self, over: np.ndarray, demand: np.ndarray, w_d: np.ndarray, share: np.ndarray,
-                  rate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _overflow(
+        self, over: np.ndarray, demand: np.ndarray, w_d: np.ndarray, share: np.ndarray, rate: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Guests wanting more than their capacity C hold their C hottest pages (what an LRU keeps
         under a steady touch law); the touches of the rest are the share ``q`` served from disk.
         Returns the hot share among in-memory touches, the in-memory touch rate and the disk rate."""
         c = self.capacity.astype(np.float64)
         d, w = demand.astype(np.float64), w_d.astype(np.float64)
-        cold_in = (1.0 - share) * np.minimum(c, d) / d                  # cold component held in memory
-        hot_frac = np.minimum(c / w, 1.0)                                # hotcold: uniform hot window
+        cold_in = (1.0 - share) * np.minimum(c, d) / d  # cold component held in memory
+        hot_frac = np.minimum(c / w, 1.0)  # hotcold: uniform hot window
         z = self.is_zipf & (c < w)
-        if z.any():                                                      # Zipf: the window's head
+        if z.any():  # Zipf: the window's head
             e = np.where(np.abs(self.zipf_s - 1.0) < 1e-9, 0.0, 1.0 - self.zipf_s)
             cz, wz, ez = c[z], w[z], e[z]
             with np.errstate(divide="ignore", invalid="ignore"):
-                f = np.where(ez == 0.0, np.log1p(cz) / np.log1p(wz),
-                             ((cz + 1.0) ** ez - 1.0) / ((wz + 1.0) ** ez - 1.0))
+                f = np.where(
+                    ez == 0.0,
+                    np.log1p(cz) / np.log1p(wz),
+                    ((cz + 1.0) ** ez - 1.0) / ((wz + 1.0) ** ez - 1.0),
+                )
             hot_frac[z] = f
         hot_in = share * hot_frac
         q = np.where(over, np.clip(1.0 - hot_in - cold_in, 0.0, 1.0), 0.0)
@@ -281,7 +292,7 @@ class WorkloadState:
         """Probability of rank ``rel`` (0-based) under the Zipf law of `_zipf_inverse`."""
         x = np.maximum(rel, 0).astype(np.float64) + 1.0
         e = self._z_e[vm]
-        p = ((x + 1.0) ** e - x ** e) / self._z_norm[vm]
+        p = ((x + 1.0) ** e - x**e) / self._z_norm[vm]
         one = self._z_one[vm]
         if one.any():
             p[one] = np.log1p(1.0 / x[one]) / self._z_norm[vm[one]]

@@ -145,7 +145,8 @@ def read_batch_csv(path: str | Path) -> Capture:
                 row = reader.line_num
                 lines.append(row)
                 if len(r) != len(header):
-                    raise UserError(f"row {row} has {len(r)} fields, the header has {len(header)}", source=src)
+                    raise UserError(f"row {row} has {len(r)} fields, the header has {len(header)}",
+                                    source=src)
                 times.append(_parse_time(r[0], src, row))
                 cells.append([r[j] for j in keep])
     except OSError as exc:
@@ -189,11 +190,17 @@ def _numbers(cells: list[list[str]], ncols: int) -> tuple[np.ndarray, int]:
     return out, bad
 
 
-MAX_CELL = 1e12   # MBytes or percent: above any host's memory (an exabyte); a larger value is garbage
+MAX_CELL = 1e12  # MBytes or percent: above any host's memory (an exabyte); a larger value is garbage
 
 
-def _check_cells(values: np.ndarray, cells: list[list[str]], lines: list[int], names: list[str],
-                 columns: list[int], src: str) -> None:
+def _check_cells(
+    values: np.ndarray,
+    cells: list[list[str]],
+    lines: list[int],
+    names: list[str],
+    columns: list[int],
+    src: str,
+) -> None:
     """Memory counters are finite and non-negative: ``nan``, ``inf`` or ``-1e30`` in a capture is an
     error naming the row and column, never a number the fit believes. (Empty or non-numeric cells,
     as esxtop writes for a group not running, stay skipped.)"""
@@ -204,11 +211,15 @@ def _check_cells(values: np.ndarray, cells: list[list[str]], lines: list[int], n
             bad[i, k] = True
     if bad.any():
         i, k = (int(x[0]) for x in np.nonzero(bad))
-        raise UserError(f"row {lines[i]}, column {columns[k] + 1} ({one_line(names[k])}): {cells[i][k]!r} is not "
-                        f"a finite number within 0 .. {MAX_CELL:g}", source=src)
+        raise UserError(
+            f"row {lines[i]}, column {columns[k] + 1} ({one_line(names[k])}): {cells[i][k]!r} is not "
+            f"a finite number within 0 .. {MAX_CELL:g}",
+            source=src,
+        )
 
 
 # --- fitting -------------------------------------------------------------------------------------
+
 
 @dataclass
 class Fit:
@@ -219,7 +230,7 @@ class Fit:
     r2: float | None = None
     period: float | None = None
     amplitude: float | None = None
-    phases: list[tuple[float, float]] = field(default_factory=list)   # (at seconds, wss)
+    phases: list[tuple[float, float]] = field(default_factory=list)  # (at seconds, wss)
     note: str = ""
 
     def peak(self) -> float:
@@ -291,23 +302,43 @@ def fit_workload(t: np.ndarray, x: np.ndarray) -> Fit:
         return Fit("constant", mean, note=f"varies by {spread / mean:.1%} of its mean" if mean else "")
     period, base, amp, phase, r2s = fit_sinusoid(t, x)
     if r2s >= DIURNAL_R2 and abs(phase) <= DIURNAL_PHASE and base > 0:
-        return Fit("diurnal", base, r2=r2s, period=period, amplitude=min(1.0, amp / base),
-                   note=f"sinusoid R^2 {r2s:.2f}")
+        return Fit(
+            "diurnal",
+            base,
+            r2=r2s,
+            period=period,
+            amplitude=min(1.0, amp / base),
+            note=f"sinusoid R^2 {r2s:.2f}",
+        )
     cuts = segment(x, max(2, x.size // 20))
     levels = [float(x[a:b].mean()) for a, b in zip(cuts, cuts[1:] + [x.size], strict=True)]
-    model = np.concatenate([np.full(b - a, lv) for a, b, lv in zip(cuts, cuts[1:] + [x.size], levels, strict=True)])
+    model = np.concatenate(
+        [np.full(b - a, lv) for a, b, lv in zip(cuts, cuts[1:] + [x.size], levels, strict=True)]
+    )
     r2p = _r2(x, model)
-    why = (f"; sinusoid R^2 {r2s:.2f} but phase {phase:+.2f} rad at the start of the capture"
-           if r2s >= DIURNAL_R2 else "")
+    why = (
+        f"; sinusoid R^2 {r2s:.2f} but phase {phase:+.2f} rad at the start of the capture"
+        if r2s >= DIURNAL_R2
+        else ""
+    )
     if len(cuts) > 1 and r2p >= PHASED_R2:
-        return Fit("phased", levels[0], r2=r2p, phases=[(float(t[c]), lv) for c, lv in zip(cuts[1:], levels[1:],
-                                                                                          strict=True)],
-                   note=f"{len(cuts)} steps R^2 {r2p:.2f}{why}")
-    return Fit("constant", mean, r2=max(r2p, r2s),
-               note=f"no shape explains the series (steps R^2 {r2p:.2f}, sinusoid R^2 {r2s:.2f}); mean used")
+        return Fit(
+            "phased",
+            levels[0],
+            r2=r2p,
+            phases=[(float(t[c]), lv) for c, lv in zip(cuts[1:], levels[1:], strict=True)],
+            note=f"{len(cuts)} steps R^2 {r2p:.2f}{why}",
+        )
+    return Fit(
+        "constant",
+        mean,
+        r2=max(r2p, r2s),
+        note=f"no shape explains the series (steps R^2 {r2p:.2f}, sinusoid R^2 {r2s:.2f}); mean used",
+    )
 
 
 # --- scenario ------------------------------------------------------------------------------------
+
 
 def _round(v: float, digits: int = 4) -> float:
     return float(round(v, digits))
@@ -317,8 +348,9 @@ def _mib(v: float) -> str:
     return f"{int(round(v))} MiB"
 
 
-def to_scenario(cap: Capture, *, host_memory: int | None = None,
-                name: str | None = None) -> tuple[dict[str, Any], list[str], list[str]]:
+def to_scenario(
+    cap: Capture, *, host_memory: int | None = None, name: str | None = None
+) -> tuple[dict[str, Any], list[str], list[str]]:
     """(scenario data, report lines, observed-comment lines) for a parsed capture."""
     report: list[str] = []
     observed: list[str] = []
@@ -326,8 +358,9 @@ def to_scenario(cap: Capture, *, host_memory: int | None = None,
     if host_memory is None:
         machine = cap.host.get(HOST_MEMORY)
         if machine is None or not np.isfinite(machine).any():
-            raise UserError(f"no host memory column \\\\HOST\\Memory\\{HOST_MEMORY} (give --host-memory)",
-                            source=src)
+            raise UserError(
+                f"no host memory column \\\\HOST\\Memory\\{HOST_MEMORY} (give --host-memory)", source=src
+            )
         host_memory = int(round(float(np.nanmedian(machine)) * MiB))
         report.append(f"host {cap.host_name or '?'}: {host_memory / MiB:.0f} MiB from Memory\\{HOST_MEMORY}")
     else:
@@ -392,15 +425,26 @@ def to_scenario(cap: Capture, *, host_memory: int | None = None,
         names_seen.add(vm_name)
         vms.append({"name": vm_name, "memory": _mib(size_mb), "workload": wl})
         sizes_mb.append((size_mb, vm_name))
-        report.append(f"{vm_name}: {size_mb:.0f} MiB, {fit.kind} wss {wl['wss']:.3f}"
-                      + (f" ({fit.note})" if fit.note else "") + f"; allocated {wl['allocated']:.3f} ({how})")
-        obs = [f"{c.replace(' MBytes', '')} {float(np.nanmean(counters[c])):.0f}"
-               for c in OBSERVED if c in counters and np.isfinite(counters[c]).any()]
+        report.append(
+            f"{vm_name}: {size_mb:.0f} MiB, {fit.kind} wss {wl['wss']:.3f}"
+            + (f" ({fit.note})" if fit.note else "")
+            + f"; allocated {wl['allocated']:.3f} ({how})"
+        )
+        obs = [
+            f"{c.replace(' MBytes', '')} {float(np.nanmean(counters[c])):.0f}"
+            for c in OBSERVED
+            if c in counters and np.isfinite(counters[c]).any()
+        ]
         missing = [c for c in OBSERVED if c not in counters]
-        observed.append(f"{vm_name}: mean MiB: " + (", ".join(obs) if obs else "none")
-                        + (f" (missing: {', '.join(missing)})" if missing else ""))
+        observed.append(
+            f"{vm_name}: mean MiB: "
+            + (", ".join(obs) if obs else "none")
+            + (f" (missing: {', '.join(missing)})" if missing else "")
+        )
     if not vms:
-        raise UserError("no VM groups (Group Memory(ID:NAME) with Memory Size MBytes) in the capture", source=src)
+        raise UserError(
+            "no VM groups (Group Memory(ID:NAME) with Memory Size MBytes) in the capture", source=src
+        )
     for counter, n in sorted(unused.items()):
         report.append(f"unused Group Memory counter: {counter} ({n} groups)")
     for obj, n in sorted(cap.other_objects.items()):
@@ -411,7 +455,7 @@ def to_scenario(cap: Capture, *, host_memory: int | None = None,
     data = {
         "name": name or Path(cap.path).stem,
         "description": f"imported from esxtop batch {Path(cap.path).name} ({cap.host_name}), "
-                       f"{t.size} samples every {step:g} s",
+        f"{t.size} samples every {step:g} s",
         "duration": f"{duration:.0f}s",
         "tick": f"{tick:g}s",
         "seed": 0,
@@ -420,7 +464,7 @@ def to_scenario(cap: Capture, *, host_memory: int | None = None,
     }
     big_mb, big_name = max(sizes_mb)
     if round(big_mb) > round(host_memory / MiB):
-        data["host"]["allow_overcommit"] = True       # as captured: the scenario says so on purpose
+        data["host"]["allow_overcommit"] = True  # as captured: the scenario says so on purpose
         report.append(f"{big_name} ({big_mb:.0f} MiB) is larger than the host: allow_overcommit = true")
     return data, report, observed
 

@@ -90,10 +90,20 @@ def validate(sc: Scenario, cfg: ValidateConfig, real: HostDriver, progress: Any 
     recal_runs = [sim.run(recal, seed=seed) for seed in cfg.seeds] if recal else []
     return {
         "measured_latencies": measured,
-        "figures_with_measured_latencies": compare_figures([r["figures"] for r in recal_runs],
-                                                           [r["figures"] for r in real_runs]) if recal else None,
-        "scenario": sc.name, "scaled": {"name": s.name, "description": s.description, "host_memory": s.host.memory,
-                                        "vms": len(s.vms), "duration": s.duration, "warmup": s.warmup},
+        "figures_with_measured_latencies": compare_figures(
+            [r["figures"] for r in recal_runs], [r["figures"] for r in real_runs]
+        )
+        if recal
+        else None,
+        "scenario": sc.name,
+        "scaled": {
+            "name": s.name,
+            "description": s.description,
+            "host_memory": s.host.memory,
+            "vms": len(s.vms),
+            "duration": s.duration,
+            "warmup": s.warmup,
+        },
         "seeds": list(cfg.seeds),
         "figures": compare_figures([r["figures"] for r in model_runs], [r["figures"] for r in real_runs]),
         "oom_killed": [r["figures"].get("oom_killed", []) for r in real_runs],
@@ -112,8 +122,10 @@ def measured_latencies(real_runs: list[dict[str, Any]]) -> dict[str, float]:
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """A plain table: figure, model, real, ratio, target."""
-    lines = [f"{report['scaled']['description']}; seeds {report['seeds']}",
-             f"{'figure':<18}{'model':>14}{'real':>14}{'model/real':>12}  target"]
+    lines = [
+        f"{report['scaled']['description']}; seeds {report['seeds']}",
+        f"{'figure':<18}{'model':>14}{'real':>14}{'model/real':>12}  target",
+    ]
     for name, row in report["figures"].items():
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"
         tgt = ""

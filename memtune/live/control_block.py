@@ -10,8 +10,25 @@ from pathlib import Path
 
 import numpy as np
 
-SLOTS = ("go", "t0_ns", "balloon", "phase", "ballooned", "touches", "active_ppm", "allocated",
-         "guest_swap_ins", "guest_swap_outs", "first_touches", "wss", "backed", "heartbeat_ns", "region", "free_taken", "resident")
+SLOTS = (
+    "go",
+    "t0_ns",
+    "balloon",
+    "phase",
+    "ballooned",
+    "touches",
+    "active_ppm",
+    "allocated",
+    "guest_swap_ins",
+    "guest_swap_outs",
+    "first_touches",
+    "wss",
+    "backed",
+    "heartbeat_ns",
+    "region",
+    "free_taken",
+    "resident",
+)
 # phase, written by the worker: 1 joined its cgroups, 2 filled its memory, 3 running, 4 done
 GO_FILL, GO_RUN, GO_STOP = 1, 2, 3
 

@@ -62,7 +62,9 @@ def ksm_knobs(sc: Scenario, overrides: dict[str, int]) -> dict[str, int]:
         knobs = {k[4:]: int(v) for k, v in s.items()
                  if k.startswith("ksm.") and k[4:] in ksm.KNOBS and k != "ksm.merge_across_nodes"}
     else:
-        rate = sum(min(v.memory / PAGE / (s["Mem.ShareScanTime"] * 60.0), s["Mem.ShareRateMax"]) for v in sc.vms)
+        rate = sum(
+            min(v.memory / PAGE / (s["Mem.ShareScanTime"] * 60.0), s["Mem.ShareRateMax"]) for v in sc.vms
+        )
         knobs = {"pages_to_scan": max(1, round(rate * 0.020)), "sleep_millisecs": 20}
     knobs.setdefault("use_zero_pages", 0)
     knobs.setdefault("max_page_sharing", 256)
@@ -86,8 +88,9 @@ class LinuxDriver:
 
 
 class _Run:
-    def __init__(self, st: HostState, sc: Scenario, seed: int | None, opt: LiveOptions,
-                 disable: tuple[str, ...]) -> None:
+    def __init__(
+        self, st: HostState, sc: Scenario, seed: int | None, opt: LiveOptions, disable: tuple[str, ...]
+    ) -> None:
         self.st, self.sc, self.opt = st, sc, opt
         self.model = build_host(sc, seed=seed, disable=disable)
         self.seed = self.model.seed
@@ -95,14 +98,14 @@ class _Run:
         s = self.model.settings
         mode = str(s.get("memtune.sharing", "tps"))
         self.sharing = mode in names and not (mode == "ksm" and int(s.get("ksm.run", 1)) == 0)
-        self.salted = mode == "tps"           # ESX salting; Linux KSM merges across all VMs
+        self.salted = mode == "tps"  # ESX salting; Linux KSM merges across all VMs
         self.compression = "compression" in names and bool(s["Mem.MemZipEnable"])
         self.swapping = "swap" in names
         self.controller = Controller(self.model.scenario.replace(settings=dict(s)), "balloon" in names)
         self.procs: list[subprocess.Popen] = []
         self.ctl: list[ControlBlock] = []
         self.zram: str | None = None
-        self.killed: set[int] = set()           # VMs whose worker the OOM killer took
+        self.killed: set[int] = set()  # VMs whose worker the OOM killer took
 
     # --- set-up ----------------------------------------------------------------------------------
     def _dirs(self) -> None:
@@ -137,15 +140,20 @@ class _Run:
     def _mechanisms(self) -> None:
         total = sum(v.memory for v in self.sc.vms)
         if self.sharing:
-            ksm.configure(self.st, **ksm_knobs(self.model.scenario.replace(settings=self.model.settings),
-                                               self.opt.ksm))
+            ksm.configure(
+                self.st, **ksm_knobs(self.model.scenario.replace(settings=self.model.settings), self.opt.ksm)
+            )
         if self.compression:
             # ESX's cache is Mem.MemZipMaxPct of VM memory and keeps only pages that compress to
             # 2 KiB or less: it holds at least twice its size. zram's mem_limit would fail writes
             # instead of spilling to the next swap device, so the capacity is set by disksize.
             cache = int(total * self.model.settings["Mem.MemZipMaxPct"] / 100)
-            self.zram = swap.add_zram(self.st, disksize=max(2 * cache, 1 << 20) // PAGE * PAGE,
-                                      mem_limit=0, algorithm=self.opt.zram_algorithm)
+            self.zram = swap.add_zram(
+                self.st,
+                disksize=max(2 * cache, 1 << 20) // PAGE * PAGE,
+                mem_limit=0,
+                algorithm=self.opt.zram_algorithm,
+            )
         if self.swapping:
             swap.add_swap_file(self.st, self.swap_dir / "host.swap", total)
 
@@ -159,21 +167,38 @@ class _Run:
             ctl_path = self.run_dir / f"vm{v}.ctl"
             self.ctl.append(ControlBlock(ctl_path, create=True))
             cfg = {
-                "ctl": str(ctl_path), "content": str(content[v]), "pages": vm.memory // PAGE,
-                "mergeable": self.sharing, "guest_swap": str(self.swap_dir / f"vm{v}.gswap"),
-                "workload": _asdict(vm.workload), "start": vm.start, "seed": self.seed * 1000 + v,
-                "duration": self.sc.duration, "warmup": self.sc.warmup, "timed_per_s": self.opt.timed_per_s,
-                "stats": str(self.run_dir / f"vm{v}.stats.json"), "vm_index": v,
+                "ctl": str(ctl_path),
+                "content": str(content[v]),
+                "pages": vm.memory // PAGE,
+                "mergeable": self.sharing,
+                "guest_swap": str(self.swap_dir / f"vm{v}.gswap"),
+                "workload": _asdict(vm.workload),
+                "start": vm.start,
+                "seed": self.seed * 1000 + v,
+                "duration": self.sc.duration,
+                "warmup": self.sc.warmup,
+                "timed_per_s": self.opt.timed_per_s,
+                "stats": str(self.run_dir / f"vm{v}.stats.json"),
+                "vm_index": v,
                 "cgroups": [str(g.v1 / "cgroup.procs")] + ([str(g.v2 / "cgroup.procs")] if g.v2 else []),
-                "sampling": {"size": int(s["Mem.SampleSize"]), "period": float(s["Mem.SamplePeriod"]),
-                             "fast": s["memtune.sample_alpha_fast"], "slow": s["memtune.sample_alpha_slow"]},
+                "sampling": {
+                    "size": int(s["Mem.SampleSize"]),
+                    "period": float(s["Mem.SamplePeriod"]),
+                    "fast": s["memtune.sample_alpha_fast"],
+                    "slow": s["memtune.sample_alpha_slow"],
+                },
             }
             path = self.run_dir / f"vm{v}.json"
             path.write_text(json.dumps(cfg))
             env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
             with open(self.run_dir / f"vm{v}.log", "wb") as log:
-                p = subprocess.Popen([sys.executable, "-m", "memtune.live.worker", str(path)], env=env,
-                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                p = subprocess.Popen(
+                    [sys.executable, "-m", "memtune.live.worker", str(path)],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             self.st.add_worker(p.pid)
             self.procs.append(p)
 
@@ -191,14 +216,17 @@ class _Run:
         for v, p in enumerate(self.procs):
             if p.poll() is None or self.ctl[v]["phase"] >= 4 or v in self.killed:
                 continue
-            oom = dict(zip(*[iter((self.groups[v].v1 / "memory.oom_control").read_text().split())] * 2,
-                           strict=False))
+            oom = dict(
+                zip(*[iter((self.groups[v].v1 / "memory.oom_control").read_text().split())] * 2, strict=False)
+            )
             if int(oom.get("oom_kill", 0)) > 0:
                 self.killed.add(v)
                 continue
             tail = (self.run_dir / f"vm{v}.log").read_text(errors="replace").strip().splitlines()[-1:]
-            raise HostError(f"worker for VM {self.sc.vms[v].name!r} exited ({p.returncode}): "
-                            f"{tail[0] if tail else 'no output'}")
+            raise HostError(
+                f"worker for VM {self.sc.vms[v].name!r} exited ({p.returncode}): "
+                f"{tail[0] if tail else 'no output'}"
+            )
 
     def _limits(self) -> None:
         """Limits once each worker's own baseline (what it holds before the VM's memory) is known."""
@@ -209,7 +237,9 @@ class _Run:
             if vm.reservation:
                 g.set_soft_limit(self.st, vm.reservation + b)
         c = self.controller
-        self.parent.set_limit(self.st, int(c.capacity - RECLAIM_AT * c.min_free + sum(self.baseline)) // PAGE * PAGE)
+        self.parent.set_limit(
+            self.st, int(c.capacity - RECLAIM_AT * c.min_free + sum(self.baseline)) // PAGE * PAGE
+        )
 
     def _set_parent_limit(self, zram_used: int, other: int) -> None:
         """The kernel reclaims at the parent's limit: the VMs' capacity minus what zram holds (zram
@@ -227,7 +257,7 @@ class _Run:
             try:
                 self.parent.set_limit(self.st, limit)
                 self._parent_limit = limit
-            except OSError:           # EBUSY: the kernel could not reclaim down to it yet
+            except OSError:  # EBUSY: the kernel could not reclaim down to it yet
                 pass
 
     # --- the run ---------------------------------------------------------------------------------
@@ -242,9 +272,11 @@ class _Run:
         for c in self.ctl:
             c["go"] = GO_FILL
         self._wait_phase(2, 120)
-        self.filled = {"real": host_sample(0.0, self.parent, self._regions(), self.zram).held,
-                       "model": (self.model.held() * self.model.page_bytes).tolist(),
-                       "zram": swap.zram_stats(self.zram)["mem_used_total"] if self.zram else 0}
+        self.filled = {
+            "real": host_sample(0.0, self.parent, self._regions(), self.zram).held,
+            "model": (self.model.held() * self.model.page_bytes).tolist(),
+            "zram": swap.zram_stats(self.zram)["mem_used_total"] if self.zram else 0,
+        }
         t0 = time.monotonic_ns()
         for c in self.ctl:
             c["t0_ns"] = t0
@@ -254,8 +286,15 @@ class _Run:
 
     def _loop(self, t0: int) -> dict[str, list]:
         sc, tick = self.sc, self.sc.tick
-        tl: dict[str, list] = {"t": [], "free": [], "state": [], "ballooned": [], "ksm_sharing": [],
-                               "zram_orig": [], "swap_used": []}
+        tl: dict[str, list] = {
+            "t": [],
+            "free": [],
+            "state": [],
+            "ballooned": [],
+            "ksm_sharing": [],
+            "zram_orig": [],
+            "swap_used": [],
+        }
         self.warm: dict[str, Any] | None = None
         nxt, last = tick, 0.0
         while True:
@@ -275,7 +314,9 @@ class _Run:
             elif self.warm is None:
                 self.warm = self._counters()
             for c, vm, b in zip(self.ctl, sc.vms, balloon, strict=True):
-                c["balloon"] = int(self.opt.balloon[vm.name] // PAGE) if vm.name in self.opt.balloon else int(b)
+                c["balloon"] = (
+                    int(self.opt.balloon[vm.name] // PAGE) if vm.name in self.opt.balloon else int(b)
+                )
             tl["t"].append(now)
             tl["free"].append(float(self.controller.capacity - s.used))
             tl["state"].append(self.controller.state.label)
@@ -289,12 +330,16 @@ class _Run:
             nxt = min(nxt + tick, sc.duration)
 
     def _regions(self) -> list[tuple[int, int]]:
-        return [(0, 0) if v in self.killed else (p.pid, c["resident"])
-                for v, (p, c) in enumerate(zip(self.procs, self.ctl, strict=True))]
+        return [
+            (0, 0) if v in self.killed else (p.pid, c["resident"])
+            for v, (p, c) in enumerate(zip(self.procs, self.ctl, strict=True))
+        ]
 
     def _counters(self) -> dict[str, Any]:
-        return {"vms": [vm_counters(g) for g in self.groups],
-                "guest_swap_ins": [c["guest_swap_ins"] for c in self.ctl]}
+        return {
+            "vms": [vm_counters(g) for g in self.groups],
+            "guest_swap_ins": [c["guest_swap_ins"] for c in self.ctl],
+        }
 
     def _finish(self, timeline: dict[str, list]) -> dict[str, Any]:
         end = self._counters()
@@ -314,33 +359,63 @@ class _Run:
             major = b["pgmajfault"] - a["pgmajfault"]
             gin = end["guest_swap_ins"][v] - warm["guest_swap_ins"][v]
             faults += major + gin
-            vms.append({**_vm_row(vm.name, stats[v], snap[v], a, b, major, gin, self.baseline[v]), "held": s.held[v]})
+            vms.append(
+                {**_vm_row(vm.name, stats[v], snap[v], a, b, major, gin, self.baseline[v]), "held": s.held[v]}
+            )
         final = {
             "shared_saved": s.ksm.get("pages_sharing", 0) * PAGE,
-            "compressed": s.zram.get("orig_data_size", 0), "compression_cache": s.zram.get("mem_used_total", 0),
+            "compressed": s.zram.get("orig_data_size", 0),
+            "compression_cache": s.zram.get("mem_used_total", 0),
             "swapped": s.swaps.get(str(self.swap_dir / "host.swap"), {}).get("used", 0),
             "ballooned": sum(x["ballooned"] for x in snap) * PAGE,
             # as the model: pages given back with their data still on the guest's disk, beyond
             # those the balloon holds (its in-use pages paged out)
-            "guest_swapped": sum(max(0, x["guest_swap_outs"] - x["guest_swap_ins"] - (x["ballooned"] - x["free_taken"]))
-                                 for x in snap) * PAGE,
+            "guest_swapped": sum(
+                max(0, x["guest_swap_outs"] - x["guest_swap_ins"] - (x["ballooned"] - x["free_taken"]))
+                for x in snap
+            )
+            * PAGE,
         }
         tis = {STATE_NAMES[i]: float(t) for i, t in enumerate(self.controller.time_in_state)}
         figures = live_figures(final, stats, faults, tis)
         figures["oom_killed"] = sorted(self.sc.vms[v].name for v in self.killed)
-        return {"driver": "linux", "scenario": self.sc.name, "seed": self.seed, "figures": figures, "vms": vms, "timeline": timeline,
-                "host": {"ksm": s.ksm, "zram": s.zram, "swaps": s.swaps, "baseline": sum(self.baseline),
-                         "capacity": self.controller.capacity, "min_free": self.controller.min_free,
-                         "filled": self.filled, "counters": {"warm": warm, "end": end}}}
+        return {
+            "driver": "linux",
+            "scenario": self.sc.name,
+            "seed": self.seed,
+            "figures": figures,
+            "vms": vms,
+            "timeline": timeline,
+            "host": {
+                "ksm": s.ksm,
+                "zram": s.zram,
+                "swaps": s.swaps,
+                "baseline": sum(self.baseline),
+                "capacity": self.controller.capacity,
+                "min_free": self.controller.min_free,
+                "filled": self.filled,
+                "counters": {"warm": warm, "end": end},
+            },
+        }
 
 
 def _read_stats(path: Path) -> dict[str, Any]:
     """A worker's statistics; an OOM-killed worker wrote none (its touches are lost, not zero)."""
     if path.exists():
         return json.loads(path.read_text())
-    return {"touches": 0.0, "timed": 0, "dropped_preempted": 0, "extra": 0.0, "hist": [0.0] * NB,
-            "elapsed": 0.0, "guest_swap_ins": 0, "guest_swap_outs": 0, "first_touches": 0, "balloon": 0,
-            "oom_killed": True}
+    return {
+        "touches": 0.0,
+        "timed": 0,
+        "dropped_preempted": 0,
+        "extra": 0.0,
+        "hist": [0.0] * NB,
+        "elapsed": 0.0,
+        "guest_swap_ins": 0,
+        "guest_swap_outs": 0,
+        "first_touches": 0,
+        "balloon": 0,
+        "oom_killed": True,
+    }
 
 
 def _vm_row(name: str, stats: dict, snap: dict, a: dict, b: dict, major: int, gin: int, base: int) -> dict:
@@ -348,16 +423,26 @@ def _vm_row(name: str, stats: dict, snap: dict, a: dict, b: dict, major: int, gi
     el = max(stats["elapsed"], 1e-9)
     from memtune.live.figures import quantile
 
-    return {"name": name, "touches": stats["touches"], "timed": stats["timed"],
-            "dropped_preempted": stats["dropped_preempted"],
-            "mean_latency": stats["extra"] / stats["touches"] if stats["touches"] else 0.0,
-            "p99_latency": quantile(np.array(stats["hist"]), 0.99), "stall": min(stats["extra"] / el, 1.0),
-            "major_faults": major, "guest_swap_ins": gin, "ballooned": snap["ballooned"] * PAGE,
-            "guest_swapped": (snap["guest_swap_outs"] - snap["guest_swap_ins"]) * PAGE,
-            "extra_by_cause": stats.get("extra_by_cause", {}),
-            "psi_some": (pb.get("some", 0) - pa.get("some", 0)) / el if pb else None,
-            "psi_full": (pb.get("full", 0) - pa.get("full", 0)) / el if pb else None,
-            "swap": b["swap"], "rss": b["rss"], "baseline": base, "oom_killed": stats.get("oom_killed", False)}
+    return {
+        "name": name,
+        "touches": stats["touches"],
+        "timed": stats["timed"],
+        "dropped_preempted": stats["dropped_preempted"],
+        "mean_latency": stats["extra"] / stats["touches"] if stats["touches"] else 0.0,
+        "p99_latency": quantile(np.array(stats["hist"]), 0.99),
+        "stall": min(stats["extra"] / el, 1.0),
+        "major_faults": major,
+        "guest_swap_ins": gin,
+        "ballooned": snap["ballooned"] * PAGE,
+        "guest_swapped": (snap["guest_swap_outs"] - snap["guest_swap_ins"]) * PAGE,
+        "extra_by_cause": stats.get("extra_by_cause", {}),
+        "psi_some": (pb.get("some", 0) - pa.get("some", 0)) / el if pb else None,
+        "psi_full": (pb.get("full", 0) - pa.get("full", 0)) / el if pb else None,
+        "swap": b["swap"],
+        "rss": b["rss"],
+        "baseline": base,
+        "oom_killed": stats.get("oom_killed", False),
+    }
 
 
 def _asdict(wl: Any) -> dict[str, Any]:

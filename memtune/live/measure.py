@@ -51,5 +51,13 @@ def host_sample(t: float, parent: Group, resident: list[tuple[int, int]], zram_d
     held = [max(pages - ksm_merging(pid), 0) * 4096 if pid else 0 for pid, pages in resident]
     shared = k.get("pages_shared", 0) * 4096
     vm_bytes = sum(held) + shared
-    return Sample(t=t, used=vm_bytes + zram_used, other=max(parent.usage() - vm_bytes, 0), zram_used=zram_used,
-                  held=held, ksm=k, zram=z, swaps=swap.swaps())
+    return Sample(
+        t=t,
+        used=vm_bytes + zram_used,
+        other=max(parent.usage() - vm_bytes, 0),
+        zram_used=zram_used,
+        held=held,
+        ksm=k,
+        zram=z,
+        swaps=swap.swaps(),
+    )

@@ -95,7 +95,12 @@ class Worker:
 
     def _timed(self, offs: list[int], writes: list[bool]) -> np.ndarray:
         """Time touches one by one; drop those the scheduler preempted."""
-        view, perf, getru, thread = self.mem.view, time.perf_counter_ns, resource.getrusage, resource.RUSAGE_THREAD
+        view, perf, getru, thread = (
+            self.mem.view,
+            time.perf_counter_ns,
+            resource.getrusage,
+            resource.RUSAGE_THREAD,
+        )
         out = []
         last = getru(thread).ru_nivcsw
         for off, w in zip(offs, writes, strict=True):
@@ -215,7 +220,7 @@ class Worker:
             time.sleep(max(0.0, QUANTUM - ((time.monotonic_ns() - t0) / 1e9 - now)))
         self.write_stats(last - min(self.cfg["warmup"], last))
         ctl["phase"] = 4
-        _wait(ctl, GO_STOP)          # keep the VM's memory until the driver has read the host
+        _wait(ctl, GO_STOP)  # keep the VM's memory until the driver has read the host
 
     def reset_stats(self) -> None:
         """Statistics count from the end of the warm-up, as the model's report does."""
@@ -226,10 +231,18 @@ class Worker:
 
     def write_stats(self, elapsed: float) -> None:
         stats = {
-            "touches": self.touches, "timed": self.timed, "dropped_preempted": self.dropped,
-            "extra": self.extra, "hist": self.hist.tolist(), "baseline": self.baseline,
-            "elapsed": elapsed, "guest_swap_ins": self.mem.swap_ins, "guest_swap_outs": self.mem.swap_outs,
-            "first_touches": self.mem.first_touches, "balloon": self.mem.balloon, "extra_by_cause": self.parts,
+            "touches": self.touches,
+            "timed": self.timed,
+            "dropped_preempted": self.dropped,
+            "extra": self.extra,
+            "hist": self.hist.tolist(),
+            "baseline": self.baseline,
+            "elapsed": elapsed,
+            "guest_swap_ins": self.mem.swap_ins,
+            "guest_swap_outs": self.mem.swap_outs,
+            "first_touches": self.mem.first_touches,
+            "balloon": self.mem.balloon,
+            "extra_by_cause": self.parts,
         }
         tmp = Path(self.cfg["stats"] + ".tmp")
         tmp.write_text(json.dumps(stats))
@@ -248,7 +261,7 @@ def main(argv: list[str]) -> None:
     # swap and sysfs values wait for `memtune live cleanup`)
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
     if os.getppid() == 1:
-        return                          # the driver died before the line above
+        return  # the driver died before the line above
     cfg = json.loads(Path(argv[1]).read_text())
 
     for procs in cfg["cgroups"]:

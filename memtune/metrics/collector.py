@@ -60,7 +60,11 @@ def _sample(name: str, labels: dict[str, str], value: float) -> Sample:
     return Sample(name, labels, value, None, None)
 
 
-_METRIC_CLASS = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily, "histogram": HistogramMetricFamily}
+_METRIC_CLASS = {
+    "gauge": GaugeMetricFamily,
+    "counter": CounterMetricFamily,
+    "histogram": HistogramMetricFamily,
+}
 
 
 def table_metric(t: Table, vms: list[str]) -> Metric:
@@ -112,8 +116,9 @@ class HostCollector(Collector):
     latency histogram's buckets (docs/metrics.md says what each costs).
     """
 
-    def __init__(self, source: Host | RunHandle, lock: threading.Lock | None = None, *,
-                 latency_buckets: str = "full") -> None:
+    def __init__(
+        self, source: Host | RunHandle, lock: threading.Lock | None = None, *, latency_buckets: str = "full"
+    ) -> None:
         self.handle = source if isinstance(source, RunHandle) else RunHandle(source, lock)
         self.latency_buckets = latency_buckets
         self._render_lock = threading.Lock()
@@ -121,7 +126,7 @@ class HostCollector(Collector):
         self._cached: tuple[Any, int, float, bytes] | None = None
         self._text: tuple[bytes | None, str] = (None, "")
         self._gzipped: tuple[bytes | None, bytes] = (None, b"")
-        self.last_scrape: tuple[float, bool] | None = None     # (monotonic time, gzip asked) of the last scrape
+        self.last_scrape: tuple[float, bool] | None = None  # (monotonic time, gzip asked) of the last scrape
 
     def snapshot(self) -> Snapshot | None:
         h = self.handle
@@ -141,9 +146,9 @@ class HostCollector(Collector):
 
     def render_text(self) -> str:
         """The exposition text of the host now (format 0.0.4)."""
-        with self._render_lock:           # one render at a time; concurrent scrapes share its result
+        with self._render_lock:  # one render at a time; concurrent scrapes share its result
             body = self._body()
-            if self._text[0] is not body:     # holding the body keeps `is` meaningful
+            if self._text[0] is not body:  # holding the body keeps `is` meaningful
                 self._text = (body, body.decode("utf-8"))
             return self._text[1]
 
@@ -244,8 +249,13 @@ class HostRegistry(CollectorRegistry):
         return body + (gzip_compress(extra) if gzip else extra)
 
 
-def host_registry(source: Host | RunHandle, lock: threading.Lock | None = None, *,
-                  latency_buckets: str = "full", process: bool = False) -> HostRegistry:
+def host_registry(
+    source: Host | RunHandle,
+    lock: threading.Lock | None = None,
+    *,
+    latency_buckets: str = "full",
+    process: bool = False,
+) -> HostRegistry:
     """An isolated registry exposing one host (never the process-global default registry).
 
     ``process`` adds the process's own ``process_*`` metrics (``memtune serve`` does; a textfile

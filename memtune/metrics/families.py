@@ -44,12 +44,14 @@ class VMFamily(Metric):
     ``_total`` (as with ``CounterMetricFamily``, the family name drops it and each sample adds it).
     """
 
-    def __init__(self, name: str, documentation: str, typ: str, vm_names: Sequence[str], unit: str = "") -> None:
+    def __init__(
+        self, name: str, documentation: str, typ: str, vm_names: Sequence[str], unit: str = ""
+    ) -> None:
         if typ not in ("gauge", "counter"):
             raise ValueError(f"VMFamily type must be 'gauge' or 'counter', not {typ!r}")
         if typ == "counter" and name.endswith("_total"):
             name = name[: -len("_total")]
-        super().__init__(name, documentation, typ, unit)     # sets samples = [] through the setter
+        super().__init__(name, documentation, typ, unit)  # sets samples = [] through the setter
         self._samples: list[Sample] | None = None
         self.vm_names: tuple[str, ...] = tuple(vm_names)
         self.sample_name = self.name + "_total" if typ == "counter" else self.name
@@ -60,16 +62,17 @@ class VMFamily(Metric):
 
         Returns the family, so columns chain: ``VMFamily(...).add_column(a, {"dir": "in"})``.
         """
-        arr = np.array(values, dtype=np.float64)      # a copy, never a view of the caller's state
+        arr = np.array(values, dtype=np.float64)  # a copy, never a view of the caller's state
         if arr.shape != (len(self.vm_names),):
-            raise ValueError(f"{self.name}: expected one value per VM ({len(self.vm_names)}), "
-                             f"got shape {arr.shape}")
+            raise ValueError(
+                f"{self.name}: expected one value per VM ({len(self.vm_names)}), got shape {arr.shape}"
+            )
         extra = {str(k): str(v) for k, v in (labels or {}).items()}
         for k in extra:
             if not _LABEL_OK.match(k) or k in _RESERVED_LABELS or k.startswith("__"):
                 raise ValueError(f"{self.name}: invalid label name {k!r}")
         self.columns.append((extra, arr))
-        if self._samples is not None:       # samples already handed out: keep them complete
+        if self._samples is not None:  # samples already handed out: keep them complete
             self._samples.extend(self._column_samples(extra, arr))
         return self
 
@@ -92,17 +95,21 @@ class VMFamily(Metric):
 
     def _column_samples(self, extra: dict[str, str], arr: np.ndarray) -> list[Sample]:
         name = self.sample_name
-        return [Sample(name, {"vm": v, **extra}, x, None, None)
-                for v, x in zip(self.vm_names, arr.tolist(), strict=True)]
+        return [
+            Sample(name, {"vm": v, **extra}, x, None, None)
+            for v, x in zip(self.vm_names, arr.tolist(), strict=True)
+        ]
 
 
-def vm_gauge(name: str, doc: str, vm_names: Sequence[str], values: ArrayLike,
-             labels: dict[str, str] | None = None) -> VMFamily:
+def vm_gauge(
+    name: str, doc: str, vm_names: Sequence[str], values: ArrayLike, labels: dict[str, str] | None = None
+) -> VMFamily:
     """A gauge family with one sample per VM (label ``vm``, plus constant ``labels``)."""
     return VMFamily(name, doc, "gauge", vm_names).add_column(values, labels)
 
 
-def vm_counter(name: str, doc: str, vm_names: Sequence[str], values: ArrayLike,
-               labels: dict[str, str] | None = None) -> VMFamily:
+def vm_counter(
+    name: str, doc: str, vm_names: Sequence[str], values: ArrayLike, labels: dict[str, str] | None = None
+) -> VMFamily:
     """A counter family with one ``<name>_total`` sample per VM (``name`` may end in ``_total``)."""
     return VMFamily(name, doc, "counter", vm_names).add_column(values, labels)

@@ -60,34 +60,71 @@ def snapshot_tables(s: Snapshot, latency_buckets: str = "full") -> list[Table]:
 def _host_tables(s: Snapshot) -> list[Table]:
     out = [
         _gauge("memtune_host_memory_bytes", "Physical memory of the host (esxtop PMEM total).", s.memory),
-        _gauge("memtune_host_free_bytes", "Free machine memory (esxtop PMEM free; vSphere mem.free).", s.free),
-        _gauge("memtune_host_min_free_bytes", "minFree: the sliding-scale free-memory reserve the memory "
-               "states are measured against (esxtop minfree).", s.min_free),
-        _gauge("memtune_host_overhead_bytes", "Overhead memory of the powered-on VMs (vSphere mem.overhead).",
-               s.overhead),
-        _gauge("memtune_host_reserved_bytes", "Memory reserved by the powered-on VMs (sched.mem.min; vSphere "
-               "mem.reservedCapacity).", s.reserved),
-        _gauge("memtune_host_large_pages_broken", "1 once large pages were broken to make them shareable "
-               "(free memory fell below 400 % of minFree).", 1.0 if s.large_pages_broken else 0.0),
+        _gauge(
+            "memtune_host_free_bytes", "Free machine memory (esxtop PMEM free; vSphere mem.free).", s.free
+        ),
+        _gauge(
+            "memtune_host_min_free_bytes",
+            "minFree: the sliding-scale free-memory reserve the memory "
+            "states are measured against (esxtop minfree).",
+            s.min_free,
+        ),
+        _gauge(
+            "memtune_host_overhead_bytes",
+            "Overhead memory of the powered-on VMs (vSphere mem.overhead).",
+            s.overhead,
+        ),
+        _gauge(
+            "memtune_host_reserved_bytes",
+            "Memory reserved by the powered-on VMs (sched.mem.min; vSphere mem.reservedCapacity).",
+            s.reserved,
+        ),
+        _gauge(
+            "memtune_host_large_pages_broken",
+            "1 once large pages were broken to make them shareable "
+            "(free memory fell below 400 % of minFree).",
+            1.0 if s.large_pages_broken else 0.0,
+        ),
     ]
     ticks = Table("memtune_host_ticks", "counter", "Simulation ticks run.")
     ticks.add("_total", {}, s.ticks)
-    sim = Table("memtune_host_simulated_seconds", "counter", "Simulated time since the run started (divide "
-                "a rate() by its rate() to get a per-simulated-second rate).")
+    sim = Table(
+        "memtune_host_simulated_seconds",
+        "counter",
+        "Simulated time since the run started (divide "
+        "a rate() by its rate() to get a per-simulated-second rate).",
+    )
     sim.add("_total", {}, s.now)
-    state = Table("memtune_host_state", "gauge", "Memory state: 1 for the current state, 0 for the others "
-                  "(esxtop 'state'; vSphere mem.state).", ("state",))
-    tis = Table("memtune_host_state_seconds", "counter", "Simulated time spent in each memory state (after "
-                "warm-up).", ("state",))
+    state = Table(
+        "memtune_host_state",
+        "gauge",
+        "Memory state: 1 for the current state, 0 for the others (esxtop 'state'; vSphere mem.state).",
+        ("state",),
+    )
+    tis = Table(
+        "memtune_host_state_seconds",
+        "counter",
+        "Simulated time spent in each memory state (after warm-up).",
+        ("state",),
+    )
     for i, label in enumerate(STATE_NAMES):
         state.add("", {"state": label}, 1.0 if i == s.state else 0.0)
         tis.add("_total", {"state": label}, float(s.time_in_state[i]))
-    pools = Table("memtune_host_pool_bytes", "gauge", "Machine memory plugins hold for the host as a whole "
-                  "(e.g. the frames behind shared pages).", ("pool",))
+    pools = Table(
+        "memtune_host_pool_bytes",
+        "gauge",
+        "Machine memory plugins hold for the host as a whole (e.g. the frames behind shared pages).",
+        ("pool",),
+    )
     for k in sorted(s.host_pools):
         pools.add("", {"pool": k}, s.host_pools[k])
-    setting = Table("memtune_host_setting", "gauge", "Value of each numeric setting of the run (booleans as "
-                    "0/1), e.g. Mem.ShareForceSalting: lets alerts see a setting change.", ("setting",))
+    setting = Table(
+        "memtune_host_setting",
+        "gauge",
+        "Value of each numeric setting of the run (booleans as "
+        "0/1), e.g. Mem.ShareForceSalting: lets alerts see a setting change.",
+        ("setting",),
+    )
     for k in sorted(s.settings):
         setting.add("", {"setting": k}, s.settings[k])
     return [*out, ticks, sim, state, tis, pools, setting]
@@ -95,13 +132,21 @@ def _host_tables(s: Snapshot) -> list[Table]:
 
 def _vm_config_tables(s: Snapshot) -> list[Table]:
     out = [
-        _vm_table("memtune_vm_powered_on", "gauge", "1 if the VM passed admission control and runs.",
-                  s.powered.astype(np.float64)),
+        _vm_table(
+            "memtune_vm_powered_on",
+            "gauge",
+            "1 if the VM passed admission control and runs.",
+            s.powered.astype(np.float64),
+        ),
         _vm_table("memtune_vm_reservation_bytes", "gauge", "Reservation (sched.mem.min).", s.reservation),
         _vm_table("memtune_vm_limit_bytes", "gauge", "Limit (sched.mem.max; configured if unset).", s.limit),
         _vm_table("memtune_vm_shares", "gauge", "Memory shares (sched.mem.shares as a number).", s.shares),
-        _vm_table("memtune_vm_active_estimate_ratio", "gauge", "Active fraction estimated by sampling (max "
-                  "of the fast and slow averages).", s.active_estimate),
+        _vm_table(
+            "memtune_vm_active_estimate_ratio",
+            "gauge",
+            "Active fraction estimated by sampling (max of the fast and slow averages).",
+            s.active_estimate,
+        ),
     ]
     for key, values in s.amounts.items():
         stem = AMOUNT_NAMES.get(key, key)
@@ -113,24 +158,52 @@ def _vm_config_tables(s: Snapshot) -> list[Table]:
 def _vm_activity_tables(s: Snapshot, latency_buckets: str) -> list[Table]:
     # touch and fault counts are importance-sampled estimates: exported as whole 4 KiB touches
     out = []
-    out.append(_vm_table("memtune_vm_touches", "counter", "Guest memory touches (4 KiB accesses) simulated.",
-                         np.rint(s.touches)))
-    faults = Table("memtune_vm_faults", "counter", "Touches that faulted, by the state of the page touched "
-                   "(free = first touch, shared = COW break, swapped = swap-in ...).", ("kind",))
+    out.append(
+        _vm_table(
+            "memtune_vm_touches",
+            "counter",
+            "Guest memory touches (4 KiB accesses) simulated.",
+            np.rint(s.touches),
+        )
+    )
+    faults = Table(
+        "memtune_vm_faults",
+        "counter",
+        "Touches that faulted, by the state of the page touched "
+        "(free = first touch, shared = COW break, swapped = swap-in ...).",
+        ("kind",),
+    )
     for kind in sorted(s.faults):
         faults.column("_total", {"kind": kind}, np.rint(s.faults[kind]))
     out.append(faults)
-    out.append(_vm_table("memtune_vm_stall_seconds", "counter", "Time the VM waited on memory (like Linux "
-                         "PSI 'some'; vSphere mem.latency).", s.stall))
+    out.append(
+        _vm_table(
+            "memtune_vm_stall_seconds",
+            "counter",
+            "Time the VM waited on memory (like Linux PSI 'some'; vSphere mem.latency).",
+            s.stall,
+        )
+    )
     out.append(_vm_table("memtune_vm_running_seconds", "counter", "Time the VM was powered on.", s.running))
-    stall_ratio = np.divide(np.minimum(s.stall, s.running), s.running, out=np.zeros(len(s.vm_names)),
-                            where=s.running > 0)
-    out.append(_vm_table("memtune_vm_stall_ratio", "gauge", "Stalled time / running time since the run (or "
-                         "its warm-up) started, 0..1.", stall_ratio))
+    stall_ratio = np.divide(
+        np.minimum(s.stall, s.running), s.running, out=np.zeros(len(s.vm_names)), where=s.running > 0
+    )
+    out.append(
+        _vm_table(
+            "memtune_vm_stall_ratio",
+            "gauge",
+            "Stalled time / running time since the run (or its warm-up) started, 0..1.",
+            stall_ratio,
+        )
+    )
     if latency_buckets == "off":
         return out
-    hist = Table("memtune_vm_touch_extra_latency_seconds", "histogram", "Extra latency per touch beyond a "
-                 "DRAM access (faults, decompression, swap-in, encryption), per touch.")
+    hist = Table(
+        "memtune_vm_touch_extra_latency_seconds",
+        "histogram",
+        "Extra latency per touch beyond a "
+        "DRAM access (faults, decompression, swap-in, encryption), per touch.",
+    )
     hist.hist = (np.rint(np.cumsum(s.hist, axis=1)[:, HIST_COLUMNS[latency_buckets]]), s.extra)
     hist.le = tuple(HIST_LE[latency_buckets])
     out.append(hist)

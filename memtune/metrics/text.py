@@ -106,7 +106,9 @@ class _Block:
             if not self.prefixes:
                 got = b""
             elif conv == "mixed":
-                got = b"\n".join(p + b"%" + c.encode() for p, c in zip(self.prefixes, self.convs, strict=True))
+                got = b"\n".join(
+                    p + b"%" + c.encode() for p, c in zip(self.prefixes, self.convs, strict=True)
+                )
             else:
                 sep = b"%" + conv.encode()
                 got = (sep + b"\n").join(self.prefixes) + sep
@@ -148,7 +150,7 @@ class TextRenderer:
             extra = "".join(f',{k}="{escape_label(str(v))}"' for k, v in labels.items())
             block = self._blocks[key] = _Block(f"{name}{{{vl}{extra}}} " for vl in self._vm_labels)
         raw = values.tobytes()
-        if raw == block.last[0]:          # unchanged since the last scrape (configuration, idle plugins)
+        if raw == block.last[0]:  # unchanged since the last scrape (configuration, idle plugins)
             return block.last[1]
         conv, args = template_args(values)
         text = block.template(conv) % args
@@ -170,7 +172,7 @@ class TextRenderer:
         # rows in exposition order: buckets, count (= the +Inf bucket), sum
         rows = np.empty((cum.shape[0], cum.shape[1] + 2), dtype=object)
         conv, counts = template_args(cum)
-        if conv == "d" and np.isfinite(sums).all():       # counts as ints (%d), sums as floats (%r)
+        if conv == "d" and np.isfinite(sums).all():  # counts as ints (%d), sums as floats (%r)
             rows[:, :-2] = np.array(counts, dtype=object).reshape(cum.shape)
             rows[:, -2] = rows[:, -3]
             rows[:, -1] = sums.tolist()
@@ -204,8 +206,9 @@ class TextRenderer:
             if cols is not None and fam.vm_names == self._vms:
                 # one template per column, prefixes cached; the same text metric_lines writes
                 shown = fam.sample_name
-                out.append(f"# HELP {shown} {escape_help(fam.documentation)}\n# TYPE {shown} {fam.type}"
-                           .encode())
+                out.append(
+                    f"# HELP {shown} {escape_help(fam.documentation)}\n# TYPE {shown} {fam.type}".encode()
+                )
                 if self._vm_labels:
                     out.extend(self._column(fam.sample_name, labels, values) for labels, values in cols)
             else:
@@ -220,8 +223,7 @@ class TextRenderer:
         return self.render_bytes(s).decode("utf-8")
 
 
-def metric_lines(families: Iterable[Metric], out: list[str],
-                 cache: dict[tuple, str] | None = None) -> None:
+def metric_lines(families: Iterable[Metric], out: list[str], cache: dict[tuple, str] | None = None) -> None:
     """Text of prometheus_client families, as ``generate_latest`` writes them (format 0.0.4).
 
     ``cache`` keeps the ``name{labels} `` prefix of each series between scrapes.
@@ -264,7 +266,7 @@ def metric_lines(families: Iterable[Metric], out: list[str],
             if smp.timestamp is not None:
                 line += f" {int(float(smp.timestamp) * 1000):d}"
             if smp.name in specials:
-                extra.setdefault(smp.name[len(name):], []).append(line)
+                extra.setdefault(smp.name[len(name) :], []).append(line)
             else:
                 out.append(line)
         for suffix, lines in sorted(extra.items()):

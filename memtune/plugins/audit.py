@@ -37,34 +37,69 @@ AGGREGATED = ("cow-break", "share", "reclaim")
 COW_COUNT_KEYS = ("breaks", "cow_breaks", "count", "pages")
 
 SETTINGS = (
-    Setting("audit.log", "str", "", "Append the hash-chained audit log (JSON lines) to this file (relative to the working "
-            "directory); empty = off.",
-            "memtune: off unless asked, so runs write no files by default"),
-    Setting("audit.key_file", "str", "",
-            "File holding the HMAC-SHA-256 key for the log (else $MEMTUNE_AUDIT_KEY; neither = plain SHA-256).",
-            "RFC 2104 HMAC: without the key an edited log cannot be re-hashed to look intact"),
-    Setting("audit.leak_periods", "int", 20,
-            "Sampling periods of steady consumed growth (with flat active memory) before a VM is a leak suspect.",
-            "20 x Mem.SamplePeriod (60 s) = 20 min: measured in this model (constant workloads of 2k-50k "
-            "touches/s, 3 seeds), first-touch warm-up of cold memory decays with e-folding times up to "
-            "~15 min, so a shorter window cannot tell it from a steady leak", minimum=4),
-    Setting("audit.leak_min_rate", "float", 0.05,
-            "Least consumed growth, as a share of configured memory per hour, that counts as a leak.",
-            "model choice: 5 %/h fills the typical 20-30 % guest headroom within a 4-6 h shift; slower "
-            "growth is within what page-in of cold data looks like", minimum=0.0),
-    Setting("audit.leak_steady_ratio", "float", 0.8,
-            "Growth in the second half of the window must be at least this share of the first half.",
-            "a leak grows at a constant rate (ratio ~1, measured 0.8-1.1 at 5-30 %/h); first-touch warm-up "
-            "grows as 1 - exp(-t/T), ratio exp(-window/2T), measured below 0.8 for constant workloads",
-            minimum=0.0, maximum=1.0),
-    Setting("audit.leak_active_share", "float", 0.5,
-            "Active memory may grow by at most this share of the consumed growth for a leak suspect.",
-            "model choice: a leak is memory that is held but not used; if most of the growth is active "
-            "it is a growing working set, not a leak", minimum=0.0, maximum=1.0),
-    Setting("audit.cow_storm_rate", "float", 3333.0,
-            "COW breaks per second (4 KiB pages, averaged over a sampling period) above which a VM is in a COW storm.",
-            "a COW break costs ~3 us (fault + 4 KiB copy, latency.cow_break): 3333/s is 1 % of a vCPU",
-            minimum=0.0),
+    Setting(
+        "audit.log",
+        "str",
+        "",
+        "Append the hash-chained audit log (JSON lines) to this file (relative to the working "
+        "directory); empty = off.",
+        "memtune: off unless asked, so runs write no files by default",
+    ),
+    Setting(
+        "audit.key_file",
+        "str",
+        "",
+        "File holding the HMAC-SHA-256 key for the log (else $MEMTUNE_AUDIT_KEY; neither = plain SHA-256).",
+        "RFC 2104 HMAC: without the key an edited log cannot be re-hashed to look intact",
+    ),
+    Setting(
+        "audit.leak_periods",
+        "int",
+        20,
+        "Sampling periods of steady consumed growth (with flat active memory) before a VM is a leak suspect.",
+        "20 x Mem.SamplePeriod (60 s) = 20 min: measured in this model (constant workloads of 2k-50k "
+        "touches/s, 3 seeds), first-touch warm-up of cold memory decays with e-folding times up to "
+        "~15 min, so a shorter window cannot tell it from a steady leak",
+        minimum=4,
+    ),
+    Setting(
+        "audit.leak_min_rate",
+        "float",
+        0.05,
+        "Least consumed growth, as a share of configured memory per hour, that counts as a leak.",
+        "model choice: 5 %/h fills the typical 20-30 % guest headroom within a 4-6 h shift; slower "
+        "growth is within what page-in of cold data looks like",
+        minimum=0.0,
+    ),
+    Setting(
+        "audit.leak_steady_ratio",
+        "float",
+        0.8,
+        "Growth in the second half of the window must be at least this share of the first half.",
+        "a leak grows at a constant rate (ratio ~1, measured 0.8-1.1 at 5-30 %/h); first-touch warm-up "
+        "grows as 1 - exp(-t/T), ratio exp(-window/2T), measured below 0.8 for constant workloads",
+        minimum=0.0,
+        maximum=1.0,
+    ),
+    Setting(
+        "audit.leak_active_share",
+        "float",
+        0.5,
+        "Active memory may grow by at most this share of the consumed growth for a leak suspect.",
+        "model choice: a leak is memory that is held but not used; if most of the growth is active "
+        "it is a growing working set, not a leak",
+        minimum=0.0,
+        maximum=1.0,
+    ),
+    Setting(
+        "audit.cow_storm_rate",
+        "float",
+        3333.0,
+        "COW breaks per second (4 KiB pages, averaged over a sampling period) above which a VM is in a COW "
+        "storm.",
+        "a COW break costs ~3 us (fault + 4 KiB copy, latency.cow_break): 3333/s is 1 % of a vCPU",
+        minimum=0.0,
+    ),
 )
 
 
@@ -85,14 +120,14 @@ class AuditState:
         self.agg: dict[tuple, dict[str, Any]] = defaultdict(dict)
         self.agg_events: dict[tuple, int] = defaultdict(int)
         self.cow = np.zeros(nvm)
-        self.share_events = 0               # share events seen this run (none: derive from states)
+        self.share_events = 0  # share events seen this run (none: derive from states)
         self.last_share: tuple | None = None
         self.consumed: list[np.ndarray] = []
         self.active: list[np.ndarray] = []
         self.leaking = np.zeros(nvm, dtype=bool)
         self.storming = np.zeros(nvm, dtype=bool)
         self.period_start = 0.0
-        self.clock: float | None = None     # time of the period being closed (host.now lags a tick)
+        self.clock: float | None = None  # time of the period being closed (host.now lags a tick)
 
     def record(self, time: float, kind: str, vm: str | None, data: dict) -> None:
         if self.writer is None:
@@ -119,9 +154,18 @@ def memtune_configure(host: Any) -> None:
         return
     key = load_key(host.settings["audit.key_file"] or None)
     st.writer = AuditWriter(st.path, key)
-    st.writer.start(host.now, {"scenario": host.scenario.name, "seed": host.seed, "memtune": __version__,
-                               "vms": list(host.vm_names), "page_bytes": host.page_bytes,
-                               "plugins": sorted(host.pm.info), "sample_period": st.period})
+    st.writer.start(
+        host.now,
+        {
+            "scenario": host.scenario.name,
+            "seed": host.seed,
+            "memtune": __version__,
+            "vms": list(host.vm_names),
+            "page_bytes": host.page_bytes,
+            "plugins": sorted(host.pm.info),
+            "sample_period": st.period,
+        },
+    )
     for rec in st.early:
         st.writer.add(*rec)
     st.early.clear()
@@ -210,8 +254,9 @@ def _close_period(host: Any, st: AuditState, now: float, *, anomalies: bool = Tr
     for v in np.flatnonzero(changed):
         data = {
             "period_s": length,
-            "delta_bytes": {n: float(delta_states[v, j]) for j, n in enumerate(state_names)
-                            if delta_states[v, j] != 0},
+            "delta_bytes": {
+                n: float(delta_states[v, j]) for j, n in enumerate(state_names) if delta_states[v, j] != 0
+            },
             "bytes": {n: float(level_states[v, j]) for j, n in enumerate(state_names) if level_states[v, j]},
             "counters": {n: float(d[v]) for n, d in sorted(counter_delta.items()) if d[v] != 0},
             "consumed_bytes": float(held[v]),
@@ -221,8 +266,12 @@ def _close_period(host: Any, st: AuditState, now: float, *, anomalies: bool = Tr
     # summed cow-break / share / reclaim events, in a fixed order
     for key in sorted(st.agg, key=lambda k: (k[0], -1 if k[1] is None else k[1], k[2])):
         kind, v, labels = key
-        st.record(now, kind, _vm_name(host, v), {"period_s": length, "events": st.agg_events[key],
-                                                 **dict(labels), **st.agg[key]})
+        st.record(
+            now,
+            kind,
+            _vm_name(host, v),
+            {"period_s": length, "events": st.agg_events[key], **dict(labels), **st.agg[key]},
+        )
     st.agg.clear()
     st.agg_events.clear()
     _derived_share(host, st, now, length)
@@ -249,12 +298,20 @@ def _derived_share(host: Any, st: AuditState, now: float, length: float) -> None
     if key == st.last_share or (not shared.any() and st.last_share is None):
         return
     st.last_share = key
-    st.record(now, "share", None, {
-        "derived": True, "period_s": length,
-        "shared_bytes": {host.vm_names[v]: float(shared[v]) for v in np.flatnonzero(shared)},
-        "frames_bytes": frames, "saved_bytes": float(shared.sum() - frames),
-        "vms_sharing": int((shared > 0).sum()), "salting": host.settings.get("Mem.ShareForceSalting"),
-    })
+    st.record(
+        now,
+        "share",
+        None,
+        {
+            "derived": True,
+            "period_s": length,
+            "shared_bytes": {host.vm_names[v]: float(shared[v]) for v in np.flatnonzero(shared)},
+            "frames_bytes": frames,
+            "saved_bytes": float(shared.sum() - frames),
+            "vms_sharing": int((shared > 0).sum()),
+            "salting": host.settings.get("Mem.ShareForceSalting"),
+        },
+    )
 
 
 def _anomalies(host: Any, st: AuditState, now: float, length: float) -> None:
@@ -264,32 +321,50 @@ def _anomalies(host: Any, st: AuditState, now: float, length: float) -> None:
     st.consumed.append(host.held() * pb)
     st.active.append(host.sampler.estimate * memsz * host.powered)
     w = int(s["audit.leak_periods"])
-    del st.consumed[:-(w + 1)]
-    del st.active[:-(w + 1)]
+    del st.consumed[: -(w + 1)]
+    del st.active[: -(w + 1)]
     if len(st.consumed) == w + 1:
         c = np.array(st.consumed)
         a = np.array(st.active)
         half = w // 2
         d = np.diff(c, axis=0)
-        first, second = d[:half].sum(axis=0), d[w - half:].sum(axis=0)
+        first, second = d[:half].sum(axis=0), d[w - half :].sum(axis=0)
         growth = c[-half:].mean(axis=0) - c[:half].mean(axis=0)
         active_growth = a[-half:].mean(axis=0) - a[:half].mean(axis=0)
-        rate = second / (half * st.period) * 3600.0 / memsz          # share of configured per hour
-        leak = (host.powered & (first > 0) & (rate >= s["audit.leak_min_rate"])
-                & (second >= s["audit.leak_steady_ratio"] * first)
-                & (active_growth <= s["audit.leak_active_share"] * growth))
+        rate = second / (half * st.period) * 3600.0 / memsz  # share of configured per hour
+        leak = (
+            host.powered
+            & (first > 0)
+            & (rate >= s["audit.leak_min_rate"])
+            & (second >= s["audit.leak_steady_ratio"] * first)
+            & (active_growth <= s["audit.leak_active_share"] * growth)
+        )
         for v in np.flatnonzero(leak & ~st.leaking):
-            host.emit("anomaly", int(v), anomaly="leak-suspect", window_s=w * st.period,
-                      consumed_bytes=float(c[-1, v]), active_bytes=float(a[-1, v]),
-                      consumed_growth_bytes=float(c[-1, v] - c[0, v]),
-                      growth_per_hour=float(rate[v]), active_growth_bytes=float(active_growth[v]),
-                      memsz_bytes=float(memsz[v]))
+            host.emit(
+                "anomaly",
+                int(v),
+                anomaly="leak-suspect",
+                window_s=w * st.period,
+                consumed_bytes=float(c[-1, v]),
+                active_bytes=float(a[-1, v]),
+                consumed_growth_bytes=float(c[-1, v] - c[0, v]),
+                growth_per_hour=float(rate[v]),
+                active_growth_bytes=float(active_growth[v]),
+                memsz_bytes=float(memsz[v]),
+            )
         st.leaking = leak
     storm_rate = st.cow / length
     storm = storm_rate > s["audit.cow_storm_rate"]
     for v in np.flatnonzero(storm & ~st.storming):
-        host.emit("anomaly", int(v), anomaly="cow-storm", cow_breaks=float(st.cow[v]), period_s=length,
-                  rate_per_s=float(storm_rate[v]), threshold_per_s=float(s["audit.cow_storm_rate"]))
+        host.emit(
+            "anomaly",
+            int(v),
+            anomaly="cow-storm",
+            cow_breaks=float(st.cow[v]),
+            period_s=length,
+            rate_per_s=float(storm_rate[v]),
+            threshold_per_s=float(s["audit.cow_storm_rate"]),
+        )
     st.storming = storm
 
 

@@ -150,7 +150,8 @@ def _coldest(host: Any, d: BalloonData, want: np.ndarray) -> np.ndarray:
         got = np.bincount(pg.vm[cache], minlength=host.nvm)
         host.count_per_vm("guest_cache_dropped_bytes", got * float(host.page_bytes))
         d.cache_taken = got
-        anon = pg.pick_random(rng, want - got, d.resident_only, lo=hot_end, hi=lo, shift=wl.offset, wrap=alloc)
+        anon = pg.pick_random(rng, want - got, d.resident_only, lo=hot_end, hi=lo, shift=wl.offset,
+                              wrap=alloc)
         cold = np.concatenate([cache, anon])
         cold = cold[pg.vm[cold].argsort(kind="stable")]
     else:
@@ -229,9 +230,12 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
     size = host.pages.counts[:, d.code]
     above = need > 0
     # a VM whose guest uses more than its limit keeps a balloon of the excess, in every state
-    floor = np.where(host.limit < host.vm_pages - 0.5,
-                     np.minimum(d.cap, np.maximum(host.workload.allocated - np.floor(host.limit), 0)), 0)
-    touched = host.vm_pages - host.pages.counts[:, FREE]   # guest pages ever backed
+    floor = np.where(
+        host.limit < host.vm_pages - 0.5,
+        np.minimum(d.cap, np.maximum(host.workload.allocated - np.floor(host.limit), 0)),
+        0,
+    )
+    touched = host.vm_pages - host.pages.counts[:, FREE]  # guest pages ever backed
     # ... but never by taking the VM's machine memory below its reservation
     spare = np.maximum(np.floor(host.held() - host.reservation), 0)
     want = np.where(touched > host.limit, np.minimum(floor - size, spare), 0)
@@ -243,19 +247,24 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
         need -= got
         np.maximum(need, 0.0, out=need)
         if got.any():
-            host.emit("reclaim", None, technique=NAME,
-                      bytes={host.vm_names[v]: float(got[v] * host.page_bytes) for v in np.flatnonzero(got)})
+            host.emit(
+                "reclaim",
+                None,
+                technique=NAME,
+                bytes={host.vm_names[v]: float(got[v] * host.page_bytes) for v in np.flatnonzero(got)},
+            )
     else:
         d.carry_in[:] = 0.0
     size = host.pages.counts[:, d.code]
     if state == MemState.HIGH:
         room = (size - floor).astype(np.float64)
-    else:                                   # only VMs below target (never one just inflated)
+    else:  # only VMs below target (never one just inflated)
         # pages given back with their data on the guest's disk come back at their next touch: they
         # count against the room below target, or deflation overshoots it tick after tick
         pending = host.pages.counts[:, d.guest_swapped]
-        room = np.where(above | (want > 0), 0.0,
-                        np.minimum(size - floor, np.floor(host.targets - host.held()) - pending))
+        room = np.where(
+            above | (want > 0), 0.0, np.minimum(size - floor, np.floor(host.targets - host.held()) - pending)
+        )
     mask = (room > 0) & (size > 0)
     if not mask.any():
         d.carry_out[:] = 0.0
@@ -271,8 +280,9 @@ def fault_guest_swapped(host: Any, pages: np.ndarray, write: np.ndarray) -> np.n
     data back from its disk into a new page and evicts nothing."""
     pg = host.pages
     pg.set_state(pages, RESIDENT)
-    host.count_per_vm("guest_swap_in_bytes",
-                      np.bincount(pg.vm[pages], minlength=host.nvm) * float(host.page_bytes))
+    host.count_per_vm(
+        "guest_swap_in_bytes", np.bincount(pg.vm[pages], minlength=host.nvm) * float(host.page_bytes)
+    )
     return np.full(pages.size, host.settings["latency.guest_swap_in"])
 
 
@@ -285,7 +295,7 @@ def fault_ballooned(host: Any, pages: np.ndarray, write: np.ndarray) -> np.ndarr
     latency = np.full(pages.size, host.settings["latency.guest_swap_in"])
     vm = pg.vm[pages]
     want = np.bincount(vm, minlength=nvm)
-    victims = _coldest(host, d, want)      # the touched pages are not resident yet: never picked
+    victims = _coldest(host, d, want)  # the touched pages are not resident yet: never picked
     got = np.bincount(pg.vm[victims], minlength=nvm)
     # a VM with too few resident pages to evict keeps the rest of its touched pages ballooned
     if (got < want).any():

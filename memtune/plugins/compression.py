@@ -290,7 +290,9 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
     np.maximum(need, 0.0, out=need)
     if (freed > 0).any():
         host.emit("reclaim", None, technique=NAME,
-                  bytes={host.vm_names[v]: float(freed[v] * host.page_bytes) for v in np.flatnonzero(freed > 0)})
+
+                                       bytes={host.vm_names[v]: float(freed[v] * host.page_bytes)
+                                              for v in np.flatnonzero(freed > 0)})
 
 
 def decompress(host: Any, pages: np.ndarray, write: np.ndarray) -> np.ndarray:
@@ -298,8 +300,10 @@ def decompress(host: Any, pages: np.ndarray, write: np.ndarray) -> np.ndarray:
     d = _data(host)
     _remove(d, host, pages)
     _publish(d, host)
-    host.count_per_vm("decompression_bytes",
-                      np.bincount(host.pages.vm[pages], minlength=host.nvm).astype(np.float64) * host.page_bytes)
+    host.count_per_vm(
+        "decompression_bytes",
+        np.bincount(host.pages.vm[pages], minlength=host.nvm).astype(np.float64) * host.page_bytes,
+    )
     return np.full(pages.size, host.settings["latency.decompress"])
 
 

@@ -78,7 +78,9 @@ def memtune_access_overhead(host: Host) -> np.ndarray | None:
 
 
 @hookimpl
-def memtune_fault_latency(host: Host, state: int, pages: np.ndarray, latency: np.ndarray) -> np.ndarray | None:
+def memtune_fault_latency(
+    host: Host, state: int, pages: np.ndarray, latency: np.ndarray
+) -> np.ndarray | None:
     """Swap-ins of encrypted VMs' pages pay the per-page crypto cost."""
     data = host.plugin_data.get(NAME)
     if data is None or data["swapped"] is None or state != data["swapped"] or not host.encrypted.any():
@@ -86,12 +88,20 @@ def memtune_fault_latency(host: Host, state: int, pages: np.ndarray, latency: np
     enc = host.encrypted[host.pages.vm[pages]]
     if not enc.any():
         return None
-    host.count_per_vm("encrypted_swap_in_pages",
-                      np.bincount(host.pages.vm[pages[enc]], minlength=host.nvm) * float(host.page_scale))
+    host.count_per_vm(
+        "encrypted_swap_in_pages",
+        np.bincount(host.pages.vm[pages[enc]], minlength=host.nvm) * float(host.page_scale),
+    )
     return np.where(enc, float(host.settings["latency.encrypted_swap_in"]), 0.0)
 
 
 @hookimpl
 def memtune_collect_metrics(host: Host) -> list | None:
-    return [vm_gauge("memtune_encryption_encrypted", "1 if the VM's memory is encrypted, else 0.", host.vm_names,
-                     host.encrypted)]
+    return [
+        vm_gauge(
+            "memtune_encryption_encrypted",
+            "1 if the VM's memory is encrypted, else 0.",
+            host.vm_names,
+            host.encrypted,
+        )
+    ]

@@ -78,8 +78,13 @@ def memtune_tick(host: Host, now: float, dt: float) -> None:
     _reconcile(host, d)
     if d.cow_pending.any():
         for v in np.flatnonzero(d.cow_pending):
-            host.emit("cow-break", int(v), pages=float(d.cow_pending[v]), bytes=float(d.cow_pending[v]) * 4096,
-                      time=now)
+            host.emit(
+                "cow-break",
+                int(v),
+                pages=float(d.cow_pending[v]),
+                bytes=float(d.cow_pending[v]) * 4096,
+                time=now,
+            )
         d.cow_pending[:] = 0
     ksmtuned.maybe_adjust(host, d, now)
     merged = scan(host, d, dt, now)
@@ -126,6 +131,7 @@ def cow_break(host: Host, pages: np.ndarray, write: np.ndarray) -> np.ndarray:
 
 # --- counters and reports -------------------------------------------------------------------------
 
+
 def counters(host: Host) -> dict[str, float]:
     """The /sys/kernel/mm/ksm counters, in 4 KiB pages (general_profit in bytes)."""
     d = _data(host)
@@ -135,11 +141,20 @@ def counters(host: Host) -> dict[str, float]:
     shared = d.stable.pages_shared()
     sharing = d.stable.mappings() - shared
     volatile = d.rmap_items - shared - sharing - d.pages_unshared
-    return {"run": d.run, "pages_to_scan": d.pages_to_scan, "sleep_millisecs": d.sleep_ms,
-            "full_scans": d.full_scans, "pages_shared": shared * s, "pages_sharing": sharing * s,
-            "pages_unshared": d.pages_unshared * s, "pages_volatile": volatile * s,
-            "ksm_zero_pages": d.zero_pages * s, "pages_scanned": d.scanned, "pages_skipped": d.skipped * s,
-            "general_profit": ((sharing + d.zero_pages) * 4096.0 - d.rmap_items * RMAP_ITEM_BYTES) * s}
+    return {
+        "run": d.run,
+        "pages_to_scan": d.pages_to_scan,
+        "sleep_millisecs": d.sleep_ms,
+        "full_scans": d.full_scans,
+        "pages_shared": shared * s,
+        "pages_sharing": sharing * s,
+        "pages_unshared": d.pages_unshared * s,
+        "pages_volatile": volatile * s,
+        "ksm_zero_pages": d.zero_pages * s,
+        "pages_scanned": d.scanned,
+        "pages_skipped": d.skipped * s,
+        "general_profit": ((sharing + d.zero_pages) * 4096.0 - d.rmap_items * RMAP_ITEM_BYTES) * s,
+    }
 
 
 def merged_amounts(host: Host) -> dict[str, np.ndarray]:
@@ -155,8 +170,11 @@ def merged_amounts(host: Host) -> dict[str, np.ndarray]:
     frames = d.stable.frames[np.maximum(slot, 0)].astype(np.float64)
     n = host.nvm
     saved = np.bincount(vm[ksm], weights=1.0 - frames / ref, minlength=n) + np.bincount(vm[~ksm], minlength=n)
-    return {"merged": np.bincount(vm, minlength=n) * pb, "merged_saved": saved * pb,
-            "merged_zero": np.bincount(vm[~ksm], minlength=n) * pb}
+    return {
+        "merged": np.bincount(vm, minlength=n) * pb,
+        "merged_saved": saved * pb,
+        "merged_zero": np.bincount(vm[~ksm], minlength=n) * pb,
+    }
 
 
 @hookimpl
@@ -189,6 +207,7 @@ def memtune_finish(host: Host, result: dict) -> None:
     d = _data(host)
     if d is None:
         return
-    result.setdefault("ksm", {}).update({k: (round(v, 3) if isinstance(v, float) else v)
-                                         for k, v in counters(host).items()})
+    result.setdefault("ksm", {}).update(
+        {k: (round(v, 3) if isinstance(v, float) else v) for k, v in counters(host).items()}
+    )
     result["ksm"]["first_merge_s"] = d.first_merge

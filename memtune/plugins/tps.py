@@ -329,7 +329,8 @@ def _merge_index(host: Host, d: TPSState) -> None:
     key_of_slot = np.empty(idx.size, dtype=np.int64)
     key_of_slot[idx.main_slots] = idx.main_keys
     key_of_slot[idx.new_slots] = idx.new_keys
-    still_good = (hint >= 0) & (pg.state[hint_page] == RESIDENT) & (content_keys(d, host, hint_page) == key_of_slot)
+    still_good = ((hint >= 0) & (pg.state[hint_page] == RESIDENT)
+                  & (content_keys(d, host, hint_page) == key_of_slot))
     idx.merge(keep_hint=still_good)
 
 
@@ -339,7 +340,7 @@ def _log_shared(d: TPSState, pages: np.ndarray) -> None:
         grown = np.zeros(max(n, 2 * d.shared_log.size), dtype=np.int64)
         grown[: d.shared_len] = d.shared_log[: d.shared_len]
         d.shared_log = grown
-    d.shared_log[d.shared_len: n] = pages
+    d.shared_log[d.shared_len : n] = pages
     d.shared_len = n
 
 
@@ -348,8 +349,8 @@ def shared_pages(host: Host, d: TPSState) -> np.ndarray:
     pg = host.pages
     log = d.shared_log[: d.shared_len]
     sp = log[pg.state[log] == d.code]
-    sp = sp[pg.first_seen(sp)]            # shared, broken by a write and shared again: logged twice
-    if sp.size != int(pg.counts[:, d.code].sum()):      # put in the state by something else
+    sp = sp[pg.first_seen(sp)]  # shared, broken by a write and shared again: logged twice
+    if sp.size != int(pg.counts[:, d.code].sum()):  # put in the state by something else
         sp = np.flatnonzero(pg.state == d.code)
     d.shared_log[: sp.size] = sp
     d.shared_len = sp.size
@@ -389,8 +390,10 @@ def _reconcile(host: Host, d: TPSState) -> None:
 
 # --- faults: copy-on-write -------------------------------------------------------------------------
 
+
 def cow_break(host: Host, pages: np.ndarray, write: np.ndarray) -> np.ndarray:
-    """Fault handler of ``shared``: break the share of written pages: private copy with unique content, refcount down.
+    """Fault handler of ``shared``: break the share of written pages: private copy with unique content,
+    refcount down.
 
     A shared page faults only on a write (it is mapped for reads), and companion pages the engine
     adds to a write fault stand for the other writes of that draw, so every page handed in is
@@ -410,6 +413,7 @@ def cow_break(host: Host, pages: np.ndarray, write: np.ndarray) -> np.ndarray:
 
 
 # --- reporting -------------------------------------------------------------------------------------
+
 
 def sharing_amounts(host: Host) -> dict[str, np.ndarray]:
     """Per-VM bytes: shared, shared_saved (SHRDSVD), shared_consumed (share of frames), zero."""
@@ -443,5 +447,7 @@ def memtune_collect_metrics(host: Host) -> list | None:
         return None
     d = _data(host)
     scale = float(host.page_scale)
-    return [host_gauge(METRICS[0][0], METRICS[0][2], value=d.frames * scale),
-            host_gauge(METRICS[1][0], METRICS[1][2], value=(d.total_ref - d.frames) * scale)]
+    return [
+        host_gauge(METRICS[0][0], METRICS[0][2], value=d.frames * scale),
+        host_gauge(METRICS[1][0], METRICS[1][2], value=(d.total_ref - d.frames) * scale),
+    ]

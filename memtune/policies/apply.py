@@ -182,9 +182,11 @@ def _admit(vms: list[ResolvedVM], policy: Policy, scenario: Scenario, pct: float
         return
     i = int(np.flatnonzero(~admitted)[0])
     v = vms[i]
-    msg = (f"admission control: VM {v.name!r} needs {needs[i] / MiB:.0f} MiB reserved (reservation + overhead) "
-           f"but only {left[i] / MiB:.0f} MiB of the host is unreserved "
-           f"(reservations + overhead of all VMs: {needs.sum() / MiB:.0f} MiB)")
+    msg = (
+        f"admission control: VM {v.name!r} needs {needs[i] / MiB:.0f} MiB reserved (reservation + overhead) "
+        f"but only {left[i] / MiB:.0f} MiB of the host is unreserved "
+        f"(reservations + overhead of all VMs: {needs.sum() / MiB:.0f} MiB)"
+    )
     fld = v.origin.get("reservation")
     if fld:
         raise AdmissionError(msg, source=policy.source, field=fld)
@@ -193,16 +195,28 @@ def _admit(vms: list[ResolvedVM], policy: Policy, scenario: Scenario, pct: float
 
 def _scenario_with(policy: Policy, scenario: Scenario, vms: list[ResolvedVM]) -> Scenario:
     specs = tuple(
-        dataclasses.replace(spec, reservation=r.reservation, limit=r.limit, shares=r.shares, salt=r.salt,
-                            maxmemctl=r.maxmemctl)
-        for spec, r in zip(scenario.vms, vms, strict=True))
+        dataclasses.replace(
+            spec,
+            reservation=r.reservation,
+            limit=r.limit,
+            shares=r.shares,
+            salt=r.salt,
+            maxmemctl=r.maxmemctl,
+        )
+        for spec, r in zip(scenario.vms, vms, strict=True)
+    )
     settings = {**scenario.settings, **policy.settings}
-    desc = f"{scenario.description} [policy {policy.name}]" if scenario.description else f"[policy {policy.name}]"
+    desc = (
+        f"{scenario.description} [policy {policy.name}]"
+        if scenario.description
+        else f"[policy {policy.name}]"
+    )
     return scenario.replace(vms=specs, settings=settings, description=desc)
 
 
-def validate_policy(policy: Policy, scenario: Scenario | None = None, *,
-                    registry: SettingsRegistry | None = None) -> Scenario | None:
+def validate_policy(
+    policy: Policy, scenario: Scenario | None = None, *, registry: SettingsRegistry | None = None
+) -> Scenario | None:
     """Check ``policy`` (against ``scenario`` when given); raise ConfigError / AdmissionError with
     one line naming the field. Returns the scenario with the policy applied (None without one)."""
     check_policy_settings(policy, registry, scenario)
@@ -211,8 +225,7 @@ def validate_policy(policy: Policy, scenario: Scenario | None = None, *,
     return _scenario_with(policy, scenario, resolve_vms(policy, scenario))
 
 
-def apply_policy(policy: Policy, scenario: Scenario, *,
-                 registry: SettingsRegistry | None = None) -> Scenario:
+def apply_policy(policy: Policy, scenario: Scenario, *, registry: SettingsRegistry | None = None) -> Scenario:
     """``scenario`` with ``policy`` applied (validated first; see :func:`validate_policy`)."""
     result = validate_policy(policy, scenario, registry=registry)
     assert result is not None

@@ -43,7 +43,9 @@ def export_ksm_sysfs(policy: Policy, scenario: Scenario | None, vms: Any, regist
         lines.append("# the policy models ESX TPS (memtune.sharing = tps): these are memtune's KSM defaults")
     for knob in NEED_UNMERGED:
         n = int(v[f"ksm.{knob}"])
-        lines.append(f'[ "$(cat "$KSM"/{knob})" = {n} ] || {{ echo 2 > "$KSM"/run; echo {n} > "$KSM"/{knob}; }}')
+        lines.append(
+            f'[ "$(cat "$KSM"/{knob})" = {n} ] || {{ echo 2 > "$KSM"/run; echo {n} > "$KSM"/{knob}; }}'
+        )
     for knob in SYSFS_KNOBS:
         lines.append(f'echo {int(v[f"ksm.{knob}"])} > "$KSM"/{knob}')
     if v["ksmtuned.enabled"]:
@@ -59,6 +61,7 @@ def export_ksmtuned(policy: Policy, scenario: Scenario | None, vms: Any, registr
     for key in KSMTUNED_KEYS:
         lines.append(f"{key}={v[f'ksmtuned.{key}']:g}")
     state = "enable" if v["ksmtuned.enabled"] else "disable"
-    lines.append(f"# ksmtuned.enabled = {str(bool(v['ksmtuned.enabled'])).lower()}: "
-                 f"systemctl {state} --now ksmtuned")
+    lines.append(
+        f"# ksmtuned.enabled = {str(bool(v['ksmtuned.enabled'])).lower()}: systemctl {state} --now ksmtuned"
+    )
     return "\n".join(lines) + "\n"

@@ -213,8 +213,11 @@ def check_settings(settings: Mapping[str, Any], registry: Any, *, source: str,
         setting = registry.settings.get(name)
         if setting is None:
             hint = f"; plugins disabled: {', '.join(disabled)}" if disabled else ""
-            raise ConfigError(f"unknown host setting: no loaded plugin declares it (see `memtune plugins`){hint}",
-                              source=source, field=f"settings.{name}")
+            raise ConfigError(
+                f"unknown host setting: no loaded plugin declares it (see `memtune plugins`){hint}",
+                source=source,
+                field=f"settings.{name}",
+            )
         try:
             out[name] = setting.coerce(value)
         except ValueError as exc:

@@ -46,7 +46,9 @@ def workload_table(result: dict[str, Any], *, compressor: str = "lz4",
     template = sum(s["shareable"] for s in srcs)
     dup = sum(s["duplicate"] for s in srcs)
     groups = sum(s["duplicate_groups"] for s in srcs)
-    z, t, d, u = _shares([zero / pages, template / pages, dup / pages, (pages - zero - template - dup) / pages])
+    z, t, d, u = _shares(
+        [zero / pages, template / pages, dup / pages, (pages - zero - template - dup) / pages]
+    )
     wl: dict[str, Any] = {"content": {"zero": z, "template": t, "duplicate": d, "unique": u}}
     if groups:
         wl["duplicate_copies"] = max(2, int(round(dup / groups)))
@@ -69,13 +71,20 @@ def workload_table(result: dict[str, Any], *, compressor: str = "lz4",
         frac = min(touched / (pages * 4096), wl["allocated"])
         wl["wss"] = round(frac, _DIGITS)
     else:
-        notes.append("wss not measured: give wss next to profile = ... in the scenario "
-                     "(or profile processes with --wss)")
+        notes.append(
+            "wss not measured: give wss next to profile = ... in the scenario "
+            "(or profile processes with --wss)"
+        )
     return wl, notes
 
 
-def profile_document(result: dict[str, Any], *, compressor: str = "lz4",
-                     wss: dict[str, Any] | None = None, created: str | None = None) -> dict[str, Any]:
+def profile_document(
+    result: dict[str, Any],
+    *,
+    compressor: str = "lz4",
+    wss: dict[str, Any] | None = None,
+    created: str | None = None,
+) -> dict[str, Any]:
     """The whole profile as a dict ready for TOML."""
     wl, notes = workload_table(result, compressor=compressor, wss=wss)
     across = result["across"]
@@ -113,7 +122,8 @@ def _compress_toml(comp: dict[str, Any]) -> dict[str, Any]:
             out[name] = {"sampled": c.get("sampled", 0)}
             continue
         out[name] = {
-            "sampled": c["sampled"], "nonzero_pages": c["nonzero_pages"],
+            "sampled": c["sampled"],
+            "nonzero_pages": c["nonzero_pages"],
             "classes": c["classes"],
             "classes_low": {k: v[0] for k, v in c["classes_interval"].items()},
             "classes_high": {k: v[1] for k, v in c["classes_interval"].items()},
@@ -121,7 +131,9 @@ def _compress_toml(comp: dict[str, Any]) -> dict[str, Any]:
             "cumulative_low": {k: v[0] for k, v in c["cumulative_interval"].items()},
             "cumulative_high": {k: v[1] for k, v in c["cumulative_interval"].items()},
             "kept_by_esx": c["kept_by_esx"],
-            "ratio": c["ratio"], "ratio_low": c["ratio_interval"][0], "ratio_high": c["ratio_interval"][1],
+            "ratio": c["ratio"],
+            "ratio_low": c["ratio_interval"][0],
+            "ratio_high": c["ratio_interval"][1],
             "all_pages": {k: v["share"] for k, v in c["all_pages"].items()},
         }
     return out
@@ -157,8 +169,9 @@ def content_groups(result: dict[str, Any]) -> tuple[list[dict[str, Any]], list[s
     return groups, notes
 
 
-def scenario_document(result: dict[str, Any], doc: dict[str, Any], *, vms: int, name: str = "profiled")\
-        -> dict[str, Any]:
+def scenario_document(
+    result: dict[str, Any], doc: dict[str, Any], *, vms: int, name: str = "profiled"
+) -> dict[str, Any]:
     """A scenario of ``vms`` VMs like the profiled sources: their mean size, the measured workload with
     the content other sources hold moved into content groups (``content_groups``)."""
     groups, notes = content_groups(result)
@@ -167,7 +180,7 @@ def scenario_document(result: dict[str, Any], doc: dict[str, Any], *, vms: int, 
     vm_bytes = max(4096 * int(round(pages / len(srcs))), 1 << 20)
     wl = {k: v for k, v in doc["workload"].items()}
     c = dict(wl["content"])
-    held = sum(g["share"] * g["members"] for g in groups)            # expected share of a VM in groups
+    held = sum(g["share"] * g["members"] for g in groups)  # expected share of a VM in groups
     rest = max(1.0 - held, 1e-9)
     if groups:
         z, d = min(c["zero"] / rest, 1.0), min(c["duplicate"] / rest, 1.0)
@@ -176,20 +189,27 @@ def scenario_document(result: dict[str, Any], doc: dict[str, Any], *, vms: int, 
     host = max(vms * vm_bytes * 2, 1 << 30)
     return {
         "name": name,
-        "description": f"{vms} VMs like the {len(srcs)} profiled sources ({', '.join(s['name'] for s in srcs)})",
-        "duration": "30m", "tick": "5s",
+        "description": f"{vms} VMs like the {len(srcs)} profiled sources "
+                       f"({', '.join(s['name'] for s in srcs)})",
+        "duration": "30m",
+        "tick": "5s",
         "host": {"memory": f"{host // (1 << 20)} MiB"},
         "workloads": {"profiled": wl},
         "content_group": groups,
-        "vm": [{"name": "vm", "count": vms, "memory": f"{vm_bytes // (1 << 10)} KiB", "workload": "profiled"}],
+        "vm": [
+            {"name": "vm", "count": vms, "memory": f"{vm_bytes // (1 << 10)} KiB", "workload": "profiled"}
+        ],
         "_notes": notes,
     }
 
 
 def write_scenario(path: str | Path, document: dict[str, Any]) -> None:
     notes = document.pop("_notes", [])
-    header = "# memtune scenario written by `memtune profile --scenario-out` (sharing-degree distribution\n" \
-             "# measured across the sources as [[content_group]] tables)\n" + "".join(f"# note: {n}\n" for n in notes)
+    header = (
+        "# memtune scenario written by `memtune profile --scenario-out` (sharing-degree distribution\n"
+        "# measured across the sources as [[content_group]] tables)\n"
+        + "".join(f"# note: {n}\n" for n in notes)
+    )
     try:
         Path(path).write_text(header + tomli_w.dumps(document))
     except OSError as exc:
@@ -198,9 +218,11 @@ def write_scenario(path: str | Path, document: dict[str, Any]) -> None:
 
 def write_profile(path: str | Path, document: dict[str, Any]) -> None:
     """Write the profile TOML (with a short header comment)."""
-    header = ("# memtune workload profile: reference it from a scenario workload table with\n"
-              f"#   profile = \"{Path(path).name}\"\n"
-              "# fields given next to `profile` override the measured ones.\n")
+    header = (
+        "# memtune workload profile: reference it from a scenario workload table with\n"
+        f'#   profile = "{Path(path).name}"\n'
+        "# fields given next to `profile` override the measured ones.\n"
+    )
     text = header + tomli_w.dumps(document)
     try:
         Path(path).write_text(text)

@@ -29,7 +29,9 @@ def _referenced_kib(pid: int) -> int:
                 text = f.read()
         except FileNotFoundError:
             if path.endswith("smaps"):
-                raise UserError("process exited during the working-set interval", source=f"pid {pid}") from None
+                raise UserError(
+                    "process exited during the working-set interval", source=f"pid {pid}"
+                ) from None
             continue
         except OSError as exc:
             raise UserError(f"cannot read {path}: {exc.strerror}", source=f"pid {pid}") from None
@@ -49,12 +51,14 @@ def clear_refs(pid: int) -> None:
     except FileNotFoundError:
         raise UserError("no such process", source=f"pid {pid}") from None
     except OSError as exc:
-        raise UserError(f"cannot clear referenced bits (/proc/{pid}/clear_refs): {exc.strerror}",
-                        source=f"pid {pid}") from None
+        raise UserError(
+            f"cannot clear referenced bits (/proc/{pid}/clear_refs): {exc.strerror}", source=f"pid {pid}"
+        ) from None
 
 
-def measure_wss(pids: Sequence[int], interval: float, points: int = 10,
-                sleep: Callable[[float], None] = time.sleep) -> dict[int, dict[str, Any]]:
+def measure_wss(
+    pids: Sequence[int], interval: float, points: int = 10, sleep: Callable[[float], None] = time.sleep
+) -> dict[int, dict[str, Any]]:
     """Touched bytes of each process after ``interval/points``, ``2*interval/points`` ... ``interval``
     seconds since its referenced bits were cleared. Returns per pid ``{"seconds": [...],
     "touched_bytes": [...], "touched": bytes over the whole interval, "hot": bytes in the first
@@ -76,5 +80,7 @@ def measure_wss(pids: Sequence[int], interval: float, points: int = 10,
         seconds.append(round(interval * j / points, 6))
         for pid in pids:
             curves[pid].append(_referenced_kib(pid) * 1024)
-    return {pid: {"interval": interval, "seconds": seconds, "touched_bytes": c, "touched": c[-1], "hot": c[0]}
-            for pid, c in curves.items()}
+    return {
+        pid: {"interval": interval, "seconds": seconds, "touched_bytes": c, "touched": c[-1], "hot": c[0]}
+        for pid, c in curves.items()
+    }

@@ -57,7 +57,10 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
             cur = typing.get_args(cur)[1]
         else:
             return None
-        while typing.get_origin(cur) in (list, dict, typing.Union, typing.Annotated) or type(cur).__name__ == "UnionType":
+        while (
+            typing.get_origin(cur) in (list, dict, typing.Union, typing.Annotated)
+            or type(cur).__name__ == "UnionType"
+        ):
             args = [a for a in typing.get_args(cur) if a is not type(None)]
             models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
             if models:
@@ -71,15 +74,24 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
 
 # pydantic's error types in memtune's words ({...} from the error's context)
 _WORDS = {
-    "int_type": "expected a whole number", "int_parsing": "expected a whole number",
-    "int_from_float": "expected a whole number", "float_type": "expected a number",
-    "float_parsing": "expected a number", "finite_number": "expected a finite number",
-    "bool_type": "expected true or false", "string_type": "expected text",
-    "literal_error": "expected one of {expected}", "dict_type": "expected a table",
-    "model_type": "expected a table", "model_attributes_type": "expected a table",
-    "list_type": "expected an array", "too_short": "expected at least {min_length} entries",
-    "greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}",
-    "less_than": "must be < {lt}", "less_than_equal": "must be <= {le}",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "finite_number": "expected a finite number",
+    "bool_type": "expected true or false",
+    "string_type": "expected text",
+    "literal_error": "expected one of {expected}",
+    "dict_type": "expected a table",
+    "model_type": "expected a table",
+    "model_attributes_type": "expected a table",
+    "list_type": "expected an array",
+    "too_short": "expected at least {min_length} entries",
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
 }
 
 
@@ -109,7 +121,9 @@ def _message(model: type[BaseModel], err: dict[str, Any]) -> str:
 def config_error(model: type[BaseModel], exc: ValidationError, source: str, prefix: str = "") -> ConfigError:
     """The first error of ``exc`` as one line naming ``source`` and the field."""
     err = exc.errors(include_url=False)[0]
-    return ConfigError(_message(model, err), source=source, field=field_path(tuple(err["loc"]), prefix) or None)
+    return ConfigError(
+        _message(model, err), source=source, field=field_path(tuple(err["loc"]), prefix) or None
+    )
 
 
 def validate(model: type[M], data: Any, source: str, prefix: str = "", context: Any = None) -> M:

@@ -100,7 +100,9 @@ class RuleSection(Section):
         if res and lim and type(res[1]) is type(lim[1]) and not isinstance(res[1], str) and res[1] > lim[1]:
             shown = (f"{res[1]:g}%", f"{lim[1]:g}%") if isinstance(res[1], Pct) else \
                 (format_size(res[1]), format_size(lim[1]))
-            raise FieldError(f"{at}.{res[0]}", f"reservation ({shown[0]}) is larger than the limit ({shown[1]})")
+            raise FieldError(
+                f"{at}.{res[0]}", f"reservation ({shown[0]}) is larger than the limit ({shown[1]})"
+            )
         return out
 
 
@@ -118,8 +120,9 @@ class PolicyFile(Section):
 
     name: Name
     description: str = ""
-    settings: dict[str, Any] = Field(default_factory=dict,
-                                     description="host settings by their real names, e.g. Mem.IdleTax")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="host settings by their real names, e.g. Mem.IdleTax"
+    )
     defaults: RuleSection = Field(default_factory=RuleSection)
     vm: list[VMRuleSection] = []
 
@@ -127,8 +130,10 @@ class PolicyFile(Section):
     def _cross_fields(self) -> PolicyFile:
         for sname, value in self.settings.items():
             if not SETTING_NAME.match(sname):
-                raise FieldError(f"settings.{sname}", "not a setting name (expected a dotted name such as "
-                                                      "Mem.IdleTax; quote it in TOML)")
+                raise FieldError(
+                    f"settings.{sname}",
+                    "not a setting name (expected a dotted name such as Mem.IdleTax; quote it in TOML)",
+                )
             if isinstance(value, dict | list):
                 raise FieldError(f"settings.{sname}", f"expected a single value, got {value!r}")
             if isinstance(value, float) and not math.isfinite(value):

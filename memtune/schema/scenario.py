@@ -2,7 +2,8 @@
 
 Sections: top level (:class:`ScenarioFile`), ``[host]`` (:class:`HostSection`), ``[workloads.NAME]``
 and inline ``workload = {...}`` (:class:`WorkloadSection`, with :class:`PhaseSection`, the content and
-compressibility mixes), ``[[vm]]`` (:class:`VMSection`), ``[[content_group]]`` (:class:`ContentGroupSection`), ``[plugins]``. A new field goes into its
+compressibility mixes), ``[[vm]]`` (:class:`VMSection`), ``[[content_group]]``
+(:class:`ContentGroupSection`), ``[plugins]``. A new field goes into its
 section's model (with a default, so existing files stay valid) and into the builder in
 ``memtune.core.scenario``. Rules across fields live in each model's ``model_validator`` and raise
 :class:`~memtune.schema.errors.FieldError` naming the field.
@@ -42,9 +43,9 @@ from memtune.schema.types import (
 )
 from memtune.units import format_size
 
-MAX_TOUCH_RATE = 1e8       # 4 KiB touches per second per VM: ~400 GB/s, above any memory bus
-MAX_COUNT = 10000          # VMs one [[vm]] table may expand to
-MAX_PAGE_SCALE = 1 << 20   # 4 GiB simulated pages
+MAX_TOUCH_RATE = 1e8  # 4 KiB touches per second per VM: ~400 GB/s, above any memory bus
+MAX_COUNT = 10000  # VMs one [[vm]] table may expand to
+MAX_PAGE_SCALE = 1 << 20  # 4 GiB simulated pages
 
 
 class Section(BaseModel):
@@ -57,8 +58,12 @@ class Section(BaseModel):
 def _page_scale(value: Any) -> int | None:
     if value == "auto":
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PAGE_SCALE \
-            or value & (value - 1):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 1 <= value <= MAX_PAGE_SCALE
+        or value & (value - 1)
+    ):
         raise ValueError(f'must be a power of two 1..{MAX_PAGE_SCALE} or "auto"')
     return value
 
@@ -66,10 +71,17 @@ def _page_scale(value: Any) -> int | None:
 class HostSection(Section):
     """``[host]``: the physical host."""
 
-    memory: Size(HOST_MIN, MAX_SIZE, "host memory")   # type: ignore[valid-type]
-    page_scale: Annotated[Any, BeforeValidator(_page_scale), WithJsonSchema(
-        {"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SCALE}],
-         "description": "4 KiB pages per simulated page: a power of two, or auto"})] = None
+    memory: Size(HOST_MIN, MAX_SIZE, "host memory")  # type: ignore[valid-type]
+    page_scale: Annotated[
+        Any,
+        BeforeValidator(_page_scale),
+        WithJsonSchema(
+            {
+                "anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SCALE}],
+                "description": "4 KiB pages per simulated page: a power of two, or auto",
+            }
+        ),
+    ] = None
     allow_overcommit: bool = Field(False, description="allow a VM configured larger than the host's memory")
 
 
@@ -109,9 +121,9 @@ assert tuple(ContentMix.model_fields) == CONTENT_KINDS and tuple(CompressMix.mod
 class PhaseSection(Section):
     """One entry of ``phases``: from ``at`` on, a new working set / allocation, hot window moved."""
 
-    at: Duration()   # type: ignore[valid-type]
-    wss: FractionOrSize() | None = None   # type: ignore[valid-type]
-    allocated: FractionOrSize() | None = None   # type: ignore[valid-type]
+    at: Duration()  # type: ignore[valid-type]
+    wss: FractionOrSize() | None = None  # type: ignore[valid-type]
+    allocated: FractionOrSize() | None = None  # type: ignore[valid-type]
     shift: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.0
 
 
@@ -119,37 +131,49 @@ class WorkloadSection(Section):
     """A workload table (``[workloads.NAME]`` or a VM's inline ``workload``); fields not given keep
     the defaults of ``memtune.core.workload.WorkloadSpec``."""
 
-    kind: Literal[KINDS] | None = None   # type: ignore[valid-type]
+    kind: Literal[KINDS] | None = None  # type: ignore[valid-type]
     # above 1: the guest's demand exceeds its configured memory (it pages to its own disk)
-    allocated: FractionOrSize(MAX_DEMAND) | None = None   # type: ignore[valid-type]
-    wss: FractionOrSize(MAX_DEMAND) | None = None   # type: ignore[valid-type]
-    cache: FractionOrSize(MAX_DEMAND) | None = Field(   # type: ignore[valid-type]
-        None, description="page cache: the coldest part of allocated (clean, dropped first)")
-    skew: Literal[SKEWS] | None = None   # type: ignore[valid-type]
+    allocated: FractionOrSize(MAX_DEMAND) | None = None  # type: ignore[valid-type]
+    wss: FractionOrSize(MAX_DEMAND) | None = None  # type: ignore[valid-type]
+    cache: FractionOrSize(MAX_DEMAND) | None = Field(  # type: ignore[valid-type]
+        None, description="page cache: the coldest part of allocated (clean, dropped first)"
+    )
+    skew: Literal[SKEWS] | None = None  # type: ignore[valid-type]
     hot_share: Fraction | None = None
     zipf_s: Annotated[float, Field(ge=0.0, le=5.0)] | None = None
-    touch_rate: Annotated[float, Field(ge=0.0, le=MAX_TOUCH_RATE,
-                                       description="4 KiB page touches per second")] | None = None
+    touch_rate: (
+        Annotated[float, Field(ge=0.0, le=MAX_TOUCH_RATE, description="4 KiB page touches per second")] | None
+    ) = None
     write_fraction: Fraction | None = None
     content: ContentMix | None = None
     duplicate_copies: Annotated[int, Field(ge=2, le=1 << 20)] | None = None
     compressibility: CompressMix | None = None
     phases: list[PhaseSection] | None = None
-    period: Duration(positive=True) | None = None   # type: ignore[valid-type]
+    period: Duration(positive=True) | None = None  # type: ignore[valid-type]
     amplitude: Fraction | None = None
-    boot_time: Duration(positive=True) | None = None   # type: ignore[valid-type]
-    boot_rate: Annotated[float, Field(ge=0.0, le=1e4, description="touch-rate multiplier while booting")] \
-        | None = None
-    leak_rate: Annotated[float, Field(ge=0.0, le=100.0,
-                                      description="fraction of configured memory leaked per hour")] | None = None
+    boot_time: Duration(positive=True) | None = None  # type: ignore[valid-type]
+    boot_rate: (
+        Annotated[float, Field(ge=0.0, le=1e4, description="touch-rate multiplier while booting")] | None
+    ) = None
+    leak_rate: (
+        Annotated[float, Field(ge=0.0, le=100.0, description="fraction of configured memory leaked per hour")]
+        | None
+    ) = None
     profile: str | None = None
 
     def sizes(self) -> list[tuple[str, Bytes]]:
         """(field path, bytes) of the fields given as a size, not a fraction, phases included."""
-        out = [(f, getattr(self, f)) for f in ("allocated", "wss", "cache") if isinstance(getattr(self, f), Bytes)]
+        out = [
+            (f, getattr(self, f))
+            for f in ("allocated", "wss", "cache")
+            if isinstance(getattr(self, f), Bytes)
+        ]
         for i, ph in enumerate(self.phases or []):
-            out += [(f"phases[{i}].{f}", getattr(ph, f)) for f in ("allocated", "wss")
-                    if isinstance(getattr(ph, f), Bytes)]
+            out += [
+                (f"phases[{i}].{f}", getattr(ph, f))
+                for f in ("allocated", "wss")
+                if isinstance(getattr(ph, f), Bytes)
+            ]
         return out
 
 
@@ -162,20 +186,21 @@ class VMSection(Section):
 
     name: Name
     count: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 1
-    memory: Size(VM_MIN, VM_MAX, "configured memory")   # type: ignore[valid-type]
-    workload: Annotated[Annotated[str, Tag("@name")] | Annotated[WorkloadSection, Tag("@table")],
-                        Discriminator(_workload_tag)] = Field(default_factory=WorkloadSection)
-    reservation: Size(0, VM_MAX, "sched.mem.min") = 0   # type: ignore[valid-type]
-    limit: Size(0, VM_MAX, "sched.mem.max") | None = None   # type: ignore[valid-type]
+    memory: Size(VM_MIN, VM_MAX, "configured memory")  # type: ignore[valid-type]
+    workload: Annotated[
+        Annotated[str, Tag("@name")] | Annotated[WorkloadSection, Tag("@table")], Discriminator(_workload_tag)
+    ] = Field(default_factory=WorkloadSection)
+    reservation: Size(0, VM_MAX, "sched.mem.min") = 0  # type: ignore[valid-type]
+    limit: Size(0, VM_MAX, "sched.mem.max") | None = None  # type: ignore[valid-type]
     shares: Shares = "normal"
     balloon_driver: bool = True
-    maxmemctl: Size(0, VM_MAX, "sched.mem.maxmemctl") | None = None   # type: ignore[valid-type]
+    maxmemctl: Size(0, VM_MAX, "sched.mem.maxmemctl") | None = None  # type: ignore[valid-type]
     salt: Name | None = None
     encrypted: bool = False
     large_pages: bool = True
     image: str = ""
-    start: Duration() = 0.0   # type: ignore[valid-type]
-    stagger: Duration() = 0.0   # type: ignore[valid-type]
+    start: Duration() = 0.0  # type: ignore[valid-type]
+    stagger: Duration() = 0.0  # type: ignore[valid-type]
 
     def check(self, at: str) -> None:
         """Rules across this VM's fields; ``at`` is its path (``vm[2]``)."""
@@ -209,11 +234,22 @@ class ContentGroupSection(Section):
 
     name: Name
     share: Annotated[float, Field(gt=0.0, le=1.0, description="of a member's configured memory")]
-    members: Annotated[float, Field(gt=0.0, le=1.0, description="probability that a matching VM holds it")] = 1.0
-    vms: Annotated[Any, BeforeValidator(_patterns), WithJsonSchema(
-        {"anyOf": [{"type": "string", "minLength": 1},
-                   {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}],
-         "description": "VM name patterns (fnmatch)"})] = ["*"]
+    members: Annotated[
+        float, Field(gt=0.0, le=1.0, description="probability that a matching VM holds it")
+    ] = 1.0
+    vms: Annotated[
+        Any,
+        BeforeValidator(_patterns),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "minLength": 1},
+                    {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+                ],
+                "description": "VM name patterns (fnmatch)",
+            }
+        ),
+    ] = ["*"]
 
 
 class PluginsSection(Section):
@@ -227,11 +263,11 @@ class ScenarioFile(Section):
 
     name: Name | None = None
     description: str = ""
-    duration: Duration(positive=True) = 1800.0   # type: ignore[valid-type]
-    tick: Duration(positive=True) = 2.0   # type: ignore[valid-type]
-    warmup: Duration() = 0.0   # type: ignore[valid-type]
+    duration: Duration(positive=True) = 1800.0  # type: ignore[valid-type]
+    tick: Duration(positive=True) = 2.0  # type: ignore[valid-type]
+    warmup: Duration() = 0.0  # type: ignore[valid-type]
     seed: Annotated[int, Field(ge=0, le=SEED_MAX)] = 0
-    report_interval: Duration(positive=True) = 60.0   # type: ignore[valid-type]
+    report_interval: Duration(positive=True) = 60.0  # type: ignore[valid-type]
     host: HostSection
     settings: dict[str, Any] = Field(default_factory=dict, description="host settings by their real names")
     plugins: PluginsSection = Field(default_factory=PluginsSection)
@@ -244,8 +280,11 @@ class ScenarioFile(Section):
         if self.tick > self.duration:
             raise FieldError("tick", "tick is longer than the run")
         if self.warmup >= self.duration:
-            raise FieldError("warmup", f"the warm-up ({self.warmup:g} s) must end before the run does "
-                                       f"(duration {self.duration:g} s)")
+            raise FieldError(
+                "warmup",
+                f"the warm-up ({self.warmup:g} s) must end before the run does "
+                f"(duration {self.duration:g} s)",
+            )
         groups: dict[str, int] = {}
         for i, g in enumerate(self.content_group):
             if g.name in groups:
@@ -260,9 +299,11 @@ class ScenarioFile(Section):
                 for f, value in self.workloads[vm.workload].sizes():
                     fraction_of(value, vm.memory, f"workloads.{vm.workload}.{f}", most_of(f))
             if vm.memory > self.host.memory and not self.host.allow_overcommit:
-                raise FieldError(f"vm[{i}].memory",
-                                 f"{format_size(vm.memory)} is more than the host's {format_size(self.host.memory)}"
-                                 "; set host.allow_overcommit = true if that is meant")
+                raise FieldError(
+                    f"vm[{i}].memory",
+                    f"{format_size(vm.memory)} is more than the host's {format_size(self.host.memory)}"
+                    "; set host.allow_overcommit = true if that is meant",
+                )
             for vname in vm.names():
                 if vname in seen:
                     raise FieldError(f"vm[{i}].name", f"duplicate VM name {vname!r}")

@@ -51,11 +51,19 @@ class TuneConfig:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise UserError(f"expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}", field="--optimizer")
+            raise UserError(
+                f"expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}", field="--optimizer"
+            )
         if self.fidelity not in FIDELITIES:
-            raise UserError(f"expected one of {', '.join(FIDELITIES)}, got {self.fidelity!r}", field="--fidelity")
-        for name, flag in (("budget", "--budget"), ("batch", "--batch"), ("repeats", "--repeats"),
-                           ("initial_points", "--initial-points")):
+            raise UserError(
+                f"expected one of {', '.join(FIDELITIES)}, got {self.fidelity!r}", field="--fidelity"
+            )
+        for name, flag in (
+            ("budget", "--budget"),
+            ("batch", "--batch"),
+            ("repeats", "--repeats"),
+            ("initial_points", "--initial-points"),
+        ):
             if getattr(self, name) < 1:
                 raise UserError("must be at least 1", field=flag)
         if self.patience is not None and self.patience < 1:
@@ -71,8 +79,11 @@ class TuneConfig:
         if self.early_stop is None:
             self.early_stop = bool(default("tuner.early_stop"))
         # only the stall fraction has a bound that grows during a run
-        self.early_stop = self.early_stop and self.objective.kind in ("stall", "weighted") \
+        self.early_stop = (
+            self.early_stop
+            and self.objective.kind in ("stall", "weighted")
             and self.objective.slo_p99 is None
+        )
 
     @property
     def n_initial(self) -> int:

@@ -138,18 +138,31 @@ def run_task(task: EvalTask) -> dict[str, Any]:
             metrics = dict(stop.args[0])
             metrics["stall"] = [float(x) for x in metrics["stall"] + sums["stall"] / len(task.seeds)]
             return {"index": task.index, "feasible": True, "stopped": True, "metrics": metrics,
-                    "per_seed": per_seed, "elapsed": time.perf_counter() - t0, "cpu": time.process_time() - c0}
+                    "per_seed": per_seed, "elapsed": time.perf_counter() - t0,
+                        "cpu": time.process_time() - c0}
         for key in VM_METRICS:
             sums[key] += [vm[key] for vm in result["vms"]]
         if watch is not None:
             watch.done += float(watch.w @ np.asarray([vm["stall"] for vm in result["vms"]]))
         reserved = result["host"]["reserved"]
         h = result["host"]
-        per_seed.append({"seed": seed, "stall": h["stall"], "mean_latency": h["mean_latency"],
-                         "p99_latency": h["p99_latency"]})
+        per_seed.append(
+            {
+                "seed": seed,
+                "stall": h["stall"],
+                "mean_latency": h["mean_latency"],
+                "p99_latency": h["p99_latency"],
+            }
+        )
     n = len(task.seeds)
     metrics: dict[str, Any] = {k: [float(x) for x in v / n] for k, v in sums.items()}
     metrics["reserved"] = float(reserved)
     metrics["reserved_share"] = float(reserved / task.scenario.host.memory)
-    return {"index": task.index, "feasible": True, "metrics": metrics, "per_seed": per_seed,
-            "elapsed": time.perf_counter() - t0, "cpu": time.process_time() - c0}
+    return {
+        "index": task.index,
+        "feasible": True,
+        "metrics": metrics,
+        "per_seed": per_seed,
+        "elapsed": time.perf_counter() - t0,
+        "cpu": time.process_time() - c0,
+    }

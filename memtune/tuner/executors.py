@@ -203,7 +203,8 @@ class DaskExecutor(Executor):
             self.client.close()
 
     def describe(self) -> dict[str, Any]:
-        return {"executor": self.name, "workers": self.workers, "scheduler": str(self.client.scheduler.address)}
+        return {"executor": self.name, "workers": self.workers,
+                "scheduler": str(self.client.scheduler.address)}
 
 
 def _check_reachable(address: str, timeout: float) -> None:
@@ -216,13 +217,15 @@ def _check_reachable(address: str, timeout: float) -> None:
     try:
         scheme, location = parse_address(str(address))
         if scheme not in ("tcp", "tls"):
-            return                          # inproc:// (an in-process cluster) and the like
+            return  # inproc:// (an in-process cluster) and the like
         host, port = parse_host_port(location)
         if not 0 < int(port) < 65536:
             raise ValueError(f"port {port} is not a TCP port")
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"cannot reach the Dask scheduler at {address!r}: {exc}", field="--dask-scheduler") from None
+        raise UserError(
+            f"cannot reach the Dask scheduler at {address!r}: {exc}", field="--dask-scheduler"
+        ) from None
 
 
 def make_executor(workers: int | None = None, dask_scheduler: Any = None, context: str = "spawn") -> Executor:

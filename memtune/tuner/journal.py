@@ -171,18 +171,25 @@ class Journal:
             os.fsync(self._f.fileno())
         except OSError as exc:
             raise OutputError(f"cannot append to the journal: {exc.strerror or exc}; it keeps every record "
-                              f"before this one (--resume continues from there)", source=str(self.path)) from exc
+                              f"before this one (--resume continues from there)",
+                                  source=str(self.path)) from exc
 
     def close(self) -> None:
         if not self._f.closed:
-            with contextlib.suppress(OSError):     # a record that did not fit was reported already
+            with contextlib.suppress(OSError):  # a record that did not fit was reported already
                 self._f.close()
         if self.lock is not None:
             self.lock.release()
 
 
-def open_journal(path: Path, *, resume: bool, start: dict[str, Any], must_match: Sequence[str],
-                 plugins: Mapping[str, Any] | None = None) -> tuple[Journal, JournalState | None]:
+def open_journal(
+    path: Path,
+    *,
+    resume: bool,
+    start: dict[str, Any],
+    must_match: Sequence[str],
+    plugins: Mapping[str, Any] | None = None,
+) -> tuple[Journal, JournalState | None]:
     """The journal of a run in ``path.parent``, locked for this process.
 
     Fresh (``resume`` false): refuses a directory that already holds a run and writes ``start``.
@@ -193,20 +200,27 @@ def open_journal(path: Path, *, resume: bool, start: dict[str, Any], must_match:
     out = path.parent
     if resume and not path.is_file():
         what = "does not exist" if not out.exists() else f"holds no {path.name}"
-        raise UserError(f"nothing to resume: {str(out)!r} {what} (mistyped? without --resume a new run "
-                        f"starts there)", field="--out")
+        raise UserError(
+            f"nothing to resume: {str(out)!r} {what} (mistyped? without --resume a new run starts there)",
+            field="--out",
+        )
     lock = DirLock(out)
     try:
         if resume:
             state = read_journal(path)
             for key in must_match:
                 if state.start.get(key) != start[key]:
-                    raise ConfigError(mismatch(key, state.start.get(key), start[key], plugins or {}),
-                                      source=str(path), field=key)
+                    raise ConfigError(
+                        mismatch(key, state.start.get(key), start[key], plugins or {}),
+                        source=str(path),
+                        field=key,
+                    )
             return Journal(path, truncate_tail=state.torn_bytes, lock=lock), state
         if path.exists():
-            raise UserError(f"{out} already holds a tuning run; use --resume to continue it or another --out",
-                            field="--out")
+            raise UserError(
+                f"{out} already holds a tuning run; use --resume to continue it or another --out",
+                field="--out",
+            )
         journal = Journal(path, lock=lock)
         journal.write({**start, "time": time.time()})
         return journal, None
@@ -227,7 +241,9 @@ def mismatch(key: str, old: Any, new: Any, plugins: Mapping[str, Any]) -> str:
         added = [n for n in new if n not in old]
         gone = [n for n in old if n not in new]
         if added:
-            parts.append("loaded now, not in the journal's run: " + ", ".join(_plugin(n, plugins) for n in added))
+            parts.append(
+                "loaded now, not in the journal's run: " + ", ".join(_plugin(n, plugins) for n in added)
+            )
         if gone:
             parts.append("in the journal's run, not loaded now: " + ", ".join(gone))
         return f"the plugins differ from the journal's ({'; '.join(parts) or 'order'}); {_AGAIN}"
@@ -236,6 +252,7 @@ def mismatch(key: str, old: Any, new: Any, plugins: Mapping[str, Any]) -> str:
 
 def space_difference(old: list[Any], new: list[Any], plugins: Mapping[str, Any]) -> str:
     """Which knobs only one space has, or has with other bounds, each with the plugin that owns it."""
+
     def dims(sig: list[Any]) -> dict[str, dict[str, Any]]:
         return {d["name"]: d for d in sig if isinstance(d, dict) and "name" in d}
 

@@ -68,8 +68,10 @@ class Tuner:
         self.out = Path(out)
         self.executor = executor or SerialExecutor()
         self.on_eval = on_eval
-        self.pm = build_plugin_manager(disable=tuple(c.disable) + tuple(c.scenario.disable), modules=c.plugins)
-        self.base = eval_scenario(c.scenario, c.duration)      # what the report compares on
+        self.pm = build_plugin_manager(
+            disable=tuple(c.disable) + tuple(c.scenario.disable), modules=c.plugins
+        )
+        self.base = eval_scenario(c.scenario, c.duration)  # what the report compares on
         # what evaluations simulate
         self.eval_base = coarse_scenario(self.base) if c.fidelity == "coarse" else self.base
         self.space = build_space(self.base, self.pm, group=c.group, knobs=c.knobs, fix=c.fix)
@@ -82,7 +84,7 @@ class Tuner:
         self.started = time.monotonic()
         self.sim_seconds = 0.0
         self.sim_cpu_seconds = 0.0
-        self.optimizer_seconds = 0.0    # proposing batches (in this process, while workers simulate)
+        self.optimizer_seconds = 0.0  # proposing batches (in this process, while workers simulate)
         self.optimizer_cpu_seconds = 0.0
         self._journal_path = self.out / JOURNAL
         # batches asked but not yet told, in ask order (at most LAG + 1); on resume, those the
@@ -94,24 +96,59 @@ class Tuner:
 
     def start_record(self) -> dict[str, Any]:
         c = self.config
-        return {"type": "start", "version": 1, "scenario": c.scenario.name, "source": c.scenario.source,
-                "seed": c.seed, "budget": c.budget, "batch": c.batch, "repeats": c.repeats,
-                "initial_points": c.n_initial, "optimizer": c.optimizer, "duration": self.base.duration,
-                "fidelity": {"name": c.fidelity, "tick": self.eval_base.tick,
-                             "page_scale": self.eval_base.host.page_scale},
-                "warmup": self.base.warmup, "objective": c.objective.describe(), "space": self.space.signature(),
-                "plugins": self.pm.plugin_names(), "modules": list(c.plugins), "early_stop": c.early_stop,
-                "design_presets": c.design_presets}
+        return {
+            "type": "start",
+            "version": 1,
+            "scenario": c.scenario.name,
+            "source": c.scenario.source,
+            "seed": c.seed,
+            "budget": c.budget,
+            "batch": c.batch,
+            "repeats": c.repeats,
+            "initial_points": c.n_initial,
+            "optimizer": c.optimizer,
+            "duration": self.base.duration,
+            "fidelity": {
+                "name": c.fidelity,
+                "tick": self.eval_base.tick,
+                "page_scale": self.eval_base.host.page_scale,
+            },
+            "warmup": self.base.warmup,
+            "objective": c.objective.describe(),
+            "space": self.space.signature(),
+            "plugins": self.pm.plugin_names(),
+            "modules": list(c.plugins),
+            "early_stop": c.early_stop,
+            "design_presets": c.design_presets,
+        }
 
-    _MUST_MATCH = ("scenario", "seed", "batch", "repeats", "initial_points", "optimizer", "duration", "fidelity",
-                   "warmup", "objective", "space", "plugins", "early_stop",
-                   "design_presets")
+    _MUST_MATCH = (
+        "scenario",
+        "seed",
+        "batch",
+        "repeats",
+        "initial_points",
+        "optimizer",
+        "duration",
+        "fidelity",
+        "warmup",
+        "objective",
+        "space",
+        "plugins",
+        "early_stop",
+        "design_presets",
+    )
 
     def _prepare(self, resume: bool) -> None:
         # locks --out for this run; refuses a run already there, or nothing to resume, or a journal
         # that does not match this run (see memtune.tuner.journal.open_journal)
-        self.journal, state = open_journal(self._journal_path, resume=resume, start=self.start_record(),
-                                           must_match=self._MUST_MATCH, plugins=self.pm.info)
+        self.journal, state = open_journal(
+            self._journal_path,
+            resume=resume,
+            start=self.start_record(),
+            must_match=self._MUST_MATCH,
+            plugins=self.pm.info,
+        )
         if state is not None:
             try:
                 self._load(state)
@@ -130,8 +167,10 @@ class Tuner:
             rec = state.batches[b]
             points = rec["points"]
             if int(rec["first"]) != first:
-                raise ConfigError(f"batch {b} starts at evaluation {rec['first']}, expected {first}",
-                                  source=str(self._journal_path))
+                raise ConfigError(
+                    f"batch {b} starts at evaluation {rec['first']}, expected {first}",
+                    source=str(self._journal_path),
+                )
             done = [state.evals.get(first + i) for i in range(len(points))]
             if all(done) and not self._inflight:
                 self.history.extend(Evaluation.from_record(r) for r in done)
@@ -142,8 +181,10 @@ class Tuner:
             first += len(points)
             b += 1
         if len(self._inflight) > LAG + 1:
-            raise ConfigError(f"{len(self._inflight)} unfinished batches, a run has at most {LAG + 1} "
-                              f"in flight", source=str(self._journal_path))
+            raise ConfigError(
+                f"{len(self._inflight)} unfinished batches, a run has at most {LAG + 1} in flight",
+                source=str(self._journal_path),
+            )
 
     # --- the space's mappings, the history (thin views for callers holding a Tuner) --------------
 
@@ -158,8 +199,9 @@ class Tuner:
     def preset_points(self) -> list[list[Any]]:
         return list(self.proposer.presets)
 
-    def policy_scenario(self, assignment: dict[str, Any], name: str, *,
-                        full: bool = False) -> tuple[Policy, Scenario | None, str | None]:
+    def policy_scenario(
+        self, assignment: dict[str, Any], name: str, *, full: bool = False
+    ) -> tuple[Policy, Scenario | None, str | None]:
         """The policy of ``assignment`` and the scenario it gives: at the evaluations' resolution,
         or with ``full`` at the scenario's own (for comparisons in the report)."""
         return policy_scenario(self.space, self.base if full else self.eval_base, assignment, name)
@@ -210,7 +252,7 @@ class Tuner:
         behind ``b``'s, so the workers never wait for the optimizer. What batch ``b`` holds depends
         on the seed, the history of batches ``< b - LAG`` and the points of the batches in between,
         not on timing: a resumed run asks the same points."""
-        for bt in self._inflight:                     # resumed: re-run what had not finished
+        for bt in self._inflight:  # resumed: re-run what had not finished
             self._start_batch(bt)
         asking = True
         while True:
@@ -224,8 +266,9 @@ class Tuner:
             if not self._inflight:
                 break
             self._finish_first()
-        self.journal.write({"type": "end", "told": len(self.history), "reason": self.stop_reason,
-                            "time": time.time()})
+        self.journal.write(
+            {"type": "end", "told": len(self.history), "reason": self.stop_reason, "time": time.time()}
+        )
         return self.history
 
     def _ask_batch(self) -> None:
@@ -240,7 +283,9 @@ class Tuner:
         self.optimizer_seconds += time.perf_counter() - t0
         self.optimizer_cpu_seconds += cpu
         points = [[self.space.dimensions[i].native(v) for i, v in enumerate(p)] for p in points]
-        self.journal.write({"type": "batch", "batch": b, "first": first, "points": points, "cpu": round(cpu, 4)})
+        self.journal.write(
+            {"type": "batch", "batch": b, "first": first, "points": points, "cpu": round(cpu, 4)}
+        )
         bt = _Batch(b, first, points)
         self._inflight.append(bt)
         self._start_batch(bt)
@@ -262,8 +307,9 @@ class Tuner:
                 continue
             ev.seeds = eval_seeds(c.seed, idx, c.repeats)
             bt.running[idx] = ev
-            self.executor.submit(EvalTask(idx, scenario, ev.seeds, tuple(c.disable), tuple(c.plugins),
-                                          *self._stop_rule(bt.b)))
+            self.executor.submit(
+                EvalTask(idx, scenario, ev.seeds, tuple(c.disable), tuple(c.plugins), *self._stop_rule(bt.b))
+            )
 
     def _stop_rule(self, b: int) -> tuple[float | None, tuple[float, ...] | None]:
         """Early stop of batch ``b``'s evaluations: ``tuner.stop_factor`` x the best value told
@@ -281,7 +327,7 @@ class Tuner:
         head = self._inflight[0]
         while head.running:
             res = self.executor.next_result()
-            if isinstance(res["index"], str):        # the report's, submitted early
+            if isinstance(res["index"], str):  # the report's, submitted early
                 self.comparison.accept(res)
                 continue
             self._record(res)
@@ -297,7 +343,7 @@ class Tuner:
         self.sim_seconds += ev.elapsed
         ev.cpu = float(res.get("cpu", 0.0))
         self.sim_cpu_seconds += ev.cpu
-        if not res["feasible"]:      # refused at power-on although the policy validated
+        if not res["feasible"]:  # refused at power-on although the policy validated
             ev.feasible, ev.reason = False, res["reason"]
         else:
             ev.metrics = res["metrics"]

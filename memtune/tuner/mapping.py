@@ -73,7 +73,9 @@ def _vm_share(space: SearchSpace, d: Dimension, vm: VMSpec, settings: dict[str, 
         return vm.effective_limit / vm.memory
     if d.field == "shares":
         return vm.shares_number / max(1, vm.memory // 2**20)
-    cap = vm.maxmemctl if vm.maxmemctl is not None else vm.memory * settings.get("Mem.CtlMaxPercent", 100) / 100
+    cap = (
+        vm.maxmemctl if vm.maxmemctl is not None else vm.memory * settings.get("Mem.CtlMaxPercent", 100) / 100
+    )
     return min(cap, vm.memory) / vm.memory
 
 

@@ -46,7 +46,9 @@ class Objective:
         if self.kind not in KINDS:
             raise UserError(f"expected one of {', '.join(KINDS)}, got {self.kind!r}", field="--objective")
         if self.kind == "weighted" and not self.weights:
-            raise UserError("the weighted objective needs per-VM weights (--weight NAME=W)", field="--objective")
+            raise UserError(
+                "the weighted objective needs per-VM weights (--weight NAME=W)", field="--objective"
+            )
         if self.slo_p99 is not None and not self.slo_p99 > 0:
             raise UserError("must be greater than zero", field="--slo-p99")
 
@@ -54,13 +56,21 @@ class Objective:
     def label(self) -> str:
         if self.slo_p99 is not None:
             return f"reserved memory share with p99 <= {self.slo_p99 * 1e6:g}us"
-        what = {"stall": "stall fraction", "mean-latency": "mean extra latency (s)",
-                "p99-latency": "p99 extra latency (s)", "weighted": "stall fraction"}[self.kind]
+        what = {
+            "stall": "stall fraction",
+            "mean-latency": "mean extra latency (s)",
+            "p99-latency": "p99 extra latency (s)",
+            "weighted": "stall fraction",
+        }[self.kind]
         return f"{'user' if self.weights else 'share'}-weighted {what}"
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "weights": dict(sorted(self.weights.items())), "slo_p99": self.slo_p99,
-                "label": self.label}
+        return {
+            "kind": self.kind,
+            "weights": dict(sorted(self.weights.items())),
+            "slo_p99": self.slo_p99,
+            "label": self.label,
+        }
 
     def vm_weights(self, scenario: Scenario, groups: Mapping[str, Sequence[str]]) -> np.ndarray:
         """Weight of each VM of ``scenario`` (normalised to sum 1)."""
@@ -71,8 +81,10 @@ class Objective:
             for key, value in self.weights.items():
                 members = [key] if key in index else list(groups.get(key, ()))
                 if not members:
-                    raise UserError(f"{key!r} is neither a VM nor a VM group "
-                                    f"(groups: {', '.join(groups)})", field="--weight")
+                    raise UserError(
+                        f"{key!r} is neither a VM nor a VM group (groups: {', '.join(groups)})",
+                        field="--weight",
+                    )
                 for m in members:
                     w[index[m]] = value
         else:

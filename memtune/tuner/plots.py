@@ -83,7 +83,9 @@ def _convergence(plt: Any, tuner: Tuner, report: dict[str, Any], outputs: Output
     if idx.size:
         ax.scatter(idx[feas], vals[feas], s=14, color="tab:blue", label="evaluation")
         if (~feas).any():
-            ax.scatter(idx[~feas], vals[~feas], s=20, marker="x", color="tab:red", label="infeasible (penalty)")
+            ax.scatter(
+                idx[~feas], vals[~feas], s=20, marker="x", color="tab:red", label="infeasible (penalty)"
+            )
         best = np.minimum.accumulate(np.where(feas, vals, np.inf))
         ok = np.isfinite(best)
         ax.step(idx[ok], best[ok], where="post", color="black", label="best so far")
@@ -92,7 +94,7 @@ def _convergence(plt: Any, tuner: Tuner, report: dict[str, Any], outputs: Output
         ax.axhline(base, color="tab:gray", linestyle="--", label=report["baseline"])
     pos = vals[np.isfinite(vals) & (vals > 0)]
     if pos.size == vals.size and pos.size and pos.max() / pos.min() > 20:
-        ax.set_yscale("log")          # objectives often span decades between good and bad points
+        ax.set_yscale("log")  # objectives often span decades between good and bad points
     ax.set_xlabel("evaluation")
     ax.set_ylabel(tuner.config.objective.label)
     ax.set_title(f"convergence: {report['scenario']} ({report['optimizer']})")
@@ -106,8 +108,10 @@ def _vm_latency(plt: Any, rows: list[dict[str, Any]], report: dict[str, Any], ou
     fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.45 * len(rows) + 2), 6), sharex=True)
     x = np.arange(len(rows))
     w = 0.4
-    for ax, key, scale, unit in ((axes[0], "mean_latency", 1e6, "mean extra latency (us)"),
-                                 (axes[1], "stall", 100, "stall (%)")):
+    for ax, key, scale, unit in (
+        (axes[0], "mean_latency", 1e6, "mean extra latency (us)"),
+        (axes[1], "stall", 100, "stall (%)"),
+    ):
         ax.bar(x - w / 2, [r[f"{key}_before"] * scale for r in rows], w, label=report["baseline"])
         ax.bar(x + w / 2, [r[f"{key}_after"] * scale for r in rows], w, label="tuned")
         ax.set_ylabel(unit)

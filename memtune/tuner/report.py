@@ -93,11 +93,14 @@ def write_outputs(tuner: Tuner, comparison: dict[str, Any], *, plots: bool = Tru
     files: dict[str, str] = {"journal": str(tuner._journal_path)}
     policy = None
     if best is not None:
-        desc = (f"tuned by memtune optimize on {tuner.config.scenario.name} ({tuner.config.objective.label}); "
-                f"{report['ratio_to_baseline'] if report['ratio_to_baseline'] is not None else 'n/a'} "
-                f"x {report['baseline']}")
-        policy = assignment_to_policy(tuner.space, best.assignment, f"tuned-{tuner.config.scenario.name}",
-                                      desc)
+        desc = (
+            f"tuned by memtune optimize on {tuner.config.scenario.name} ({tuner.config.objective.label}); "
+            f"{report['ratio_to_baseline'] if report['ratio_to_baseline'] is not None else 'n/a'} "
+            f"x {report['baseline']}"
+        )
+        policy = assignment_to_policy(
+            tuner.space, best.assignment, f"tuned-{tuner.config.scenario.name}", desc
+        )
         report["best"]["policy"] = policy.to_dict()
     if plots:
         from memtune.tuner.plots import knob_importance
@@ -135,9 +138,11 @@ def summary(report: dict[str, Any]) -> str:
     """A few lines for the terminal."""
     obj = report["objective"]
     slo = obj["slo_p99"] is not None
-    lines = [f"memtune optimize: {report['scenario']}, {report['evaluations']} evaluations "
-             f"({report['simulated']} simulated, {report['infeasible']} infeasible), stopped: "
-             f"{report['stop_reason']}, {report['wall_seconds']:.0f} s"]
+    lines = [
+        f"memtune optimize: {report['scenario']}, {report['evaluations']} evaluations "
+        f"({report['simulated']} simulated, {report['infeasible']} infeasible), stopped: "
+        f"{report['stop_reason']}, {report['wall_seconds']:.0f} s"
+    ]
     best = report["best"]
     presets = report["presets"]
     base = presets.get(report["baseline"], {})
@@ -145,19 +150,27 @@ def summary(report: dict[str, Any]) -> str:
         lines.append("no feasible point found")
     else:
         r = report["ratio_to_baseline"]
-        lines.append(f"objective ({obj['label']}): best {fmt_value(best['value'], obj['kind'], slo)} vs "
-                     f"{report['baseline']} {fmt_value(base.get('value'), obj['kind'], slo)}"
-                     + (f" = {r:.2f}x" if r is not None else ""))
-        others = [f"{k} {fmt_value(v.get('value'), obj['kind'], slo)}" if v.get("feasible") else f"{k} infeasible"
-                  for k, v in presets.items() if k != report["baseline"]]
+        lines.append(
+            f"objective ({obj['label']}): best {fmt_value(best['value'], obj['kind'], slo)} vs "
+            f"{report['baseline']} {fmt_value(base.get('value'), obj['kind'], slo)}"
+            + (f" = {r:.2f}x" if r is not None else "")
+        )
+        others = [
+            f"{k} {fmt_value(v.get('value'), obj['kind'], slo)}" if v.get("feasible") else f"{k} infeasible"
+            for k, v in presets.items()
+            if k != report["baseline"]
+        ]
         if others:
             lines.append("presets on the same seeds: " + ", ".join(others))
         searched = report.get("baseline_value_during_search")
         if searched is not None:
             r = ratio(best["value_during_search"], searched)
-            lines.append(f"during the search (evaluation seeds): best {fmt_value(best['value_during_search'], obj['kind'], slo)}"
-                         f" vs {report['baseline']} {fmt_value(searched, obj['kind'], slo)}"
-                         + (f" = {r:.2f}x" if r is not None else ""))
+            lines.append(
+                f"during the search (evaluation seeds): best "
+                f"{fmt_value(best['value_during_search'], obj['kind'], slo)}"
+                f" vs {report['baseline']} {fmt_value(searched, obj['kind'], slo)}"
+                + (f" = {r:.2f}x" if r is not None else "")
+            )
         lines.append(f"best policy (evaluation #{best['index']}): {_policy_line(best.get('policy'))}")
     for name in ("policy", "report"):
         if name in report.get("files", {}):
@@ -175,7 +188,9 @@ def _policy_line(policy: dict[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
-def vm_table(names: list[str], before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[dict[str, Any]]:
+def vm_table(
+    names: list[str], before: dict[str, Any] | None, after: dict[str, Any] | None
+) -> list[dict[str, Any]]:
     """Per-VM latency and stall before (baseline) and after (best)."""
     rows = []
     for i, n in enumerate(names):

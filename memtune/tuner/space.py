@@ -174,7 +174,8 @@ class SearchSpace:
         them together. The core's host knobs (idle tax, minFree) are one block each."""
         out: dict[tuple[str, str | None], list[int]] = {}
         for i, d in enumerate(self.dimensions):
-            key = (f"core:{d.name}", None) if d.knob.owner == "core" and d.group is None else (d.knob.owner, d.group)
+            core_host_knob = d.knob.owner == "core" and d.group is None
+            key = (f"core:{d.name}", None) if core_host_knob else (d.knob.owner, d.group)
             out.setdefault(key, []).append(i)
         return list(out.values())
 
@@ -195,8 +196,10 @@ class SearchSpace:
 
     def signature(self) -> list[dict[str, Any]]:
         """What must match for a journal to be resumed with this space."""
-        return [d.describe() for d in self.dimensions] + [{"fixed": dict(sorted(self.fixed.items()))},
-                                                          {"groups": {k: list(v) for k, v in self.groups.items()}}]
+        return [d.describe() for d in self.dimensions] + [
+            {"fixed": dict(sorted(self.fixed.items()))},
+            {"groups": {k: list(v) for k, v in self.groups.items()}},
+        ]
 
     # --- applying a point ------------------------------------------------------------------------
 
@@ -222,8 +225,14 @@ class SearchSpace:
         return out
 
 
-def build_space(scenario: Scenario, pm: MemtunePluginManager, *, group: str = "prefix",
-                knobs: Iterable[str] = (), fix: Iterable[str] = ()) -> SearchSpace:
+def build_space(
+    scenario: Scenario,
+    pm: MemtunePluginManager,
+    *,
+    group: str = "prefix",
+    knobs: Iterable[str] = (),
+    fix: Iterable[str] = (),
+) -> SearchSpace:
     """The search space for ``scenario``: every registered knob, per-VM ones once per VM group;
     only those matching ``knobs`` (fnmatch patterns on dimension or field names) when given; each
     ``fix`` (``NAME=VALUE``) pins a dimension, a per-VM field of every group or any host setting."""
@@ -241,15 +250,20 @@ def build_space(scenario: Scenario, pm: MemtunePluginManager, *, group: str = "p
     return SearchSpace(scenario, dims, fixed, groups, registry, all_dims)
 
 
-def _expand(raw: Iterable[Knob], registry: SettingsRegistry, scenario: Scenario,
-            groups: Mapping[str, tuple[str, ...]]) -> list[Dimension]:
+def _expand(
+    raw: Iterable[Knob], registry: SettingsRegistry, scenario: Scenario, groups: Mapping[str, tuple[str, ...]]
+) -> list[Dimension]:
     """One dimension per host knob, one per per-VM knob and VM group (checked; maxmemctl only
     when some VM has a balloon driver; a knob registered twice is an error)."""
     seen: dict[str, Knob] = {}
     dims: list[Dimension] = []
     for knob in raw:
         _check_knob(knob, registry)
-        if knob.target == "vm" and knob.name == "maxmemctl" and not any(v.balloon_driver for v in scenario.vms):
+        if (
+            knob.target == "vm"
+            and knob.name == "maxmemctl"
+            and not any(v.balloon_driver for v in scenario.vms)
+        ):
             continue
         key = f"{knob.target}:{knob.name}"
         if key in seen:
@@ -269,17 +283,27 @@ def _select(dims: list[Dimension], knobs: Iterable[str]) -> list[Dimension]:
         return list(dims)
     keep: list[Dimension] = []
     for p in patterns:
-        hit = [d for d in dims if fnmatch.fnmatchcase(d.name, p) or
-               (d.group is not None and fnmatch.fnmatchcase(d.field, p))]
+        hit = [
+            d
+            for d in dims
+            if fnmatch.fnmatchcase(d.name, p) or (d.group is not None and fnmatch.fnmatchcase(d.field, p))
+        ]
         if not hit:
-            raise UserError(f"{p!r} matches no knob (knobs: {', '.join(d.name for d in dims)})",
-                            field="--knobs")
+            raise UserError(
+                f"{p!r} matches no knob (knobs: {', '.join(d.name for d in dims)})", field="--knobs"
+            )
         keep.extend(d for d in hit if d not in keep)
     return [d for d in dims if d in keep]
 
 
-def _apply_fix(item: str, all_dims: list[Dimension], registry: SettingsRegistry, scenario: Scenario,
-               groups: Mapping[str, tuple[str, ...]], fixed: dict[str, Any]) -> list[Dimension]:
+def _apply_fix(
+    item: str,
+    all_dims: list[Dimension],
+    registry: SettingsRegistry,
+    scenario: Scenario,
+    groups: Mapping[str, tuple[str, ...]],
+    fixed: dict[str, Any],
+) -> list[Dimension]:
     """Record one ``--fix NAME=VALUE`` in ``fixed``; returns the dimensions it pins."""
     name, sep, text = item.partition("=")
     name = name.strip()
@@ -293,7 +317,7 @@ def _apply_fix(item: str, all_dims: list[Dimension], registry: SettingsRegistry,
         members = set(groups.get(d.group or "", ()))
         sizes = {vm.memory for vm in scenario.vms if vm.name in members}
         fixed[d.name] = _fixed_value(d, text, sizes)
-        if d.group is None and name in registry:    # the setting's declared range holds when fixed too
+        if d.group is None and name in registry:  # the setting's declared range holds when fixed too
             try:
                 registry.settings[name].coerce(fixed[d.name])
             except ValueError as exc:
@@ -301,8 +325,10 @@ def _apply_fix(item: str, all_dims: list[Dimension], registry: SettingsRegistry,
     if targets:
         return targets
     if name not in registry:
-        raise UserError(f"{name!r} is neither a knob nor a host setting "
-                        f"(knobs: {', '.join(d.name for d in all_dims)})", field="--fix")
+        raise UserError(
+            f"{name!r} is neither a knob nor a host setting (knobs: {', '.join(d.name for d in all_dims)})",
+            field="--fix",
+        )
     try:
         fixed[name] = registry.settings[name].coerce(parse_literal(text))
     except ValueError as exc:
@@ -310,8 +336,9 @@ def _apply_fix(item: str, all_dims: list[Dimension], registry: SettingsRegistry,
     return []
 
 
-def _shadowed(d: Dimension, dims: list[Dimension], fixed: Mapping[str, Any],
-              groups: Mapping[str, tuple[str, ...]]) -> bool:
+def _shadowed(
+    d: Dimension, dims: list[Dimension], fixed: Mapping[str, Any], groups: Mapping[str, tuple[str, ...]]
+) -> bool:
     """Whether host dimension ``d`` is a default every VM group overrides (a dead dimension: the
     model would spend points learning that it does nothing)."""
     fld = SHADOWED_BY_VM_FIELD.get(d.name) if d.group is None else None
@@ -328,8 +355,10 @@ def _fixed_value(d: Dimension, text: str, sizes: set[int]) -> Any:
     if k.target == "host":
         if k.kind == "categorical":
             if value not in (k.categories or ()):
-                raise UserError(f"{d.name}: expected one of {', '.join(map(str, k.categories or ()))}, "
-                                f"got {text!r}", field="--fix")
+                raise UserError(
+                    f"{d.name}: expected one of {', '.join(map(str, k.categories or ()))}, got {text!r}",
+                    field="--fix",
+                )
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UserError(f"{d.name}: expected a number, got {text!r}", field="--fix")
@@ -341,12 +370,15 @@ def _fixed_value(d: Dimension, text: str, sizes: set[int]) -> Any:
             except ValueError as exc:
                 raise UserError(f"{d.name}: {exc} (or a fraction 0..1)", field="--fix") from None
             if len(sizes) != 1:
-                raise UserError(f"{d.name}: VMs of the group differ in size; give a fraction 0..1",
-                                field="--fix")
+                raise UserError(
+                    f"{d.name}: VMs of the group differ in size; give a fraction 0..1", field="--fix"
+                )
             value = b / next(iter(sizes))
         if isinstance(value, bool) or not 0 <= float(value) <= 1:
-            raise UserError(f"{d.name}: expected a fraction 0..1 of configured memory or a size, got {text!r}",
-                            field="--fix")
+            raise UserError(
+                f"{d.name}: expected a fraction 0..1 of configured memory or a size, got {text!r}",
+                field="--fix",
+            )
         return float(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise UserError(f"{d.name}: expected a positive number of shares per MB, got {text!r}", field="--fix")

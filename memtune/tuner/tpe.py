@@ -22,7 +22,9 @@ def _optuna() -> Any:
     try:
         import optuna
     except ImportError:
-        raise UserError("needs Optuna: pip install 'memtune[bench]' (or optuna)", field="--optimizer") from None
+        raise UserError(
+            "needs Optuna: pip install 'memtune[bench]' (or optuna)", field="--optimizer"
+        ) from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
 
@@ -44,21 +46,31 @@ def distributions(space: SearchSpace) -> dict[str, Any]:
     return out
 
 
-def tpe_batch(space: SearchSpace, seed: int, b: int, n: int, history: Sequence[Evaluation],
-              pending: Sequence[Sequence[Any]]) -> list[list[Any]]:
+def tpe_batch(
+    space: SearchSpace,
+    seed: int,
+    b: int,
+    n: int,
+    history: Sequence[Evaluation],
+    pending: Sequence[Sequence[Any]],
+) -> list[list[Any]]:
     """``n`` points from TPE (multivariate, constant liar; Optuna's 10 random start-up trials)."""
     optuna = _optuna()
     from optuna.trial import TrialState, create_trial
 
     dist = distributions(space)
     names = space.names
-    sampler = optuna.samplers.TPESampler(seed=derive_seed(seed, "tpe", b), multivariate=True,
-                                         constant_liar=True)
+    sampler = optuna.samplers.TPESampler(
+        seed=derive_seed(seed, "tpe", b), multivariate=True, constant_liar=True
+    )
     study = optuna.create_study(sampler=sampler)
     xs, ys = told(history)
     for x, y in zip(xs, ys, strict=True):
         study.add_trial(create_trial(params=dict(zip(names, x, strict=True)), distributions=dist, value=y))
     for x in pending:
-        study.add_trial(create_trial(params=dict(zip(names, x, strict=True)), distributions=dist,
-                                     state=TrialState.RUNNING))
+        study.add_trial(
+            create_trial(
+                params=dict(zip(names, x, strict=True)), distributions=dist, state=TrialState.RUNNING
+            )
+        )
     return [[study.ask(dist).params[name] for name in names] for _ in range(n)]

@@ -91,7 +91,9 @@ def test_metric_counts_reported_bytes_per_vm():
     reg = host_registry(run.host)
     reported = run.host.plugin_data["page_reporting"]["reported"]
     for i, name in enumerate(run.host.vm_names):
-        assert reg.get_sample_value("memtune_page_reporting_reported_bytes_total", {"vm": name}) == reported[i]
+        assert (
+            reg.get_sample_value("memtune_page_reporting_reported_bytes_total", {"vm": name}) == reported[i]
+        )
     assert reported.min() > 400 * MiB
 
 
