@@ -81,6 +81,7 @@ def real_log(pressure_run) -> bytes:
 
 # --- format ----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_record_format_and_chain(pressure_run):
     log, host, _ = pressure_run
     lines = log.read_bytes().splitlines()
@@ -101,6 +102,7 @@ def test_record_format_and_chain(pressure_run):
     assert v.ok and v.records == len(recs) and v.runs == 1 and v.last_seq == len(recs) - 1
 
 
+@pytest.mark.slow
 def test_same_seed_same_log(tmp_path, monkeypatch):
     logs = []
     for name in ("a", "b"):
@@ -169,6 +171,7 @@ def leak_scenario(log: Path, **settings):
     return scenario_from_dict(d, "leak")
 
 
+@pytest.mark.slow
 def test_leak_suspect_flagged_for_leak_workload_only(tmp_path):
     log = tmp_path / "leak.jsonl"
     host, _ = run(leak_scenario(log), disable=TECHNIQUES)
@@ -183,6 +186,7 @@ def test_leak_suspect_flagged_for_leak_workload_only(tmp_path):
     assert a["active_growth_bytes"] <= 0.5 * a["consumed_growth_bytes"]
 
 
+@pytest.mark.slow
 def test_short_window_mistakes_first_touch_warm_up_for_a_leak(tmp_path):
     # the default window is what keeps first-touch warm-up from looking like a leak ...
     log = tmp_path / "short.jsonl"
@@ -204,6 +208,7 @@ class CowStorm:
         host.emit("cow-break", 1, pages=10 * dt, bytes=10 * dt * 4096, time=now)
 
 
+@pytest.mark.slow
 def test_cow_storm_threshold(tmp_path):
     log = tmp_path / "storm.jsonl"
     # 100 breaks/s for VM 0, 10/s for VM 1; threshold 50/s
@@ -260,6 +265,7 @@ json_values = st.recursive(
 PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+@pytest.mark.slow
 @PROP
 @given(data=st.data())
 def test_any_field_edit_is_caught(real_log, data):
@@ -396,6 +402,7 @@ def test_key_from_environment(tmp_path, monkeypatch):
 
 # --- appending runs -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_second_run_continues_the_chain(tmp_path):
     log = tmp_path / "two.jsonl"
     run(pressure_scenario(log), duration=70)
@@ -412,6 +419,7 @@ def test_second_run_continues_the_chain(tmp_path):
     assert v.ok and v.runs == 2 and v.records == len(lines)
 
 
+@pytest.mark.slow
 def test_appending_to_a_broken_log_is_refused(tmp_path):
     log = tmp_path / "broken.jsonl"
     run(pressure_scenario(log), duration=70)
@@ -529,6 +537,7 @@ class QuietSharing:
             host.set_host_pool("tps", 40.0)
 
 
+@pytest.mark.slow
 def test_share_derived_from_page_states_without_share_events(tmp_path):
     log = tmp_path / "share.jsonl"
     sc = leak_scenario(log)
@@ -541,6 +550,7 @@ def test_share_derived_from_page_states_without_share_events(tmp_path):
     assert (d["frames_bytes"], d["saved_bytes"], d["vms_sharing"]) == (40.0 * pb, 60.0 * pb, 1)
 
 
+@pytest.mark.slow
 def test_keyed_log_appends_with_its_key(tmp_path):
     key = tmp_path / "key"
     key.write_text("k1")

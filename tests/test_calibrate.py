@@ -25,6 +25,7 @@ def cal_file(tmp_path_factory):
     return out, res.output
 
 
+@pytest.mark.slow
 def test_settings_are_registered_names_with_sane_values(cal_file):
     out, output = cal_file
     data = tomllib.loads(out.read_text())
@@ -64,6 +65,7 @@ memory = "1 GiB"
         assert host.settings[k] == pytest.approx(parse_duration(v))
 
 
+@pytest.mark.slow
 def test_names_no_plugin_registers_are_not_written():
     cal = calibrate(None, known={"latency.page_alloc"}, repeats=1)
     assert set(cal.settings) == {"latency.page_alloc"}
@@ -74,6 +76,7 @@ def test_names_no_plugin_registers_are_not_written():
     assert "no --device: swap-in latencies not measured" in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [

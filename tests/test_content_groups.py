@@ -91,6 +91,7 @@ def test_groups_over_a_vms_memory_are_refused():
         _host(_scenario([{"name": "a", "share": 0.6}, {"name": "b", "share": 0.6}]))
 
 
+@pytest.mark.slow
 def test_sharing_grows_with_the_number_of_vms():
     """Mean reclaimed share over seeds rises from 2 to 10 VMs (members of partial groups accumulate)."""
     from benchmarks.sharing_curve import run_groups
@@ -121,6 +122,7 @@ def _write_images(tmp_path) -> list:
     return paths
 
 
+@pytest.mark.slow
 def test_profile_writes_the_sharing_degree_as_content_groups(tmp_path):
     paths = _write_images(tmp_path)
     out = tmp_path / "fleet.toml"

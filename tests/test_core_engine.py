@@ -147,6 +147,7 @@ def test_same_seed_same_numbers_in_one_process_and_another():
     assert json.dumps(a["vms"]) != json.dumps(c["vms"])
 
 
+@pytest.mark.slow
 def test_determinism_across_processes(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text("""
@@ -192,6 +193,7 @@ vm_strategy = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=int(os.environ.get("MEMTUNE_HYPOTHESIS_EXAMPLES", 25)),
     deadline=None,

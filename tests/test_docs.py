@@ -168,6 +168,7 @@ def tutorial_files() -> dict[str, str]:
     return dict(blocks)
 
 
+@pytest.mark.slow
 def test_tutorial_plugin_and_its_test_run_as_written(tmp_path, monkeypatch):
     files = tutorial_files()
     assert sorted(files) == ["memtune_zero_reclaim/__init__.py", "tests/test_zero_reclaim.py"]
@@ -196,6 +197,7 @@ def test_tutorial_entry_point_is_what_the_scaffolder_writes():
     assert snippet in pyproject
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs_as_written(capsys):
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)

@@ -117,6 +117,7 @@ def test_scenario_follows_the_series(tmp_path):
     assert "missing: Compressed Memory MBytes, Overhead MBytes" in observed[0]
 
 
+@pytest.mark.slow
 def test_cli_scenario_loads_and_simulates(tmp_path):
     csv_path = write_capture(tmp_path / "c.csv")
     out = tmp_path / "imported.toml"

@@ -65,6 +65,7 @@ def _scenario(memory: str, workload: dict, settings: dict | None = None, **vm) -
 WL = {"allocated": "300 MiB", "wss": "64 MiB", "hot_share": 0.9, "touch_rate": 10000, "write_fraction": 0.1}
 
 
+@pytest.mark.slow
 def test_a_vm_smaller_than_its_working_set_runs_and_stalls_at_the_disk_rate():
     r = simulate(_scenario("128 MiB", WL), pm=build_plugin_manager(entrypoints=False))
     v = r["vms"][0]
@@ -85,6 +86,7 @@ def test_kernel_structures_take_capacity_by_configured_memory():
     assert st.overflow_rate[0] > 0
 
 
+@pytest.mark.slow
 def test_the_balloon_takes_page_cache_before_anonymous_memory():
     wl = {**WL, "allocated": "200 MiB", "cache": "100 MiB"}
     sc = _scenario("256 MiB", wl, limit="160 MiB")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "memtune"
 
 
@@ -102,6 +104,7 @@ def test_the_walker_finds_a_cycle():
     assert sorted(a.names[0].name for a in module_level_imports(tree)) == ["w", "x"]
 
 
+@pytest.mark.slow
 def test_memtune_has_no_runtime_import_cycle():
     graph = import_graph()
     assert len(graph) > 50 and graph["memtune.metrics.text"]     # the walk saw the package

@@ -118,6 +118,7 @@ def test_array_families_render_the_same_text_as_add_metric_families():
     assert 'memtune_x_flag{vm="pct%%d"} 0\n' in fast
 
 
+@pytest.mark.slow
 def test_array_families_give_the_same_families_as_add_metric_to_prometheus_client():
     plain = generate_latest(host_registry(host_of(plain_plugin()))).decode()
     fast_reg = host_registry(host_of(column_plugin()))

@@ -86,6 +86,7 @@ def test_port_in_use_is_a_user_error():
         assert r.exit_code == 2 and "already in use" in r.output
 
 
+@pytest.mark.slow
 def test_server_answers_hundreds_of_scrapes_while_the_simulation_runs():
     sc = tiny("10h")
     handle = RunHandle()

@@ -56,6 +56,7 @@ def _full_disk_at(monkeypatch, target: str) -> None:
     monkeypatch.setattr(Outputs, "write_with", write_with)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ORDER)
 def test_a_full_disk_keeps_every_file_before_the_failing_one_whole(finished, monkeypatch, target):
     tuner, comparison = finished
@@ -127,6 +128,7 @@ def _pages(n: int) -> int:
     return -(-n // 4096) * 4096
 
 
+@pytest.mark.slow
 def test_optimize_on_a_full_disk_keeps_journal_policy_and_report(tiny_path, tmp_path, small_fs):
     # the same run on a roomy disk tells how much the valuable files take; the small disk holds
     # them (with a page to spare for the journal's timings) but not the plots
@@ -147,6 +149,7 @@ def test_optimize_on_a_full_disk_keeps_journal_policy_and_report(tiny_path, tmp_
     assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
 
 
+@pytest.mark.slow
 def test_journal_on_a_full_disk_stops_the_run_and_resumes_once_there_is_room(tiny_path, tmp_path, small_fs):
     fs = small_fs(8192)
     out = fs / "o"

@@ -61,6 +61,7 @@ def test_optimizer_stack_has_tested_version_bounds():
     assert any(d.startswith("pyyaml") for d in PYPROJECT["project"]["optional-dependencies"]["test"])
 
 
+@pytest.mark.slow
 def test_wheel_holds_the_monitoring_files_and_the_licence(dists):
     wheel, _ = dists
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -105,6 +106,7 @@ def test_sdist_holds_docs_examples_tests_and_licence(dists):
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
 
 
+@pytest.mark.slow
 def test_python_dash_m_memtune_runs_the_cli():
     r = subprocess.run(
         [sys.executable, "-m", "memtune", "--help"], capture_output=True, text=True, timeout=60

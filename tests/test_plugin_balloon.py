@@ -128,6 +128,7 @@ def test_no_driver_no_ballooning(mapped):
     assert need[1] == 1e9
 
 
+@pytest.mark.slow
 def test_no_driver_vm_keeps_its_memory_in_a_run(scenario_of):
     from memtune.testing import run_with
 
@@ -246,6 +247,7 @@ def test_metrics_report_balloon_sizes(mapped):
     assert inflated == {"a": 2048 * PB, "b": 2048 * PB}
 
 
+@pytest.mark.slow
 def test_vm_above_its_limit_is_ballooned_on_a_roomy_host(scenario_of):
     """A 1 GiB VM limited to 512 MiB whose guest uses 80 % (819 MiB) on an 8 GiB host: the host never
     leaves the high state, yet the balloon grows to allocated - limit = 13107 - 8192 = 4915 pages and

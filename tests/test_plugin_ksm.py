@@ -79,6 +79,7 @@ def test_rate_in_real_units_scans_a_16_mib_vm_at_the_kernel_speed():
     assert 1.1 * first < host.now - first <= 4096 * 0.031 / 100 + kc.TICK
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mps", [2, 3, 256])
 def test_max_page_sharing_limits_mappings_per_ksm_page(mps):
     _, c = counters_after(
@@ -87,6 +88,7 @@ def test_max_page_sharing_limits_mappings_per_ksm_page(mps):
     assert (c["pages_shared"], c["pages_sharing"], c["pages_unshared"]) == expected(4, 4096, mps)
 
 
+@pytest.mark.slow
 def test_use_zero_pages_maps_zero_pages_without_ksm_pages():
     host, c = counters_after(
         {"pages_to_scan": 1000, "sleep_millisecs": 10, "use_zero_pages": 1, "smart_scan": 0}, 12.0
@@ -100,6 +102,7 @@ def test_use_zero_pages_maps_zero_pages_without_ksm_pages():
     )
 
 
+@pytest.mark.slow
 def test_smart_scan_skips_pages_that_never_merge():
     on = counters_after({"pages_to_scan": 2000, "sleep_millisecs": 10}, 30.0)[1]
     off = counters_after({"pages_to_scan": 2000, "sleep_millisecs": 10, "smart_scan": 0}, 30.0)[1]

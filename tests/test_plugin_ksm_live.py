@@ -34,6 +34,7 @@ def live() -> None:
         pytest.skip(why)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(kc.CONFIGS))
 def test_convergence_matches_kernel(live, name):
     knobs = kc.CONFIGS[name]

@@ -136,6 +136,7 @@ def _latency_after_reclaim(scenario_of, host_of, technique: str, seconds: int) -
     return float(book.extra.sum() / book.touches.sum()), float(host.pages.counts[:, code].sum() * PB)
 
 
+@pytest.mark.slow
 def test_swap_hurts_more_than_ballooning_the_same_amount(scenario_of, host_of):
     """Same pages reclaimed, similar cost per fault (150 us swap-in, 160 us guest swap-in): the
     balloon gave up cold pages, swap random ones, 937 of them in the hot window (4096 of the 13107

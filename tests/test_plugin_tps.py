@@ -65,6 +65,7 @@ def pages_of(amounts, key):
 
 # --- salting -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_identical_vms_share_n_minus_1_over_n_of_template_pages():
     n_vm, n = 4, 10000
     host, eng = make_host(scenario([{"name": "web", "count": n_vm, "memory": N10K}], salting=0))
@@ -84,6 +85,7 @@ def test_identical_vms_share_n_minus_1_over_n_of_template_pages():
     check_table(host)
 
 
+@pytest.mark.slow
 def test_salting_2_shares_only_zero_pages_and_duplicates_inside_each_vm():
     # per VM: 1000 zero, 5000 template, 2000 duplicates in 500 groups of 4, 2000 unique
     host, eng = make_host(scenario([{"name": "web", "count": 3, "memory": N10K}], salting=2, content=MIX))
@@ -99,6 +101,7 @@ def test_salting_2_shares_only_zero_pages_and_duplicates_inside_each_vm():
     check_table(host)
 
 
+@pytest.mark.slow
 def test_salting_0_adds_cross_vm_template_and_zero_sharing():
     host, eng = make_host(scenario([{"name": "web", "count": 3, "memory": N10K}], salting=0, content=MIX))
     map_all(host)
@@ -113,6 +116,7 @@ def test_salting_0_adds_cross_vm_template_and_zero_sharing():
     check_table(host)
 
 
+@pytest.mark.slow
 def test_salting_1_shares_within_salt_groups_and_among_unsalted_vms():
     n = 4000
     vms = [{"name": "a", "count": 2, "memory": "16000 KiB", "salt": "tenant-a"},
@@ -153,6 +157,7 @@ def test_salting_setting_is_validated():
 
 # --- scan rate ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_scan_covers_a_vm_in_share_scan_time_and_respects_share_rate_max():
     host, eng = make_host(scenario([{"name": "web", "count": 2, "memory": N10K}]))
     map_all(host)
@@ -168,6 +173,7 @@ def test_scan_covers_a_vm_in_share_scan_time_and_respects_share_rate_max():
     assert np.array_equal(host.counters["tps_scanned_pages"], [1500, 1500])
 
 
+@pytest.mark.slow
 def test_the_scan_runs_in_batches_at_the_same_rate():
     """memtune.share_scan_interval 30 on 10 s ticks: nothing at 10 and 20 s, 30 s of scanning
     (500 pages at 10000 pages per 600 s) at 30 s, and after a full pass the same sharing."""
@@ -187,6 +193,7 @@ def test_the_scan_runs_in_batches_at_the_same_rate():
     check_table(host)
 
 
+@pytest.mark.slow
 def test_pages_touched_by_the_guest_are_found_without_mapping_by_hand():
     host, eng = make_host(scenario([{"name": "web", "count": 3, "memory": N10K}], content=MIX))
     run_for(eng, 2 * SCAN + 100)       # the first pass misses pages the guest has not touched yet
@@ -210,6 +217,7 @@ class Probe:
         self.events.append((kind, vm, data))
 
 
+@pytest.mark.slow
 def test_write_to_shared_page_breaks_the_share():
     probe = Probe()
     n = 10000
@@ -246,6 +254,7 @@ def test_write_to_shared_page_breaks_the_share():
     assert pg.state[p0] == RESIDENT and pg.state[others].tolist() == [RESIDENT, RESIDENT]
 
 
+@pytest.mark.slow
 def test_guest_writes_charge_cow_breaks_through_the_engine():
     host, eng = make_host(scenario([{"name": "web", "count": 3, "memory": N10K}], write=0.02, touch_rate=2e4))
     map_all(host)
@@ -266,6 +275,7 @@ def test_guest_writes_charge_cow_breaks_through_the_engine():
     assert d.repairs == 0
 
 
+@pytest.mark.slow
 def test_reports_read_the_shared_pages_from_the_log_of_pages_shared():
     # reports list the shared pages from the log the scan keeps (O(shared pages)), pruned of pages
     # a write broke; they must be exactly the pages a scan of every page finds
@@ -286,6 +296,7 @@ def test_reports_read_the_shared_pages_from_the_log_of_pages_shared():
     assert np.array_equal(np.sort(tps.shared_pages(host, d)), np.sort(np.concatenate([every, other])))
 
 
+@pytest.mark.slow
 def test_refcounts_are_repaired_if_another_plugin_takes_a_shared_page():
     host, eng = make_host(scenario([{"name": "web", "count": 2, "memory": N10K}]))
     map_all(host)
@@ -301,6 +312,7 @@ def test_refcounts_are_repaired_if_another_plugin_takes_a_shared_page():
 # --- large pages -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_large_pages_are_not_shared_until_broken():
     vms = [{"name": "web", "count": 3, "memory": N10K}]
     host, eng = make_host(scenario([dict(v) for v in vms], large_pages=True))
@@ -324,6 +336,7 @@ def test_large_pages_are_not_shared_until_broken():
 # --- reporting ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_metrics_match_the_amounts():
     from memtune.plugins.tps import memtune_collect_metrics
 
@@ -351,6 +364,7 @@ def test_metrics_match_the_amounts():
     assert set(zero.values()) == {0.0}
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers():
     def once():
         host, eng = make_host(

@@ -149,6 +149,7 @@ def test_memtune_plugins_json_shows_the_example_with_knobs_metrics_and_settings(
     assert rows["core"]["version"] == rows["swap"]["version"]
 
 
+@pytest.mark.slow
 def test_memtune_plugins_text_and_settings():
     r = invoke("plugins")
     assert r.exit_code == 0, r.output
@@ -167,6 +168,7 @@ def test_memtune_plugins_text_and_settings():
     ]
 
 
+@pytest.mark.slow
 def test_example_metric_reaches_the_collector_and_its_knob_the_tuner_space():
     from memtune.core.simulation import build_host
     from memtune.metrics.collector import host_registry

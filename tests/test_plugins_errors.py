@@ -156,6 +156,7 @@ def test_raising_registration_hook_and_page_out_tier_are_named_too():
         host.page_out(np.arange(3))
 
 
+@pytest.mark.slow
 def test_cli_prints_one_line_and_exits_1_and_the_traceback_with_debug(modules):
     modules("boom", BOOM)
     r = memtune("simulate", "tiny.toml", "-p", "boom", cwd=modules.dir)
@@ -178,6 +179,7 @@ def test_cli_prints_one_line_and_exits_1_and_the_traceback_with_debug(modules):
 # --- -p modules that cannot be used, installed plugins that collide, names `plugin new` refuses ----
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "text, says",
     [
@@ -211,6 +213,7 @@ def test_syntax_error_names_the_file_and_line(modules):
         build_plugin_manager(modules=["broken"], entrypoints=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "given, hint",
     [
@@ -239,6 +242,7 @@ def _installed(root, dist: str, entry: str, module: str, text: str = "") -> None
     (info / "entry_points.txt").write_text(f"[memtune]\n{entry} = {module}\n")
 
 
+@pytest.mark.slow
 def test_installed_plugin_named_like_a_builtin_is_skipped_and_commands_keep_working(modules):
     # what `memtune plugin new balloon` + `pip install -e` made before names were reserved
     _installed(

@@ -32,6 +32,7 @@ def test_example_package_is_installed_from_this_tree():
     assert len(TESTS) >= 7
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "func"), TESTS, ids=[n for n, _ in TESTS])
 def test_example_package(name, func):
     assert not inspect.signature(func).parameters, f"{name} needs fixtures; run it with pytest instead"

@@ -21,6 +21,7 @@ from memtune.testing import plugin_manager, run_with, tiny_scenario
 CORE_ONLY = {"builtins": False}
 
 
+@pytest.mark.slow
 def test_memtune_register_settings_declares_a_setting_scenarios_can_set():
     class P:
         name = "p"
@@ -171,6 +172,7 @@ def test_memtune_tick_sees_the_time_at_the_end_of_each_tick():
     assert seen == [(3.0, 3.0, 0.0), (6.0, 3.0, 3.0), (9.0, 3.0, 6.0), (12.0, 3.0, 9.0)]
 
 
+@pytest.mark.slow
 def test_memtune_reclaim_gets_need_and_later_implementations_see_what_is_left():
     got = []
 
@@ -254,6 +256,7 @@ def test_memtune_page_fault_serves_the_owners_state():
     assert run.host.book.quantile(0.999)[0] >= 4e-6
 
 
+@pytest.mark.slow
 def test_memtune_fault_latency_adds_to_faults_another_plugin_served():
     sc = tiny_scenario(memory="8 GiB")
     plain = run_with(Parker(), **CORE_ONLY, scenario=sc, duration=60.0)

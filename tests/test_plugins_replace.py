@@ -127,6 +127,7 @@ def squeezed():
     return tiny_scenario(duration="4m", memory="2 GiB", vm={"balloon_driver": False})
 
 
+@pytest.mark.slow
 def test_replacement_swap_takes_over_hard_state_reclaim(farswap):
     sc = squeezed()
     replaced = run_with(farswap, scenario=sc, disable=["swap"])
@@ -155,6 +156,7 @@ def test_replacement_swap_takes_over_hard_state_reclaim(farswap):
     assert replaced.result["host"]["stall"] < nothing.result["host"]["stall"]
 
 
+@pytest.mark.slow
 def test_replacement_from_the_command_line(farswap, tmp_path):
     r = CliRunner().invoke(
         main_group,

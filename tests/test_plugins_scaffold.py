@@ -62,6 +62,7 @@ def test_cli_refuses_bad_names_and_existing_folders(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_scaffolded_package_installs_and_its_test_passes(tmp_path):
     r = CliRunner().invoke(main_group, ["plugin", "new", "demo-tier", "--dir", str(tmp_path)])
     assert r.exit_code == 0, r.output

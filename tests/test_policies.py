@@ -74,6 +74,7 @@ def policies(draw):
                   defaults=draw(rules(st.just("*"))), vms=tuple(vms))
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(policies())
 def test_round_trip_read_write_read_is_equal(policy):

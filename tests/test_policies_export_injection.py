@@ -116,6 +116,7 @@ def parse_vmx(text: str) -> dict[str, dict[str, str]]:
     return out
 
 
+@pytest.mark.slow
 @EXAMPLES
 @given(names=VM_LISTS, data=st.data())
 def test_vmx_parses_back_to_the_same_names_and_values(names, data):
@@ -168,6 +169,7 @@ PS_ADV = re.compile(
 )
 
 
+@pytest.mark.slow
 @EXAMPLES
 @given(names=VM_LISTS, data=st.data())
 def test_powercli_parses_back_to_the_same_names_and_values(names, data):
@@ -201,6 +203,7 @@ def test_powercli_parses_back_to_the_same_names_and_values(names, data):
 # --- libvirt XML ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @EXAMPLES
 @given(names=VM_LISTS)
 def test_libvirt_xml_parses_back_to_the_same_names_and_values(names):
@@ -237,6 +240,7 @@ def run_cgroup_script(text: str, names: list[str], tmp: Path, shell: str) -> dic
     return {p.relative_to(tmp): p.read_text() for p in tmp.rglob("*") if not p.is_dir()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shell", SHELLS)
 @EXAMPLES
 @given(names=st.lists(hostile(slash=False), min_size=1, max_size=3, unique=True))
@@ -258,6 +262,7 @@ def test_cgroup_script_defaults_to_machine_slice():
     assert "set -eu" in text.splitlines()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["a/b", "..", ".", "../escape"])
 def test_cgroup_refuses_names_that_are_not_one_directory(name):
     with pytest.raises(UserError, match=r"^inj.toml: VM '.*': not usable as a cgroup directory name"):
@@ -269,6 +274,7 @@ def test_cgroup_refuses_names_that_are_not_one_directory(name):
 UNSAFE_CHARS = st.characters(categories=("Cc", "Cf", "Zl", "Zp", "Co"))
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(prefix=hostile(), bad=UNSAFE_CHARS, suffix=st.text(SAFE_CHARS, max_size=3))
 def test_scenario_refuses_names_with_control_or_line_break_characters(prefix, bad, suffix):

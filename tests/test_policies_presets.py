@@ -30,6 +30,7 @@ def test_preset_round_trips(name):
     assert parse_policy_text(p.to_toml(), "rt") == p
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", builtin_names())
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_validates_and_is_admitted_on_every_builtin(name, scenario):
@@ -55,6 +56,7 @@ def test_esxi_default_resets_vms_to_vsphere_defaults():
     assert {(v.reservation, v.limit, v.shares, v.maxmemctl) for v in out.vms} == {(0, None, "normal", None)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", builtin_names())
 def test_no_overcommit_reserve_reserves_active_sets_or_scales_them_evenly(scenario):
     sc = load_scenario(scenario)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from memtune.core.scenario import load_scenario
 from memtune.core.simulation import simulate
 from memtune.policies import apply_policy, load_policy
@@ -12,6 +14,7 @@ def _run(preset: str) -> dict:
     return simulate(sc, duration=300)
 
 
+@pytest.mark.slow
 def test_legacy_tps_shares_more_than_todays_default_on_small():
     default, legacy = _run("esxi-default"), _run("esxi-legacy-tps")
     assert default["settings"]["Mem.ShareForceSalting"] == 2

@@ -79,6 +79,7 @@ def profile(paths, sample=1.0, seed=0):
     return prof.result()
 
 
+@pytest.mark.slow
 def test_counts_are_exact(images):
     r = profile([images["a"], images["b"]])
     sa, sb = r["sources"]
@@ -126,6 +127,7 @@ def test_full_compressibility_matches_the_compressors(images):
     assert r["sources"][0]["compress"]["zstd"]["cumulative"]["le_2k"] > 0.05
 
 
+@pytest.mark.slow
 def test_sampled_compressibility_within_its_interval(tmp_path):
     """Each stated interval is a 95 % interval: over 40 seeds every one of them must cover the exact
     value (from the full run) in most runs; a too-narrow interval (say half as wide, ~68 %) fails."""
@@ -155,6 +157,7 @@ def test_sampled_compressibility_within_its_interval(tmp_path):
     assert again["lz4"]["classes"] == runs[11]["lz4"]["classes"]
 
 
+@pytest.mark.slow
 def test_profile_toml_loads_into_a_scenario_and_simulates(images, tmp_path):
     r = profile([images["a"], images["b"]])
     doc = profile_document(r)

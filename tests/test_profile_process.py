@@ -80,6 +80,7 @@ def children():
         p.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_two_children_share_their_known_pages(children):
     p1, p2 = children(1), children(2)
     prof = Profiler(sample=0.05, seed=0)
@@ -106,6 +107,7 @@ def test_two_children_share_their_known_pages(children):
     assert r["across"]["compress"]["lz4"]["sampled"] > 0
 
 
+@pytest.mark.slow
 def test_working_set_counts_touched_pages_only(children):
     # 4000 unique pages, the first 1000 touched continuously
     p = children(5, shared=1, unique=4000, hot=1000)
@@ -143,6 +145,7 @@ def _as_nobody(args):
     return json.loads(data)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
 def test_another_users_process_is_one_line(children):
     p = children(9, shared=1, unique=1)

@@ -45,6 +45,7 @@ def scenario(scenario_of, memory: str = "2.75 GiB", settings=None, vms=None):
                        workload={"touch_rate": 3e4}, settings=settings)
 
 
+@pytest.mark.slow
 def test_no_reclamation_at_all_without_pressure(scenario_of):
     obs = Observer()
     run = run_with(obs, scenario=scenario(scenario_of, memory="8 GiB"))
@@ -54,6 +55,7 @@ def test_no_reclamation_at_all_without_pressure(scenario_of):
     assert not any(k.startswith(("balloon", "swap", "compression")) for k in run.result["vms"][0]["counters"])
 
 
+@pytest.mark.slow
 def test_soft_state_balloons_and_nothing_else(scenario_of):
     """With ballooning, this host settles in soft/clear: the balloon grows only in soft, and
     compression and swap, which wait for hard, never act."""
@@ -68,6 +70,7 @@ def test_soft_state_balloons_and_nothing_else(scenario_of):
     assert host["totals"]["ballooned"] > 100 * MiB
 
 
+@pytest.mark.slow
 def test_without_balloon_hard_state_compresses_and_swaps(scenario_of):
     obs = Observer()
     run = run_with(obs, scenario=scenario(scenario_of), disable=["balloon"])
@@ -91,11 +94,13 @@ def outcomes():
     return out
 
 
+@pytest.mark.slow
 def test_turning_off_ballooning_means_swapping(outcomes):
     assert outcomes["all"]["totals"]["swapped"] == 0
     assert outcomes["no-balloon"]["totals"]["swapped"] > 50 * MiB
 
 
+@pytest.mark.slow
 def test_turning_off_compression_means_more_swapping_and_more_latency():
     """Summed over seeds 1-4: one run's latency ratio swings with what the hard state happened to
     catch compressed (1.15x to 3.7x over seeds 1-6; 4 seeds together: stall 2.2x, latency 1.7x)."""
@@ -124,6 +129,7 @@ def test_turning_off_swap_changes_nothing_while_the_balloon_suffices(outcomes):
     assert a["stall"] == b["stall"] and a["mean_latency"] == b["mean_latency"]
 
 
+@pytest.mark.slow
 def test_pages_conserved_with_balloon_compression_and_swap(scenario_of, pages_conserved):
     """A 5 % balloon cap (51 MiB per VM) leaves the hard state to compression and swap: all three
     techniques hold pages at the end, and every page and byte is accounted for exactly once."""
@@ -152,6 +158,7 @@ def test_pages_conserved_with_balloon_compression_and_swap(scenario_of, pages_co
     assert frames * host.page_bytes + host.overhead_bytes + host.free_bytes() == pytest.approx(host.memory)
 
 
+@pytest.mark.slow
 def test_same_scenario_and_seed_same_numbers(scenario_of):
     sc = scenario(scenario_of, settings={"Mem.CtlMaxPercent": 5})
     a = run_with(scenario=sc).result

@@ -31,6 +31,7 @@ def test_promtool_check_rules():
     assert "SUCCESS" in r.stdout
 
 
+@pytest.mark.slow
 @needs_promtool
 @pytest.mark.parametrize("path", TESTS, ids=lambda p: p.name)
 def test_promtool_rule_unit_tests(path):

@@ -33,16 +33,19 @@ def policy_schema():
     return schema("policy")
 
 
+@pytest.mark.slow
 def test_every_builtin_scenario_fits_the_schema(scenario_schema):
     for name in builtin_names():
         jsonschema.validate(tomllib.loads(builtin_text(name)), scenario_schema)
 
 
+@pytest.mark.slow
 def test_every_preset_fits_the_schema(policy_schema):
     for name in list_presets():
         jsonschema.validate(tomllib.loads(preset_text(name)), policy_schema)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("edit", [
     lambda d: d["host"].update(memory=6),
     lambda d: d["host"].update(colour="red"),
@@ -59,6 +62,7 @@ def test_schema_rejects_what_the_loader_refuses(scenario_schema, edit):
         jsonschema.validate(data, scenario_schema)
 
 
+@pytest.mark.slow
 def test_policy_schema_rejects_a_bare_size_and_knows_both_knob_names(policy_schema):
     jsonschema.validate(
         {"name": "p", "defaults": {"reservation": "1 GiB", "sched.mem.max": "50%"}}, policy_schema

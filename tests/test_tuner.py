@@ -137,6 +137,7 @@ def test_objective_rejects_bad_input(kw, match):
 # --- the loop ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_infeasible_points_are_never_simulated_and_told_worse(tiny, tmp_path, recording_executor):
     # limit fixed at 60 %: a reservation above it is invalid; big ones also fail admission control
     ex = recording_executor
@@ -166,6 +167,7 @@ def test_infeasible_points_are_never_simulated_and_told_worse(tiny, tmp_path, re
     assert sum(r["type"] == "eval" and not r["feasible"] for r in recs) == len(infeasible)
 
 
+@pytest.mark.slow
 def test_patience_stops_early(tiny, tmp_path):
     t = Tuner(cfg(tiny, budget=40, patience=2, optimizer="random"), tmp_path)
     hist = t.run()
@@ -178,6 +180,7 @@ def test_patience_stops_early(tiny, tmp_path):
     assert len(hist) % 4 == 0
 
 
+@pytest.mark.slow
 def test_tune_writes_policy_report_and_plots(tiny, tmp_path):
     report = tune(cfg(tiny, optimizer="random"), tmp_path)
     best = report["best"]
@@ -216,6 +219,7 @@ def test_tune_writes_policy_report_and_plots(tiny, tmp_path):
     assert res["metrics"]["stall"] == best["metrics"]["stall"]
 
 
+@pytest.mark.slow
 def test_time_limit_slo_mode_and_forest(tiny, tmp_path):
     def two_hours_pass(ev, tuner):  # the first batch "takes" two hours
         if ev.index == 3:
@@ -243,6 +247,7 @@ def test_time_limit_slo_mode_and_forest(tiny, tmp_path):
 # --- space shape and local moves ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_host_default_every_vm_overrides_is_no_dimension(tiny, pm, tmp_path):
     # every group has a maxmemctl dimension, so Mem.CtlMaxPercent (the default for VMs without
     # sched.mem.maxmemctl) would be a dead dimension
@@ -273,6 +278,7 @@ def test_blocks_group_a_plugins_knobs_per_host_and_vm_group(tiny, pm):
     assert {"web.maxmemctl"} in blocks and {"Mem.IdleTax"} in blocks
 
 
+@pytest.mark.slow
 def test_local_candidates_redraw_whole_blocks_of_a_centre(tiny, pm, tmp_path):
     from skopt.space import Space
 
@@ -322,6 +328,7 @@ def test_local_candidates_redraw_whole_blocks_of_a_centre(tiny, pm, tmp_path):
     assert sum(all(row[i] != centre[i] for i in real) for row in rows) == 50
 
 
+@pytest.mark.slow
 def test_local_steps_move_a_block_a_little_and_rarely_flip_switches(tiny, pm, tmp_path):
     from skopt.space import Space
 

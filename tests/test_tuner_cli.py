@@ -25,6 +25,7 @@ def done_run(tiny_path, tmp_path_factory):
     return out, res
 
 
+@pytest.mark.slow
 def test_short_run_prints_summary_and_writes_outputs(done_run):
     out, res = done_run
     report = json.loads((out / "report.json").read_text())

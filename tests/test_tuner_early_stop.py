@@ -26,6 +26,7 @@ def _tight(tiny):
     return sc.replace(vms=tuple(dataclasses.replace(v, limit=v.memory // 4) for v in sc.vms))
 
 
+@pytest.mark.slow
 def test_bound_never_exceeds_the_final_objective_and_reaches_it(tiny):
     sc = _tight(tiny)
     w = Objective().vm_weights(sc, {v.name: (v.name,) for v in sc.vms})
@@ -45,6 +46,7 @@ def test_bound_never_exceeds_the_final_objective_and_reaches_it(tiny):
     assert bounds[-1] == pytest.approx(final, rel=1e-9)       # and at the end it is the objective
 
 
+@pytest.mark.slow
 def test_stopped_run_is_above_its_threshold_and_unstopped_run_unchanged(tiny):
     sc = _tight(tiny)
     w = tuple(float(x) for x in Objective().vm_weights(sc, {v.name: (v.name,) for v in sc.vms}))
@@ -94,6 +96,7 @@ class _DiesAfter(SerialExecutor):
         return super().next_result()
 
 
+@pytest.mark.slow
 def test_runs_with_stops_are_deterministic_and_resume_to_the_same_points(tiny, tmp_path, eager):
     ref = Tuner(_cfg(tiny), tmp_path / "ref").run()
     assert any(e.stopped for e in ref), "no evaluation stopped: the test shows nothing"

@@ -29,6 +29,7 @@ def test_coarse_scenario_doubles_the_page_size_only(tiny):
                                                                   sc.settings)
 
 
+@pytest.mark.slow
 def test_search_is_coarse_and_the_report_full(tiny, tmp_path):
     report = tune(cfg(tiny), tmp_path, plots=False)
     seeds = eval_seeds(tiny.seed, 0, 1)
@@ -41,6 +42,7 @@ def test_search_is_coarse_and_the_report_full(tiny, tmp_path):
     assert report["evaluation_fidelity"] == {"name": "coarse", "tick": 2.0, "page_scale": 32}
 
 
+@pytest.mark.slow
 def test_full_fidelity_evaluates_the_scenario_itself(tiny, tmp_path):
     report = tune(cfg(tiny, fidelity="full"), tmp_path, plots=False)
     default = apply_policy(load_policy("esxi-default"), eval_scenario(tiny, 40.0))
@@ -49,6 +51,7 @@ def test_full_fidelity_evaluates_the_scenario_itself(tiny, tmp_path):
     assert report["evaluation_fidelity"]["tick"] == tiny.tick
 
 
+@pytest.mark.slow
 def test_resume_with_another_fidelity_is_refused(tiny, tmp_path):
     Tuner(cfg(tiny), tmp_path).run()
     start = json.loads((tmp_path / JOURNAL).read_text().splitlines()[0])

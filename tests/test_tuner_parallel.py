@@ -43,6 +43,7 @@ def serial(tiny, tmp_path_factory):
     return _run(tiny, tmp_path_factory.mktemp("serial"), SerialExecutor(), early=False)
 
 
+@pytest.mark.slow
 def test_two_local_workers_give_the_serial_results(tiny, serial, tmp_path):
     ref, _ = serial
     got, t = _run(tiny, tmp_path, LocalExecutor(2, "spawn"))
@@ -70,6 +71,7 @@ def test_dask_local_cluster_gives_the_serial_results(tiny, serial, tmp_path):
     assert got == ref
 
 
+@pytest.mark.slow
 def test_bad_worker_count_and_unreachable_scheduler():
     with pytest.raises(UserError, match="--workers"):
         make_executor(0)

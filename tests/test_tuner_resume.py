@@ -43,6 +43,7 @@ class _DiesAfter(SerialExecutor):
         return super().next_result()
 
 
+@pytest.mark.slow
 def test_resume_replays_journal_and_reruns_only_unfinished(tiny, tmp_path, recording_executor):
     ref = Tuner(cfg(tiny), tmp_path / "ref")
     ref_hist = ref.run()
@@ -95,6 +96,7 @@ def _children(pid):
         return []
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tiny_path, tmp_path):
     """`memtune optimize` killed with SIGKILL while a batch is in flight, then --resume."""
     out = tmp_path / "run"
@@ -187,6 +189,7 @@ class _Lifo(SerialExecutor):
         return super().next_result()
 
 
+@pytest.mark.slow
 def test_two_batches_in_flight_resume_as_one_run(tiny, tmp_path, recording_executor):
     """The optimizer asks batch b + 1 while batch b runs; a kill leaves two batches unfinished,
     and completion order does not matter: the resumed run visits the uninterrupted run's points."""
@@ -220,6 +223,7 @@ def test_two_batches_in_flight_resume_as_one_run(tiny, tmp_path, recording_execu
 # --- one run per output directory, nothing to resume, what differs, records checked on reading -----
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_locked_directory_is_refused_naming_the_holder(tiny, tiny_path, tmp_path):
     out = tmp_path / "o"
     first = Tuner(cfg(tiny), out)  # holds --out until its journal is closed
@@ -260,6 +264,7 @@ def test_a_second_run_on_a_locked_directory_is_refused_naming_the_holder(tiny, t
     t.journal.close()
 
 
+@pytest.mark.slow
 def test_two_resumes_at_once_run_each_evaluation_once(tiny_path, tmp_path):
     """The case the lock is for: two `optimize --resume` on one --out started together."""
     out = tmp_path / "o"
@@ -306,6 +311,7 @@ def test_two_resumes_at_once_run_each_evaluation_once(tiny_path, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "make, says",
     [
@@ -434,6 +440,7 @@ def test_journal_records_out_of_range_are_refused_naming_file_and_line(finished,
         read_journal(path)
 
 
+@pytest.mark.slow
 def test_negative_stall_on_resume_is_one_line_exit_2(finished, tiny_path, tmp_path):
     out = tmp_path / "o"
     out.mkdir()

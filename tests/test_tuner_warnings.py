@@ -13,6 +13,7 @@ from memtune.tuner.loop import TuneConfig, Tuner
 LIBRARIES = ("numpy", "scipy", "sklearn", "skopt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["gp", "forest"])
 def test_optimizer_path_emits_no_deprecation_or_future_warning(optimizer, tiny, tmp_path):
     sc = tiny
