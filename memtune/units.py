@@ -8,6 +8,7 @@ vSphere means MiB; we keep the standard meaning and say so in the docs.
 
 from __future__ import annotations
 
+import math
 import re
 
 _SIZE_UNITS = {
@@ -41,6 +42,8 @@ def parse_size(value: object) -> int:
     if isinstance(value, float):
         if value < 0 or value != value:
             raise ValueError(f"size must not be negative, got {value}")
+        if not math.isfinite(value):
+            raise ValueError(f"size must be finite, got {value}")
         return int(round(value))
     if not isinstance(value, str):
         raise ValueError(f"expected a size such as '4 GiB', got {value!r}")
@@ -49,7 +52,10 @@ def parse_size(value: object) -> int:
     m = _NUM.match(value)
     if not m or m.group(2).lower() not in _SIZE_UNITS:
         raise ValueError(f"expected a size such as '4 GiB' or '512 MiB', got {value!r}")
-    return int(round(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]))
+    size = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    if not math.isfinite(size):
+        raise ValueError(f"size must be finite, got {value!r}")
+    return int(round(size))
 
 
 def parse_duration(value: object) -> float:

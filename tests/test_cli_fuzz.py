@@ -623,3 +623,21 @@ def test_fuzzed_commands_cover_the_cli():
         "plugins",
     } <= names
     assert not {" ".join(p) for p in SKIP} & names
+
+
+@pytest.mark.parametrize("value", ["1e400 GiB", "1e309 B", "inf GiB"])
+def test_a_size_too_large_for_a_number_is_a_usage_error(base, value):
+    """Found by the fuzz test: ``import esxtop --host-memory '1e400 GiB'`` was an internal error."""
+    root, _ = base
+    args = ["import", "esxtop", str(root / "capture.csv"), "--host-memory", value]
+    r = CliRunner().invoke(main_group, args)
+    assert r.exit_code == 2 and r.stderr.startswith("memtune: error: --host-memory: "), r.output
+
+
+@pytest.mark.parametrize("command", [["serve", "--once"], ["simulate"]])
+def test_a_duration_too_large_for_a_number_is_a_usage_error(base, command):
+    """Found by the fuzz test: ``serve --duration 1e309s`` was an internal error."""
+    root, _ = base
+    r = CliRunner().invoke(main_group, [*command, str(root / "tiny.toml"), "--duration", "1e309s"])
+    assert r.exit_code == 2
+    assert r.stderr == "memtune: error: --duration: must be a finite duration, got '1e309s'\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -23,9 +24,12 @@ def duration_option(value: str | None, flag: str = "--duration") -> float | None
     if value is None:
         return None
     try:
-        return parse_duration(value)
+        seconds = parse_duration(value)
     except ValueError as exc:
         raise UserError(str(exc), field=flag) from None
+    if not math.isfinite(seconds):
+        raise UserError(f"must be a finite duration, got {value!r}", field=flag)
+    return seconds
 
 
 def plugin_options(f: Callable) -> Callable:
