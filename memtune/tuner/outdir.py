@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,7 +43,7 @@ class DirLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = _read_pid(fd)
+            holder = _holder_pid(fd)
             os.close(fd)
             who = f"pid {holder}" if holder else "a process whose pid it did not record"
             raise UserError(f"{str(self.path)!r} is in use by another memtune run ({who}); wait for it to "
@@ -61,6 +62,8 @@ class DirLock:
     def release(self) -> None:
         """Drop the lock (the file stays: removing it would let a waiting run lock a stale inode)."""
         if self._fd is not None:
+            with contextlib.suppress(OSError):  # no stale pid for the next run's refusal to name
+                os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
 
@@ -72,6 +75,14 @@ class DirLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _holder_pid(fd: int, wait: float = 1.0) -> int | None:
+    """The holder's pid; a run that has just taken the lock writes it a moment later, so poll."""
+    deadline = time.monotonic() + wait
+    while (pid := _read_pid(fd)) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return pid
 
 
 def _read_pid(fd: int) -> int | None:
