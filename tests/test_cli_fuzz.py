@@ -540,7 +540,6 @@ def test_every_command_with_generated_bad_input_ends_in_one_line(base, work, mon
     @settings(
         max_examples=EXAMPLES.get(path, DEFAULT_EXAMPLES),
         deadline=None,
-        derandomize=False,
         suppress_health_check=[
             HealthCheck.function_scoped_fixture,
             HealthCheck.too_slow,
