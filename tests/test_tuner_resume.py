@@ -27,6 +27,16 @@ def cfg(scenario, **kw):
     return TuneConfig(scenario, **base)
 
 
+def _optimize(tiny_path, out, *args):
+    """``memtune optimize TINY --out OUT ARGS`` in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "memtune.cli", "optimize", str(tiny_path), "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 class _Killed(Exception):
     pass
 
@@ -231,26 +241,7 @@ def test_a_second_run_on_a_locked_directory_is_refused_naming_the_holder(tiny, t
     with pytest.raises(UserError, match=rf"is in use by another memtune run \(pid {os.getpid()}\)"):
         Tuner(cfg(tiny), out, resume=True)
     # another process: `memtune optimize --resume` on the same --out, exit 2, one line, journal untouched
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "memtune.cli",
-            "optimize",
-            str(tiny_path),
-            "--out",
-            str(out),
-            "--resume",
-            "--knobs",
-            "reservation,limit",
-            "--budget",
-            "8",
-            "--no-plots",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = _optimize(tiny_path, out, "--resume", "--knobs", "reservation,limit", "--budget", "8", "--no-plots")
     assert r.returncode == 2, r.stderr
     assert r.stderr == (
         f"memtune: error: --out: {str(out)!r} is in use by another memtune run (pid {os.getpid()});"
@@ -322,22 +313,7 @@ def test_two_resumes_at_once_run_each_evaluation_once(tiny_path, tmp_path):
 def test_resume_with_nothing_to_resume_is_a_usage_error(tiny_path, tmp_path, make, says):
     (tmp_path / "unrelated.txt").write_text("x")
     out = make(tmp_path)
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "memtune.cli",
-            "optimize",
-            str(tiny_path),
-            "--out",
-            str(out),
-            "--resume",
-            "--no-plots",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = _optimize(tiny_path, out, "--resume", "--no-plots")
     assert r.returncode == 2, r.stderr
     assert r.stderr == (
         f"memtune: error: --out: nothing to resume: {str(out)!r} {says} (mistyped? without "
@@ -447,22 +423,7 @@ def test_negative_stall_on_resume_is_one_line_exit_2(finished, tiny_path, tmp_pa
     lines, n = _first_eval_line(finished)
     lines[n] = lines[n].replace('"stall":[', '"stall":[-0.25,', 1)
     (out / JOURNAL).write_text("\n".join(lines) + "\n")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "memtune.cli",
-            "optimize",
-            str(tiny_path),
-            "--out",
-            str(out),
-            "--resume",
-            "--no-plots",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = _optimize(tiny_path, out, "--resume", "--no-plots")
     assert r.returncode == 2
     assert r.stderr.startswith(f"memtune: error: {out / JOURNAL}: line {n + 1}: evaluation ")
     assert "metrics.stall[0] is -0.25, must be a finite number within 0..1" in r.stderr
