@@ -640,3 +640,11 @@ def test_a_duration_too_large_for_a_number_is_a_usage_error(base, command):
     r = CliRunner().invoke(main_group, [*command, str(root / "tiny.toml"), "--duration", "1e309s"])
     assert r.exit_code == 2
     assert r.stderr == "memtune: error: --duration: must be a finite duration, got '1e309s'\n"
+
+
+def test_metrics_out_to_a_device_writes_into_it_and_leaves_the_node(base):
+    # a temporary file renamed over /dev/full replaced the device with a regular file
+    root, _ = base
+    r = _memtune("simulate", str(root / "tiny.toml"), "--metrics-out", "/dev/full")
+    assert r.returncode == 2 and b"No space left on device" in r.stderr, r.stderr
+    assert Path("/dev/full").is_char_device()

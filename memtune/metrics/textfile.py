@@ -24,10 +24,20 @@ def write_textfile(host: Host, path: str | os.PathLike[str]) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise UserError(f"directory {parent!r} does not exist", source=path, field="--metrics-out")
+    body = host_registry(host).render_body()
+    if os.path.exists(path) and not os.path.isfile(path):
+        # a device or pipe (/dev/stdout, a FIFO): write into it; a rename would replace the node
+        try:
+            with open(path, "wb") as f:
+                f.write(body)
+        except OSError as exc:
+            raise UserError(f"cannot write metrics: {exc.strerror or exc}", source=path,
+                            field="--metrics-out") from None
+        return
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, "wb") as f:
-            f.write(host_registry(host).render_body())
+            f.write(body)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
