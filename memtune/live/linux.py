@@ -10,10 +10,8 @@ sized each tick by :class:`memtune.live.control.Controller`.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from memtune.core.latency import NB
 from memtune.core.memstate import STATE_NAMES
 from memtune.core.pages import CONTENT_BITS, FREE
 from memtune.core.scenario import Scenario
@@ -33,7 +30,9 @@ from memtune.live.control_block import GO_FILL, GO_RUN, GO_STOP, ControlBlock
 from memtune.live.figures import live_figures
 from memtune.live.lock import host_lock
 from memtune.live.measure import host_sample, vm_counters
+from memtune.live.outcome import final_amounts, read_stats, vm_rows
 from memtune.live.safety import preflight
+from memtune.live.spawn import start_worker, worker_config
 from memtune.live.state import STATE_DIR, STATE_FILE, HostError, HostState, opened_state
 
 PAGE = 4096
@@ -162,43 +161,14 @@ class _Run:
         self.groups = [cgroup.create_vm(self.st, self.parent, v.name) for v in self.sc.vms]
 
     def _spawn(self, content: list[Path]) -> None:
-        s = self.model.settings
-        for v, (vm, g) in enumerate(zip(self.sc.vms, self.groups, strict=True)):
-            ctl_path = self.run_dir / f"vm{v}.ctl"
-            self.ctl.append(ControlBlock(ctl_path, create=True))
-            cfg = {
-                "ctl": str(ctl_path),
-                "content": str(content[v]),
-                "pages": vm.memory // PAGE,
-                "mergeable": self.sharing,
-                "guest_swap": str(self.swap_dir / f"vm{v}.gswap"),
-                "workload": _asdict(vm.workload),
-                "start": vm.start,
-                "seed": self.seed * 1000 + v,
-                "duration": self.sc.duration,
-                "warmup": self.sc.warmup,
-                "timed_per_s": self.opt.timed_per_s,
-                "stats": str(self.run_dir / f"vm{v}.stats.json"),
-                "vm_index": v,
-                "cgroups": [str(g.v1 / "cgroup.procs")] + ([str(g.v2 / "cgroup.procs")] if g.v2 else []),
-                "sampling": {
-                    "size": int(s["Mem.SampleSize"]),
-                    "period": float(s["Mem.SamplePeriod"]),
-                    "fast": s["memtune.sample_alpha_fast"],
-                    "slow": s["memtune.sample_alpha_slow"],
-                },
-            }
-            path = self.run_dir / f"vm{v}.json"
-            path.write_text(json.dumps(cfg))
-            env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-            with open(self.run_dir / f"vm{v}.log", "wb") as log:
-                p = subprocess.Popen(
-                    [sys.executable, "-m", "memtune.live.worker", str(path)],
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+        run = {"mergeable": self.sharing, "seed": self.seed, "timed_per_s": self.opt.timed_per_s,
+               "settings": self.model.settings}
+        for v, g in enumerate(self.groups):
+            paths = {"ctl": self.run_dir / f"vm{v}.ctl", "content": content[v],
+                     "guest_swap": self.swap_dir / f"vm{v}.gswap",
+                     "stats": self.run_dir / f"vm{v}.stats.json"}
+            self.ctl.append(ControlBlock(paths["ctl"], create=True))
+            p = start_worker(worker_config(self.sc, v, g, paths, run), self.run_dir, v)
             self.st.add_worker(p.pid)
             self.procs.append(p)
 
@@ -350,104 +320,16 @@ class _Run:
             c["go"] = GO_STOP
         for p in self.procs:
             p.wait(30)
-        stats = [_read_stats(self.run_dir / f"vm{v}.stats.json") for v in range(len(self.ctl))]
+        stats = [read_stats(self.run_dir / f"vm{v}.stats.json") for v in range(len(self.ctl))]
         warm = self.warm or end
-        vms = []
-        faults = 0.0
-        for v, vm in enumerate(self.sc.vms):
-            a, b = warm["vms"][v], end["vms"][v]
-            major = b["pgmajfault"] - a["pgmajfault"]
-            gin = end["guest_swap_ins"][v] - warm["guest_swap_ins"][v]
-            faults += major + gin
-            vms.append(
-                {**_vm_row(vm.name, stats[v], snap[v], a, b, major, gin, self.baseline[v]), "held": s.held[v]}
-            )
-        final = {
-            "shared_saved": s.ksm.get("pages_sharing", 0) * PAGE,
-            "compressed": s.zram.get("orig_data_size", 0),
-            "compression_cache": s.zram.get("mem_used_total", 0),
-            "swapped": s.swaps.get(str(self.swap_dir / "host.swap"), {}).get("used", 0),
-            "ballooned": sum(x["ballooned"] for x in snap) * PAGE,
-            # as the model: pages given back with their data still on the guest's disk, beyond
-            # those the balloon holds (its in-use pages paged out)
-            "guest_swapped": sum(
-                max(0, x["guest_swap_outs"] - x["guest_swap_ins"] - (x["ballooned"] - x["free_taken"]))
-                for x in snap
-            )
-            * PAGE,
-        }
+        names = [vm.name for vm in self.sc.vms]
+        vms, faults = vm_rows(names, stats, snap, warm, end, self.baseline, s.held)
+        final = final_amounts(s, snap, str(self.swap_dir / "host.swap"))
         tis = {STATE_NAMES[i]: float(t) for i, t in enumerate(self.controller.time_in_state)}
         figures = live_figures(final, stats, faults, tis)
         figures["oom_killed"] = sorted(self.sc.vms[v].name for v in self.killed)
-        return {
-            "driver": "linux",
-            "scenario": self.sc.name,
-            "seed": self.seed,
-            "figures": figures,
-            "vms": vms,
-            "timeline": timeline,
-            "host": {
-                "ksm": s.ksm,
-                "zram": s.zram,
-                "swaps": s.swaps,
-                "baseline": sum(self.baseline),
-                "capacity": self.controller.capacity,
-                "min_free": self.controller.min_free,
-                "filled": self.filled,
-                "counters": {"warm": warm, "end": end},
-            },
-        }
-
-
-def _read_stats(path: Path) -> dict[str, Any]:
-    """A worker's statistics; an OOM-killed worker wrote none (its touches are lost, not zero)."""
-    if path.exists():
-        return json.loads(path.read_text())
-    return {
-        "touches": 0.0,
-        "timed": 0,
-        "dropped_preempted": 0,
-        "extra": 0.0,
-        "hist": [0.0] * NB,
-        "elapsed": 0.0,
-        "guest_swap_ins": 0,
-        "guest_swap_outs": 0,
-        "first_touches": 0,
-        "balloon": 0,
-        "oom_killed": True,
-    }
-
-
-def _vm_row(name: str, stats: dict, snap: dict, a: dict, b: dict, major: int, gin: int, base: int) -> dict:
-    pa, pb = a["pressure"], b["pressure"]
-    el = max(stats["elapsed"], 1e-9)
-    from memtune.live.figures import quantile
-
-    return {
-        "name": name,
-        "touches": stats["touches"],
-        "timed": stats["timed"],
-        "dropped_preempted": stats["dropped_preempted"],
-        "mean_latency": stats["extra"] / stats["touches"] if stats["touches"] else 0.0,
-        "p99_latency": quantile(np.array(stats["hist"]), 0.99),
-        "stall": min(stats["extra"] / el, 1.0),
-        "major_faults": major,
-        "guest_swap_ins": gin,
-        "ballooned": snap["ballooned"] * PAGE,
-        "guest_swapped": (snap["guest_swap_outs"] - snap["guest_swap_ins"]) * PAGE,
-        "extra_by_cause": stats.get("extra_by_cause", {}),
-        "psi_some": (pb.get("some", 0) - pa.get("some", 0)) / el if pb else None,
-        "psi_full": (pb.get("full", 0) - pa.get("full", 0)) / el if pb else None,
-        "swap": b["swap"],
-        "rss": b["rss"],
-        "baseline": base,
-        "oom_killed": stats.get("oom_killed", False),
-    }
-
-
-def _asdict(wl: Any) -> dict[str, Any]:
-    import dataclasses
-
-    d = dataclasses.asdict(wl)
-    d.pop("extra", None)
-    return d
+        host = {"ksm": s.ksm, "zram": s.zram, "swaps": s.swaps, "baseline": sum(self.baseline),
+                "capacity": self.controller.capacity, "min_free": self.controller.min_free,
+                "filled": self.filled, "counters": {"warm": warm, "end": end}}
+        return {"driver": "linux", "scenario": self.sc.name, "seed": self.seed, "figures": figures,
+                "vms": vms, "timeline": timeline, "host": host}
