@@ -238,3 +238,22 @@ class RecordingExecutor(SerialExecutor):
 def recording_executor() -> RecordingExecutor:
     """A serial executor that remembers which evaluation indices it simulated."""
     return RecordingExecutor()
+
+
+class Killed(Exception):
+    """Raised by ``DiesAfter`` in place of the kill of a tuner run (tests of resume)."""
+
+
+class DiesAfter(SerialExecutor):
+    """Serial executor that raises ``Killed`` before handing over result ``n`` (0-based), as if the
+    run were killed mid-batch: what finished is journaled, what did not is lost."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def next_result(self):
+        if self.n == 0:
+            raise Killed
+        self.n -= 1
+        return super().next_result()

@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import DiesAfter, Killed
 
 from memtune.core.engine import Engine
 from memtune.core.simulation import build_host
@@ -14,7 +15,6 @@ from memtune.policies import apply_policy, load_policy
 from memtune.tuner import defaults
 from memtune.tuner.config import eval_scenario
 from memtune.tuner.evaluate import EvalTask, StallBound, run_task
-from memtune.tuner.executors import SerialExecutor
 from memtune.tuner.loop import TuneConfig, Tuner
 from memtune.tuner.objective import Objective
 
@@ -80,22 +80,6 @@ def eager(monkeypatch):
     monkeypatch.setitem(defaults.TUNER_SETTINGS, "tuner.stop_factor", dataclasses.replace(s, default=1.0))
 
 
-class _Killed(Exception):
-    pass
-
-
-class _DiesAfter(SerialExecutor):
-    def __init__(self, n):
-        super().__init__()
-        self.n = n
-
-    def next_result(self):
-        if self.n == 0:
-            raise _Killed
-        self.n -= 1
-        return super().next_result()
-
-
 @pytest.mark.slow
 def test_runs_with_stops_are_deterministic_and_resume_to_the_same_points(tiny, tmp_path, eager):
     ref = Tuner(_cfg(tiny), tmp_path / "ref").run()
@@ -104,8 +88,8 @@ def test_runs_with_stops_are_deterministic_and_resume_to_the_same_points(tiny, t
     assert all(e.value is not None and e.metrics["stopped_at"] < 1 for e in stopped)
     again = Tuner(_cfg(tiny), tmp_path / "again").run()
     assert [(e.x, e.value) for e in again] == [(e.x, e.value) for e in ref]
-    with pytest.raises(_Killed):
-        Tuner(_cfg(tiny), tmp_path / "cut", executor=_DiesAfter(10)).run()
+    with pytest.raises(Killed):
+        Tuner(_cfg(tiny), tmp_path / "cut", executor=DiesAfter(10)).run()
     resumed = Tuner(_cfg(tiny), tmp_path / "cut", resume=True).run()
     assert [(e.x, e.value) for e in resumed] == [(e.x, e.value) for e in ref]
 

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from conftest import DiesAfter, Killed
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -37,29 +38,13 @@ def _optimize(tiny_path, out, *args):
     )
 
 
-class _Killed(Exception):
-    pass
-
-
-class _DiesAfter(SerialExecutor):
-    def __init__(self, n):
-        super().__init__()
-        self.n = n
-
-    def next_result(self):
-        if self.n == 0:
-            raise _Killed
-        self.n -= 1
-        return super().next_result()
-
-
 @pytest.mark.slow
 def test_resume_replays_journal_and_reruns_only_unfinished(tiny, tmp_path, recording_executor):
     ref = Tuner(cfg(tiny), tmp_path / "ref")
     ref_hist = ref.run()
     out = tmp_path / "cut"
-    with pytest.raises(_Killed):
-        Tuner(cfg(tiny), out, executor=_DiesAfter(5)).run()
+    with pytest.raises(Killed):
+        Tuner(cfg(tiny), out, executor=DiesAfter(5)).run()
     with open(out / JOURNAL, "a") as f:
         f.write('{"type":"eval","index":6,"ba')       # a record torn by the kill
     st = read_journal(out / JOURNAL)
@@ -192,7 +177,7 @@ class _Lifo(SerialExecutor):
 
     def next_result(self):
         if self.n == 0:
-            raise _Killed
+            raise Killed
         if self.n is not None:
             self.n -= 1
         self._queue.rotate(1)
@@ -218,7 +203,7 @@ def test_two_batches_in_flight_resume_as_one_run(tiny, tmp_path, recording_execu
     lifo = Tuner(cfg(tiny, **gp), tmp_path / "lifo", executor=_Lifo()).run()
     assert [(e.x, e.value) for e in lifo] == [(e.x, e.value) for e in ref_hist]
     out = tmp_path / "cut"
-    with pytest.raises(_Killed):  # evaluations 7, 6, 5, 4 and 3 finish: batch 0 is the one unfinished
+    with pytest.raises(Killed):  # evaluations 7, 6, 5, 4 and 3 finish: batch 0 is the one unfinished
         Tuner(cfg(tiny, **gp), out, executor=_Lifo(5)).run()
     st = read_journal(out / JOURNAL)
     infeasible = {e.index for e in ref_hist if not e.seeds}
