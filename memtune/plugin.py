@@ -10,8 +10,9 @@ The built-in plugins (balloon, tps, compression, swap, encryption, audit) import
 ``tests/test_plugin_api.py`` fails if a plugin reaches into ``memtune.core``. The hooks themselves
 are documented in :mod:`memtune.core.hookspecs` and docs/plugins.md.
 
-- declaring: :data:`hookimpl`, :class:`Setting`, :class:`Knob`; :func:`settings_hook` and
-  :func:`metrics_hook` make the registration hooks of a plugin that lists its settings / metrics;
+- declaring: :data:`hookimpl`, :class:`Setting`, :class:`Knob`; :func:`settings_hook`,
+  :func:`metrics_hook`, :func:`knobs_hook` and :func:`page_out_hook` make the registration hooks of
+  a plugin that lists its settings / metrics / knobs or has one page-out tier;
 - the host a hook is handed: :class:`Host` (for annotations), :class:`MemState` (``host.state``);
 - page states: :data:`FREE`, :data:`RESIDENT`, :data:`MAX_STATES`, :func:`first_of_each` (the
   first ``want[v]`` entries of each VM in a list grouped by VM); lookup tables over state codes come
@@ -67,7 +68,9 @@ __all__ = [
     "host_counter",
     "host_gauge",
     "is_unique",
+    "knobs_hook",
     "metrics_hook",
+    "page_out_hook",
     "settings_hook",
     "template_content",
     "unique_content",
@@ -103,6 +106,31 @@ def metrics_hook(metrics: Iterable[tuple[str, str, str, Sequence[str]]]) -> Call
             register(name, kind, help_, labels)
 
     return memtune_register_metrics
+
+
+def knobs_hook(knobs: Iterable[Knob]) -> Callable[..., None]:
+    """A ``memtune_register_knobs`` implementation contributing the same ``knobs`` to every
+    scenario's tuner space; in a plugin module: ``memtune_register_knobs = knobs_hook(KNOBS)``."""
+    declared = tuple(knobs)
+
+    @hookimpl
+    def memtune_register_knobs(register: Callable[[Knob], None], scenario: Any) -> None:
+        for knob in declared:
+            register(knob)
+
+    return memtune_register_knobs
+
+
+def page_out_hook(name: str, priority: int, take: Callable[..., Any]) -> Callable[..., None]:
+    """A ``memtune_register_page_out`` implementation declaring one tier ``take(host, pages)`` at
+    ``priority`` (``Host.page_out`` offers victims in rising priority); in a plugin module:
+    ``memtune_register_page_out = page_out_hook(NAME, PRIORITY, take_pages)``."""
+
+    @hookimpl
+    def memtune_register_page_out(register: Callable[..., None]) -> None:
+        register(name, priority, take)
+
+    return memtune_register_page_out
 
 
 # The metric helpers import prometheus_client on first use, so a run that exports no metrics

@@ -37,7 +37,16 @@ from typing import Any
 
 import numpy as np
 
-from memtune.plugin import RESIDENT, Knob, MemState, Setting, hookimpl, settings_hook
+from memtune.plugin import (
+    RESIDENT,
+    Knob,
+    MemState,
+    Setting,
+    hookimpl,
+    knobs_hook,
+    page_out_hook,
+    settings_hook,
+)
 
 NAME = "compression"
 STATE = "compressed"
@@ -91,17 +100,11 @@ def memtune_register_page_states(register: Any) -> None:
              fault_allocates=True, fault=decompress)
 
 
-@hookimpl
-def memtune_register_page_out(register: Any) -> None:
-    register(NAME, PRIORITY, take_pages)
-
-
-@hookimpl
-def memtune_register_knobs(register: Any, scenario: Any) -> None:
-    register(Knob("Mem.MemZipEnable", kind="categorical", categories=(True, False),
-                  help="memory compression on/off"))
-    register(Knob("Mem.MemZipMaxPct", kind="int", low=5, high=50,
-                  help="compression cache cap, percent of configured memory"))
+memtune_register_knobs = knobs_hook((
+    Knob("Mem.MemZipEnable", kind="categorical", categories=(True, False), help="memory compression on/off"),
+    Knob("Mem.MemZipMaxPct", kind="int", low=5, high=50,
+         help="compression cache cap, percent of configured memory"),
+))
 
 
 @hookimpl
@@ -265,6 +268,9 @@ def take_pages(host: Any, pages: np.ndarray) -> np.ndarray:
         taken[accepted] = True
     _publish(d, host)
     return taken
+
+
+memtune_register_page_out = page_out_hook(NAME, PRIORITY, take_pages)
 
 
 def _publish(d: ZipData, host: Any) -> None:

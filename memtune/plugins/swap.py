@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from memtune.plugin import RESIDENT, GiB, Knob, MemState, Setting, hookimpl, settings_hook
+from memtune.plugin import RESIDENT, GiB, Knob, MemState, Setting, hookimpl, page_out_hook, settings_hook
 
 NAME = "swap"
 STATE = "swapped"
@@ -88,11 +88,6 @@ def memtune_register_page_states(register: Any) -> None:
 
 
 @hookimpl
-def memtune_register_page_out(register: Any) -> None:
-    register(NAME, PRIORITY, take_pages)
-
-
-@hookimpl
 def memtune_register_knobs(register: Any, scenario: Any) -> None:
     register(Knob("memtune.swap_host_cache", kind="int", low=0,
                   high=max(int(scenario.host.memory // 4), GiB),
@@ -130,6 +125,9 @@ def take_pages(host: Any, pages: np.ndarray) -> np.ndarray:
     host.count_per_vm("swap_out_pages", per_vm * pg.scale)
     host.count_per_vm("swap_out_bytes", per_vm * host.page_bytes)
     return np.ones(pages.size, dtype=bool)
+
+
+memtune_register_page_out = page_out_hook(NAME, PRIORITY, take_pages)
 
 
 @hookimpl(trylast=True)
