@@ -1,7 +1,8 @@
 """Grafana dashboard JSON, built from data: panels, targets, variables, value mappings.
 
 The dashboards in ``memtune/monitoring/dashboards/`` are written by
-``python -m memtune.monitoring.build`` from :mod:`memtune.monitoring.build`; tests/test_grafana.py
+``python -m memtune.monitoring.build`` (one module per dashboard: ``host_dashboard``,
+``vm_dashboard``, ``tuner_dashboard``, over the shared PromQL pieces of ``queries``); tests/test_grafana.py
 checks that the committed files are what the builder writes. Every panel keeps hosts apart: a
 query either selects per-host series or aggregates ``by (instance, ...)``, and legends name the
 instance, so one Prometheus scraping several ``memtune serve`` never shows their sum.
