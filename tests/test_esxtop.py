@@ -13,7 +13,9 @@ from click.testing import CliRunner
 from memtune.cli import main_group
 from memtune.core.scenario import load_scenario
 from memtune.core.simulation import simulate
-from memtune.importers.esxtop import fit_workload, read_batch_csv, to_scenario
+from memtune.importers.esxtop import to_scenario
+from memtune.importers.esxtop_csv import read_batch_csv
+from memtune.importers.workload_fit import fit_workload
 
 HOST = "esx01.lab"
 N = 120            # samples

@@ -25,7 +25,8 @@ def esxtop(csv_file, out, host_memory, name):
     """Scenario from an `esxtop -b` batch CSV: one VM per memory group, workloads fitted to the
     touched-memory series (constant, phased or diurnal). What was used, skipped or missing is
     reported on stderr and kept as comments in the scenario."""
-    from memtune.importers.esxtop import read_batch_csv, to_scenario, write_scenario
+    from memtune.importers.esxtop import to_scenario, write_scenario
+    from memtune.importers.esxtop_csv import read_batch_csv
 
     mem = None
     if host_memory is not None:

@@ -6,12 +6,24 @@ from __future__ import annotations
 from memtune.monitoring.grafana import dashboard, query_variable, stat, targets, timeseries
 from memtune.monitoring.queries import RATE
 
+RUN = 'instance=~"$instance"'      # the selected tuner runs (each serves its own instance)
+RUNS = query_variable("instance", "Tuner", "label_values(memtune_tuner_evaluations_total, instance)")
+
 
 def tuner() -> dict:
-    """The dashboard: evaluations, best objective, infeasible share, objective over time."""
-    t = 'instance=~"$instance"'
-    runs = query_variable("instance", "Tuner", "label_values(memtune_tuner_evaluations_total, instance)")
-    panels = [
+    """The dashboard: evaluations, best objective and infeasible share now, then over time."""
+    return dashboard(
+        "memtune-tuner",
+        "memtune / Tuner progress",
+        "Progress of memtune optimize runs: evaluations, objective, infeasible share.",
+        [RUNS],
+        [*progress_stats(RUN), *progress_over_time(RUN)],
+    )
+
+
+def progress_stats(t: str) -> list[dict]:
+    """Evaluations and infeasible points so far, the best objective, the share infeasible."""
+    return [
         stat(
             "Evaluations",
             "Policies simulated and points rejected before simulation.",
@@ -42,6 +54,12 @@ def tuner() -> dict:
             ),
             unit="percentunit",
         ),
+    ]
+
+
+def progress_over_time(t: str) -> list[dict]:
+    """The objective (latest and best) and evaluations per minute over time."""
+    return [
         timeseries(
             "Objective: current vs best",
             "Objective of the latest evaluation and the best so far.",
@@ -61,10 +79,3 @@ def tuner() -> dict:
             ),
         ),
     ]
-    return dashboard(
-        "memtune-tuner",
-        "memtune / Tuner progress",
-        "Progress of memtune optimize runs: evaluations, objective, infeasible share.",
-        [runs],
-        panels,
-    )
