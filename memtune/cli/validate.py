@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -47,6 +49,36 @@ def _ksm(values: tuple[str, ...]) -> dict[str, int]:
     return out
 
 
+def _check_metrics_flags(port: int | None, out: str | None) -> None:
+    if port is not None and not 0 <= port <= 65535:
+        raise UserError(f"must be 0..65535, got {port}", field="--metrics-port")
+    parent = Path(out).resolve().parent if out is not None else None
+    if parent is not None and not parent.is_dir():
+        raise UserError(f"directory {str(parent)!r} does not exist", field="--metrics-out")
+
+
+@contextmanager
+def _live_metrics(port: int | None, out: str | None) -> Iterator[object | None]:
+    """The real host's metrics exporter while the runs go (None without --metrics-port/--metrics-out)."""
+    if port is None and out is None:
+        yield None
+        return
+    from memtune.live.exporter import LiveExporter, serve
+    from memtune.metrics.server import stop_metrics_server
+
+    exporter = LiveExporter(textfile=out)
+    server = None
+    if port is not None:
+        server, thread = serve(exporter, port)
+        url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+        click.echo(f"memtune validate: real host metrics on {url}", err=True)
+    try:
+        yield exporter
+    finally:
+        if server is not None:
+            stop_metrics_server(server, thread)
+
+
 @click.command("validate")
 @click.argument("scenario", required=False)
 @click.option(
@@ -86,6 +118,18 @@ def _ksm(values: tuple[str, ...]) -> dict[str, int]:
 @click.option(
     "--force", is_flag=True, help="Go ahead although KSM, swap or zram look in use by something else."
 )
+@click.option(
+    "--metrics-port",
+    type=int,
+    metavar="PORT",
+    help="Serve the real host's memtune_* metrics on http://127.0.0.1:PORT/metrics while it runs "
+    "(0: any free port).",
+)
+@click.option(
+    "--metrics-out",
+    metavar="FILE",
+    help="Rewrite the real host's metrics to FILE each tick (node_exporter textfile format).",
+)
 @plugin_options
 def cli(
     scenario,
@@ -99,6 +143,8 @@ def cli(
     out,
     plots,
     force,
+    metrics_port,
+    metrics_out,
     disable,
     plugins,
 ):
@@ -107,6 +153,7 @@ def cli(
     from memtune.live.linux import LinuxDriver, LiveOptions
     from memtune.live.safety import unavailable
 
+    _check_metrics_flags(metrics_port, metrics_out)
     sc = scenario_arg(scenario)
     if calibration:
         sc = sc.replace(settings={**sc.settings, **_settings_file(calibration)})
@@ -138,8 +185,9 @@ def cli(
         from memtune.live.state import HostError
 
         raise HostError(f"cannot run on this host: {reason}")
-    driver = LinuxDriver(LiveOptions(force=force), disable=tuple(disable))
-    report = validate(sc, cfg, driver, progress=lambda m: click.echo(m, err=True))
+    with _live_metrics(metrics_port, metrics_out) as observer:
+        driver = LinuxDriver(LiveOptions(force=force, observer=observer), disable=tuple(disable))
+        report = validate(sc, cfg, driver, progress=lambda m: click.echo(m, err=True))
     report["policy"] = policy or "(scenario)"
     report["calibration"] = calibration
     outdir = Path(out)

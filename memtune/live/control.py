@@ -43,6 +43,7 @@ class Controller:
         self.min_free = min_free(sc.host.memory, s["Mem.MemMinFreePct"])
         self.capacity = sc.host.memory - sum(v.overhead for v in sc.vms)   # what the VMs may use
         self.balloon = np.zeros(len(sc.vms))
+        self.target = np.zeros(len(sc.vms))
 
     def step(self, dt: float, used: float, held: np.ndarray, active: np.ndarray,
              allocated: np.ndarray) -> np.ndarray:
@@ -55,6 +56,7 @@ class Controller:
         target = allocation_targets(max((self.capacity - self.min_free) / PAGE, 0.0), self.shares,
                                     np.clip(active, 0.0, 1.0), s["Mem.IdleTax"] / 100.0,
                                     np.minimum(self.reservation, cap), cap)
+        self.target = target                       # pages, for the metrics exporter
         floor = np.minimum(self.cap, np.maximum(allocated - self.limit, 0))
         need = held - target
         rate_free = s["memtune.balloon_inflate_rate_free"] * dt / PAGE

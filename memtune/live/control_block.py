@@ -50,3 +50,26 @@ class ControlBlock:
     def snapshot(self) -> dict[str, int]:
         values = np.array(self._m)
         return {name: int(values[i]) for name, i in self._i.items()}
+
+
+class LatencyBlock:
+    """A worker's touch-latency book while it runs, as float64 slots in a small shared file:
+    touches, extra seconds, running seconds, then the touches per latency bucket
+    (:data:`memtune.core.latency.NB`), all counted from the end of the warm-up as the model's report.
+    The worker writes it every quantum; the driver's metrics exporter reads it (a torn read mixes two
+    quanta of one worker, which a scrape tolerates)."""
+
+    HEAD = ("touches", "extra", "running")
+
+    def __init__(self, path: str | Path, create: bool = False) -> None:
+        from memtune.core.latency import NB
+
+        mode = "w+" if create else "r+"
+        self._m = np.memmap(path, dtype=np.float64, mode=mode, shape=(len(self.HEAD) + NB,))
+
+    def write(self, touches: float, extra: float, running: float, hist: np.ndarray) -> None:
+        self._m[3:] = hist
+        self._m[:3] = (touches, extra, running)
+
+    def read(self) -> np.ndarray:
+        return np.array(self._m)

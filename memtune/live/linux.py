@@ -26,7 +26,7 @@ from memtune.core.simulation import build_host
 from memtune.live import cgroup, ksm, swap
 from memtune.live.content import canonical_classes
 from memtune.live.control import Controller
-from memtune.live.control_block import GO_FILL, GO_RUN, GO_STOP, ControlBlock
+from memtune.live.control_block import GO_FILL, GO_RUN, GO_STOP, ControlBlock, LatencyBlock
 from memtune.live.figures import live_figures
 from memtune.live.lock import host_lock
 from memtune.live.measure import host_sample, vm_counters
@@ -50,6 +50,7 @@ class LiveOptions:
     swap_dir: str = "/var/tmp"             # the swap file and the guests' swap files
     state_path: Path = STATE_FILE
     balloon: dict[str, int] = field(default_factory=dict)   # VM name -> balloon bytes, pinned
+    observer: Any = None                   # memtune.live.observe.RunObserver (the metrics exporter)
 
 
 def ksm_knobs(sc: Scenario, overrides: dict[str, int]) -> dict[str, int]:
@@ -103,6 +104,7 @@ class _Run:
         self.controller = Controller(self.model.scenario.replace(settings=dict(s)), "balloon" in names)
         self.procs: list[subprocess.Popen] = []
         self.ctl: list[ControlBlock] = []
+        self.lat: list[LatencyBlock] = []
         self.zram: str | None = None
         self.killed: set[int] = set()  # VMs whose worker the OOM killer took
 
@@ -168,6 +170,9 @@ class _Run:
                      "guest_swap": self.swap_dir / f"vm{v}.gswap",
                      "stats": self.run_dir / f"vm{v}.stats.json"}
             self.ctl.append(ControlBlock(paths["ctl"], create=True))
+            if self.opt.observer is not None:
+                paths["latency"] = self.run_dir / f"vm{v}.lat"
+                self.lat.append(LatencyBlock(paths["latency"], create=True))
             p = start_worker(worker_config(self.sc, v, g, paths, run), self.run_dir, v)
             self.st.add_worker(p.pid)
             self.procs.append(p)
@@ -287,6 +292,7 @@ class _Run:
                 c["balloon"] = (
                     int(self.opt.balloon[vm.name] // PAGE) if vm.name in self.opt.balloon else int(b)
                 )
+            self._observe(now, s, snap)
             tl["t"].append(now)
             tl["free"].append(float(self.controller.capacity - s.used))
             tl["state"].append(self.controller.state.label)
@@ -298,6 +304,21 @@ class _Run:
             if now >= sc.duration - 1e-9:
                 return tl
             nxt = min(nxt + tick, sc.duration)
+
+    def _observe(self, now: float, s: Any, snap: list[dict[str, int]]) -> None:
+        """Hand the tick to the observer (the metrics exporter), if any; it only reads."""
+        obs = self.opt.observer
+        if obs is None:
+            return
+        from memtune.live.observe import RunInfo, TickView
+
+        if not hasattr(self, "_observing"):
+            mode = str(self.model.settings.get("memtune.sharing", "tps")) if self.sharing else None
+            obs.start(RunInfo(self.model, self.controller, list(self.baseline), mode, self.zram,
+                              str(self.swap_dir / "host.swap") if self.swapping else None))
+            self._observing = True
+        obs.tick(TickView(now, s, snap, [vm_counters(g) for g in self.groups],
+                          [b.read() for b in self.lat], set(self.killed)))
 
     def _regions(self) -> list[tuple[int, int]]:
         return [

@@ -30,7 +30,8 @@ def workload_dict(wl: Any) -> dict[str, Any]:
 
 
 def worker_config(sc: Scenario, v: int, group: Group, paths: dict[str, Path], run: dict[str, Any]) -> dict:
-    """The configuration of VM ``v``'s worker. ``paths``: ctl, content, guest_swap, stats;
+    """The configuration of VM ``v``'s worker. ``paths``: ctl, content, guest_swap, stats (and
+    latency: the worker's :class:`~memtune.live.control_block.LatencyBlock`, when metrics are exported);
     ``run``: mergeable, seed, timed_per_s, settings (the model's, after the policy)."""
     vm, s = sc.vms[v], run["settings"]
     return {
@@ -46,6 +47,7 @@ def worker_config(sc: Scenario, v: int, group: Group, paths: dict[str, Path], ru
         "warmup": sc.warmup,
         "timed_per_s": run["timed_per_s"],
         "stats": str(paths["stats"]),
+        "latency": str(paths["latency"]) if "latency" in paths else None,
         "vm_index": v,
         "cgroups": [str(group.v1 / "cgroup.procs")] + ([str(group.v2 / "cgroup.procs")] if group.v2 else []),
         "sampling": {

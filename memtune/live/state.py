@@ -164,8 +164,15 @@ def _undo_file(e: dict[str, Any]) -> None:
         p.unlink()
 
 
+def _undo_mount(e: dict[str, Any]) -> None:
+    """Unmount what the run mounted (if it is still mounted)."""
+    mounted = [f.split()[1] for f in Path("/proc/mounts").read_text().splitlines()]
+    if e["path"] in mounted:
+        subprocess.run(["umount", e["path"]], check=True, capture_output=True)
+
+
 _UNDO = {"sysfs": _undo_sysfs, "worker": _undo_worker, "cgroup": _undo_cgroup, "swapon": _undo_swapon,
-         "zram": _undo_zram, "file": _undo_file}
+         "zram": _undo_zram, "file": _undo_file, "mount": _undo_mount}
 
 
 def _raise_exit(signum: int, frame: Any) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 from memtune.core.latency import NB, bucket_of
 from memtune.core.workload import Phase, WorkloadSpec, WorkloadState
 from memtune.live.content import PAGE
-from memtune.live.control_block import GO_FILL, GO_RUN, GO_STOP, ControlBlock
+from memtune.live.control_block import GO_FILL, GO_RUN, GO_STOP, ControlBlock, LatencyBlock
 from memtune.live.guest import GuestMemory
 
 QUANTUM = 0.05
@@ -70,6 +70,7 @@ class Worker:
     def __init__(self, cfg: dict) -> None:
         self.cfg = cfg
         self.ctl = ControlBlock(cfg["ctl"])
+        self.lat = LatencyBlock(cfg["latency"]) if cfg.get("latency") else None   # for live metrics
         data = np.load(cfg["content"])
         self.n = int(cfg["pages"])
         self.mem = GuestMemory(self.n, data["keys"], data["zclass"], cfg["mergeable"], cfg["guest_swap"])
@@ -192,6 +193,8 @@ class Worker:
         c["free_taken"] = self.mem.free_taken
         c["resident"] = self.mem.resident()
         c["heartbeat_ns"] = int(now * 1e9)
+        if self.lat is not None:
+            self.lat.write(self.touches, self.extra, now - min(self.cfg["warmup"], now), self.hist)
 
     # --- lifecycle -------------------------------------------------------------------------------
     def run(self) -> None:

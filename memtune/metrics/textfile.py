@@ -20,11 +20,15 @@ if TYPE_CHECKING:
 
 def write_textfile(host: Host, path: str | os.PathLike[str]) -> None:
     """Write every metric of ``host`` (core and plugin families) to ``path``."""
+    write_body(host_registry(host).render_body(), path)
+
+
+def write_body(body: bytes, path: str | os.PathLike[str]) -> None:
+    """Write an exposition to ``path``: renamed into place, or written into a device or pipe."""
     path = os.fspath(path)
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise UserError(f"directory {parent!r} does not exist", source=path, field="--metrics-out")
-    body = host_registry(host).render_body()
     if os.path.exists(path) and not os.path.isfile(path):
         # a device or pipe (/dev/stdout, a FIFO): write into it; a rename would replace the node
         try:
