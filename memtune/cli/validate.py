@@ -112,6 +112,11 @@ def _live_metrics(port: int | None, out: str | None) -> Iterator[object | None]:
     help="Share pages the Linux way on both sides (memtune.sharing = ksm) with this KSM value (repeatable).",
 )
 @click.option(
+    "--zram",
+    is_flag=True,
+    help="Compress the Linux way on both sides (memtune.compression = zram: every page is kept).",
+)
+@click.option(
     "--out", default="memtune-validate", show_default=True, help="Directory for report.json and validate.png."
 )
 @click.option("--plots/--no-plots", default=True, show_default=True)
@@ -140,6 +145,7 @@ def cli(
     seeds,
     calibration,
     ksm,
+    zram,
     out,
     plots,
     force,
@@ -173,6 +179,8 @@ def cli(
                 **{f"ksm.{k}": v for k, v in _ksm(ksm).items()},
             }
         )
+    if zram:
+        sc = sc.replace(settings={**sc.settings, "memtune.compression": "zram"})
     cfg = ValidateConfig(
         duration=duration_option(duration),
         memory_scale=memory_scale,

@@ -20,12 +20,13 @@ import numpy as np
 
 from memtune.live.content import PAGE, fill
 
+MLOCK_ONFAULT = 1     # mlock2(2): lock pages as they are faulted in
 CHUNK = 64            # pages filled per numpy call (small: the temporaries count against the VM's limit)
 
 
 class GuestMemory:
     def __init__(self, npages: int, keys: np.ndarray, zclass: np.ndarray, mergeable: bool,
-                 swap_path: str) -> None:
+                 swap_path: str, locked: int = 0) -> None:
         self.n = npages
         self.keys = keys
         self.zclass = zclass
@@ -50,6 +51,17 @@ class GuestMemory:
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._vec = (ctypes.c_ubyte * npages)()
         self._addr = ctypes.addressof(ctypes.c_char.from_buffer(self.region))
+        self.locked = self._lock(min(int(locked), npages))
+
+    def _lock(self, pages: int) -> int:
+        """The reservation: ``mlock2(MLOCK_ONFAULT)`` on the first (hottest) ``pages`` ranks, so the
+        kernel never reclaims them once touched (QEMU's ``-overcommit mem-lock`` locks all guest
+        memory the same way); the balloon and the guest's page-out leave them alone."""
+        if pages <= 0:
+            return 0
+        if self._libc.mlock2(ctypes.c_void_p(self._addr), ctypes.c_size_t(pages * PAGE), MLOCK_ONFAULT) != 0:
+            raise OSError(ctypes.get_errno(), f"mlock2 of {pages} pages: {os.strerror(ctypes.get_errno())}")
+        return pages
 
     def resident(self) -> int:
         """Pages of the VM's memory in RAM now (``mincore(2)``; KSM-merged pages included)."""
@@ -120,7 +132,8 @@ class GuestMemory:
         need = self._deficit(allocated)
         if need <= 0:
             return
-        free_backed = allocated + np.flatnonzero(self.backed[allocated:])
+        start = max(allocated, self.locked)
+        free_backed = start + np.flatnonzero(self.backed[start:])
         if free_backed.size:
             take = free_backed[:need]
             self._release(take)
@@ -128,8 +141,8 @@ class GuestMemory:
             need -= take.size
         if need <= 0 or coldness is None:
             return
-        order = coldness[self.backed[coldness]]
+        order = coldness[self.backed[coldness] & (coldness >= self.locked)]
         self._swap_out(np.sort(order[:need]))
 
     def needs_coldness(self, allocated: int) -> bool:
-        return self._deficit(allocated) - int(self.backed[allocated:].sum()) > 0
+        return self._deficit(allocated) - int(self.backed[max(allocated, self.locked):].sum()) > 0

@@ -2,10 +2,10 @@
 
 Mapping (docs/live.md): host -> a parent memory cgroup limited to the scaled host memory (the
 model's overhead replaced by the workers' own); VM -> a worker in its own memory cgroup;
-limit -> ``memory.limit_in_bytes``; reservation -> ``memory.soft_limit_in_bytes`` (v1 has no hard
-guarantee); sharing -> ``MADV_MERGEABLE`` + KSM; compression -> a zram swap device of
-``Mem.MemZipMaxPct`` of VM memory; hypervisor swap -> a swap file; balloon -> the worker's driver,
-sized each tick by :class:`memtune.live.control.Controller`.
+limit -> ``memory.limit_in_bytes``; reservation -> the worker locks that share of its memory
+(``mlock2(MLOCK_ONFAULT)``; v1 has no ``memory.min``); sharing -> ``MADV_MERGEABLE`` + KSM;
+compression -> a zram swap device sized from ``Mem.MemZipMaxPct`` of VM memory; hypervisor swap ->
+a swap file; balloon -> the worker's driver, sized each tick by :class:`memtune.live.control.Controller`.
 """
 
 from __future__ import annotations
@@ -141,22 +141,34 @@ class _Run:
     def _mechanisms(self) -> None:
         total = sum(v.memory for v in self.sc.vms)
         if self.sharing:
-            ksm.configure(
-                self.st, **ksm_knobs(self.model.scenario.replace(settings=self.model.settings), self.opt.ksm)
-            )
+            # ksmd starts with the run (``_start``), not while the workers write their content
+            knobs = ksm_knobs(self.model.scenario.replace(settings=self.model.settings), self.opt.ksm)
+            self.ksm_run = knobs.pop("run")
+            ksm.configure(self.st, **knobs)
         if self.compression:
-            # ESX's cache is Mem.MemZipMaxPct of VM memory and keeps only pages that compress to
-            # 2 KiB or less: it holds at least twice its size. zram's mem_limit would fail writes
-            # instead of spilling to the next swap device, so the capacity is set by disksize.
-            cache = int(total * self.model.settings["Mem.MemZipMaxPct"] / 100)
             self.zram = swap.add_zram(
-                self.st,
-                disksize=max(2 * cache, 1 << 20) // PAGE * PAGE,
-                mem_limit=0,
-                algorithm=self.opt.zram_algorithm,
+                self.st, disksize=self._zram_disksize(), mem_limit=0, algorithm=self.opt.zram_algorithm
             )
         if self.swapping:
             swap.add_swap_file(self.st, self.swap_dir / "host.swap", total)
+
+    def _zram_disksize(self) -> int:
+        """zram's ``disksize`` caps the uncompressed bytes it holds (``mem_limit`` would fail writes
+        instead of spilling to the next swap device). The model's cap, ``Mem.MemZipMaxPct`` of each
+        VM's memory, is the cache's own memory: with ``memtune.compression = "zram"`` that many
+        bytes hold cap x 4 KiB / (the VM's mean slot) of pages; with the ESX rule (pages of 2 KiB
+        or less), at least twice the cap."""
+        s, pg = self.model.settings, self.model.pages
+        caps = np.array([v.memory for v in self.sc.vms], dtype=np.float64) * s["Mem.MemZipMaxPct"] / 100
+        if s.get("memtune.compression", "esx") == "zram":
+            from memtune.plugins.compression import ZRAM_SLOT_BYTES
+
+            slot = ZRAM_SLOT_BYTES[np.minimum(pg.zclass, 3)].astype(np.float64)
+            mean = np.bincount(pg.vm, weights=slot, minlength=self.model.nvm) / np.maximum(pg.npages, 1)
+            orig = float((caps * PAGE / np.maximum(mean, 1.0)).sum())
+        else:
+            orig = 2 * float(caps.sum())
+        return max(int(orig), 1 << 20) // PAGE * PAGE
 
     def _cgroups(self) -> None:
         self.parent = cgroup.create_parent(self.st, self.sc.host.memory + 256 * 2**20 * len(self.sc.vms))
@@ -209,8 +221,6 @@ class _Run:
         for vm, g, b in zip(self.sc.vms, self.groups, self.baseline, strict=True):
             if vm.limit is not None and vm.limit < vm.memory:
                 g.set_limit(self.st, vm.limit + b)
-            if vm.reservation:
-                g.set_soft_limit(self.st, vm.reservation + b)
         c = self.controller
         self.parent.set_limit(
             self.st, int(c.capacity - RECLAIM_AT * c.min_free + sum(self.baseline)) // PAGE * PAGE
@@ -252,6 +262,8 @@ class _Run:
             "model": (self.model.held() * self.model.page_bytes).tolist(),
             "zram": swap.zram_stats(self.zram)["mem_used_total"] if self.zram else 0,
         }
+        if self.sharing:
+            ksm.configure(self.st, run=self.ksm_run)
         t0 = time.monotonic_ns()
         for c in self.ctl:
             c["t0_ns"] = t0

@@ -39,6 +39,7 @@ def worker_config(sc: Scenario, v: int, group: Group, paths: dict[str, Path], ru
         "content": str(paths["content"]),
         "pages": vm.memory // PAGE,
         "mergeable": run["mergeable"],
+        "locked": vm.reservation // PAGE,     # the reservation, enforced with mlock2 (guest.py)
         "guest_swap": str(paths["guest_swap"]),
         "workload": workload_dict(vm.workload),
         "start": vm.start,

@@ -73,7 +73,8 @@ class Worker:
         self.lat = LatencyBlock(cfg["latency"]) if cfg.get("latency") else None   # for live metrics
         data = np.load(cfg["content"])
         self.n = int(cfg["pages"])
-        self.mem = GuestMemory(self.n, data["keys"], data["zclass"], cfg["mergeable"], cfg["guest_swap"])
+        self.mem = GuestMemory(self.n, data["keys"], data["zclass"], cfg["mergeable"], cfg["guest_swap"],
+                               cfg.get("locked", 0))
         self.initial = data["resident"]
         spec = workload_from_dict(cfg["workload"])
         self.wl = WorkloadState([spec], np.array([self.n]), np.array([float(cfg["start"])]))

@@ -12,7 +12,9 @@ Model:
   ``host.page_out``, and the core's limit enforcement). This plugin is the page-out tier of
   priority 10: the swap tier (90) sees only what it refused.
 - A page of compressed-size class 0 (<= 1 KiB) takes a 1 KiB slot, class 1 (<= 2 KiB) a 2 KiB slot;
-  worse pages are refused (they go to swap). Pages of encrypted VMs are ciphertext to the hypervisor
+  worse pages are refused (they go to swap). With ``memtune.compression = "zram"`` (a Linux host's
+  zram) every page is kept, in a slot of its class's upper size (1/2/3 KiB, 4 KiB for worse).
+  Pages of encrypted VMs are ciphertext to the hypervisor
   and never compress (AMD Memory Encryption white paper, 2016).
 - The cache is machine memory the VM holds: a per-VM pool of ``cache_bytes / page_bytes`` pages
   (``host.set_vm_pool("compression", ...)``), so each kept page saves ``page_bytes - slot``.
@@ -53,6 +55,9 @@ STATE = "compressed"
 PRIORITY = 10
 # bytes a 4 KiB page of each compressed-size class takes in the cache (0: not kept)
 SLOT_BYTES = np.array([1024, 2048, 0, 0], dtype=np.int64)
+# Linux zram keeps every page it is given, one that does not compress as a whole page (zsmalloc
+# objects of the compressed size; Documentation/admin-guide/blockdev/zram.rst, huge pages)
+ZRAM_SLOT_BYTES = np.array([1024, 2048, 3072, 4096], dtype=np.int64)
 
 SETTINGS = (
     Setting("Mem.MemZipEnable", "bool", True, "Compress pages chosen for swap-out (memory compression).",
@@ -61,6 +66,11 @@ SETTINGS = (
     Setting("Mem.MemZipMaxPct", "percent", 10,
             "Compression cache cap per VM, percent of its configured memory.",
             "ESXi default Mem.MemZipMaxPct = 10", minimum=5, maximum=100, tunable=True),
+    Setting("memtune.compression", "str", "esx",
+            "Compression cache rule: esx (keep pages that compress to 2 KiB or less) or zram (Linux: keep "
+            "every page, an incompressible one as a whole page).",
+            "ESX: Understanding Memory Resource Management in VMware vSphere 5.0, s.3.3; zram: "
+            "Documentation/admin-guide/blockdev/zram.rst", choices=("esx", "zram")),
     Setting("latency.decompress", "seconds", 6e-6,
             "Touch of a compressed page: fault plus decompressing 4 KiB (lz4 class).",
             "Lagar-Cavilla et al., Software-Defined Far Memory in Warehouse-Scale Computers, ASPLOS 2019: "
@@ -111,7 +121,8 @@ memtune_register_knobs = knobs_hook((
 def memtune_configure(host: Any) -> None:
     s = host.settings
     pg = host.pages
-    slot = SLOT_BYTES[np.minimum(pg.zclass, 3)] * pg.scale
+    table = ZRAM_SLOT_BYTES if s.get("memtune.compression", "esx") == "zram" else SLOT_BYTES
+    slot = table[np.minimum(pg.zclass, 3)] * pg.scale
     slot[np.repeat(host.encrypted, host.vm_pages)] = 0
     memory = np.array([v.memory for v in host.vms], dtype=np.float64)
     host.plugin_data[NAME] = ZipData(

@@ -1,0 +1,56 @@
+"""Mechanisms the live comparison moved or mapped: zram's compression rule in the model, and the
+reservation the Linux driver enforces with ``mlock2`` in the worker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from memtune.core.scenario import scenario_from_dict
+from memtune.core.simulation import build_host
+from memtune.plugins.compression import take_pages
+
+
+def _host(mode: str):
+    wl = {"allocated": 0.8, "wss": 0.3, "touch_rate": 100,
+          "content": {"zero": 0.0, "template": 0.0, "duplicate": 0.0, "unique": 1.0},
+          "compressibility": {"le_1k": 0.25, "le_2k": 0.25, "le_3k": 0.25, "worse": 0.25}}
+    data = {"name": "zram-rule", "duration": "60s", "tick": "5s", "seed": 3,
+            "host": {"memory": "256 MiB", "page_scale": 1},
+            "settings": {"memtune.compression": mode, "Mem.MemZipMaxPct": 100, "memtune.warm_start": True},
+            "workloads": {"w": wl}, "vm": [{"name": "a", "memory": "64 MiB", "workload": "w"}]}
+    host = build_host(scenario_from_dict(data, "<test>"), seed=3)
+    host.pm.hook.memtune_configure(host=host)
+    return host
+
+
+@pytest.mark.parametrize("mode, kept", [("esx", (0, 1)), ("zram", (0, 1, 2, 3))])
+def test_compression_rule(mode, kept):
+    """ESX keeps pages that compress to 2 KiB or less; zram keeps every page, an incompressible
+    one in a whole page (it saves nothing)."""
+    host = _host(mode)
+    pg = host.pages
+    resident = np.flatnonzero(pg.state == host.states.code("resident"))
+    offer = np.concatenate([resident[pg.zclass[resident] == c][:50] for c in range(4)])
+    taken = take_pages(host, offer)
+    for c in range(4):
+        assert taken[pg.zclass[offer] == c].all() == (c in kept)
+        assert taken[pg.zclass[offer] == c].any() == (c in kept)
+    d = host.plugin_data["compression"]
+    worse = offer[taken & (pg.zclass[offer] == 3)]
+    assert (d.slot[worse] == 4096 * pg.scale).all()
+
+
+def test_reservation_is_locked(tmp_path):
+    """The worker's reserved ranks are mlocked once touched; balloon and page-out leave them."""
+    from memtune.live.guest import GuestMemory
+
+    n, locked = 256, 64
+    keys = np.arange(1, n + 1, dtype=np.int64)
+    mem = GuestMemory(n, keys, np.zeros(n, dtype=np.int64), False, str(tmp_path / "g.swap"), locked=locked)
+    mem.write_content(np.arange(n))
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    assert int(status["VmLck"].split()[0]) >= locked * 4
+    mem.set_balloon(n, allocated=n, coldness=np.arange(n))      # asks for every page, coldest first
+    assert mem.backed[:locked].all() and not mem.swapped[:locked].any()
+    assert mem.swapped[locked:].all()
