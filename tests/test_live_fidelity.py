@@ -3,6 +3,8 @@ reservation the Linux driver enforces with ``mlock2`` in the worker."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -49,7 +51,7 @@ def test_reservation_is_locked(tmp_path):
     keys = np.arange(1, n + 1, dtype=np.int64)
     mem = GuestMemory(n, keys, np.zeros(n, dtype=np.int64), False, str(tmp_path / "g.swap"), locked=locked)
     mem.write_content(np.arange(n))
-    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
     assert int(status["VmLck"].split()[0]) >= locked * 4
     mem.set_balloon(n, allocated=n, coldness=np.arange(n))      # asks for every page, coldest first
     assert mem.backed[:locked].all() and not mem.swapped[:locked].any()
