@@ -21,6 +21,7 @@ from memtune.live.compare import ValidateConfig, scaled
 from memtune.live.control import Controller
 from memtune.live.control_block import SLOTS
 from memtune.live.exporter import LiveExporter, serve
+from memtune.live.kernel_families import KERNEL_FAMILIES
 from memtune.live.measure import Sample
 from memtune.live.observe import RunInfo, TickView
 from memtune.live.snapshot import NOT_MEASURED, LiveSnapshots, unmapped_families
@@ -69,9 +70,11 @@ class FakeRun:
             c.update(ballooned=10 * k + v, resident=1000 + v, active_ppm=250_000, allocated=900,
                      guest_swap_ins=3 * k, guest_swap_outs=5 * k, first_touches=7 * k, free_taken=0)
         held = [(900 + v) * PAGE for v in range(n)]          # 100 pages of each VM merged by KSM
+        zram = {"orig_data_size": 3 * 2**20, "compr_data_size": 2**20, "mem_used_total": 2**20 + 4096}
         sample = Sample(now, used=sum(held), other=n * 512 * 1024, zram_used=0, held=held,
-                        ksm={"pages_shared": 100, "pages_sharing": 4 * 100 - 100}, zram={}, swaps={})
-        cgroups = [{"pgmajfault": 12 * k, "swap": 64 * PAGE, "pressure": {}} for _ in range(n)]
+                        ksm={"pages_shared": 100, "pages_sharing": 4 * 100 - 100}, zram=zram, swaps={})
+        cgroups = [{"pgmajfault": 12 * k, "swap": 64 * PAGE, "pressure": {"some": 0.5 * k, "full": 0.25 * k}}
+                   for _ in range(n)]
         hist = np.zeros(NB)
         hist[0], hist[20] = 90 * k, 10 * k
         lat = [np.concatenate([[100.0 * k, 1e-3 * k, now], hist]) for _ in range(n)]
@@ -99,11 +102,12 @@ def test_live_exports_the_simulators_families_and_labels(mode):
     exp, run = live_exporter(sc, mode)
     live = families(exp.render_text())
     # plugins outside the built-ins (the example page_reporting, where installed) have no live mechanism
-    allowed = set(NOT_MEASURED) | set(unmapped_families(run.info))
+    allowed = set(NOT_MEASURED) | set(unmapped_families(run.model))
     missing = set(sim) - set(live)
     assert missing <= allowed, f"not exported live and not documented: {missing - allowed}"
     extra = set(live) - set(sim)
     # only counters the model shows once it has counted something (a short run may not have)
+    extra = {f for f in extra if not f.startswith(KERNEL_FAMILIES)}    # the kernel's own: PSI, zswap, zram
     assert all(live[f][0] == "counter" and f.startswith("memtune_vm_") for f in extra), extra
     for name in set(sim) & set(live):
         assert live[name] == sim[name], name
@@ -178,3 +182,26 @@ def test_textfile_is_rewritten_each_tick(tmp_path):
     first = out.read_text()
     exp.tick(run.view(sc.warmup + 1, 1))
     assert out.read_text() != first and "memtune_vm_ballooned_bytes" in out.read_text()
+
+
+def test_the_kernels_own_families_psi_and_zram():
+    sc = _scenario("tps")
+    exp, run = live_exporter(sc, "tps", ticks=3)
+    vals = _values(exp.render_text())
+    vm = run.model.vm_names[0]
+    assert vals[("memtune_vm_memory_pressure_seconds_total", (("kind", "some"), ("vm", vm)))] == 1.0
+    assert vals[("memtune_vm_memory_pressure_seconds_total", (("kind", "full"), ("vm", vm)))] == 0.5
+    assert vals[("memtune_zram_orig_data_size_bytes", ())] == 3 * 2**20
+    assert vals[("memtune_zram_mem_used_total_bytes", ())] == 2**20 + 4096
+
+
+def test_zswap_families_counters_and_gauges():
+    from memtune.live.kernel_families import zswap_families
+
+    fams = {f.name: f for f in zswap_families({"zswpout": 10, "stored_bytes": 8192, "pool_total_size": 4096,
+                                               "reject_compress_poor": 2})}
+    assert fams["memtune_zswap_zswpout"].type == "counter"
+    assert fams["memtune_zswap_stored_bytes"].type == "gauge"
+    assert fams["memtune_zswap_pool_total_size_bytes"].samples[0].value == 4096
+    poor = fams["memtune_zswap_reject_compress_poor"]
+    assert poor.samples[0].name == "memtune_zswap_reject_compress_poor_total"

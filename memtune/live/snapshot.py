@@ -30,11 +30,13 @@ import numpy as np
 from memtune.core.registry import each_plugin
 from memtune.core.report import vm_amounts
 from memtune.live import zswap
+from memtune.live.kernel_families import kernel_families
 from memtune.live.ksm import KSM
 from memtune.metrics.model import Snapshot
 from memtune.plugin import host_counter, host_gauge, vm_gauge
 
 if TYPE_CHECKING:
+    from memtune.core.host import Host
     from memtune.live.observe import RunInfo, TickView
 
 PAGE = 4096
@@ -228,17 +230,17 @@ def live_counters(acc: Counters, raw: dict[str, np.ndarray], faults: dict[str, n
 MAPPED_PLUGINS = ("tps", "ksm", "encryption")   # plugins whose own families a live run fills
 
 
-def declared_families(info: RunInfo) -> dict[str, tuple[str, str, str]]:
-    """name -> (plugin, type, help) of every family the run's plugins declare."""
+def declared_families(model: Host) -> dict[str, tuple[str, str, str]]:
+    """name -> (plugin, type, help) of every family the model host's plugins declare."""
     got: dict[str, tuple[str, str, str]] = {}
-    each_plugin(info.model.pm, "memtune_register_metrics", lambda owner: {
+    each_plugin(model.pm, "memtune_register_metrics", lambda owner: {
         "register": lambda n, t, d, _l=(), _o=owner: got.setdefault(n, (_o, t, d))})
     return got
 
 
-def unmapped_families(info: RunInfo) -> list[str]:
+def unmapped_families(model: Host) -> list[str]:
     """Families declared by plugins the Linux driver has no mechanism for (not exported live)."""
-    return sorted(n for n, (owner, _, _) in declared_families(info).items() if owner not in MAPPED_PLUGINS)
+    return sorted(n for n, (owner, _, _) in declared_families(model).items() if owner not in MAPPED_PLUGINS)
 
 
 def plugin_families(
@@ -301,7 +303,7 @@ class LiveSnapshots:
         kinds |= {"compressed"} if "compression" in self.plugins else set()
         kinds |= {"shared"} if info.sharing == "tps" else set()
         self.kinds = sorted(kinds)
-        self.declared = declared_families(info)
+        self.declared = declared_families(h)
 
     def build(self, view: TickView) -> Snapshot:
         info, h, c = self.info, self.info.model, self.info.controller
@@ -329,5 +331,5 @@ class LiveSnapshots:
             amounts=live_amounts(info, view, host, self.keys),
             touches=lat[:, 0], extra=lat[:, 1], stall=lat[:, 1].copy(), running=lat[:, 2], hist=lat[:, 3:],
             faults=faults, counters=live_counters(self.acc, raw, faults, self.plugins),
-            plugin_families=plugin_families(info, view, self.declared),
+            plugin_families=plugin_families(info, view, self.declared) + kernel_families(info, view),
         )
