@@ -105,118 +105,166 @@ def _hash_ok(rec: dict[str, Any], line: bytes, key: bytes | None) -> bool:
         return False
 
 
+class _Broken(Exception):
+    """The first problem found: what it is (a :class:`Verdict` ``what``) and the detail."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        super().__init__(detail)
+        self.what, self.detail = what, detail
+
+
+@dataclass
+class _Lines:
+    """A log split into lines, each parsed (None: not a record), and every seq that appears."""
+
+    lines: list[bytes]
+    parsed: list[dict[str, Any] | None]
+    complete: bool                    # the file ends with a newline
+    seqs: set[int]
+
+    @classmethod
+    def of(cls, data: bytes) -> _Lines:
+        complete = data.endswith(b"\n")
+        lines = data.split(b"\n")
+        if complete:
+            lines.pop()
+        parsed = [_parse(ln) for ln in lines]
+        return cls(lines, parsed, complete, {r["seq"] for r in parsed if r is not None})
+
+
 def verify_bytes(data: bytes, key: bytes | None = None, *, source: str = "log") -> Verdict:
     """Check every record of a log held in ``data``; the first problem ends the check.
 
+    Each line is read, its chain kind settled by the first record, then its hash, ``seq``, ``prev``
+    and place in a run (log-start ... log-end) are checked in that order.
     Raises :class:`UserError` when the log is HMAC'd and no key was given (a usage problem,
     not a finding about the log).
     """
     if not data:
         return Verdict(False, line=1, what="truncated", detail="the log is empty (no log-start record)")
-    complete = data.endswith(b"\n")
-    lines = data.split(b"\n")
-    if complete:
-        lines.pop()
-    parsed = [_parse(ln) for ln in lines]
-    seqs = {r["seq"] for r in parsed if r is not None}
+    log = _Lines.of(data)
     v = Verdict(True)
-    prev = GENESIS
-    open_run: int | None = None  # line of the open run's log-start
-    run_records = 0
+    runs = _Runs()
+    i, seq = 0, None
+    try:
+        for i, (line, rec) in enumerate(zip(log.lines, log.parsed, strict=True), start=1):
+            seq = rec["seq"] if rec is not None else None
+            rec = _readable(log, i, rec)
+            if v.keyed is None:
+                v.keyed = _chain_kind(log, i, rec, key, source)
+            _check_hash(log, i, rec, key if v.keyed else None, v.keyed)
+            _check_seq(log, i, rec["seq"])
+            if rec["prev"] != v.last_digest:
+                raise _Broken("edited", f"prev does not match line {i - 1}: that line was changed")
+            runs.check(i, rec, v)
+            v.last_digest = line_digest(line)
+            v.records += 1
+            v.last_seq = rec["seq"]
+        i, seq = len(log.lines) + 1, None
+        runs.check_closed(v.last_seq)
+    except _Broken as b:
+        v.ok, v.line, v.what, v.detail, v.seq = False, i, b.what, b.detail, seq
+    return v
 
-    def broken(i: int, what: str, detail: str, seq: int | None = None) -> Verdict:
-        v.ok, v.line, v.what, v.detail, v.seq = False, i, what, detail, seq
-        return v
 
-    for i, (line, rec) in enumerate(zip(lines, parsed, strict=True), start=1):
-        seq = rec["seq"] if rec is not None else None
-        if i == len(lines) and not complete:
-            return broken(i, "truncated", "the last line is partial (no newline at the end of the file)", seq)
-        if rec is None:
-            return broken(i, "bad JSON", "the line is not a JSON object with the audit record fields")
-        if v.keyed is None:
-            if rec["kind"] != "log-start" or not isinstance(rec["data"].get("hmac"), bool):
-                if rec["seq"] != 0 and 0 not in seqs:
-                    return broken(i, "dropped", "the log-start record (seq 0) is missing", seq)
-                if rec["seq"] != 0:
-                    return broken(i, "reordered", "the log-start record (seq 0) is not the first line", seq)
-                return broken(i, "edited", "the first record is not a log-start record", seq)
-            keyed = rec["data"]["hmac"]
-            if keyed and key is None:
-                # a plain chain whose log-start was edited to claim a key, or a keyed log
-                nxt = parsed[i] if i < len(parsed) else None
-                if nxt is not None and _hash_ok(nxt, lines[i], None):
-                    return broken(
-                        i, "edited", "the log-start claims an HMAC key but the chain is plain SHA-256", seq
-                    )
-                raise UserError(
-                    "the audit log is HMAC-signed: give --key-file or set MEMTUNE_AUDIT_KEY", source=source
-                )
-            if not keyed and key is not None:
-                return broken(
-                    i,
-                    "not keyed",
-                    "a key was given but the log is a plain SHA-256 chain "
-                    "(it may have been rewritten without the key)",
-                    seq,
-                )
-            v.keyed = keyed
-        use_key = key if v.keyed else None
-        if not _hash_ok(rec, line, use_key):
-            if v.keyed and len(lines) - i >= 1:
-                rest = [
-                    _hash_ok(r, ln, use_key)
-                    for ln, r in zip(lines[i - 1 :], parsed[i - 1 :], strict=True)
-                    if r is not None
-                ]
-                if len(rest) >= 2 and not any(rest):
-                    return broken(i, "wrong key", "no record from here on matches the HMAC key", seq)
-            return broken(i, "edited", "the hash does not match the record's content", seq)
-        expect = i - 1  # every intact line before this one has one seq
-        if seq != expect:
-            if seq > expect and expect not in seqs:
-                return broken(i, "dropped", f"records seq {expect}..{seq - 1} are missing", seq)
-            return broken(i, "reordered", f"expected seq {expect} here", seq)
-        if rec["prev"] != prev:
-            return broken(i, "edited", f"prev does not match line {i - 1}: that line was changed", seq)
+def _readable(log: _Lines, i: int, rec: dict[str, Any] | None) -> dict[str, Any]:
+    """Line ``i`` is whole (the last line ends with a newline) and is an audit record."""
+    if i == len(log.lines) and not log.complete:
+        raise _Broken("truncated", "the last line is partial (no newline at the end of the file)")
+    if rec is None:
+        raise _Broken("bad JSON", "the line is not a JSON object with the audit record fields")
+    return rec
+
+
+def _chain_kind(log: _Lines, i: int, rec: dict[str, Any], key: bytes | None, source: str) -> bool:
+    """Whether the chain is HMAC'd, from the first record (the log-start's ``hmac``), checked
+    against the key given."""
+    if rec["kind"] != "log-start" or not isinstance(rec["data"].get("hmac"), bool):
+        if rec["seq"] != 0 and 0 not in log.seqs:
+            raise _Broken("dropped", "the log-start record (seq 0) is missing")
+        if rec["seq"] != 0:
+            raise _Broken("reordered", "the log-start record (seq 0) is not the first line")
+        raise _Broken("edited", "the first record is not a log-start record")
+    keyed = rec["data"]["hmac"]
+    if keyed and key is None:
+        # a plain chain whose log-start was edited to claim a key, or a keyed log
+        nxt = log.parsed[i] if i < len(log.parsed) else None
+        if nxt is not None and _hash_ok(nxt, log.lines[i], None):
+            raise _Broken("edited", "the log-start claims an HMAC key but the chain is plain SHA-256")
+        raise UserError(
+            "the audit log is HMAC-signed: give --key-file or set MEMTUNE_AUDIT_KEY", source=source
+        )
+    if not keyed and key is not None:
+        raise _Broken(
+            "not keyed",
+            "a key was given but the log is a plain SHA-256 chain "
+            "(it may have been rewritten without the key)",
+        )
+    return keyed
+
+
+def _check_hash(log: _Lines, i: int, rec: dict[str, Any], key: bytes | None, keyed: bool) -> None:
+    """The record's hash matches its content in canonical form; in a keyed log, a key that matches
+    no record from here on (two or more) is the wrong key rather than an edit."""
+    if _hash_ok(rec, log.lines[i - 1], key):
+        return
+    if keyed:
+        rest = [
+            _hash_ok(r, ln, key)
+            for ln, r in zip(log.lines[i - 1 :], log.parsed[i - 1 :], strict=True)
+            if r is not None
+        ]
+        if len(rest) >= 2 and not any(rest):
+            raise _Broken("wrong key", "no record from here on matches the HMAC key")
+    raise _Broken("edited", "the hash does not match the record's content")
+
+
+def _check_seq(log: _Lines, i: int, seq: int) -> None:
+    """Line ``i`` holds seq ``i - 1``: a missing seq found nowhere is dropped, else reordered."""
+    expect = i - 1  # every intact line before this one has one seq
+    if seq != expect:
+        if seq > expect and expect not in log.seqs:
+            raise _Broken("dropped", f"records seq {expect}..{seq - 1} are missing")
+        raise _Broken("reordered", f"expected seq {expect} here")
+
+
+@dataclass
+class _Runs:
+    """Runs bracket their records: log-start (same chain kind as the first), records, log-end
+    counting them."""
+
+    open_run: int | None = None       # line of the open run's log-start
+    run_records: int = 0
+
+    def check(self, i: int, rec: dict[str, Any], v: Verdict) -> None:
         kind = rec["kind"]
         if kind == "log-start":
-            if open_run is not None:
-                return broken(
-                    i,
+            if self.open_run is not None:
+                raise _Broken(
                     "truncated",
-                    f"the run that started on line {open_run} has no log-end record before this log-start",
-                    seq,
+                    f"the run that started on line {self.open_run} has no log-end record "
+                    "before this log-start",
                 )
             if bool(rec["data"].get("hmac")) != v.keyed:
-                return broken(i, "edited", "a later run changed whether the log is HMAC'd", seq)
-            open_run, run_records = i, 0
+                raise _Broken("edited", "a later run changed whether the log is HMAC'd")
+            self.open_run, self.run_records = i, 0
             v.runs += 1
-        elif open_run is None:
-            return broken(
-                i, "edited", f"a {kind!r} record outside a run (after log-end, before log-start)", seq
-            )
-        run_records += 1
+        elif self.open_run is None:
+            raise _Broken("edited", f"a {kind!r} record outside a run (after log-end, before log-start)")
+        self.run_records += 1
         if kind == "log-end":
-            if rec["data"].get("records") != run_records:
-                return broken(
-                    i,
-                    "edited",
-                    f"log-end counts {rec['data'].get('records')} records, the run has {run_records}",
-                    seq,
-                )
-            open_run = None
-        prev = line_digest(line)
-        v.records += 1
-        v.last_seq = seq
-        v.last_digest = prev
-    if open_run is not None:
-        return broken(
-            len(lines) + 1,
-            "truncated",
-            f"no log-end after seq {v.last_seq} (records cut off the end, or the run was killed)",
-        )
-    return v
+            if rec["data"].get("records") != self.run_records:
+                counted = rec["data"].get("records")
+                raise _Broken("edited", f"log-end counts {counted} records, the run has {self.run_records}")
+            self.open_run = None
+
+    def check_closed(self, last_seq: int) -> None:
+        """The last run ended with its log-end."""
+        if self.open_run is not None:
+            raise _Broken(
+                "truncated",
+                f"no log-end after seq {last_seq} (records cut off the end, or the run was killed)",
+            )
 
 
 def verify_file(path: str | Path, key: bytes | None = None) -> Verdict:
