@@ -205,3 +205,16 @@ def test_zswap_families_counters_and_gauges():
     assert fams["memtune_zswap_pool_total_size_bytes"].samples[0].value == 4096
     poor = fams["memtune_zswap_reject_compress_poor"]
     assert poor.samples[0].name == "memtune_zswap_reject_compress_poor_total"
+
+
+def test_a_textfile_that_cannot_be_written_warns_once_and_the_run_goes_on(tmp_path, capsys):
+    sc = _scenario("tps")
+    run = FakeRun(sc, "tps")
+    exp = LiveExporter(textfile=tmp_path / "gone" / "live.prom")
+    exp.start(run.info)
+    exp._builder = LiveSnapshots(run.info, host_reader=lambda info, view: dict(run.host))
+    exp.tick(run.view(sc.warmup, 0))
+    exp.tick(run.view(sc.warmup + 1, 1))
+    err = capsys.readouterr().err
+    assert err.count("memtune: warning:") == 1 and "does not exist" in err
+    assert exp.snapshot is not None and exp.snapshot.ticks == 2

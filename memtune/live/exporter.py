@@ -11,6 +11,7 @@ It serves through :func:`memtune.metrics.start_metrics_server` (loopback) inside
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from memtune.errors import UserError
 from memtune.live.observe import RunInfo, TickView
 from memtune.live.snapshot import LiveSnapshots
 from memtune.metrics.collector import HostRegistry, snapshot_families
@@ -36,6 +38,7 @@ class LiveExporter(Collector):
     def __init__(self, latency_buckets: str = "full", textfile: str | Path | None = None) -> None:
         self.latency_buckets = latency_buckets
         self.textfile = textfile
+        self.textfile_error: str | None = None
         self._lock = threading.Lock()
         self._builder: LiveSnapshots | None = None
         self._snapshot: Snapshot | None = None
@@ -55,8 +58,12 @@ class LiveExporter(Collector):
         with self._lock:
             self._snapshot = snap
             self._version += 1
-        if self.textfile is not None:
-            write_body(self.render_body(), self.textfile)
+        if self.textfile is not None and self.textfile_error is None:
+            try:
+                write_body(self.render_body(), self.textfile)
+            except UserError as exc:    # the run goes on (it changes the host); said once, not silently
+                self.textfile_error = str(exc)
+                print(f"memtune: warning: {exc}; metrics are no longer written there", file=sys.stderr)
 
     @property
     def snapshot(self) -> Snapshot | None:

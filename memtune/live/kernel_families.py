@@ -29,7 +29,8 @@ ZSWAP_GAUGES = {"pool_bytes": "RAM the zswap pool takes (meminfo Zswap).",
                 "stored_pages": "Pages zswap holds (debugfs stored_pages).",
                 "stored_incompressible_pages": "Pages zswap holds uncompressed (debugfs)."}
 ZRAM_BYTES = ("orig_data_size", "compr_data_size", "mem_used_total", "mem_limit", "mem_used_max")
-ZRAM_PAGES = ("same_pages", "pages_compacted", "huge_pages")
+ZRAM_PAGES = ("same_pages", "huge_pages")          # gauges, 4 KiB pages
+ZRAM_COUNTERS = ("pages_compacted",)
 
 
 def psi_family(info: RunInfo, view: TickView) -> Any:
@@ -59,11 +60,14 @@ def zswap_families(stats: dict[str, int]) -> list[Any]:
 
 
 def zram_families(mm_stat: dict[str, int]) -> list[Any]:
-    out = []
-    for key in ZRAM_BYTES + ZRAM_PAGES:
-        if key in mm_stat:
-            unit = "_bytes" if key in ZRAM_BYTES else "_pages"
-            out.append(host_gauge(f"memtune_zram_{key}{unit}", f"zram mm_stat {key}.", mm_stat[key]))
+    out: list[Any] = []
+    for key in (k for k in ZRAM_BYTES + ZRAM_PAGES + ZRAM_COUNTERS if k in mm_stat):
+        doc = f"zram mm_stat {key}" + (" (4 KiB pages)." if key not in ZRAM_BYTES else ".")
+        if key in ZRAM_COUNTERS:
+            out.append(host_counter(f"memtune_zram_{key}", doc, mm_stat[key]))
+        else:
+            name = f"memtune_zram_{key}" + ("_bytes" if key in ZRAM_BYTES else "")
+            out.append(host_gauge(name, doc, mm_stat[key]))
     return out
 
 
