@@ -29,21 +29,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from memtune.core.contents import CONTENT_BITS, duplicate_content, is_unique, template_content, unique_content
 from memtune.core.hookspecs import hookimpl
 from memtune.core.host import Host
 from memtune.core.knobs import Knob
 from memtune.core.memstate import MemState
-from memtune.core.pages import (
-    CONTENT_BITS,
-    FREE,
-    MAX_STATES,
-    RESIDENT,
-    duplicate_content,
-    first_of_each,
-    is_unique,
-    template_content,
-    unique_content,
-)
+from memtune.core.pages import FREE, MAX_STATES, RESIDENT, first_of_each
 from memtune.core.settings import Setting
 from memtune.errors import ConfigError, UserError
 from memtune.units import GiB, KiB, MiB

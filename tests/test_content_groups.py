@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import build_scenario
 
+from memtune.core.contents import GROUP_IMAGE_BASE
 from memtune.core.engine import Engine
-from memtune.core.pages import GROUP_IMAGE_BASE
 from memtune.core.plugins import build_plugin_manager
 from memtune.core.scenario import load_scenario
 from memtune.core.simulation import build_host

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import SHARING_ONLY, build_scenario, make_host, map_all, run_for
 
-from memtune.core.pages import is_unique
+from memtune.core.contents import is_unique
 from memtune.core.report import vm_amounts
 from memtune.plugins import encryption
 from memtune.testing import FixedLatencyState

@@ -14,7 +14,8 @@ import pytest
 from conftest import build_scenario, make_host, map_all, run_for
 
 from memtune import hookimpl
-from memtune.core.pages import FREE, RESIDENT, is_unique
+from memtune.core.contents import is_unique
+from memtune.core.pages import FREE, RESIDENT
 from memtune.core.report import vm_amounts
 from memtune.errors import ConfigError
 from memtune.plugins import tps

@@ -14,17 +14,10 @@ from typing import Any
 import numpy as np
 
 from memtune.core.content_groups import memberships
+from memtune.core.contents import duplicate_content, group_content, template_content, unique_content
 from memtune.core.latency import LatencyBook
 from memtune.core.memstate import MemState, min_free
-from memtune.core.pages import (
-    FREE,
-    RESIDENT,
-    PageTable,
-    duplicate_content,
-    group_content,
-    template_content,
-    unique_content,
-)
+from memtune.core.pages import FREE, RESIDENT, PageTable
 from memtune.core.plugins import MemtunePluginManager
 from memtune.core.registry import registry_of
 from memtune.core.sampling import WorkingSetSampler

@@ -7,10 +7,8 @@ the core defines ``FREE`` (no machine page behind it: never touched, or given ba
 through ``memtune_register_page_states``. Per-VM, per-state counts are kept up to date from the
 pages that change, never by recounting.
 
-Content ids (int64) say what a page holds, so identical pages can be found:
-``0`` is the zero page; ``template(image, j)``, ``group(g, j)`` (content shared by some VMs),
-``duplicate(vm, group)`` and ``unique(page)`` are built by the helpers below. They use 47 bits, so a plugin
-may put a 16-bit scope above them.
+``content`` holds each page's content id (:mod:`memtune.core.contents`), so identical pages can be
+found.
 """
 
 from __future__ import annotations
@@ -20,39 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from memtune.core.contents import CONTENT_BITS  # noqa: F401 - where memtune.live reads it
+
 FREE = 0
 RESIDENT = 1
 MAX_STATES = 32  # page state codes fit in 5 bits; per-state tables have this length
-
-CONTENT_BITS = 47
-_KIND_SHIFT = 45
-_OWNER_SHIFT = 32
-ZERO_CONTENT = 0
-TEMPLATE_KIND, DUPLICATE_KIND, UNIQUE_KIND = 1, 2, 3
-
-
-def template_content(image: int, index: np.ndarray) -> np.ndarray:
-    """Content id of template page ``index`` of guest image ``image`` (same in every VM of it)."""
-    return (TEMPLATE_KIND << _KIND_SHIFT) | (int(image) << _OWNER_SHIFT) | (index.astype(np.int64) + 1)
-
-
-GROUP_IMAGE_BASE = 1 << 12  # image ids from here on are content groups (13 image bits: 8192 ids)
-
-
-def group_content(group: int, index: np.ndarray) -> np.ndarray:
-    """Content id of page ``index`` of content group ``group`` (same in every VM holding the group)."""
-    return template_content(GROUP_IMAGE_BASE + int(group), index)
-
-
-def duplicate_content(vm: int, group: np.ndarray) -> np.ndarray:
-    """Content id of intra-VM duplicate group ``group`` of VM ``vm``."""
-    return (DUPLICATE_KIND << _KIND_SHIFT) | (int(vm) << _OWNER_SHIFT) | (group.astype(np.int64) + 1)
-
-
-def unique_content(page: np.ndarray) -> np.ndarray:
-    """Content id no other page holds (used for data and for anything written)."""
-    return (UNIQUE_KIND << _KIND_SHIFT) | page.astype(np.int64)
-
 
 def first_of_each(vm: np.ndarray, want: np.ndarray, n: np.ndarray | None = None) -> np.ndarray:
     """Mask of the first ``want[v]`` entries of each VM ``v`` in ``vm``, a list grouped by VM
@@ -60,10 +30,6 @@ def first_of_each(vm: np.ndarray, want: np.ndarray, n: np.ndarray | None = None)
     if n is None:
         n = np.bincount(vm, minlength=want.size)
     return np.arange(vm.size) - (n.cumsum() - n)[vm] < want[vm]
-
-
-def is_unique(content: np.ndarray) -> np.ndarray:
-    return (content >> _KIND_SHIFT) == UNIQUE_KIND
 
 
 @dataclass(frozen=True)
@@ -297,77 +263,15 @@ class PageTable:
         instead where that is cheaper (it wants a large part of what the range holds, or the state is
         sparse there), or when it is still short after ``tries`` rounds.
         """
-        nvm = self.counts.shape[0]
-        want = np.asarray(want, dtype=np.int64)
-        hi = self.npages if hi is None else np.minimum(np.asarray(hi, dtype=np.int64), self.npages)
-        if lo is None:
-            lo, span = np.zeros(nvm, dtype=np.int64), hi
-        else:
-            lo = np.asarray(lo, dtype=np.int64)
-            span = np.maximum(hi - lo, 0)
-        if shift is not None:
-            wrap = np.maximum(np.asarray(wrap, dtype=np.int64), 1)
-            shift = np.asarray(shift, dtype=np.int64) % wrap
+        r = self._ranges(lo, hi, shift, wrap)
         table = allowed[: self.ns]
-        codes = table.nonzero()[0]
         n_allowed = self.counts.dot(table.astype(np.int64))
-        density = np.minimum(n_allowed, span) / np.maximum(span, 1)
-        want = np.minimum(want, np.minimum(span, n_allowed))
-
-        def cheaper_listed(wanted: np.ndarray) -> np.ndarray:
-            # wanting a large part of what the range holds (draws would mostly repeat), or a sparse
-            # state there: a draw costs about 16 listed pages, listing a VM's range 50000 more
-            d = np.maximum(density, 1e-3)
-            return (wanted > 0) & ((2 * wanted >= d * span) | (wanted * 1.25 / d * 16 > span + 50_000))
-
-        listed = cheaper_listed(want)
-        remaining = np.where(listed, 0, want)
-        chosen: list[np.ndarray] = []
-        have = np.zeros(nvm, dtype=np.int64)
-        most = 4 * span
-        # page of position 0 in each VM's range; with a wrap, pages from `end` on wrap back
-        start = self.base + lo if shift is None else self.base + lo + shift
-        end = None if shift is None else self.base + wrap
-        for _ in range(tries):
-            if not remaining.any():
-                break
-            draws = np.where(remaining > 0, np.ceil(remaining * 1.25 / np.maximum(density, 1e-3)) + 4, 0)
-            draws = np.minimum(draws, most).astype(np.int64)
-            vm = np.arange(nvm).repeat(draws)
-            page = (rng.random(vm.size) * span[vm]).astype(np.int64)  # uniform positions
-            page += start[vm]
-            if shift is not None:  # position + shift < 2 * wrap: one subtraction wraps it
-                w = wrap[vm]
-                page -= w * (page >= end[vm])
-            ok = allowed.take(self.state[page])
-            page, vm = page[ok], vm[ok]
-            # what the draws saw: the counts say how many allowed pages a VM has, not where they are
-            seen = n = np.bincount(vm, minlength=nvm)
-            new = self.first_seen(page)
-            if chosen:
-                new[new] = ~self.member(page[new], np.concatenate(chosen))
-            if not new.all():
-                page, vm = page[new], vm[new]
-                n = np.bincount(vm, minlength=nvm)
-            take = first_of_each(vm, remaining, n)
-            chosen.append(page[take])
-            got = np.minimum(n, remaining)
-            remaining -= got
-            have += got
-            if not remaining.any():
-                break
-            density = np.where(draws > 0, np.maximum(seen, 0.5) / np.maximum(draws, 1), density)
-            density = np.maximum(density - have / np.maximum(span, 1), 0.0)  # what is left to pick
-            now_listed = cheaper_listed(remaining)
-            listed |= now_listed
-            remaining[now_listed] = 0
-        listed |= remaining > 0
-        for v in listed.nonzero()[0]:
-            cand = (
-                self._list_range(v, lo[v], span[v], allowed, codes)
-                if shift is None
-                else self._list_range(v, lo[v], span[v], allowed, codes, shift[v], wrap[v])
-            )
+        density = np.minimum(n_allowed, r.span) / np.maximum(r.span, 1)
+        want = np.minimum(np.asarray(want, dtype=np.int64), np.minimum(r.span, n_allowed))
+        chosen, have, listed = self._draw_rounds(rng, want, allowed, r, density, tries)
+        codes = table.nonzero()[0]
+        for v in listed.nonzero()[0]:         # the rest: list the range, pick among what is left
+            cand = self._list_range(v, r.lo[v], r.span[v], allowed, codes, *r.wrap_of(v))
             if have[v]:
                 cand = cand[~self.member(cand, np.concatenate(chosen))]
             chosen.append(rng.choice(cand, size=min(int(want[v] - have[v]), cand.size), replace=False))
@@ -375,3 +279,109 @@ class PageTable:
             return np.zeros(0, dtype=np.int64)
         out = np.concatenate(chosen).astype(np.int64)
         return out[self.vm[out].argsort(kind="stable")] if len(chosen) > 1 else out
+
+    def _ranges(
+        self, lo: np.ndarray | None, hi: np.ndarray | None, shift: np.ndarray | None, wrap: np.ndarray | None
+    ) -> _Ranges:
+        """Each VM's positions ``[lo, lo + span)`` (``hi`` capped at the VM's pages) and, with a
+        shift, the wrap they count round."""
+        hi = self.npages if hi is None else np.minimum(np.asarray(hi, dtype=np.int64), self.npages)
+        if lo is None:
+            lo, span = np.zeros(self.counts.shape[0], dtype=np.int64), hi
+        else:
+            lo = np.asarray(lo, dtype=np.int64)
+            span = np.maximum(hi - lo, 0)
+        if shift is None:
+            return _Ranges(lo, span, start=self.base + lo)
+        wrap = np.maximum(np.asarray(wrap, dtype=np.int64), 1)
+        shift = np.asarray(shift, dtype=np.int64) % wrap
+        return _Ranges(lo, span, start=self.base + lo + shift, shift=shift, wrap=wrap, end=self.base + wrap)
+
+    def _draw_rounds(
+        self,
+        rng: np.random.Generator,
+        want: np.ndarray,
+        allowed: np.ndarray,
+        r: _Ranges,
+        density: np.ndarray,
+        tries: int,
+    ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """Up to ``tries`` rounds of uniform draws for the VMs where drawing is cheaper than listing;
+        each round sizes its draws by the density the last one found. Returns the pages chosen, how
+        many each VM has, and the VMs whose range is to be listed instead."""
+        listed = _cheaper_listed(want, density, r.span)
+        remaining = np.where(listed, 0, want)
+        chosen: list[np.ndarray] = []
+        have = np.zeros(self.counts.shape[0], dtype=np.int64)
+        for _ in range(tries):
+            if not remaining.any():
+                break
+            draws = np.where(remaining > 0, np.ceil(remaining * 1.25 / np.maximum(density, 1e-3)) + 4, 0)
+            draws = np.minimum(draws, 4 * r.span).astype(np.int64)
+            page, vm, seen = self._draw(rng, draws, allowed, r)
+            page, vm, n = self._not_chosen(page, vm, seen, chosen)
+            chosen.append(page[first_of_each(vm, remaining, n)])
+            got = np.minimum(n, remaining)
+            remaining -= got
+            have += got
+            if not remaining.any():
+                break
+            density = np.where(draws > 0, np.maximum(seen, 0.5) / np.maximum(draws, 1), density)
+            density = np.maximum(density - have / np.maximum(r.span, 1), 0.0)  # what is left to pick
+            now_listed = _cheaper_listed(remaining, density, r.span)
+            listed |= now_listed
+            remaining[now_listed] = 0
+        return chosen, have, listed | (remaining > 0)
+
+    def _draw(
+        self, rng: np.random.Generator, draws: np.ndarray, allowed: np.ndarray, r: _Ranges
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``draws[v]`` uniform positions in each VM's range: the pages whose state is allowed,
+        their VMs, and how many each VM's draws found (the counts say how many allowed pages a VM
+        has, not where they are)."""
+        vm = np.arange(draws.size).repeat(draws)
+        page = (rng.random(vm.size) * r.span[vm]).astype(np.int64)  # uniform positions
+        page += r.start[vm]
+        if r.shift is not None:  # position + shift < 2 * wrap: one subtraction wraps it
+            page -= r.wrap[vm] * (page >= r.end[vm])
+        ok = allowed.take(self.state[page])
+        page, vm = page[ok], vm[ok]
+        return page, vm, np.bincount(vm, minlength=draws.size)
+
+    def _not_chosen(
+        self, page: np.ndarray, vm: np.ndarray, n: np.ndarray, chosen: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The drawn pages without repeats and without pages chosen in earlier rounds, with their
+        count per VM."""
+        new = self.first_seen(page)
+        if chosen:
+            new[new] = ~self.member(page[new], np.concatenate(chosen))
+        if new.all():
+            return page, vm, n
+        page, vm = page[new], vm[new]
+        return page, vm, np.bincount(vm, minlength=n.size)
+
+
+@dataclass
+class _Ranges:
+    """Per VM, the positions pick_random draws from: ``[lo, lo + span)``, position 0 at page
+    ``start``; with a shift, pages from ``end`` on wrap back by ``wrap``."""
+
+    lo: np.ndarray
+    span: np.ndarray
+    start: np.ndarray
+    shift: np.ndarray | None = None
+    wrap: np.ndarray | None = None
+    end: np.ndarray | None = None
+
+    def wrap_of(self, v: int) -> tuple[int, int | None]:
+        """``(shift, wrap)`` of VM ``v`` for ``_list_range`` (``(0, None)``: no wrap)."""
+        return (0, None) if self.shift is None else (self.shift[v], self.wrap[v])
+
+
+def _cheaper_listed(wanted: np.ndarray, density: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """VMs where listing the range is cheaper than drawing: wanting a large part of what the range
+    holds (draws would mostly repeat), or a sparse state there; a draw costs about 16 listed pages,
+    listing a VM's range 50000 more."""
+    d = np.maximum(density, 1e-3)
+    return (wanted > 0) & ((2 * wanted >= d * span) | (wanted * 1.25 / d * 16 > span + 50_000))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from memtune.core.pages import unique_content
+from memtune.core.contents import unique_content
 
 if TYPE_CHECKING:
     from memtune.core.host import Host

@@ -17,7 +17,7 @@ Model (Waldspurger, OSDI 2002, section 4; vSphere Resource Management guide, "Me
   resident, same content: ESX re-hashes the hinted page) and both become shared on one frame.
 - A write to a shared page breaks the share (copy-on-write): the page gets a private copy and
   unique content, the frame's refcount drops, the frame is freed at zero.
-- Unique content (``pages.is_unique``) can never match; such pages are scanned but not inserted.
+- Unique content (``contents.is_unique``) can never match; such pages are scanned but not inserted.
 
 The table is a sorted array of keys (a large main level plus a small recent level merged in batches,
 so inserting costs amortised O(1) per key) over slot arrays (refcount, hint page). Everything per
