@@ -37,7 +37,8 @@ from memtune.live.safety import unavailable
 from memtune.policies import apply_policy, list_presets, load_policy
 
 KSM_KNOBS = {"ksm.pages_to_scan": 1000, "ksm.sleep_millisecs": 20}
-LINUX = {"memtune.sharing": "ksm", "memtune.compression": "zram", **KSM_KNOBS}
+LINUX = {"memtune.sharing": "ksm", "memtune.compression": "zram", "memtune.host_victims": "cold",
+         **KSM_KNOBS}
 TABLE_FIGURES = ("shared_saved", "compressed", "swapped", "ballooned", "faults", "stall", "mean_latency")
 
 

@@ -56,3 +56,16 @@ def test_reservation_is_locked(tmp_path):
     mem.set_balloon(n, allocated=n, coldness=np.arange(n))      # asks for every page, coldest first
     assert mem.backed[:locked].all() and not mem.swapped[:locked].any()
     assert mem.swapped[locked:].all()
+
+
+def test_cold_victims():
+    """A Linux host's reclaim (``memtune.host_victims = "cold"``) takes pages outside the hot window;
+    ESX's random victims land in it in proportion to its size."""
+    out = {}
+    for mode in ("random", "cold"):
+        host = _host("esx")
+        host.settings["memtune.host_victims"] = mode
+        v = host.pick_victims(host.rng("t"), np.array([200]), host.states.table("resident"))
+        assert v.size == 200 and np.unique(v).size == 200
+        out[mode] = float(host.touch_probability(v).mean())
+    assert out["cold"] < 0.2 * out["random"]

@@ -112,9 +112,11 @@ def _live_metrics(port: int | None, out: str | None) -> Iterator[object | None]:
     help="Share pages the Linux way on both sides (memtune.sharing = ksm) with this KSM value (repeatable).",
 )
 @click.option(
-    "--zram",
+    "--linux",
+    "linux",
     is_flag=True,
-    help="Compress the Linux way on both sides (memtune.compression = zram: every page is kept).",
+    help="Model the host's Linux mechanisms: zram compression (memtune.compression = zram) and LRU "
+    "page-out victims (memtune.host_victims = cold).",
 )
 @click.option(
     "--out", default="memtune-validate", show_default=True, help="Directory for report.json and validate.png."
@@ -145,7 +147,7 @@ def cli(
     seeds,
     calibration,
     ksm,
-    zram,
+    linux,
     out,
     plots,
     force,
@@ -179,8 +181,9 @@ def cli(
                 **{f"ksm.{k}": v for k, v in _ksm(ksm).items()},
             }
         )
-    if zram:
-        sc = sc.replace(settings={**sc.settings, "memtune.compression": "zram"})
+    if linux:
+        linux_rules = {"memtune.compression": "zram", "memtune.host_victims": "cold"}
+        sc = sc.replace(settings={**sc.settings, **linux_rules})
     cfg = ValidateConfig(
         duration=duration_option(duration),
         memory_scale=memory_scale,

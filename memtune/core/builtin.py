@@ -55,6 +55,11 @@ SETTINGS = (
             "model choice: on the built-in scenarios 10 s gives the stall, latency, balloon and "
             "sharing of per-tick draws within their seed spread at about 0.8x the time of `small` "
             "(docs/model.md, Touch spans)", minimum=0),
+    Setting("memtune.host_victims", "str", "random",
+            "Pages the hypervisor pages out: random (ESX) or cold (a Linux host's LRU: guest-free, then "
+            "outside the hot window, then any).",
+            "ESX: Waldspurger, OSDI 2002, s.4.3 (random victims); Linux: mm/vmscan.c LRU reclaim",
+            choices=("random", "cold")),
     Setting("memtune.warm_start", "bool", False,
             "Start VMs (powered on at time 0, not booting) as if they had been running: their "
             "most-touched allocated pages resident, up to their initial allocation target.",

@@ -260,7 +260,7 @@ class Engine:
             pos[order] = np.arange(pages.size) - first[svm]
             over = ok & (pos >= room[vm])
             excess = np.bincount(vm[over], minlength=h.nvm)
-            victims = pg.pick_random(h.rng("limit"), excess, self.resident_only)
+            victims = h.pick_victims(h.rng("limit"), excess, self.resident_only)
             victims = victims[~np.isin(victims, pages)]
             if victims.size:
                 h.page_out(victims)

@@ -312,6 +312,28 @@ class Host:
         vm = self.pages.vm[pages]
         return self.workload.probability(vm, pages - self.pages.base[vm])
 
+    def pick_victims(self, rng: np.random.Generator, want: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        """Up to ``want[v]`` pages the hypervisor pages out of each VM, grouped by VM. ESX picks at
+        random (it cannot see the guest's LRU; Waldspurger 2002 s.4.3). With ``memtune.host_victims
+        = "cold"`` (a Linux host reclaiming a VM process by its LRU lists, mm/vmscan.c): guest-free
+        pages first, then pages outside the working set's hot window, then any, each at random."""
+        pg = self.pages
+        if self.settings.get("memtune.host_victims", "random") != "cold":
+            return pg.pick_random(rng, want, allowed)
+        wl = self.workload
+        alloc = wl.allocated
+        hot_end = np.minimum(wl.wss, alloc)
+        parts = [pg.pick_random(rng, want, allowed, lo=alloc)]
+        for lo, hi in ((hot_end, alloc), (None, None)):
+            short = want - np.bincount(pg.vm[np.concatenate(parts)], minlength=self.nvm)
+            if not (short > 0).any():
+                break
+            window = {"lo": lo, "hi": hi, "shift": wl.offset, "wrap": alloc} if lo is not None else {}
+            more = pg.pick_random(rng, np.maximum(short, 0), allowed, **window)
+            parts.append(more[~np.isin(more, np.concatenate(parts))])
+        out = np.concatenate(parts)
+        return out[pg.vm[out].argsort(kind="stable")]
+
     def guest_free(self, pages: np.ndarray) -> np.ndarray:
         """Pages the guest is not using (beyond its allocated memory)."""
         vm = self.pages.vm[pages]

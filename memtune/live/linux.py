@@ -28,6 +28,7 @@ from memtune.live.content import canonical_classes
 from memtune.live.control import Controller
 from memtune.live.control_block import GO_FILL, GO_RUN, GO_STOP, ControlBlock, LatencyBlock
 from memtune.live.figures import live_figures
+from memtune.live.limiter import LimitWriter
 from memtune.live.lock import host_lock
 from memtune.live.measure import host_sample, vm_counters
 from memtune.live.outcome import final_amounts, read_stats, vm_rows
@@ -37,7 +38,7 @@ from memtune.live.state import STATE_DIR, STATE_FILE, HostError, HostState, open
 
 PAGE = 4096
 RECLAIM_AT = 0.24          # of minFree: inside the hard state (16-32 %), where ESX swaps
-LIMIT_STEP = 0.01          # of the capacity: the most the parent's limit is lowered below usage per tick
+LIMIT_STEP = 0.05          # of the capacity: the most the parent's limit is posted below the usage
 
 
 @dataclass
@@ -222,9 +223,8 @@ class _Run:
             if vm.limit is not None and vm.limit < vm.memory:
                 g.set_limit(self.st, vm.limit + b)
         c = self.controller
-        self.parent.set_limit(
-            self.st, int(c.capacity - RECLAIM_AT * c.min_free + sum(self.baseline)) // PAGE * PAGE
-        )
+        first = int(c.capacity - RECLAIM_AT * c.min_free + sum(self.baseline)) // PAGE * PAGE
+        self.limiter = LimitWriter(self.st, self.parent, first)
 
     def _set_parent_limit(self, zram_used: int, other: int) -> None:
         """The kernel reclaims at the parent's limit: the VMs' capacity minus what zram holds (zram
@@ -232,21 +232,22 @@ class _Run:
         ``RECLAIM_AT`` of minFree, so that the kernel swaps where ESX does, in the hard state;
         plus what the workers hold beyond the VMs' pages (``other``, measured each tick).
 
-        Writing a limit below the usage reclaims in the writer, synchronously: the limit goes down
-        by at most ``LIMIT_STEP`` of the capacity per tick, so that the control loop keeps its tick."""
+        The writer reclaims down to a limit below the usage (:mod:`memtune.live.limiter`, in its own
+        thread); the limit goes at most ``LIMIT_STEP`` of the capacity below the usage at a time."""
         c = self.controller
         limit = int(c.capacity - zram_used - RECLAIM_AT * c.min_free + other)
         usage = self.parent.usage()
-        limit = max(limit, usage - int(LIMIT_STEP * c.capacity)) // PAGE * PAGE
-        if limit != getattr(self, "_parent_limit", None):
-            try:
-                self.parent.set_limit(self.st, limit)
-                self._parent_limit = limit
-            except OSError:  # EBUSY: the kernel could not reclaim down to it yet
-                pass
+        self.limiter.post(max(limit, usage - int(LIMIT_STEP * c.capacity)) // PAGE * PAGE)
 
     # --- the run ---------------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
+        try:
+            return self._execute()
+        finally:
+            if hasattr(self, "limiter"):       # no write of this run's limit after it ends
+                self.limiter.close(timeout=5.0)
+
+    def _execute(self) -> dict[str, Any]:
         self._dirs()
         content = self._content()
         self._mechanisms()
@@ -363,6 +364,7 @@ class _Run:
         figures["oom_killed"] = sorted(self.sc.vms[v].name for v in self.killed)
         host = {"ksm": s.ksm, "zram": s.zram, "swaps": s.swaps, "baseline": sum(self.baseline),
                 "capacity": self.controller.capacity, "min_free": self.controller.min_free,
-                "filled": self.filled, "counters": {"warm": warm, "end": end}}
+                "filled": self.filled, "counters": {"warm": warm, "end": end},
+                "limit_busy": self.limiter.busy}
         return {"driver": "linux", "scenario": self.sc.name, "seed": self.seed, "figures": figures,
                 "vms": vms, "timeline": timeline, "host": host}

@@ -297,7 +297,7 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
     want = np.where(host.powered & (d.cache_bytes < d.cap_bytes), np.floor(need + 1e-9), 0).astype(np.int64)
     if not (want > 0).any():
         return
-    victims = host.pages.pick_random(host.rng(NAME), np.maximum(want, 0), d.resident_only)
+    victims = host.pick_victims(host.rng(NAME), np.maximum(want, 0), d.resident_only)
     if victims.size == 0:
         return
     before = host.held()

@@ -147,7 +147,7 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
         want = np.where(host.powered & (left >= 1.0), np.floor(left + 1e-9), 0).astype(np.int64)
         if not (want > 0).any():
             break
-        victims = host.pages.pick_random(rng, np.maximum(want, 0), d.resident_only)
+        victims = host.pick_victims(rng, np.maximum(want, 0), d.resident_only)
         if victims.size == 0:
             break
         before = host.held()
