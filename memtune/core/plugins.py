@@ -15,7 +15,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,10 +172,33 @@ def build_plugin_manager(*, disable: Iterable[str] = (), modules: Iterable[str] 
                          extra: Iterable[tuple[str, object]] = ()) -> MemtunePluginManager:
     """A plugin manager with the built-ins, entry points and local modules, minus the blocked."""
     pm = MemtunePluginManager()
+    disable = tuple(disable)
+    wanted = _selection(disable)
+    if builtins:
+        for path in DEFAULT_PLUGINS:
+            name = _name_of(path)
+            if wanted(name):
+                pm.register_named(importlib.import_module(path), name, "builtin", builtin_version())
+    if entrypoints:
+        _register_entrypoints(pm, wanted)
+    for path in modules:
+        module = _import_module(path)
+        name = _name_of(path)
+        if pm.get_plugin(name) is not None:
+            raise UserError(f"plugin {name!r} is already loaded")
+        pm.register_named(module, name, "module")
+    for name, plugin in extra:
+        pm.register_named(plugin, name, "object")
+    _check_names_given(pm, disable)
+    return pm
+
+
+def _selection(disable: Iterable[str]) -> Callable[[str], bool]:
+    """Which plugins load: the core always; then not the blocked (``--disable-plugin``,
+    ``MEMTUNE_DISABLE_PLUGINS``); then, if ``MEMTUNE_PLUGINS`` is set, only those it names."""
     allow = _env_list("MEMTUNE_PLUGINS")
     blocked = set(disable) | set(_env_list("MEMTUNE_DISABLE_PLUGINS") or [])
-    unknown_core = blocked & ALWAYS_ON
-    if unknown_core:
+    if blocked & ALWAYS_ON:
         raise UserError("the core cannot be disabled")
 
     def wanted(name: str) -> bool:
@@ -185,48 +208,46 @@ def build_plugin_manager(*, disable: Iterable[str] = (), modules: Iterable[str] 
             return False
         return allow is None or name in allow
 
-    if builtins:
-        for path in DEFAULT_PLUGINS:
-            name = _name_of(path)
-            if wanted(name):
-                pm.register_named(importlib.import_module(path), name, "builtin", builtin_version())
-    if entrypoints:
-        from importlib.metadata import entry_points
+    return wanted
 
-        builtin_names = {_name_of(p) for p in DEFAULT_PLUGINS}
-        seen: dict[str, tuple[str, str]] = {}      # name -> (entry point value, package)
-        for ep in entry_points(group="memtune"):
-            if ep.name in builtin_names:
+
+def _register_entrypoints(pm: MemtunePluginManager, wanted: Callable[[str], bool]) -> None:
+    """Plugins of installed packages (entry-point group ``memtune``): one that takes a built-in's
+    name, or a name another package took, is skipped with a warning; one that fails to load is an
+    error naming it."""
+    from importlib.metadata import entry_points
+
+    builtin_names = {_name_of(p) for p in DEFAULT_PLUGINS}
+    seen: dict[str, tuple[str, str]] = {}      # name -> (entry point value, package)
+    for ep in entry_points(group="memtune"):
+        if ep.name in builtin_names:
+            _warn_once(
+                f"skipped plugin {ep.name!r} of package {_dist_name(ep)} ({ep.value}): it takes the "
+                f"name of a built-in plugin; rename its entry point (to replace the built-in, "
+                f"disable {ep.name!r} and load yours under another name)"
+            )
+            continue
+        if ep.name in seen:
+            if seen[ep.name][0] != ep.value:
                 _warn_once(
-                    f"skipped plugin {ep.name!r} of package {_dist_name(ep)} ({ep.value}): it takes the "
-                    f"name of a built-in plugin; rename its entry point (to replace the built-in, "
-                    f"disable {ep.name!r} and load yours under another name)"
+                    f"skipped plugin {ep.name!r} of package {_dist_name(ep)} ({ep.value}): package "
+                    f"{seen[ep.name][1]} ({seen[ep.name][0]}) already defines a plugin of that name"
                 )
-                continue
-            if ep.name in seen:
-                if seen[ep.name][0] != ep.value:
-                    _warn_once(
-                        f"skipped plugin {ep.name!r} of package {_dist_name(ep)} ({ep.value}): package "
-                        f"{seen[ep.name][1]} ({seen[ep.name][0]}) already defines a plugin of that name"
-                    )
-                continue  # the same distribution found twice on sys.path
-            seen[ep.name] = (ep.value, _dist_name(ep))
-            if not wanted(ep.name):
-                continue
-            try:
-                plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - a broken third-party package
-                raise UserError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from None
-            version = ep.dist.version if ep.dist is not None else None
-            pm.register_named(plugin, ep.name, "entrypoint", version)
-    for path in modules:
-        module = _import_module(path)
-        name = _name_of(path)
-        if pm.get_plugin(name) is not None:
-            raise UserError(f"plugin {name!r} is already loaded")
-        pm.register_named(module, name, "module")
-    for name, plugin in extra:
-        pm.register_named(plugin, name, "object")
+            continue  # the same distribution found twice on sys.path
+        seen[ep.name] = (ep.value, _dist_name(ep))
+        if not wanted(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # noqa: BLE001 - a broken third-party package
+            raise UserError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from None
+        version = ep.dist.version if ep.dist is not None else None
+        pm.register_named(plugin, ep.name, "entrypoint", version)
+
+
+def _check_names_given(pm: MemtunePluginManager, disable: Iterable[str]) -> None:
+    """Every plugin named in ``--disable-plugin`` or the environment exists (a typo would
+    otherwise silently keep the plugin on)."""
     known = set(pm.info) | {_name_of(p) for p in DEFAULT_PLUGINS}
     for name in sorted(set(disable)):
         if name not in known and not _entrypoint_exists(name):
@@ -237,7 +258,6 @@ def build_plugin_manager(*, disable: Iterable[str] = (), modules: Iterable[str] 
         for name in _env_list(env) or []:
             if name not in known and not _entrypoint_exists(name):
                 raise UserError(f"unknown plugin {name!r} (known: {', '.join(sorted(known))})", field=env)
-    return pm
 
 
 _MODULE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")

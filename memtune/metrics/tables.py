@@ -43,7 +43,7 @@ def snapshot_tables(s: Snapshot, latency_buckets: str = "full") -> list[Table]:
     info = Table("memtune_scenario_info", "gauge", "Scenario and seed of the run being simulated (always 1).")
     info.add("", {"scenario": s.scenario, "seed": str(s.seed)}, 1.0)
     out.append(info)
-    out += _host_tables(s)
+    out += _host_memory_tables(s) + _host_run_tables(s)
     out += _vm_config_tables(s)
     out += _vm_activity_tables(s, latency_buckets)
     taken = {t.name for t in out}
@@ -57,8 +57,9 @@ def snapshot_tables(s: Snapshot, latency_buckets: str = "full") -> list[Table]:
     return out
 
 
-def _host_tables(s: Snapshot) -> list[Table]:
-    out = [
+def _host_memory_tables(s: Snapshot) -> list[Table]:
+    """Host memory as esxtop's PMEM line and vSphere's host counters show it."""
+    return [
         _gauge("memtune_host_memory_bytes", "Physical memory of the host (esxtop PMEM total).", s.memory),
         _gauge(
             "memtune_host_free_bytes", "Free machine memory (esxtop PMEM free; vSphere mem.free).", s.free
@@ -86,6 +87,10 @@ def _host_tables(s: Snapshot) -> list[Table]:
             1.0 if s.large_pages_broken else 0.0,
         ),
     ]
+
+
+def _host_run_tables(s: Snapshot) -> list[Table]:
+    """The run's progress, memory state (now and time in each), host pools and settings."""
     ticks = Table("memtune_host_ticks", "counter", "Simulation ticks run.")
     ticks.add("_total", {}, s.ticks)
     sim = Table(
@@ -95,6 +100,11 @@ def _host_tables(s: Snapshot) -> list[Table]:
         "a rate() by its rate() to get a per-simulated-second rate).",
     )
     sim.add("_total", {}, s.now)
+    return [ticks, sim, *_memory_state_tables(s), _host_pool_table(s), _setting_table(s)]
+
+
+def _memory_state_tables(s: Snapshot) -> list[Table]:
+    """The current memory state (1 for it, 0 for the others) and simulated time in each."""
     state = Table(
         "memtune_host_state",
         "gauge",
@@ -110,6 +120,11 @@ def _host_tables(s: Snapshot) -> list[Table]:
     for i, label in enumerate(STATE_NAMES):
         state.add("", {"state": label}, 1.0 if i == s.state else 0.0)
         tis.add("_total", {"state": label}, float(s.time_in_state[i]))
+    return [state, tis]
+
+
+def _host_pool_table(s: Snapshot) -> Table:
+    """Machine memory plugins hold for the host as a whole, per pool."""
     pools = Table(
         "memtune_host_pool_bytes",
         "gauge",
@@ -118,6 +133,11 @@ def _host_tables(s: Snapshot) -> list[Table]:
     )
     for k in sorted(s.host_pools):
         pools.add("", {"pool": k}, s.host_pools[k])
+    return pools
+
+
+def _setting_table(s: Snapshot) -> Table:
+    """Each numeric setting of the run, so alerts see a setting change."""
     setting = Table(
         "memtune_host_setting",
         "gauge",
@@ -127,7 +147,7 @@ def _host_tables(s: Snapshot) -> list[Table]:
     )
     for k in sorted(s.settings):
         setting.add("", {"setting": k}, s.settings[k])
-    return [*out, ticks, sim, state, tis, pools, setting]
+    return setting
 
 
 def _vm_config_tables(s: Snapshot) -> list[Table]:
