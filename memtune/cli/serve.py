@@ -47,10 +47,28 @@ def cli(
 
     Exits 0 on SIGINT/SIGTERM (or, with --once, when the run ends) after closing the server.
     """
-    from memtune.core.simulation import build_host
-    from memtune.metrics.collector import RunHandle, host_registry
-    from memtune.metrics.server import SimulationThread, start_metrics_server, stop_metrics_server
+    from memtune.metrics.server import start_metrics_server
 
+    sc, dur = _scenario_and_duration(scenario, policy_ref, duration)
+    sim, registry = _start_simulation(sc, dur, seed, speed, loop, latency_buckets, disable, plugins)
+    try:
+        server, server_thread = start_metrics_server(registry, port, bind)
+    except BaseException:
+        sim.stop()
+        sim.join(10)
+        raise
+    real_port = server.server_address[1]
+    click.echo(
+        f"memtune serve: {sc.name} at {speed:g}x, metrics on http://{bind}:{real_port}/metrics", err=True
+    )
+    _serve_until_stopped(sim, server, server_thread, hold)
+    if sim.error is not None:
+        raise sim.error
+    click.echo(f"memtune serve: stopped after {sim.runs} run(s)", err=True)
+
+
+def _scenario_and_duration(scenario: str | None, policy_ref: str | None, duration: str | None):
+    """The scenario (with the policy applied) and the simulated time of one run (> 0)."""
     sc = scenario_arg(scenario)
     if policy_ref:
         from memtune.policies import apply_policy, load_policy
@@ -60,12 +78,24 @@ def cli(
     dur = sc.duration if dur is None else dur
     if dur <= 0:
         raise UserError("must be greater than zero", field="--duration")
+    return sc, dur
+
+
+def _start_simulation(sc, dur: float, seed: int | None, speed: float, loop: bool, latency_buckets: str,
+                      disable, plugins):
+    """Start the simulation thread (run n at seed + n) and the registry it fills; returns once the
+    plugins are configured, so the first scrape sees them. The first host is built here, so
+    scenario mistakes fail before anything runs."""
+    from memtune.core.simulation import build_host
+    from memtune.metrics.collector import RunHandle, host_registry
+    from memtune.metrics.server import SimulationThread
+
     base_seed = sc.seed if seed is None else seed
 
     def make_host(run: int):
         return build_host(sc, seed=base_seed + run, disable=disable, plugins=plugins)
 
-    first = make_host(0)  # built up front: scenario mistakes fail before anything runs
+    first = make_host(0)
 
     def factory(run: int):
         return first if run == 0 else make_host(run)
@@ -82,17 +112,15 @@ def cli(
         after_step=registry.host_collector.prepare,
     )
     sim.start()
-    sim.started.wait()  # plugins configured before the first scrape
-    try:
-        server, server_thread = start_metrics_server(registry, port, bind)
-    except BaseException:
-        sim.stop()
-        sim.join(10)
-        raise
-    real_port = server.server_address[1]
-    click.echo(
-        f"memtune serve: {sc.name} at {speed:g}x, metrics on http://{bind}:{real_port}/metrics", err=True
-    )
+    sim.started.wait()
+    return sim, registry
+
+
+def _serve_until_stopped(sim, server, server_thread, hold: bool) -> None:
+    """Serve until SIGINT/SIGTERM, or the run's end (with --hold, the end of a failed run only);
+    then stop the simulation and the server and restore the signal handlers."""
+    from memtune.metrics.server import stop_metrics_server
+
     stop = threading.Event()
     old = {s: signal.signal(s, lambda signum, frame: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -105,6 +133,3 @@ def cli(
         stop_metrics_server(server, server_thread)
         for s, h in old.items():
             signal.signal(s, h)
-    if sim.error is not None:
-        raise sim.error
-    click.echo(f"memtune serve: stopped after {sim.runs} run(s)", err=True)

@@ -179,57 +179,83 @@ class ProcessSource:
             raise UserError("process exited while being read", source=src) from None
         except OSError as exc:
             raise _oserror(exc, src, "process") from None
-        buf = np.empty(chunk_pages * PAGE, dtype=np.uint8)
-        mv = memoryview(buf)
-        fill = 0
-        skipped_ranges = 0
-        skipped_pages = 0
-        file_pages = 0
-        swapped = 0
+        counts = _ReadCounts()
         try:
-            for lo, hi, perms, name in self.maps:
-                if perms[0] != "r" or name in _UNREADABLE:
-                    continue
-                first = lo // PAGE
-                npages = (hi - lo) // PAGE
-                for w0 in range(0, npages, _PAGEMAP_WINDOW):
-                    wn = min(_PAGEMAP_WINDOW, npages - w0)
-                    try:
-                        raw = os.pread(pm_fd, wn * 8, (first + w0) * 8)
-                    except OSError:
-                        skipped_ranges += 1
-                        break
-                    pm = np.frombuffer(raw, dtype=np.uint64)
-                    present = (pm & (_PM_PRESENT | _PM_SWAP)) != 0
-                    if not present.any():
-                        continue
-                    file_pages += int(np.count_nonzero(present & ((pm & _PM_FILE) != 0)))
-                    swapped += int(np.count_nonzero((pm & _PM_SWAP) != 0))
-                    # runs of present pages -> (start, length) in pages
-                    edges = np.diff(np.concatenate(([0], present.view(np.int8), [0])))
-                    starts = np.flatnonzero(edges == 1)
-                    ends = np.flatnonzero(edges == -1)
-                    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-                        p = s
-                        while p < e:
-                            take = min(e - p, chunk_pages - fill)
-                            addr = lo + (w0 + p) * PAGE
-                            try:
-                                got = os.preadv(mem_fd, [mv[fill * PAGE:(fill + take) * PAGE]], addr)
-                            except OSError:
-                                got = 0
-                            whole = got // PAGE
-                            if whole < take:
-                                skipped_pages += take - whole
-                            fill += whole
-                            p += take
-                            if fill == chunk_pages:
-                                yield buf.reshape(chunk_pages, PAGE)
-                                fill = 0
-            if fill:
-                yield buf[: fill * PAGE].reshape(fill, PAGE)
+            yield from _read_runs(mem_fd, _present_runs(pm_fd, self.maps, counts), chunk_pages, counts)
         finally:
             os.close(pm_fd)
             os.close(mem_fd)
-        self.info.details.update(file_backed_pages=file_pages, swapped_pages=swapped,
-                                 unreadable_pages=skipped_pages, unreadable_ranges=skipped_ranges)
+        self.info.details.update(
+            file_backed_pages=counts.file_pages,
+            swapped_pages=counts.swapped,
+            unreadable_pages=counts.skipped_pages,
+            unreadable_ranges=counts.skipped_ranges,
+        )
+
+
+@dataclass
+class _ReadCounts:
+    """What reading a process met besides page contents (reported in the source's details)."""
+
+    file_pages: int = 0               # present pages of file mappings or shared anonymous memory
+    swapped: int = 0                  # pages swapped out (read back through /proc/PID/mem)
+    skipped_pages: int = 0            # pages /proc/PID/mem would not give (vanished in between)
+    skipped_ranges: int = 0           # ranges whose pagemap the kernel refused
+
+
+def _present_runs(pm_fd: int, maps: list, counts: _ReadCounts) -> Iterator[tuple[int, int]]:
+    """(address, pages) of each run of present or swapped pages of the readable mappings, from
+    ``/proc/PID/pagemap`` read ``_PAGEMAP_WINDOW`` entries at a time (bits 63, 62, 61:
+    Documentation/admin-guide/mm/pagemap.rst)."""
+    for lo, hi, perms, name in maps:
+        if perms[0] != "r" or name in _UNREADABLE:
+            continue
+        first = lo // PAGE
+        npages = (hi - lo) // PAGE
+        for w0 in range(0, npages, _PAGEMAP_WINDOW):
+            wn = min(_PAGEMAP_WINDOW, npages - w0)
+            try:
+                raw = os.pread(pm_fd, wn * 8, (first + w0) * 8)
+            except OSError:
+                counts.skipped_ranges += 1
+                break
+            pm = np.frombuffer(raw, dtype=np.uint64)
+            present = (pm & (_PM_PRESENT | _PM_SWAP)) != 0
+            if not present.any():
+                continue
+            counts.file_pages += int(np.count_nonzero(present & ((pm & _PM_FILE) != 0)))
+            counts.swapped += int(np.count_nonzero((pm & _PM_SWAP) != 0))
+            edges = np.diff(np.concatenate(([0], present.view(np.int8), [0])))
+            starts = np.flatnonzero(edges == 1)
+            ends = np.flatnonzero(edges == -1)
+            for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+                yield lo + (w0 + s) * PAGE, e - s
+
+
+def _read_runs(
+    mem_fd: int, runs: Iterator[tuple[int, int]], chunk_pages: int, counts: _ReadCounts
+) -> Iterator[np.ndarray]:
+    """The contents of the runs' pages from ``/proc/PID/mem`` into one reused buffer, yielded
+    whenever it holds ``chunk_pages`` (and the rest at the end); pages it would not give are
+    skipped and counted."""
+    buf = np.empty(chunk_pages * PAGE, dtype=np.uint8)
+    mv = memoryview(buf)
+    fill = 0
+    for start, n in runs:
+        p = 0
+        while p < n:
+            take = min(n - p, chunk_pages - fill)
+            try:
+                got = os.preadv(mem_fd, [mv[fill * PAGE:(fill + take) * PAGE]], start + p * PAGE)
+            except OSError:
+                got = 0
+            whole = got // PAGE
+            if whole < take:
+                counts.skipped_pages += take - whole
+            fill += whole
+            p += take
+            if fill == chunk_pages:
+                yield buf.reshape(chunk_pages, PAGE)
+                fill = 0
+    if fill:
+        yield buf[: fill * PAGE].reshape(fill, PAGE)
