@@ -78,6 +78,45 @@ def zero_mask(pages: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class _Distinct:
+    """The distinct non-zero contents of each source (``uniq[i]``, with their page ``counts[i]``) and
+    of all sources together: ``u``, how many sources hold each (``nsrc``) and its pages (``total``)."""
+
+    uniq: list[np.ndarray]
+    counts: list[np.ndarray]
+    u: np.ndarray
+    inv: np.ndarray                   # per source's distinct content, in source order: its index in u
+    nsrc: np.ndarray
+    total: np.ndarray
+
+    @classmethod
+    def of(cls, hashes: list[np.ndarray]) -> _Distinct:
+        uniq, counts = [], []
+        for h in hashes:
+            u, c = np.unique(h, return_counts=True)
+            uniq.append(u)
+            counts.append(c)
+        all_u = np.concatenate(uniq) if uniq else np.zeros(0, dtype=np.uint64)
+        g_u, g_inv, g_nsrc = np.unique(all_u, return_inverse=True, return_counts=True)
+        g_total = np.bincount(g_inv, weights=np.concatenate(counts) if counts else None,
+                              minlength=g_u.size).astype(np.int64)
+        return cls(uniq, counts, g_u, g_inv, g_nsrc, g_total)
+
+    def inv_of(self, i: int) -> np.ndarray:
+        """Index in ``u`` of each distinct content of source ``i``."""
+        off = sum(u.size for u in self.uniq[:i])
+        return self.inv[off:off + self.uniq[i].size]
+
+    def degree(self) -> np.ndarray:
+        """Page instances by the number of sources holding their content (index 0 unused)."""
+        degree = np.zeros(len(self.uniq) + 1, dtype=np.int64)
+        for i in range(len(self.uniq)):
+            degree += np.bincount(self.nsrc[self.inv_of(i)], weights=self.counts[i],
+                                  minlength=degree.size).astype(np.int64)
+        return degree
+
+
+@dataclass
 class _SourceAcc:
     info: Any
     pages: int = 0
@@ -140,57 +179,49 @@ class Profiler:
 
     def result(self) -> dict[str, Any]:
         """Counts per source and across sources, plus compressibility, as plain data."""
-        per = []
-        uniq, counts = [], []
-        for i in range(len(self._acc)):
-            u, c = np.unique(self.hashes(i), return_counts=True)
-            uniq.append(u)
-            counts.append(c)
-        all_u = np.concatenate(uniq) if uniq else np.zeros(0, dtype=np.uint64)
-        g_u, g_inv, g_nsrc = np.unique(all_u, return_inverse=True, return_counts=True)
-        g_total = np.bincount(g_inv, weights=np.concatenate(counts) if counts else None,
-                              minlength=g_u.size).astype(np.int64)
-        off = 0
+        d = _Distinct.of([self.hashes(i) for i in range(len(self._acc))])
+        per = [self._source_entry(acc, d.uniq[i], d.counts[i], d.nsrc[d.inv_of(i)])
+               for i, acc in enumerate(self._acc)]
+        cross_pages = sum(e["shareable"] for e in per)
+        salting2 = sum(e["saved_inside_pages"] for e in per)
+        across = self._across(d, cross_pages, salting2)
+        return {"page_size": PAGE, "hash": "xxh3_64", "sample_fraction": self.sample, "seed": self.seed,
+                "confidence": 0.95, "z": Z95, "sources": per, "across": across}
+
+    def _source_entry(
+        self, acc: _SourceAcc, u: np.ndarray, c: np.ndarray, nsrc: np.ndarray
+    ) -> dict[str, Any]:
+        """One source: zero pages; non-zero pages whose content another source holds (shareable),
+        that repeat only inside it (duplicate), or that are unique; what sharing inside it saves."""
+        cross = nsrc >= 2
+        dup = ~cross & (c >= 2)
+        nonzero = int(c.sum())
+        shareable = int(c[cross].sum())
+        duplicate = int(c[dup].sum())
+        entry = {
+            "name": acc.info.name, "kind": acc.info.kind, "location": acc.info.location,
+            "pages": acc.pages, "zero": acc.zero, "shareable": shareable, "duplicate": duplicate,
+            "duplicate_groups": int(np.count_nonzero(dup)),
+            "unique": nonzero - shareable - duplicate,
+            "distinct_nonzero": int(u.size),
+            "saved_inside_pages": (nonzero - int(u.size)) + max(acc.zero - 1, 0),
+            "details": dict(acc.info.details),
+        }
+        entry["compress"] = self._compress_stats([acc])
+        return entry
+
+    def _across(self, d: _Distinct, cross_pages: int, salting2: int) -> dict[str, Any]:
+        """All sources together: what KSM would share (salting 0) and what sharing inside each
+        source saves (salting 2), cross-source sharing, the sharing-degree distribution."""
         total_zero = sum(a.zero for a in self._acc)
-        cross_pages = 0
-        salting2 = 0
-        for i, acc in enumerate(self._acc):
-            u, c = uniq[i], counts[i]
-            inv = g_inv[off:off + u.size]
-            off += u.size
-            cross = g_nsrc[inv] >= 2
-            dup = ~cross & (c >= 2)
-            nonzero = int(c.sum())
-            shareable = int(c[cross].sum())
-            duplicate = int(c[dup].sum())
-            cross_pages += shareable
-            salting2 += (nonzero - int(u.size)) + max(acc.zero - 1, 0)
-            entry = {
-                "name": acc.info.name, "kind": acc.info.kind, "location": acc.info.location,
-                "pages": acc.pages, "zero": acc.zero, "shareable": shareable, "duplicate": duplicate,
-                "duplicate_groups": int(np.count_nonzero(dup)),
-                "unique": nonzero - shareable - duplicate,
-                "distinct_nonzero": int(u.size),
-                "saved_inside_pages": (nonzero - int(u.size)) + max(acc.zero - 1, 0),
-                "details": dict(acc.info.details),
-            }
-            entry["compress"] = self._compress_stats([acc])
-            per.append(entry)
-        degree = np.zeros(len(self._acc) + 1, dtype=np.int64)      # page instances by sources holding them
-        off2 = 0
-        for i in range(len(self._acc)):
-            inv = g_inv[off2:off2 + uniq[i].size]
-            off2 += uniq[i].size
-            degree += np.bincount(g_nsrc[inv], weights=counts[i], minlength=degree.size).astype(np.int64)
-        multi = g_total >= 2
+        multi = d.total >= 2
         shared_nz = int(np.count_nonzero(multi))
-        sharing_nz = int(g_total[multi].sum()) - shared_nz
-        cross_multi = g_nsrc >= 2
+        sharing_nz = int(d.total[multi].sum()) - shared_nz
+        cross_multi = d.nsrc >= 2
         ksm_shared = shared_nz + (1 if total_zero >= 2 else 0)
         ksm_sharing = sharing_nz + (total_zero - 1 if total_zero >= 2 else 0)
-        pages = sum(a.pages for a in self._acc)
-        across = {
-            "pages": pages, "zero": total_zero, "distinct_nonzero": int(g_u.size),
+        return {
+            "pages": sum(a.pages for a in self._acc), "zero": total_zero, "distinct_nonzero": int(d.u.size),
             "ksm_pages_shared": ksm_shared, "ksm_pages_sharing": ksm_sharing,
             "cross_source_pages": cross_pages,
             "cross_pages_shared": int(np.count_nonzero(cross_multi)),
@@ -199,10 +230,8 @@ class Profiler:
             "saved_bytes_salting2": salting2 * PAGE,
             "compress": self._compress_stats(self._acc),
             # non-zero pages whose content exactly k of the sources hold, k = 1..sources
-            "sharing_degree": [int(x) for x in degree[1:]],
+            "sharing_degree": [int(x) for x in d.degree()[1:]],
         }
-        return {"page_size": PAGE, "hash": "xxh3_64", "sample_fraction": self.sample, "seed": self.seed,
-                "confidence": 0.95, "z": Z95, "sources": per, "across": across}
 
     def _compress_stats(self, accs: list[_SourceAcc]) -> dict[str, Any]:
         out: dict[str, Any] = {}
