@@ -82,8 +82,16 @@ class Host:
 
         self.states = self.registry.states         # page states and page-out tiers of the plugins
         self.tiers = self.registry.tiers
+        self._configure_vms()
+        self._start_run_state()
+        self.powered = self._admission(admission)
+        self._fill_content()
+        if self.settings["memtune.warm_start"]:
+            self._warm_start()
 
-        # per-VM configuration as arrays
+    def _configure_vms(self) -> None:
+        """Per-VM configuration as arrays: pages, reservation and limit (pages), shares, overhead,
+        balloon driver, encryption, large pages (``Mem.AllocGuestLargePage``), guest image."""
         pb = self.page_bytes
         vm = self.vms
         self.vm_names = [v.name for v in vm]
@@ -101,6 +109,10 @@ class Host:
         self.image_index = np.array([images.index(v.image) if v.image else len(images) + i
                                      for i, v in enumerate(vm)], dtype=np.int64)
 
+    def _start_run_state(self) -> None:
+        """The run's state at time 0: page table, workloads, sampler, latency book, pools, memory
+        state high, targets at each VM's size, no counters."""
+        vm = self.vms
         self.pages = PageTable(self.vm_pages, self.states, self.page_scale)
         self.workload = WorkloadState([v.workload for v in vm], self.vm_pages,
                                       np.array([v.start for v in vm]),
@@ -122,11 +134,6 @@ class Host:
         self.counters: dict[str, np.ndarray] = {}
         self._streams: dict[str, np.random.Generator] = {}
         self._private_mask = self.states.flag_table("private_frame").astype(np.int64)
-
-        self.powered = self._admission(admission)
-        self._fill_content()
-        if self.settings["memtune.warm_start"]:
-            self._warm_start()
 
     # --- randomness ----------------------------------------------------------------------------
 

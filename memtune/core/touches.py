@@ -17,6 +17,7 @@ from memtune.core.contents import unique_content
 
 if TYPE_CHECKING:
     from memtune.core.host import Host
+    from memtune.core.pages import PageTable
 
 
 def rank_runs(base: np.ndarray, first: np.ndarray, span: np.ndarray,
@@ -148,7 +149,6 @@ def companions(
     """
     h = host
     pg = h.pages
-    faults_on_flat = faults_on.reshape(-1)  # index kind * MAX_STATES + state
     alloc = np.maximum(h.workload.allocated[pg.vm[pages]], 1)
     base = pages - ranks
     missing = np.minimum(extra, alloc - 1)  # never the drawn page again
@@ -168,16 +168,7 @@ def companions(
         )
         cpage, start = rank_runs(base[draw], ranks[draw] + 1 + seen[draw], span, a)
         src = draw.repeat(span)
-        k = kinds[draw]
-        state = pg.state[cpage]
-        keep = (
-            faults_on[k[0]].take(state)
-            if (k == k[0]).all()
-            else faults_on_flat.take(kinds[src] * faults_on.shape[1] + state)
-        )
-        # a page comes in once: the first draw to reach it gets it, the others look further
-        hit = keep.nonzero()[0]
-        keep[hit] = pg.first_seen(cpage[hit]) & ~pg.member(cpage[hit], np.concatenate(taken))
+        keep = _brought_in(pg, faults_on, kinds[src], cpage, taken)
         got = keep.cumsum()  # the first `missing` of them per draw
         before = np.where(start > 0, got[np.maximum(start - 1, 0)], 0)
         keep &= got <= (before + missing[draw]).repeat(span)
@@ -189,3 +180,19 @@ def companions(
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
     return np.concatenate(taken[1:]), np.concatenate(source)
+
+
+def _brought_in(
+    pg: PageTable, faults_on: np.ndarray, kind: np.ndarray, cpage: np.ndarray, taken: list[np.ndarray]
+) -> np.ndarray:
+    """Mask of the looked-at pages ``cpage`` that fault on their draw's access (``kind``) and come
+    in with it: a page comes in once, so the first draw to reach it gets it and the others look
+    further."""
+    state = pg.state[cpage]
+    if kind.size and (kind == kind[0]).all():
+        keep = faults_on[kind[0]].take(state)
+    else:
+        keep = faults_on.reshape(-1).take(kind * faults_on.shape[1] + state)   # kind * MAX_STATES + state
+    hit = keep.nonzero()[0]
+    keep[hit] = pg.first_seen(cpage[hit]) & ~pg.member(cpage[hit], np.concatenate(taken))
+    return keep
