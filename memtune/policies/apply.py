@@ -89,60 +89,70 @@ def resolve_vms(policy: Policy, scenario: Scenario) -> list[ResolvedVM]:
     one factor, in whole MiB, so that the reservations the policy fixes and every VM's overhead
     still fit. Fixed reservations are never scaled: if they do not fit, AdmissionError.
     """
-    src = policy.source
+    _check_rules_match(policy, scenario)
+    resolved = [_resolve_vm(policy, vm) for vm in scenario.vms]
+    out = [r for r, _ in resolved]
+    active = np.array([is_active for _, is_active in resolved], dtype=bool)
+    pct = min_free_pct(policy, scenario)
+    out = _fit_active(out, active, scenario.host.memory, pct)
+    _admit(out, policy, scenario, pct)
+    return out
+
+
+def _check_rules_match(policy: Policy, scenario: Scenario) -> None:
+    """Every ``[[vm]]`` rule of the policy names or matches a VM of the scenario."""
     names = [vm.name for vm in scenario.vms]
     for i, rule in enumerate(policy.vms):
         if not any(rule.matches(n) for n in names):
             what = "pattern matches no VM" if rule.is_pattern else "no VM of that name"
-            raise ConfigError(f"{what} {rule.name!r} in scenario {scenario.name!r}", source=src,
+            raise ConfigError(f"{what} {rule.name!r} in scenario {scenario.name!r}", source=policy.source,
                               field=f"vm[{i}].name")
-    out: list[ResolvedVM] = []
-    active: list[bool] = []
-    for vm in scenario.vms:
-        rules = policy.rules_for(vm.name)
-        given: dict[str, Any] = {}
-        origin: dict[str, str] = {}
-        for rule in rules:
-            for knob, value in rule.given().items():
-                given[knob] = value
-                origin[knob] = _rule_field(policy, rule, knob)
 
-        def amount(knob: str, value: Any, vm: VMSpec = vm) -> int | None:
-            if isinstance(value, Percent):
-                return value.of(vm.memory)
-            if value == UNLIMITED:
-                return None
-            return int(value)
 
-        limit = amount("limit", given["limit"]) if "limit" in given else vm.limit
-        if limit is not None and limit > vm.memory:
-            raise ConfigError(f"limit {format_size(limit)} is larger than {vm.name}'s configured memory "
-                              f"{format_size(vm.memory)}", source=src, field=origin["limit"])
-        eff_limit = vm.memory if limit is None else limit
-        is_active = given.get("reservation") == ACTIVE
-        if is_active:
-            reservation = min(active_set_bytes(vm), eff_limit)
-        elif "reservation" in given:
-            reservation = amount("reservation", given["reservation"]) or 0
-        else:
-            reservation = vm.reservation
-        if reservation > vm.memory:
-            raise ConfigError(f"reservation {format_size(reservation)} is larger than {vm.name}'s configured "
-                              f"memory {format_size(vm.memory)}", source=src, field=origin["reservation"])
-        if reservation > eff_limit:
-            fld = origin.get("reservation") or origin.get("limit", "")
-            raise ConfigError(f"reservation {format_size(reservation)} of {vm.name} is larger than its limit "
-                              f"{format_size(eff_limit)}", source=src, field=fld)
-        maxmemctl = amount("maxmemctl", given["maxmemctl"]) if "maxmemctl" in given else vm.maxmemctl
-        out.append(ResolvedVM(
-            name=vm.name, memory=vm.memory, reservation=reservation, limit=limit,
-            shares=given.get("shares", vm.shares), salt=given.get("salt", vm.salt), maxmemctl=maxmemctl,
-            overhead=vm.overhead, origin=origin))
-        active.append(is_active)
-    pct = min_free_pct(policy, scenario)
-    out = _fit_active(out, np.array(active, dtype=bool), scenario.host.memory, pct)
-    _admit(out, policy, scenario, pct)
-    return out
+def _resolve_vm(policy: Policy, vm: VMSpec) -> tuple[ResolvedVM, bool]:
+    """One VM's knobs: the rules that match it in order (a later rule wins), checked against its
+    configured memory and limit; and whether its reservation is ``"active"`` (still to fit)."""
+    src = policy.source
+    given: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for rule in policy.rules_for(vm.name):
+        for knob, value in rule.given().items():
+            given[knob] = value
+            origin[knob] = _rule_field(policy, rule, knob)
+    limit = _amount(given["limit"], vm) if "limit" in given else vm.limit
+    if limit is not None and limit > vm.memory:
+        raise ConfigError(f"limit {format_size(limit)} is larger than {vm.name}'s configured memory "
+                          f"{format_size(vm.memory)}", source=src, field=origin["limit"])
+    eff_limit = vm.memory if limit is None else limit
+    is_active = given.get("reservation") == ACTIVE
+    if is_active:
+        reservation = min(active_set_bytes(vm), eff_limit)
+    elif "reservation" in given:
+        reservation = _amount(given["reservation"], vm) or 0
+    else:
+        reservation = vm.reservation
+    if reservation > vm.memory:
+        raise ConfigError(f"reservation {format_size(reservation)} is larger than {vm.name}'s configured "
+                          f"memory {format_size(vm.memory)}", source=src, field=origin["reservation"])
+    if reservation > eff_limit:
+        fld = origin.get("reservation") or origin.get("limit", "")
+        raise ConfigError(f"reservation {format_size(reservation)} of {vm.name} is larger than its limit "
+                          f"{format_size(eff_limit)}", source=src, field=fld)
+    maxmemctl = _amount(given["maxmemctl"], vm) if "maxmemctl" in given else vm.maxmemctl
+    return ResolvedVM(
+        name=vm.name, memory=vm.memory, reservation=reservation, limit=limit,
+        shares=given.get("shares", vm.shares), salt=given.get("salt", vm.salt), maxmemctl=maxmemctl,
+        overhead=vm.overhead, origin=origin), is_active
+
+
+def _amount(value: Any, vm: VMSpec) -> int | None:
+    """A size knob in bytes: a percentage of the VM's configured memory, a size, or None for
+    ``"unlimited"``."""
+    if isinstance(value, Percent):
+        return value.of(vm.memory)
+    if value == UNLIMITED:
+        return None
+    return int(value)
 
 
 MIN_FREE = next(s for s in CORE_SETTINGS if s.name == "Mem.MemMinFreePct")
