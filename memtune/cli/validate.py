@@ -162,6 +162,31 @@ def cli(
     from memtune.live.safety import unavailable
 
     _check_metrics_flags(metrics_port, metrics_out)
+    sc = _scenario_to_run(scenario, calibration, policy, memory_scale, max_vms, ksm, linux)
+    cfg = ValidateConfig(
+        duration=duration_option(duration),
+        memory_scale=memory_scale,
+        max_vms=max_vms,
+        seeds=_int_list(seeds, "--seeds"),
+        disable=tuple(disable),
+    )
+    reason = unavailable()
+    if reason:
+        from memtune.live.state import HostError
+
+        raise HostError(f"cannot run on this host: {reason}")
+    with _live_metrics(metrics_port, metrics_out) as observer:
+        driver = LinuxDriver(LiveOptions(force=force, observer=observer), disable=tuple(disable))
+        report = validate(sc, cfg, driver, progress=lambda m: click.echo(m, err=True))
+    report["policy"] = policy or "(scenario)"
+    report["calibration"] = calibration
+    _write_report(report, Path(out), plots)
+    click.echo("\n".join(summary_lines(report)))
+
+
+def _scenario_to_run(scenario, calibration, policy, memory_scale, max_vms, ksm, linux):
+    """The scenario with the calibration's settings, the policy, the KSM values and the Linux
+    mechanisms laid over it (flags checked before anything runs)."""
     sc = scenario_arg(scenario)
     if calibration:
         sc = sc.replace(settings={**sc.settings, **_settings_file(calibration)})
@@ -184,24 +209,11 @@ def cli(
     if linux:
         linux_rules = {"memtune.compression": "zram", "memtune.host_victims": "cold"}
         sc = sc.replace(settings={**sc.settings, **linux_rules})
-    cfg = ValidateConfig(
-        duration=duration_option(duration),
-        memory_scale=memory_scale,
-        max_vms=max_vms,
-        seeds=_int_list(seeds, "--seeds"),
-        disable=tuple(disable),
-    )
-    reason = unavailable()
-    if reason:
-        from memtune.live.state import HostError
+    return sc
 
-        raise HostError(f"cannot run on this host: {reason}")
-    with _live_metrics(metrics_port, metrics_out) as observer:
-        driver = LinuxDriver(LiveOptions(force=force, observer=observer), disable=tuple(disable))
-        report = validate(sc, cfg, driver, progress=lambda m: click.echo(m, err=True))
-    report["policy"] = policy or "(scenario)"
-    report["calibration"] = calibration
-    outdir = Path(out)
+
+def _write_report(report: dict, outdir: Path, plots: bool) -> None:
+    """report.json (written whole: a temporary file renamed over it) and, with plots, validate.png."""
     outdir.mkdir(parents=True, exist_ok=True)
     tmp = outdir / "report.json.tmp"
     tmp.write_text(json.dumps(report, indent=1))
@@ -210,4 +222,3 @@ def cli(
         from memtune.live.plots import plot_report
 
         plot_report(report, outdir / "validate.png")
-    click.echo("\n".join(summary_lines(report)))
