@@ -218,3 +218,15 @@ def test_a_textfile_that_cannot_be_written_warns_once_and_the_run_goes_on(tmp_pa
     err = capsys.readouterr().err
     assert err.count("memtune: warning:") == 1 and "does not exist" in err
     assert exp.snapshot is not None and exp.snapshot.ticks == 2
+
+
+def test_host_psi_family_reads_the_host_cgroups_pressure(tmp_path):
+    from memtune.live.kernel_families import host_psi_family
+
+    psi = tmp_path / "memory.pressure"
+    assert host_psi_family(psi) is None                       # no live run: no host group
+    psi.write_text("some avg10=0.00 avg60=0.00 avg300=0.00 total=2500000\n"
+                   "full avg10=0.00 avg60=0.00 avg300=0.00 total=500000\n")
+    fam = host_psi_family(psi)
+    assert {s.labels["kind"]: s.value for s in fam.samples} == {"some": 2.5, "full": 0.5}
+    assert fam.samples[0].name == "memtune_host_memory_pressure_seconds_total"

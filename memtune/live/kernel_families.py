@@ -8,18 +8,22 @@ the sysfs/debugfs files they come from. docs/metrics.md lists them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from prometheus_client.core import CounterMetricFamily
 
 from memtune.live import zswap
+from memtune.live.cgroup import PARENT, V2_ROOT, read_pressure
 from memtune.plugin import host_counter, host_gauge, vm_family
 
 if TYPE_CHECKING:
     from memtune.live.observe import RunInfo, TickView
 
 OWNER = "live"
-KERNEL_FAMILIES = ("memtune_vm_memory_pressure_seconds", "memtune_zswap_", "memtune_zram_")   # name prefixes
+KERNEL_FAMILIES = ("memtune_vm_memory_pressure_seconds", "memtune_host_memory_pressure_seconds",
+                   "memtune_zswap_", "memtune_zram_")   # name prefixes
 # zswap statistics that only grow (pages or events); the rest are gauges
 ZSWAP_COUNTERS = ("zswpin", "zswpout", "zswpwb", "pool_limit_hit", "written_back_pages", "decompress_fail",
                   "reject_reclaim_fail", "reject_alloc_fail", "reject_kmemcache_fail", "reject_compress_fail",
@@ -43,6 +47,20 @@ def psi_family(info: RunInfo, view: TickView) -> Any:
     for kind in ("some", "full"):
         fam.add_column(np.array([g.get("pressure", {}).get(kind, np.nan) for g in view.cgroups]),
                        {"kind": kind})
+    return fam
+
+
+def host_psi_family(path: Path = V2_ROOT / PARENT / "memory.pressure") -> Any | None:
+    """``memtune_host_memory_pressure_seconds_total{kind}``: PSI of the host's cgroup (all VMs)."""
+    psi = read_pressure(path)
+    if not psi:
+        return None
+    fam = CounterMetricFamily("memtune_host_memory_pressure_seconds",
+                              "Linux PSI of the host's cgroup (all VMs): time some / all tasks waited "
+                              "on memory.",
+                              labels=["kind"])
+    for kind in ("some", "full"):
+        fam.add_metric([kind], psi.get(kind, float("nan")))
     return fam
 
 
@@ -74,6 +92,9 @@ def zram_families(mm_stat: dict[str, int]) -> list[Any]:
 def kernel_families(info: RunInfo, view: TickView) -> list[tuple[str, Any]]:
     """The real host's own families for one tick (PSI per VM; zswap, zram where the run uses them)."""
     fams = [psi_family(info, view)]
+    host = host_psi_family()
+    if host is not None:
+        fams.append(host)
     if zswap.enabled():
         fams += zswap_families(zswap.stats())
     if view.sample.zram:
