@@ -20,6 +20,8 @@ Commands that change the host (``live cleanup``) are not fuzzed here.
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -329,7 +331,8 @@ def pools(pid: int) -> dict[str, st.SearchStrategy]:
         ["-1", "0", "abc", "", "1.5", "1e309", "2", "x" * 300, "99999999999999999999"]
     )
     dur = st.sampled_from(
-        ["-1s", "0", "0s", "inf", "nan", "abc", "10s", "1e309s", "", "5us", "-inf s", "1 GiB"]
+        ["-1s", "0", "0s", "inf", "nan", "abc", "10s", "1e309s", "", "5us", "-inf s", "1 GiB", "1e300s",
+         "400d", "1"]
     )
     port = st.sampled_from(["-1", "99999", "abc", "0", "65536", "1e3", ""])
     bind = st.sampled_from(["127.0.0.1", "::1", "localhost", "999.1.1.1", "256.0.0.1", "not_a_host"])
@@ -520,6 +523,20 @@ def check(args: list[str], result, path: tuple[str, ...] = ()) -> None:
         if errors or "Usage:" not in result.stderr:  # click's usage errors are its own format
             assert len(errors) == 1, (where, result.stderr)
             assert "internal error" not in errors[0], (where, errors[0])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def memory_ceiling():
+    """An input that makes a run allocate without bound fails here as a MemoryError with the drawn
+    arguments (an internal error, which ``check`` reports), not by the OOM killer ending the suite."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as f:
+        vsize = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    ceiling = vsize + (8 << 30)
+    if hard == resource.RLIM_INFINITY or ceiling <= hard:
+        resource.setrlimit(resource.RLIMIT_AS, (ceiling, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 @pytest.fixture

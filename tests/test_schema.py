@@ -76,3 +76,17 @@ def test_policy_schema_rejects_a_bare_size_and_knows_both_knob_names(policy_sche
 def test_unknown_schema_kind_is_a_usage_error():
     res = CliRunner().invoke(main_group, ["schema", "bogus"])
     assert res.exit_code == 2
+
+
+def test_a_unit_error_names_the_value_once(tmp_path):
+    """A size with an unknown unit said "got '1 PiB', got '1 PiB'": the schema appended the value to a
+    message that held it already."""
+    from memtune.core.scenario import load_scenario
+    from memtune.errors import ConfigError
+
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\n[host]\nmemory = "1 PiB"\n[[vm]]\nname = "a"\nmemory = "1 GiB"\n'
+                    'workload = {kind = "constant", wss = 0.5, touch_rate = 1000}\n')
+    with pytest.raises(ConfigError) as exc:
+        load_scenario(path)
+    assert str(exc.value).count("1 PiB") == 1, str(exc.value)

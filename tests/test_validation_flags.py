@@ -60,3 +60,17 @@ def test_optimize_fix_outside_the_settings_range_is_refused_before_any_evaluatio
     line = refused(["optimize", "small", "--out", str(out), "--budget", "4", "--fix", fix], "--fix")
     assert fix.split("=")[0] in line and words in line
     assert not (out / "journal.jsonl").exists()
+
+
+# --duration is held to the scenario file's rules (at least a tick, longer than the warm-up, at most
+# a year): `small` ticks every 5 s and warms up for 5 minutes. Before, `--duration 1` printed statistics of
+# an empty window ("0 s simulated (statistics after 300 s warm-up)") and `--duration 1e300s` never ended.
+@pytest.mark.parametrize(
+    "value, words",
+    [("1", "shorter than one tick"), ("5m", "before the warm-up (300 s)"), ("5us", "shorter than one tick"),
+     ("0", "greater than zero"), ("1e300s", "at most 366 days"), ("400d", "at most 366 days")],
+)
+@pytest.mark.parametrize("command", [["simulate", "small"], ["serve", "small", "--once"]])
+def test_duration_shorter_than_the_warm_up_or_longer_than_a_year_is_refused(command, value, words):
+    line = refused([*command, "--duration", value], "--duration")
+    assert words in line, line

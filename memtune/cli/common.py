@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -13,7 +12,7 @@ import click
 
 from memtune.core.scenario import Scenario, load_scenario
 from memtune.errors import UserError
-from memtune.units import parse_duration
+from memtune.schema.types import duration_seconds
 
 
 def scenario_arg(ref: str | None) -> Scenario:
@@ -21,15 +20,13 @@ def scenario_arg(ref: str | None) -> Scenario:
 
 
 def duration_option(value: str | None, flag: str = "--duration") -> float | None:
+    """Seconds from a duration flag, by the scenario file's rule: greater than zero, at most a year."""
     if value is None:
         return None
     try:
-        seconds = parse_duration(value)
+        return duration_seconds(value, positive=True)
     except ValueError as exc:
-        raise UserError(str(exc), field=flag) from None
-    if not math.isfinite(seconds):
-        raise UserError(f"must be a finite duration, got {value!r}", field=flag)
-    return seconds
+        raise UserError(f"{exc} (got {value!r})", field=flag) from None
 
 
 def plugin_options(f: Callable) -> Callable:

@@ -9,7 +9,6 @@ import click
 
 from memtune.cli.common import duration_option, plugin_options, scenario_arg
 from memtune.cli.params import PORT, SEED, PositiveFloat
-from memtune.errors import UserError
 from memtune.metrics.model import LATENCY_BUCKET_MODES
 from memtune.metrics.server import DEFAULT_BIND, DEFAULT_PORT
 
@@ -74,11 +73,8 @@ def _scenario_and_duration(scenario: str | None, policy_ref: str | None, duratio
         from memtune.policies import apply_policy, load_policy
 
         sc = apply_policy(load_policy(policy_ref), sc)
-    dur = duration_option(duration)
-    dur = sc.duration if dur is None else dur
-    if dur <= 0:
-        raise UserError("must be greater than zero", field="--duration")
-    return sc, dur
+    sc = sc.with_duration(duration_option(duration))
+    return sc, sc.duration
 
 
 def _start_simulation(sc, dur: float, seed: int | None, speed: float, loop: bool, latency_buckets: str,

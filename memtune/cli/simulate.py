@@ -33,12 +33,12 @@ def cli(scenario, policy_ref, duration, seed, as_json, metrics_out, timeline, au
         sc = apply_policy(load_policy(policy_ref), sc)
     if audit_log:
         sc = sc.replace(settings={**sc.settings, "audit.log": audit_log})
-    dur = duration_option(duration)
+    sc = sc.with_duration(duration_option(duration))
     host = build_host(sc, seed=seed, disable=disable, plugins=plugins)
     engine = Engine(host)
     bar = Progress(f"simulating {sc.name}")
     try:
-        result = engine.run(dur, progress=bar)
+        result = engine.run(progress=bar)
     finally:
         bar.close()
     if metrics_out:

@@ -17,6 +17,7 @@ from memtune.core.content_groups import memberships
 from memtune.core.contents import duplicate_content, group_content, template_content, unique_content
 from memtune.core.latency import LatencyBook
 from memtune.core.memstate import MemState, min_free
+from memtune.core.page_budget import check_fits
 from memtune.core.pages import FREE, RESIDENT, PageTable
 from memtune.core.plugins import MemtunePluginManager
 from memtune.core.registry import registry_of
@@ -78,6 +79,8 @@ class Host:
         self.memory = scenario.host.memory
         self.page_scale = page_scale_of(scenario)
         self.page_bytes = PAGE_4K * self.page_scale
+        check_fits(sum(max(1, -(-v.memory // self.page_bytes)) for v in self.vms), self.page_scale,
+                   scenario.source)
         self.min_free = min_free(self.memory, self.settings["Mem.MemMinFreePct"])
 
         self.states = self.registry.states         # page states and page-out tiers of the plugins

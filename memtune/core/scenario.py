@@ -81,6 +81,19 @@ class Scenario:
     def replace(self, **changes: Any) -> Scenario:
         return dataclasses.replace(self, **changes)
 
+    def with_duration(self, seconds: float | None, flag: str = "--duration") -> Scenario:
+        """This scenario run for ``seconds`` (None: its own duration), held to the file's rules:
+        at least one tick, and longer than the warm-up, whose statistics would otherwise be empty."""
+        if seconds is None:
+            return self
+        if seconds < self.tick:
+            raise ConfigError(f"{seconds:g} s is shorter than one tick ({self.tick:g} s)", field=flag)
+        if seconds <= self.warmup:
+            raise ConfigError(
+                f"{seconds:g} s ends before the warm-up ({self.warmup:g} s) does: nothing would be "
+                "measured; give a longer run", field=flag)
+        return self.replace(duration=float(seconds))
+
     def vm_index(self) -> dict[str, int]:
         return {vm.name: i for i, vm in enumerate(self.vms)}
 

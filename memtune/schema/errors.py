@@ -113,8 +113,8 @@ def _message(model: type[BaseModel], err: dict[str, Any]) -> str:
     else:
         msg = err["msg"]
     value = err.get("input")
-    if isinstance(value, dict | list) and kind != "value_error":
-        return msg
+    if isinstance(value, dict | list) and kind != "value_error" or ", got " in msg:
+        return msg  # a container, or a message that already names the value (units' parse errors)
     return f"{msg}, got {_shown(value)}"
 
 

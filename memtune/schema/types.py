@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
 from memtune.core.names import NAME_MAX_CHARS, name_problem
 from memtune.core.vm import SHARES_PER_MB
-from memtune.units import GiB, MiB, TiB, format_size, parse_duration, parse_size
+from memtune.units import GiB, MiB, TiB, format_duration, format_size, parse_duration, parse_size
 
 SIZE_PATTERN = (
     r"^\s*[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?\s*([kKmMgGtT]([iI]?[bB])?|[bB]([yY][tT][eE][sS]?)?)\s*$"
@@ -79,7 +79,8 @@ def duration_seconds(value: Any, *, positive: bool = False, hi: float = MAX_DURA
     except ValueError as exc:
         raise ValueError(str(exc)) from None
     if not math.isfinite(s) or s > hi:
-        raise ValueError(f"must be at most {hi:g} s")
+        raise ValueError(f"must be at most {hi / 86400:g} days" if hi >= 86400 else
+                         f"must be at most {format_duration(hi)}")
     if positive and s <= 0:
         raise ValueError("must be greater than zero")
     return s
