@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
@@ -232,5 +234,22 @@ def test_a_failing_plugin_gives_500_naming_it_and_the_server_keeps_answering():
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/nothing", timeout=5)
         assert err.value.code == 404
+    finally:
+        stop_metrics_server(server, thread)
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to read the listen backlog")
+def test_the_listen_backlog_holds_a_burst_of_scrapers():
+    """With socketserver's backlog of 5, 16 scrapers connecting at once overflowed the accept queue
+    and some waited for a SYN retransmit (~1 s). ``ss -ltn`` shows a listening socket's backlog as
+    Send-Q (what the kernel granted, capped by net.core.somaxconn)."""
+    from prometheus_client.registry import CollectorRegistry
+
+    server, thread = start_metrics_server(CollectorRegistry(), 0)
+    try:
+        port = server.server_address[1]
+        out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True,
+                             check=True).stdout.split()
+        assert int(out[2]) >= 64, out  # State Recv-Q Send-Q Local Peer
     finally:
         stop_metrics_server(server, thread)
