@@ -326,7 +326,8 @@ def test_cli_validate_show_list(tmp_path):
 
 
 def test_cli_simulate_with_policy_runs():
-    res = _run(["simulate", "small", "--policy", "esxi-legacy-tps", "--duration", "20s", "--json"])
+    # a run must end after the warm-up (small's is 300 s)
+    res = _run(["simulate", "small", "--policy", "esxi-legacy-tps", "--duration", "320s", "--json"])
     assert res.exit_code == 0, res.output
     import json
 
