@@ -242,6 +242,7 @@ FIXED_FILES = [
     "latin1.toml",
     "/proc/memtune-nope/x",
     "/dev/null",
+    "/dev/zero",
     "n" * 300,
     "missing-dir/sub/x",
     "run/journal.jsonl",

@@ -7,10 +7,10 @@ import hmac
 import json
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 from memtune.errors import UserError
+from memtune.inputs import read_bytes
 
 FORMAT = "memtune-audit/1"
 GENESIS = "0" * 64
@@ -54,16 +54,15 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+MAX_KEY_BYTES = 1 << 20  # an HMAC key is bytes to a few KiB; a larger "key file" is a mistake
+
+
 def load_key(key_file: str | os.PathLike[str] | None, *, env: bool = True,
              field: str = "audit.key_file") -> bytes | None:
     """The HMAC key: the bytes of ``key_file`` (surrounding whitespace stripped), else the
     environment variable ``MEMTUNE_AUDIT_KEY`` (UTF-8), else None (a plain SHA-256 chain)."""
     if key_file:
-        try:
-            raw = Path(key_file).read_bytes().strip()
-        except OSError as exc:
-            raise UserError(f"cannot read the audit key file: {exc.strerror or exc}",
-                            source=str(key_file), field=field) from None
+        raw = read_bytes(key_file, "the audit key file", field=field, limit=MAX_KEY_BYTES).strip()
         if not raw:
             raise UserError("the audit key file is empty", source=str(key_file), field=field)
         return raw

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from memtune.audit.chain import FIELDS
-from memtune.errors import UserError
+from memtune.inputs import read_bytes
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,7 @@ class AuditRecord:
 def read_records(path: str | Path) -> tuple[list[AuditRecord], list[int]]:
     """Every record of a log and the numbers of lines that are not records (not checked: that is
     ``verify``'s job). An unreadable file is a :class:`UserError`."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise UserError(f"cannot read the audit log: {exc.strerror or exc}", source=str(path)) from None
+    data = read_bytes(path, "the audit log")
     out: list[AuditRecord] = []
     bad: list[int] = []
     for i, line in enumerate(data.splitlines(), start=1):

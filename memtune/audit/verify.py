@@ -27,6 +27,7 @@ from typing import Any
 
 from memtune.audit.chain import FIELDS, GENESIS, canonical, line_digest, record_hash
 from memtune.errors import UserError
+from memtune.inputs import read_bytes
 
 
 @dataclass
@@ -269,8 +270,4 @@ class _Runs:
 
 def verify_file(path: str | Path, key: bytes | None = None) -> Verdict:
     """:func:`verify_bytes` on a file; an unreadable file is a :class:`UserError`."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise UserError(f"cannot read the audit log: {exc.strerror or exc}", source=str(path)) from None
-    return verify_bytes(data, key, source=str(path))
+    return verify_bytes(read_bytes(path, "the audit log"), key, source=str(path))

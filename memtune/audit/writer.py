@@ -9,6 +9,7 @@ from typing import Any, BinaryIO
 from memtune.audit.chain import FORMAT, canonical, jsonable, line_digest, record_hash
 from memtune.audit.verify import verify_bytes
 from memtune.errors import UserError
+from memtune.inputs import check_regular
 
 try:
     import fcntl
@@ -29,6 +30,7 @@ class AuditWriter:
         self.key = key
         self.field = field
         src = str(self.path)
+        check_regular(self.path, "the audit log", field=field)
         try:
             self.fh: BinaryIO = open(self.path, "ab+")  # noqa: SIM115 - held open for the run
         except OSError as exc:

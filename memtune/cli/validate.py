@@ -12,6 +12,7 @@ import click
 
 from memtune.cli.common import duration_option, plugin_options, scenario_arg
 from memtune.errors import UserError
+from memtune.inputs import read_text
 
 
 def _int_list(text: str, flag: str) -> tuple[int, ...]:
@@ -28,8 +29,8 @@ def _settings_file(path: str) -> dict:
     import tomllib
 
     try:
-        data = tomllib.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        data = tomllib.loads(read_text(path, "the settings file"))
+    except tomllib.TOMLDecodeError as exc:
         raise UserError(f"cannot read settings: {exc}", source=path) from None
     settings = data.get("settings")
     if not isinstance(settings, dict):

@@ -47,6 +47,7 @@ from memtune.core.names import name_problem
 from memtune.core.vm import VMSpec
 from memtune.core.workload import Phase, WorkloadSpec
 from memtune.errors import ConfigError
+from memtune.inputs import read_text
 from memtune.schema.errors import FieldError, validate
 from memtune.schema.scenario import ScenarioFile, WorkloadSection, check_workload, fraction_of, most_of
 from memtune.schema.types import Bytes
@@ -82,17 +83,15 @@ class Scenario:
         return dataclasses.replace(self, **changes)
 
     def with_duration(self, seconds: float | None, flag: str = "--duration") -> Scenario:
-        """This scenario run for ``seconds`` (None: its own duration), held to the file's rules:
-        at least one tick, and longer than the warm-up, whose statistics would otherwise be empty."""
+        """This scenario run for ``seconds`` (None: its own duration): at least one tick; a warm-up
+        that would not end before the run becomes its first third, as in ``memtune optimize``, so
+        statistics never cover an empty window (the summary line states the warm-up used)."""
         if seconds is None:
             return self
         if seconds < self.tick:
             raise ConfigError(f"{seconds:g} s is shorter than one tick ({self.tick:g} s)", field=flag)
-        if seconds <= self.warmup:
-            raise ConfigError(
-                f"{seconds:g} s ends before the warm-up ({self.warmup:g} s) does: nothing would be "
-                "measured; give a longer run", field=flag)
-        return self.replace(duration=float(seconds))
+        warmup = self.warmup if self.warmup < seconds else seconds / 3
+        return self.replace(duration=float(seconds), warmup=float(warmup))
 
     def vm_index(self) -> dict[str, int]:
         return {vm.name: i for i, vm in enumerate(self.vms)}
@@ -251,10 +250,7 @@ def load_scenario(ref: str | Path | None = None) -> Scenario:
             f"no such scenario file, and not a built-in scenario (built-in: {', '.join(builtin_names())})",
             source=str(ref),
         )
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", source=str(path)) from None
+    text = read_text(path, "a scenario file", error=ConfigError)
     return _parse_text(text, str(path), path.parent)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from memtune.core.names import name_problem, one_line
 from memtune.errors import UserError
+from memtune.inputs import check_regular
 
 TIMESTAMP_PREFIX = "(PDH-CSV 4.0)"
 _TS_FORMATS = ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f")
@@ -80,6 +81,7 @@ def _split_column(name: str) -> tuple[str, str, str | None, str] | None:
 def read_batch_csv(path: str | Path) -> Capture:
     """Parse an ``esxtop -b`` CSV; raise UserError (one line) if it is not one."""
     src = str(path)
+    check_regular(path, "the esxtop capture")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)

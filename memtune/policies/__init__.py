@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from memtune.errors import ConfigError
+from memtune.inputs import read_text
 from memtune.policies.apply import (
     ResolvedVM,
     active_set_bytes,
@@ -63,11 +64,7 @@ def load_policy(ref: str | Path) -> Policy:
     if isinstance(ref, str) and ref in list_presets():
         return parse_policy_text(preset_text(ref), f"<preset {ref}>")
     path = Path(ref)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"no such policy file, and not a preset (presets: {', '.join(list_presets())})",
                           source=str(ref))
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", source=str(path)) from None
-    return parse_policy_text(text, str(path))
+    return parse_policy_text(read_text(path, "a policy file", error=ConfigError), str(path))

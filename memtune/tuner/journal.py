@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from memtune.errors import ConfigError, OutputError, UserError
+from memtune.inputs import read_bytes
 from memtune.tuner.outdir import DirLock
 
 VERSION = 1
@@ -51,7 +52,7 @@ class JournalState:
 def read_journal(path: Path) -> JournalState:
     """Parse ``path``; a bad line other than a torn last one is a ConfigError naming the line."""
     state = JournalState()
-    data = path.read_bytes()
+    data = read_bytes(path, "the journal", error=ConfigError)
     lines = data.split(b"\n")
     tail = lines.pop()          # after the last newline: empty, or a record cut short
     state.torn_bytes = len(tail)
