@@ -1,6 +1,8 @@
-"""No runtime import cycle inside memtune: module-level imports (outside ``if TYPE_CHECKING``) form
-a graph without cycles, found with ast, so layers stay layers (e.g. metrics.model below both
-metrics.text and metrics.collector)."""
+"""No runtime import cycle inside memtune: every import that can run (module level and inside
+functions, outside ``if TYPE_CHECKING``) forms a graph without cycles, found with ast, so layers stay
+layers (e.g. metrics.model below both metrics.text and metrics.collector). A function-level import
+hides a cycle only until the function runs, so it counts; ``from pkg import sub`` runs ``pkg``'s
+``__init__`` too (a lazy ``__getattr__`` there is part of the graph)."""
 
 from __future__ import annotations
 
@@ -23,23 +25,18 @@ def _is_type_checking(node: ast.If) -> bool:
         isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
 
 
-def module_level_imports(tree: ast.Module):
-    """Import nodes run when the module is imported: top level and inside module-level if/try/with."""
+def runtime_imports(tree: ast.Module):
+    """Import nodes that can run: anywhere in the module (functions and methods included) except
+    under ``if TYPE_CHECKING:``."""
     stack = list(tree.body)
     while stack:
         node = stack.pop()
         if isinstance(node, ast.Import | ast.ImportFrom):
             yield node
-        elif isinstance(node, ast.If):
-            if not _is_type_checking(node):
-                stack.extend(node.body)
+        elif isinstance(node, ast.If) and _is_type_checking(node):
             stack.extend(node.orelse)
-        elif isinstance(node, ast.Try):
-            stack.extend(node.body + node.orelse + node.finalbody)
-            for h in node.handlers:
-                stack.extend(h.body)
-        elif isinstance(node, ast.With):
-            stack.extend(node.body)
+        else:
+            stack.extend(ast.iter_child_nodes(node))
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -47,7 +44,7 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {m: set() for m in files}
     for mod, path in files.items():
         is_pkg = path.name == "__init__.py"
-        for node in module_level_imports(ast.parse(path.read_text(), str(path))):
+        for node in runtime_imports(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             else:
@@ -56,8 +53,9 @@ def import_graph() -> dict[str, set[str]]:
                     anchor = mod.split(".") if is_pkg else mod.split(".")[:-1]
                     anchor = anchor[: len(anchor) - node.level + 1]
                     base = ".".join(anchor + ([base] if base else []))
-                # `from pkg import sub` imports the submodule sub when there is one
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
+                # `from pkg import sub` runs pkg (its __init__) and imports the submodule sub when
+                # there is one
+                targets = [base, *(f"{base}.{a.name}" for a in node.names)]
             graph[mod] |= {t for t in targets if t in files and t != mod}
     return graph
 
@@ -99,9 +97,10 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_walker_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    tree = ast.parse("import x\nif TYPE_CHECKING:\n    import y\ndef f():\n    import z\ntry:\n    import w\n"
-                     "except ImportError:\n    pass\n")
-    assert sorted(a.names[0].name for a in module_level_imports(tree)) == ["w", "x"]
+    tree = ast.parse("import x\nif TYPE_CHECKING:\n    import y\nelse:\n    import v\ndef f():\n"
+                     "    import z\ntry:\n    import w\nexcept ImportError:\n    pass\n"
+                     "class C:\n    def m(self):\n        if True:\n            import u\n")
+    assert sorted(a.names[0].name for a in runtime_imports(tree)) == ["u", "v", "w", "x", "z"]
 
 
 @pytest.mark.slow

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import memtune.tuner.history as hist
 from memtune.core.plugins import build_plugin_manager
 from memtune.core.scenario import Scenario
 from memtune.errors import ConfigError
 from memtune.policies import Policy
-from memtune.tuner import history as hist
 from memtune.tuner.compare import Comparison
 from memtune.tuner.config import BASELINE, TuneConfig, coarse_scenario, eval_scenario
 from memtune.tuner.defaults import default
