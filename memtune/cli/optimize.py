@@ -141,46 +141,14 @@ class _Bar:
     "(scaled; root) and report the real improvement beside the model's (docs/live.md).",
 )
 @plugin_options
-def cli(
-    scenario,
-    out,
-    resume,
-    budget,
-    time_limit,
-    patience,
-    optimizer,
-    objective,
-    weights,
-    slo_p99,
-    knobs,
-    fix,
-    group,
-    repeats,
-    batch,
-    initial_points,
-    duration,
-    fidelity,
-    seed,
-    workers,
-    dask_scheduler,
-    presets,
-    plots,
-    metrics_port,
-    metrics_bind,
-    progress,
-    disable,
-    plugins,
-    confirm=None,
-):
+def cli(scenario: str | None, out: str, resume: bool, budget: int, confirm: str | None = None,
+        **opts: Any) -> None:
     """Tune SCENARIO's policy (a built-in name or a TOML file; default: small).
 
     Writes the best policy (best-policy.toml), report.json and plots to --out, and journals every
     evaluation so that --resume continues a killed run.
     """
     from memtune.tuner.executors import make_executor
-    from memtune.tuner.loop import TuneConfig, Tuner
-    from memtune.tuner.objective import Objective, parse_weights
-    from memtune.tuner.report import fmt_value, summary, write_outputs
 
     sc = scenario_arg(scenario)
     if confirm == "live":
@@ -188,69 +156,109 @@ def cli(
 
         if unavailable():
             raise UserError(f"cannot confirm on this host: {unavailable()}", field="--confirm")
-    slo = duration_option(slo_p99, "--slo-p99")
-    obj = Objective(objective, parse_weights(weights), slo)
+    config = _config(sc, budget, opts)
+    if opts["workers"] is not None and opts["workers"] < 1:
+        raise UserError("must be at least 1", field="--workers")
+    metrics = _Metrics(opts["metrics_port"], opts["metrics_bind"])
+    show = sys.stderr.isatty() if opts["progress"] is None else opts["progress"]
+    obj = config.objective
+    bar = _Bar(budget, _formatter(obj.kind, obj.slo_p99 is not None)) if show else None
+
+    def on_eval(ev: Any, tuner: Any) -> None:
+        if bar is not None:
+            bar(ev, tuner)
+        metrics.observe(ev)
+
+    executor = make_executor(opts["workers"], opts["dask_scheduler"])
+    try:
+        report = _run(config, Path(out), resume, executor, on_eval, bar, opts["plots"])
+    finally:
+        executor.close()
+        metrics.stop()
+    from memtune.tuner.report import summary
+
+    click.echo(summary(report))
+    if confirm == "live":
+        from memtune.live.confirm import confirm_live
+        from memtune.live.confirm import summary as live_summary
+        from memtune.tuner.report import POLICY_FILE
+
+        click.echo(live_summary(confirm_live(sc, Path(out), POLICY_FILE, disable=tuple(opts["disable"]))))
+
+
+def _formatter(kind: str, slo: bool) -> Any:
+    from memtune.tuner.report import fmt_value
+
+    return lambda v: fmt_value(v, kind, slo)
+
+
+def _config(sc: Any, budget: int, o: dict[str, Any]) -> Any:
+    """The run's :class:`TuneConfig` from the command's options (an unknown --presets name, a bad
+    size or duration: exit 2)."""
+    from memtune.tuner.config import TuneConfig
+    from memtune.tuner.objective import Objective, parse_weights
+
+    slo = duration_option(o["slo_p99"], "--slo-p99")
+    obj = Objective(o["objective"], parse_weights(o["weights"]), slo)
     preset_list = None
-    if presets is not None:
+    if o["presets"] is not None:
         from memtune.policies import list_presets
 
-        preset_list = tuple(p.strip() for p in presets.split(",") if p.strip())
+        preset_list = tuple(p.strip() for p in o["presets"].split(",") if p.strip())
         unknown = [p for p in preset_list if p not in list_presets()]
         if unknown:
             raise UserError(
                 f"unknown preset {unknown[0]!r} (presets: {', '.join(list_presets())})", field="--presets"
             )
-    config = TuneConfig(
-        scenario=sc,
-        seed=seed,
-        budget=budget,
-        batch=batch,
-        repeats=repeats,
-        initial_points=initial_points,
-        duration=duration_option(duration),
-        fidelity=fidelity,
-        optimizer=optimizer,
-        objective=obj,
-        group=group,
-        knobs=tuple(knobs),
-        fix=tuple(fix),
-        disable=tuple(disable),
-        plugins=tuple(plugins),
-        patience=patience,
-        time_limit=duration_option(time_limit, "--time-limit"),
-        presets=preset_list,
+    return TuneConfig(
+        scenario=sc, objective=obj, presets=preset_list, seed=o["seed"], budget=budget, batch=o["batch"],
+        repeats=o["repeats"], initial_points=o["initial_points"], duration=duration_option(o["duration"]),
+        fidelity=o["fidelity"], optimizer=o["optimizer"], group=o["group"], knobs=tuple(o["knobs"]),
+        fix=tuple(o["fix"]), disable=tuple(o["disable"]), plugins=tuple(o["plugins"]),
+        patience=o["patience"], time_limit=duration_option(o["time_limit"], "--time-limit"),
     )
-    if workers is not None and workers < 1:
-        raise UserError("must be at least 1", field="--workers")
-    metrics = server = None
-    if metrics_port is not None:
+
+
+class _Metrics:
+    """``--metrics-port``: memtune_tuner_* metrics served for Prometheus during the run (or nothing)."""
+
+    def __init__(self, port: int | None, bind: str) -> None:
+        self.metrics = self.server = self.thread = None
+        if port is None:
+            return
         from prometheus_client.registry import CollectorRegistry
 
         from memtune.metrics.server import start_metrics_server
         from memtune.metrics.tuner import TunerMetrics
 
         registry = CollectorRegistry()
-        metrics = TunerMetrics(registry)
-        server, thread = start_metrics_server(registry, port=metrics_port, bind=metrics_bind)
-    show = sys.stderr.isatty() if progress is None else progress
-    fmt = lambda v: fmt_value(v, obj.kind, slo is not None)  # noqa: E731
-    bar = _Bar(budget, fmt) if show else None
+        self.metrics = TunerMetrics(registry)
+        self.server, self.thread = start_metrics_server(registry, port=port, bind=bind)
 
-    def on_eval(ev: Any, tuner: Any) -> None:
-        if bar is not None:
-            bar(ev, tuner)
-        if metrics is not None:
-            if ev.feasible and ev.value is not None:
-                metrics.observe(ev.value)
-            else:
-                metrics.infeasible()
+    def observe(self, ev: Any) -> None:
+        if self.metrics is None:
+            return
+        if ev.feasible and ev.value is not None:
+            self.metrics.observe(ev.value)
+        else:
+            self.metrics.infeasible()
 
-    executor = make_executor(workers, dask_scheduler)
-    tuner = None
+    def stop(self) -> None:
+        if self.server is not None:
+            from memtune.metrics.server import stop_metrics_server
+
+            stop_metrics_server(self.server, self.thread)
+
+
+def _run(config: Any, out: Path, resume: bool, executor: Any, on_eval: Any, bar: _Bar | None,
+         plots: bool) -> dict[str, Any]:
+    """Search, compare and write the outputs; the journal (and the lock on ``out``) is closed
+    however the run ends."""
+    from memtune.tuner.loop import Tuner
+    from memtune.tuner.report import write_outputs
+
+    tuner = Tuner(config, out, resume=resume, executor=executor, on_eval=on_eval, compare_early=True)
     try:
-        tuner = Tuner(
-            config, Path(out), resume=resume, executor=executor, on_eval=on_eval, compare_early=True
-        )
         if bar is not None:
             best = tuner.best()
             bar.skip(len(tuner.history), best.value if best else None)
@@ -259,20 +267,6 @@ def cli(
         finally:
             if bar is not None:
                 bar.close()
-        comparison = tuner.compare(tuner.best())
-        report = write_outputs(tuner, comparison, plots=plots)
+        return write_outputs(tuner, tuner.compare(tuner.best()), plots=plots)
     finally:
-        if tuner is not None:
-            tuner.journal.close()  # and the lock on --out
-        executor.close()
-        if server is not None:
-            from memtune.metrics.server import stop_metrics_server
-
-            stop_metrics_server(server, thread)
-    click.echo(summary(report))
-    if confirm == "live":
-        from memtune.live.confirm import confirm_live
-        from memtune.live.confirm import summary as live_summary
-        from memtune.tuner.report import POLICY_FILE
-
-        click.echo(live_summary(confirm_live(sc, Path(out), POLICY_FILE, disable=tuple(disable))))
+        tuner.journal.close()
