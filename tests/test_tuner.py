@@ -404,3 +404,68 @@ def test_initial_design_keeps_or_varies_whole_blocks(tiny, tmp_path):
             assert (pt[r] == base[r]) == (pt[lim] == base[lim])
     kept = np.mean([[v == b for v, b in zip(pt, base, strict=True)] for pt in design])
     assert 0.5 < kept < 0.95
+
+
+def test_design_combines_the_presets_blocks(tiny, tmp_path, monkeypatch):
+    from memtune.tuner import design
+
+    monkeypatch.setattr(design, "default", _override(design.default, {"tuner.design_combine": True,
+                                                                      "tuner.design_mix": 0.0}))
+    t = Tuner(cfg(tiny, knobs=(), initial_points=12), tmp_path)
+    base, *rest = t.proposer.design()
+    presets = t.preset_points()
+    legacy, mom, reserve = presets
+    combined = rest[len(presets):len(presets) + 2]
+    names = t.space.names
+    tps = [names.index(n) for n in ("Mem.ShareForceSalting", "Mem.ShareScanTime", "Mem.ShareRateMax")]
+    res = [names.index(f"{g}.reservation") for g in ("web", "db")]
+    # esxi-legacy-tps with no-overcommit-reserve's reservations; mom-like with them too (its sharing
+    # and compression kept); no-overcommit-reserve with legacy's sharing (the first preset to change
+    # it) is a duplicate of the first and left out
+    assert [combined[0][j] for j in tps] == [legacy[j] for j in tps]
+    assert [combined[1][j] for j in tps] == [mom[j] for j in tps]
+    for pt in combined:
+        assert [pt[j] for j in res] == [reserve[j] for j in res]
+    assert len(rest) == 11 and rest[len(presets) + 2] not in (base, *presets, *combined)
+
+
+def test_screening_borrows_the_presets_blocks(tiny, tmp_path, monkeypatch):
+    from memtune.tuner import design
+
+    monkeypatch.setattr(design, "default", _override(design.default, {"tuner.design_mix": 1.0,
+                                                                      "tuner.keep_baseline": 0.0}))
+    t = Tuner(cfg(tiny, knobs=(), initial_points=12), tmp_path)
+    base = t.baseline_point()
+    blocks = t.space.blocks()
+    choices = design.preset_blocks(blocks, base, t.preset_points())
+    pts = t.proposer.screening(20, ("design",), ("keep",))
+    for b, idx in enumerate(blocks):
+        vals = {tuple(p[j] for j in idx) for p in pts}
+        if choices[b]:      # every point takes a preset's value for a block some preset changes
+            assert vals <= set(choices[b]) and len(vals) == len(choices[b])
+        else:               # and the hypercube's for the others
+            assert len(vals) > 1
+
+
+def _override(fn, values):
+    return lambda name: values[name] if name in values else fn(name)
+
+
+def test_bound_jumps_reach_the_bounds(tiny, tmp_path):
+    from skopt.space import Space
+
+    from memtune.tuner.candidates import LocalCandidates
+
+    t = Tuner(cfg(tiny, knobs=()), tmp_path)
+    sk = Space(t.space.skopt_dimensions())
+    centre = t.baseline_point()
+    names = t.space.names
+    rate = names.index("Mem.ShareRateMax")
+    LocalCandidates(sk, [centre], 1.0, 1.0, t.space.blocks(), 1.0, 0.05, 1.0, 4, 2.0, bound_jump=0.5)
+    rows = sk.rvs(n_samples=2000, random_state=np.random.RandomState(4))
+    moved = [row[rate] for row in rows if row[rate] != centre[rate]]
+    at_bound = np.mean([v in (sk.dimensions[rate].low, sk.dimensions[rate].high) for v in moved])
+    assert 0.4 < at_bound < 0.75     # half jump, a few large steps are clipped to a bound
+    again = Space(t.space.skopt_dimensions())
+    LocalCandidates(again, [centre], 1.0, 1.0, t.space.blocks(), 1.0, 0.05, 1.0, 4, 2.0, bound_jump=0.5)
+    assert again.rvs(n_samples=2000, random_state=np.random.RandomState(4)) == rows   # same seed, same moves

@@ -79,9 +79,11 @@ class LocalCandidates:
     def __init__(self, space: Any, centres: list[list[Any]], share: float, changes: float,
                  blocks: list[list[int]] | None = None, block_share: float = 1.0,
                  step: float = 0.0, step_share: float = 0.0, step_scales: int = 1,
-                 flip_per_step: float = 0.0) -> None:
+                 flip_per_step: float = 0.0, bound_jump: float = 0.0) -> None:
         from skopt.space import Categorical
 
+        self.bound_jump = bound_jump
+        self.extra: list[list[Any]] = []        # structured candidates, see structured_candidates
         self.centres = centres
         self.share = share if centres else 0.0
         self.changes, self.step, self.step_share = changes, step, step_share
@@ -121,6 +123,9 @@ class LocalCandidates:
         n_local = int(round(self.share * n_samples)) if n_samples > 1 else 0
         if n_local:
             rows[:n_local] = self._local(rng, rows[:n_local], n_local)
+            extra = self.extra[: n_local // 2]
+            if extra:
+                rows[n_local - len(extra):n_local] = [list(x) for x in extra]
         return rows
 
     def _local(self, rng: Any, drawn_rows: list[list[Any]], n_local: int) -> list[list[Any]]:
@@ -142,10 +147,14 @@ class LocalCandidates:
         # steps: rows that change some numeric knob; their changed numeric knobs step, the rest
         # (categorical ones included) keep the centre's values
         stepped &= (change & numeric).any(axis=1)
+        jump = rng.random_sample((n_local, d)) < self.bound_jump if self.bound_jump > 0 else None
         for j in np.flatnonzero(numeric):
             sel = stepped & change[:, j]
             if sel.any():
-                drawn[sel, j] = _step(self.dims[j], cen[sel, j].astype(np.float64), noise[sel, j])
+                z = noise[sel, j]
+                if jump is not None:   # to the bound the step points to: beyond it, then clipped
+                    z = np.where(jump[sel, j], np.sign(z) * 2.0, z)
+                drawn[sel, j] = _step(self.dims[j], cen[sel, j].astype(np.float64), z)
         keep = ~change | (stepped[:, None] & ~numeric[None, :] & ~flip)
         drawn[keep] = cen[keep]
         return drawn.tolist()
@@ -154,11 +163,58 @@ class LocalCandidates:
 def local_candidates(space: Any, centres: list[list[Any]], share: float, changes: float,
                      blocks: list[list[int]] | None = None, block_share: float = 1.0,
                      step: float = 0.0, step_share: float = 0.0, step_scales: int = 1,
-                     flip_per_step: float = 0.0) -> Callable[[float], None]:
+                     flip_per_step: float = 0.0, bound_jump: float = 0.0,
+                     extra: list[list[Any]] | None = None) -> Callable[[float], None]:
     """Install :class:`LocalCandidates` as ``space.rvs``; returns the function that sets the share
-    of local moves for the following draws."""
-    return LocalCandidates(space, centres, share, changes, blocks, block_share, step, step_share,
-                           step_scales, flip_per_step).set_share
+    of local moves for the following draws. ``extra`` candidates are among the local ones of every
+    draw (up to half of them)."""
+    lc = LocalCandidates(space, centres, share, changes, blocks, block_share, step, step_share,
+                         step_scales, flip_per_step, bound_jump)
+    lc.extra = list(extra or [])
+    return lc.set_share
+
+
+def block_corners(dims: list[Any], blocks: list[list[int]], centre: list[Any],
+                  limit: int = 64) -> list[list[Any]]:
+    """``centre`` with one knob block moved to a corner: its numeric knobs each at the low or the
+    high bound, its categorical knobs at each of their values (at most ``limit`` per block).
+
+    Two-level screening designs put factors at their bounds (Plackett & Burman, Biometrika 1946):
+    many knobs act monotonically (a faster sharing scan, a larger reservation), so their best value
+    is a bound that local steps reach late, and on `db` only the corner of the sharing block
+    (salting across VMs, the shortest scan time, the highest rate cap) pays."""
+    import itertools
+
+    from skopt.space import Categorical
+
+    out: list[list[Any]] = []
+    for idx in blocks:
+        levels = [list(dims[j].categories) if isinstance(dims[j], Categorical)
+                  else [dims[j].low, dims[j].high] for j in idx]
+        for combo in itertools.islice(itertools.product(*levels), limit):
+            x = list(centre)
+            for j, v in zip(idx, combo, strict=True):
+                x[j] = v
+            if x != centre and x not in out:
+                out.append(x)
+    return out
+
+
+def crossovers(blocks: list[list[int]], centres: list[list[Any]], donors: list[list[Any]]) -> list[list[Any]]:
+    """Each centre with one knob block copied from a donor (another good point) where they differ:
+    knobs of different blocks act mostly through their own mechanism, so the best block values of
+    two points may add up (a sharing block found on one point, a reservation block on another)."""
+    out: list[list[Any]] = []
+    for c in centres:
+        for d in donors:
+            for idx in blocks:
+                if any(c[j] != d[j] for j in idx):
+                    x = list(c)
+                    for j in idx:
+                        x[j] = d[j]
+                    if x not in out and x not in centres:
+                        out.append(x)
+    return out
 
 
 def _step(dim: Any, values: np.ndarray, z: np.ndarray) -> list[Any]:

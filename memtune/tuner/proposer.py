@@ -13,11 +13,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from memtune.tuner.candidates import ACQ_SAMPLES, GP_RESTARTS, constant_liar, local_candidates, model_scale
+from memtune.tuner.candidates import (
+    ACQ_SAMPLES,
+    GP_RESTARTS,
+    block_corners,
+    constant_liar,
+    crossovers,
+    local_candidates,
+    model_scale,
+)
 from memtune.tuner.config import TuneConfig
 from memtune.tuner.defaults import default
+from memtune.tuner.design import initial_design, screening
 from memtune.tuner.evaluate import derive_seed
 from memtune.tuner.history import Evaluation, told
 from memtune.tuner.optimizer_warnings import known_optimizer_warnings
@@ -64,43 +71,19 @@ class Proposer:
     # --- the initial design -------------------------------------------------------------------
 
     def design(self) -> list[list[Any]]:
-        """The initial design: the baseline point, the other presets (``tuner.design_presets``),
-        then a Latin hypercube from the run seed in which each knob block keeps its baseline value
-        with probability ``tuner.keep_baseline``.
-
-        A screening design around the default: a few knobs at harmful values (a limit below the
-        working set) dominate any fully random point and hide the knobs that matter; with half of
-        the knobs at their defaults the model sees each knob's effect near a sane policy."""
-        c = self.config
-        base = self.baseline
-        presets = self.presets if base is not None and c.design_presets else []
-        k = c.n_initial - (base is not None) - len(presets)
-        head = [base, *presets] if base is not None else []
-        return (head + self.screening(k, ("design",), ("keep",)))[:c.n_initial]
+        """The initial design (:func:`memtune.tuner.design.initial_design`): the baseline point,
+        the other presets and their blocks combined (``tuner.design_presets``), then a screening
+        Latin hypercube around the baseline."""
+        return initial_design(self.dims, self.space.blocks(), self.baseline, self._design_presets(),
+                              self.config.seed, self.config.n_initial)
 
     def screening(self, k: int, design_key: tuple[Any, ...], keep_key: tuple[Any, ...]) -> list[list[Any]]:
-        """``k`` Latin-hypercube points drawn from (run seed, ``design_key``), each knob block kept
-        at the baseline with probability ``tuner.keep_baseline`` (drawn from (run seed, ``keep_key``))."""
-        from skopt.sampler import Lhs
+        """``k`` screening points (see :func:`memtune.tuner.design.screening`)."""
+        return screening(self.dims, self.space.blocks(), self.baseline, self._design_presets(),
+                         self.config.seed, k, design_key, keep_key)
 
-        c, dims, base = self.config, self.dims, self.baseline
-        if k <= 0:
-            return []
-        design = [list(p) for p in Lhs(lhs_type="classic", criterion="maximin", iterations=20).generate(
-            dims, k, random_state=derive_seed(c.seed, *design_key))]
-        if base is None:
-            return design
-        rng = np.random.default_rng(derive_seed(c.seed, *keep_key))
-        p = default("tuner.keep_baseline")
-        if default("tuner.block_moves") > 0:
-            blocks = self.space.blocks()
-            kb = rng.random((len(design), len(blocks)))
-            keep = np.zeros((len(design), len(dims)))
-            for b, idx in enumerate(blocks):
-                keep[:, idx] = kb[:, [b]]
-        else:
-            keep = rng.random((len(design), len(dims)))
-        return [[base[j] if keep[i, j] < p else v for j, v in enumerate(pt)] for i, pt in enumerate(design)]
+    def _design_presets(self) -> list[list[Any]]:
+        return self.presets if self.baseline is not None and self.config.design_presets else []
 
     def _tpe(self, b: int, n: int, history: Sequence[Evaluation], pending: list[list[Any]],
              asked: int) -> list[list[Any]]:
@@ -134,6 +117,16 @@ class Proposer:
                          acq_optimizer="sampling", acq_optimizer_kwargs={"n_points": ACQ_SAMPLES},
                          random_state=rs)
 
+    def _structured(self, centres: list[list[Any]], donors: list[list[Any]]) -> list[list[Any]]:
+        """Candidates beside the random local moves: the best point with one block at a corner
+        (``tuner.corners``), the centres with one block of another good point (``tuner.donors``)."""
+        out: list[list[Any]] = []
+        if centres and default("tuner.corners"):
+            out += block_corners(self.dims, self.space.blocks(), centres[0])
+        if default("tuner.donors") > 1:
+            out += [x for x in crossovers(self.space.blocks(), centres, donors) if x not in out]
+        return out
+
     def _model_batch(self, b: int, n: int, history: Sequence[Evaluation], pending: list[list[Any]],
                      first: int) -> list[list[Any]]:
         """``n`` points chosen by the surrogate among local candidates (``first``: model-guided
@@ -144,11 +137,13 @@ class Proposer:
         feasible = sorted((e.value, e.index) for e in history if e.ok)
         by_index = {e.index: e for e in history}
         centres = [list(by_index[i].x) for _, i in feasible[:default("tuner.local_centres")]]
+        donors = [list(by_index[i].x) for _, i in feasible[:default("tuner.donors")]]
+        extra = self._structured(centres, donors)
         set_share = local_candidates(opt.space, centres, default("tuner.local_share"),
                                      default("tuner.local_changes"), self.space.blocks(),
                                      default("tuner.block_moves"), default("tuner.local_step"),
                                      default("tuner.step_share"), default("tuner.step_scales"),
-                                     default("tuner.step_flip"))
+                                     default("tuner.step_flip"), default("tuner.bound_jump"), extra)
         every = default("tuner.global_every")
 
         def before(k: int) -> None:         # every `every`-th model-guided point: uniform candidates
