@@ -379,6 +379,8 @@ def test_local_steps_move_a_block_a_little_and_rarely_flip_switches(tiny, pm, tm
 
 
 def test_initial_design_keeps_or_varies_whole_blocks(tiny, tmp_path):
+    from memtune.tuner import design as design_module
+
     t = Tuner(cfg(tiny, knobs=(), initial_points=12), tmp_path)
     base, *design = t.proposer.design()
     assert base == t.baseline_point() and len(design) == 11
@@ -398,10 +400,20 @@ def test_initial_design_keeps_or_varies_whole_blocks(tiny, tmp_path):
     reserve = presets[2]
     assert reserve[names.index("web.reservation")] == pytest.approx(0.3, abs=1e-3)
     assert reserve[names.index("db.reservation")] == pytest.approx(0.5, abs=1e-3)
-    pairs = [(names.index(f"{g}.reservation"), names.index(f"{g}.limit")) for g in ("web", "db")]
+    # then each preset with the blocks it leaves at the default taken from another preset
+    combined = design_module.combined_presets(t.space.blocks(), base, presets)
+    assert design[: len(combined)] == combined and combined
+    design = design[len(combined) :]
+    # a block of a screening point is the baseline's, one a preset gives it, or the hypercube's
+    # (every numeric knob of the block varied; a switch may draw the baseline's value)
+    blocks = t.space.blocks()
+    choices = design_module.preset_blocks(blocks, base, presets)
+    numeric = [d.knob.kind != "categorical" for d in t.space.dimensions]
     for pt in design:
-        for r, lim in pairs:
-            assert (pt[r] == base[r]) == (pt[lim] == base[lim])
+        for b, idx in enumerate(blocks):
+            vals = tuple(pt[j] for j in idx)
+            assert vals == tuple(base[j] for j in idx) or vals in choices[b] or all(
+                pt[j] != base[j] for j in idx if numeric[j])
     kept = np.mean([[v == b for v, b in zip(pt, base, strict=True)] for pt in design])
     assert 0.5 < kept < 0.95
 
@@ -469,3 +481,22 @@ def test_bound_jumps_reach_the_bounds(tiny, tmp_path):
     again = Space(t.space.skopt_dimensions())
     LocalCandidates(again, [centre], 1.0, 1.0, t.space.blocks(), 1.0, 0.05, 1.0, 4, 2.0, bound_jump=0.5)
     assert again.rvs(n_samples=2000, random_state=np.random.RandomState(4)) == rows   # same seed, same moves
+
+
+def test_corners_skip_a_bound_that_thrashed_in_another_group(tiny, tmp_path):
+    from memtune.tuner.history import Evaluation
+
+    t = Tuner(cfg(tiny, knobs=()), tmp_path)
+    names = t.space.names
+    base = t.baseline_point()
+    web_limit, db_limit = names.index("web.limit"), names.index("db.limit")
+    low = t.space.dimensions[web_limit].knob.low
+    thrash = list(base)
+    thrash[web_limit] = low
+    hist = [Evaluation(0, 0, base, t.space.assignment(base), True, value=0.01),
+            Evaluation(1, 0, thrash, t.space.assignment(thrash), True, value=0.5)]
+    corners = t.proposer._structured([base], [base], hist)
+    assert corners and not any(x[db_limit] == low or x[web_limit] == low for x in corners)
+    # before it thrashed, the low limits are corners like any other bound
+    corners = t.proposer._structured([base], [base], hist[:1])
+    assert any(x[db_limit] == low for x in corners)

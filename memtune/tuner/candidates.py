@@ -83,7 +83,8 @@ class LocalCandidates:
         from skopt.space import Categorical
 
         self.bound_jump = bound_jump
-        self.extra: list[list[Any]] = []        # structured candidates, see structured_candidates
+        self.extra: list[list[Any]] = []        # structured candidates (block_corners, crossovers)
+        self.structured = False
         self.centres = centres
         self.share = share if centres else 0.0
         self.changes, self.step, self.step_share = changes, step, step_share
@@ -103,9 +104,11 @@ class LocalCandidates:
             self.members.append(m)
         space.rvs = self.rvs
 
-    def set_share(self, value: float) -> None:
-        """The share of local moves in the following draws."""
+    def set_share(self, value: float, structured: bool = False) -> None:
+        """The share of local moves in the following draws; with ``structured``, the draws are the
+        ``extra`` candidates only (when there are any)."""
         self.share = value if self.centres else 0.0
+        self.structured = structured and bool(self.extra)
 
     def _moves(self, rng: Any, n: int, k: int) -> np.ndarray:
         """Which knobs ``n`` local moves change, by blocks of kind ``k``."""
@@ -119,6 +122,8 @@ class LocalCandidates:
         from sklearn.utils import check_random_state
 
         rng = check_random_state(random_state)
+        if self.structured and n_samples > 1:
+            return [list(x) for x in self.extra]
         rows = self.uniform(n_samples=n_samples, random_state=rng)
         n_local = int(round(self.share * n_samples)) if n_samples > 1 else 0
         if n_local:
@@ -164,7 +169,7 @@ def local_candidates(space: Any, centres: list[list[Any]], share: float, changes
                      blocks: list[list[int]] | None = None, block_share: float = 1.0,
                      step: float = 0.0, step_share: float = 0.0, step_scales: int = 1,
                      flip_per_step: float = 0.0, bound_jump: float = 0.0,
-                     extra: list[list[Any]] | None = None) -> Callable[[float], None]:
+                     extra: list[list[Any]] | None = None) -> Callable[..., None]:
     """Install :class:`LocalCandidates` as ``space.rvs``; returns the function that sets the share
     of local moves for the following draws. ``extra`` candidates are among the local ones of every
     draw (up to half of them)."""
@@ -176,8 +181,9 @@ def local_candidates(space: Any, centres: list[list[Any]], share: float, changes
 
 def block_corners(dims: list[Any], blocks: list[list[int]], centre: list[Any],
                   limit: int = 64) -> list[list[Any]]:
-    """``centre`` with one knob block moved to a corner: its numeric knobs each at the low or the
-    high bound, its categorical knobs at each of their values (at most ``limit`` per block).
+    """``centre`` with one knob block moved towards a corner: its numeric knobs each at the low
+    bound, kept, or at the high bound, its categorical knobs at each of their values (at most
+    ``limit`` per block).
 
     Two-level screening designs put factors at their bounds (Plackett & Burman, Biometrika 1946):
     many knobs act monotonically (a faster sharing scan, a larger reservation), so their best value
@@ -190,7 +196,7 @@ def block_corners(dims: list[Any], blocks: list[list[int]], centre: list[Any],
     out: list[list[Any]] = []
     for idx in blocks:
         levels = [list(dims[j].categories) if isinstance(dims[j], Categorical)
-                  else [dims[j].low, dims[j].high] for j in idx]
+                  else [dims[j].low, centre[j], dims[j].high] for j in idx]
         for combo in itertools.islice(itertools.product(*levels), limit):
             x = list(centre)
             for j, v in zip(idx, combo, strict=True):

@@ -36,33 +36,38 @@ TUNER_SETTINGS = {s.name: s for s in (
             "than a preset it ships (on the evaluation seeds). Its effect on the ratios was not "
             "measured apart from the local steps; on `db` seed 11 the steps start from `mom-like`'s "
             "point (salting 0, 10-minute scan)", owner="tuner"),
-    Setting("tuner.design_combine", "bool", False,
+    Setting("tuner.design_combine", "bool", True,
             "The initial design holds, after the presets, each preset with the knob blocks it leaves "
             "at esxi-default taken from the other presets (e.g. one preset's sharing block with "
             "another's reservations).",
             "model choice: presets change disjoint mechanisms, so their gains may add up",
             owner="tuner"),
-    Setting("tuner.design_mix", "float", 0.0,
+    Setting("tuner.design_mix", "float", 0.15,
             "Share of knob blocks of a screening design point that take a value a shipped preset "
             "gives that block (when one does), instead of the baseline's or the hypercube's.",
             "model choice: combinations of the presets' blocks around the default", owner="tuner",
             minimum=0, maximum=1),
-    Setting("tuner.bound_jump", "float", 0.0,
+    Setting("tuner.bound_jump", "float", 0.3,
             "Share of the stepped numeric knobs of a local move that jump to the bound the step "
             "points to (low or high) instead of stepping.",
             "model choice: many knobs act monotonically (a faster sharing scan, a larger "
             "reservation), so their best value is a bound that small steps reach late", owner="tuner",
             minimum=0, maximum=1),
-    Setting("tuner.corners", "bool", False,
+    Setting("tuner.corners", "bool", True,
             "The acquisition also considers the best point with one knob block moved to a corner "
             "(numeric knobs at their bounds, categorical ones at each value).",
             "two-level screening (Plackett & Burman, Biometrika 1946): monotone knobs are best at "
             "a bound", owner="tuner"),
-    Setting("tuner.donors", "int", 0,
+    Setting("tuner.donors", "int", 8,
             "The acquisition also considers each local centre with one knob block copied from one "
             "of this many best points told (0 or 1: none).",
             "model choice: per-group knobs act mostly through their own group, so good blocks of "
             "different points may add up", owner="tuner", minimum=0),
+    Setting("tuner.structured_per_batch", "int", 1,
+            "Points of each model-guided batch (its last ones) chosen by the acquisition among the "
+            "structured candidates only (tuner.corners, tuner.donors), the others among all.",
+            "model choice: over thousands of random local moves, expected improvement rarely picks "
+            "one of the few dozen corners", owner="tuner", minimum=0),
     Setting("tuner.local_step", "float", 0.05,
             "Smallest local step: a normal step of this many times a knob's range (log scale for "
             "log-uniform knobs); see tuner.step_share and tuner.step_scales.",

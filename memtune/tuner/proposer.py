@@ -117,15 +117,36 @@ class Proposer:
                          acq_optimizer="sampling", acq_optimizer_kwargs={"n_points": ACQ_SAMPLES},
                          random_state=rs)
 
-    def _structured(self, centres: list[list[Any]], donors: list[list[Any]]) -> list[list[Any]]:
+    def _structured(self, centres: list[list[Any]], donors: list[list[Any]],
+                    history: Sequence[Evaluation]) -> list[list[Any]]:
         """Candidates beside the random local moves: the best point with one block at a corner
-        (``tuner.corners``), the centres with one block of another good point (``tuner.donors``)."""
+        (``tuner.corners``; not at a bound :meth:`_bad_bounds` rules out), the centres with one
+        block of another good point (``tuner.donors``)."""
         out: list[list[Any]] = []
         if centres and default("tuner.corners"):
-            out += block_corners(self.dims, self.space.blocks(), centres[0])
+            bad = self._bad_bounds(history)
+            fields = [d.field for d in self.space.dimensions]
+            out += [x for x in block_corners(self.dims, self.space.blocks(), centres[0])
+                    if not any((fields[j], v) in bad and x[j] != centres[0][j] for j, v in enumerate(x))]
         if default("tuner.donors") > 1:
             out += [x for x in crossovers(self.space.blocks(), centres, donors) if x not in out]
         return out
+
+    def _bad_bounds(self, history: Sequence[Evaluation]) -> set[tuple[str, Any]]:
+        """(field, bound) pairs every simulated point holding them ended above ``tuner.stop_factor``
+        x the best value: a per-VM field (``limit``) acts alike in every group, so once `oltp`'s
+        limit at its low bound thrashed, `report`'s is not tried there as a corner."""
+        ok = [e for e in history if e.ok]
+        if not ok:
+            return set()
+        cut = default("tuner.stop_factor") * min(e.value for e in ok)
+        seen: dict[tuple[str, Any], bool] = {}
+        for e in ok:
+            for d, dim, v in zip(self.space.dimensions, self.dims, e.x, strict=True):
+                if hasattr(dim, "low") and v in (dim.low, dim.high):
+                    key = (d.field, v)
+                    seen[key] = seen.get(key, True) and e.value > cut
+        return {k for k, bad in seen.items() if bad}
 
     def _model_batch(self, b: int, n: int, history: Sequence[Evaluation], pending: list[list[Any]],
                      first: int) -> list[list[Any]]:
@@ -138,7 +159,7 @@ class Proposer:
         by_index = {e.index: e for e in history}
         centres = [list(by_index[i].x) for _, i in feasible[:default("tuner.local_centres")]]
         donors = [list(by_index[i].x) for _, i in feasible[:default("tuner.donors")]]
-        extra = self._structured(centres, donors)
+        extra = self._structured(centres, donors, history)
         set_share = local_candidates(opt.space, centres, default("tuner.local_share"),
                                      default("tuner.local_changes"), self.space.blocks(),
                                      default("tuner.block_moves"), default("tuner.local_step"),
@@ -146,9 +167,11 @@ class Proposer:
                                      default("tuner.step_flip"), default("tuner.bound_jump"), extra)
         every = default("tuner.global_every")
 
+        structured = n - default("tuner.structured_per_batch")
+
         def before(k: int) -> None:         # every `every`-th model-guided point: uniform candidates
             glob = every > 0 and (first + k) % every == every - 1
-            set_share(0.0 if glob else default("tuner.local_share"))
+            set_share(0.0 if glob else default("tuner.local_share"), structured=k >= structured)
 
         from threadpoolctl import threadpool_limits
 
