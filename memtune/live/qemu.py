@@ -47,14 +47,21 @@ def unavailable(kernel_dir: Path = KERNEL_DIR) -> str | None:
 
 def fetch_kernel(dest: Path = KERNEL_DIR) -> Path:
     """Download Debian's current ``linux-image-amd64`` package and unpack it into ``dest`` (not installed)."""
+    def run(cmd: list[str], cwd: str | None = None) -> str:
+        try:
+            return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True).stdout
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", None) or str(exc)
+            raise HostError(f"{' '.join(cmd)} failed: {detail.strip().splitlines()[-1]}") from None
+
     dest.mkdir(parents=True, exist_ok=True)
-    dep = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True, text=True,
-                         check=True).stdout
-    pkg = next(line.split()[-1] for line in dep.splitlines() if "Depends: linux-image-" in line)
+    dep = run(["apt-cache", "depends", "linux-image-amd64"])
+    pkg = next((line.split()[-1] for line in dep.splitlines() if "Depends: linux-image-" in line), None)
+    if pkg is None:
+        raise HostError("apt-cache knows no kernel package behind linux-image-amd64 (apt-get update?)")
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["apt-get", "download", pkg], cwd=tmp, check=True, capture_output=True)
-        deb = next(Path(tmp).glob("*.deb"))
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
+        run(["apt-get", "download", pkg], cwd=tmp)
+        run(["dpkg-deb", "-x", str(next(Path(tmp).glob("*.deb"))), str(dest)])
     return dest
 
 
@@ -206,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kernel", type=Path, default=KERNEL_DIR, help="unpacked linux-image package")
     p.add_argument("--memory", type=int, default=256, help="guest memory, MiB")
     p.add_argument("--balloon", type=int, default=128, help="balloon to inflate, MiB")
-    p.add_argument("--fetch-kernel", action="store_true", help="download and unpack Debian's kernel first")
+    p.add_argument("--fetch-kernel", action="store_true",
+                   help="download and unpack Debian's kernel into --kernel, then exit")
     p.add_argument("--no-fill", action="store_true", help="leave the guest's free memory never touched")
     a = p.parse_args(argv)
     if not 64 <= a.memory <= 4096 or not 0 < a.balloon < a.memory - 48:
@@ -216,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if a.fetch_kernel:
-            fetch_kernel(a.kernel)
+            print(fetch_kernel(a.kernel))
+            return 0
         reason = unavailable(a.kernel) or (None if os.geteuid() == 0 else "needs root")
         if reason:
             raise HostError(f"QEMU test bed: {reason}")
