@@ -31,8 +31,8 @@ PAGE = 4096
 DISABLE: tuple[str, ...] = ()
 
 
-def _scenario(mode: str):
-    sc = scaled(load_scenario("small"), ValidateConfig(duration=20, max_vms=4))
+def _scenario(mode: str, name: str = "small"):
+    sc = scaled(load_scenario(name), ValidateConfig(duration=20, max_vms=4))
     if mode == "ksm":
         sc = sc.replace(settings={**sc.settings, "memtune.sharing": "ksm"})
     return sc
@@ -95,9 +95,12 @@ def live_exporter(sc, mode: str, ticks: int = 3, warm_at: int = 0) -> tuple[Live
     return exp, run
 
 
-@pytest.mark.parametrize("mode", ["tps", "ksm"])
-def test_live_exports_the_simulators_families_and_labels(mode):
-    sc = _scenario(mode)
+SCENARIOS = [("small", "tps"), ("small", "ksm"), ("db", "tps"), ("vdi", "tps")]
+
+
+@pytest.mark.parametrize(("name", "mode"), SCENARIOS)
+def test_live_exports_the_simulators_families_and_labels(name, mode):
+    sc = _scenario(mode, name)
     sim = families(sim_text(sc))
     exp, run = live_exporter(sc, mode)
     live = families(exp.render_text())
