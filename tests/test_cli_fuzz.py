@@ -41,6 +41,9 @@ GENERATED = {"count": 0}
 SKIP = {("live", "cleanup"): "changes the host (removes cgroups, stops processes)",
         ("validate",): "runs the scenario on this host (cgroups, KSM, zram, swap)"}
 
+# an optimize run that costs a few evaluations of a tiny scenario
+SMALL_OPTIMIZE = ["--budget", "2", "--batch", "1", "--initial-points", "1", "--presets", "esxi-default",
+                  "--no-plots", "--knobs", "reservation"]
 TINY = {
     "name": "fuzz", "duration": "20s", "tick": "2s", "warmup": "4s", "seed": 3,
     "host": {"memory": "3 GiB", "page_scale": 64},
@@ -185,26 +188,8 @@ def base(tmp_path_factory):
     )
     assert r.exit_code == 0, r.output
     run = root / "run"
-    r = CliRunner().invoke(
-        main_group,
-        [
-            "optimize",
-            str(root / "tiny.toml"),
-            "--out",
-            str(run),
-            "--budget",
-            "2",
-            "--batch",
-            "1",
-            "--initial-points",
-            "1",
-            "--presets",
-            "esxi-default",
-            "--no-plots",
-            "--knobs",
-            "reservation",
-        ],
-    )
+    r = CliRunner().invoke(main_group, ["optimize", str(root / "tiny.toml"), "--out", str(run),
+                                        *SMALL_OPTIMIZE])
     assert r.exit_code == 0, r.output
     (root / "adir").mkdir()
     (root / "empty").write_text("")
@@ -423,21 +408,7 @@ def pools(pid: int) -> dict[str, st.SearchStrategy]:
 
 # options every invocation of a command starts with (generated ones come after and win): small work
 PREFIX = {
-    ("optimize",): [
-        "--budget",
-        "2",
-        "--batch",
-        "1",
-        "--initial-points",
-        "1",
-        "--presets",
-        "esxi-default",
-        "--no-plots",
-        "--knobs",
-        "reservation",
-        "--duration",
-        "10s",
-    ],
+    ("optimize",): [*SMALL_OPTIMIZE, "--duration", "10s"],
     ("calibrate",): ["--repeats", "1", "--reads", "10"],
     ("simulate",): ["--duration", "20s"],
     ("serve",): ["--speed", "1e9", "--duration", "20s"],  # serve runs in real time x speed
