@@ -69,3 +69,36 @@ def test_cold_victims():
         assert v.size == 200 and np.unique(v).size == 200
         out[mode] = float(host.touch_probability(v).mean())
     assert out["cold"] < 0.2 * out["random"]
+
+
+def _worker(tmp_path, v: int):
+    from memtune.live.control_block import ControlBlock
+    from memtune.live.worker import Worker
+
+    n = 64
+    np.savez(tmp_path / f"c{v}.npz", keys=np.zeros(n, dtype=np.int64), zclass=np.zeros(n, dtype=np.int64),
+             resident=np.ones(n, dtype=bool))
+    ControlBlock(tmp_path / f"w{v}.ctl", create=True)
+    wl = {"allocated": 0.8, "wss": 0.3, "hot_share": 0.9, "touch_rate": 100, "write_fraction": 1.0,
+          "content": (0.0, 1.0, 0.0, 0.0), "compressibility": (1.0, 0.0, 0.0, 0.0)}
+    from memtune.core.workload import WorkloadSpec
+    from memtune.live.spawn import workload_dict
+
+    sampling = {"size": 10, "period": 1.0, "fast": 0.5, "slow": 0.1}
+    cfg = {"ctl": str(tmp_path / f"w{v}.ctl"), "content": str(tmp_path / f"c{v}.npz"), "pages": n,
+           "mergeable": False, "guest_swap": str(tmp_path / f"g{v}"),
+           "workload": workload_dict(WorkloadSpec(**wl)), "start": 0.0, "seed": 1, "vm_index": v,
+           "sampling": sampling}
+    return Worker(cfg)
+
+
+def test_writes_make_pages_unique(tmp_path):
+    """The same page written in two VMs (or twice in one) differs afterwards, as the model's write
+    makes a page unique: KSM must not merge written copies again."""
+    a, b = _worker(tmp_path, 0), _worker(tmp_path, 1)
+    ranks = np.arange(8)
+    sa, sb, sa2 = a._stamps(ranks), b._stamps(ranks), a._stamps(ranks)
+    assert np.unique(np.concatenate([sa, sb, sa2])).size == 24
+    a.mem.pages.view(np.uint64)[ranks, 8] = sa
+    b.mem.pages.view(np.uint64)[ranks, 8] = sb
+    assert not (a.mem.pages[ranks] == b.mem.pages[ranks]).all(axis=1).any()

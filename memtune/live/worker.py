@@ -87,6 +87,9 @@ class Worker:
         self.timed = self.dropped = 0
         self.parts = {"guest_swap_in": 0.0, "first_touch": 0.0, "other": 0.0}   # extra seconds by cause
         self.baseline = 0.0
+        self.vm = int(cfg.get("vm_index", 0))
+        self.write_round = 0
+        self.words = self.mem.view.cast("Q")      # the VM's memory as 8-byte words (writes' stamps)
         self._ru = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
 
     # --- latency bookkeeping ---------------------------------------------------------------------
@@ -95,20 +98,31 @@ class Worker:
         self.extra += float(extra.sum()) * weight
         self.hist += np.bincount(bucket_of(extra), minlength=NB) * weight
 
-    def _timed(self, offs: list[int], writes: list[bool]) -> np.ndarray:
-        """Time touches one by one; drop those the scheduler preempted."""
-        view, perf, getru, thread = (
+    def _stamps(self, ranks: np.ndarray) -> np.ndarray:
+        """What a write stores (8 bytes at byte 64 of the page): unique to this VM and page, and new
+        at each quantum, so a written page matches no other page, as the model's write makes it
+        unique. (Adding 1 to a byte made two VMs' copies of a written template or zero page equal
+        again, and KSM merged them: 4-5x the model's sharing on `vdi`.)"""
+        self.write_round = (self.write_round + 1) & 0xFF
+        vm = np.uint64(self.vm + 1) << np.uint64(48)
+        return vm | (ranks.astype(np.uint64) << np.uint64(8)) | np.uint64(self.write_round)
+
+    def _timed(self, offs: list[int], stamps: list[int]) -> np.ndarray:
+        """Time touches one by one (a write stores its stamp, a read loads a byte); drop those the
+        scheduler preempted."""
+        view, words, perf, getru, thread = (
             self.mem.view,
+            self.words,
             time.perf_counter_ns,
             resource.getrusage,
             resource.RUSAGE_THREAD,
         )
         out = []
         last = getru(thread).ru_nivcsw
-        for off, w in zip(offs, writes, strict=True):
+        for off, s in zip(offs, stamps, strict=True):
             t0 = perf()
-            if w:
-                view[off + 8] = (view[off + 8] + 1) & 0xFF
+            if s:
+                words[off >> 3] = s
             else:
                 view[off]
             t1 = perf()
@@ -125,7 +139,7 @@ class Worker:
         if hot.size == 0:
             return
         offs = (self.rng.choice(hot, 3000) * PAGE + 64).tolist()
-        lat = self._timed(offs, [False] * len(offs))
+        lat = self._timed(offs, [0] * len(offs))
         self.baseline = float(np.median(lat)) if lat.size else 0.0
         self.dropped = 0
 
@@ -154,7 +168,8 @@ class Worker:
         if m:
             pick = self.rng.choice(k, m, replace=False)
             offs = (ranks[pick] * PAGE + 64).tolist()
-            t = self._timed(offs, writes[pick].tolist())
+            stamps = np.where(writes, self._stamps(ranks), np.uint64(0))
+            t = self._timed(offs, stamps[pick].tolist())
             if t.size:
                 self.timed += t.size
                 self._add(t - self.baseline, rest / t.size)
@@ -164,7 +179,7 @@ class Worker:
             bulk[pick] = False
             r, w = ranks[bulk], writes[bulk]
             self.mem.flat[r[~w] * PAGE + 64].sum()
-            self.mem.flat[r[w] * PAGE + 8] += 1
+            self.mem.pages.view(np.uint64)[r[w], 8] = stamps[bulk][w]
         est = self.sampler.update(now, ranks, allocated)
         self._balloon(allocated)
         self._publish(allocated, est, now)
