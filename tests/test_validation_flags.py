@@ -81,3 +81,25 @@ def test_a_run_shorter_than_the_warm_up_measures_after_its_first_third():
     res = CliRunner().invoke(main_group, ["simulate", "small", "--duration", "30s"])
     assert res.exit_code == 0, res.output
     assert "30 s simulated (statistics after 10 s warm-up)" in res.output
+
+
+def test_every_whole_number_option_has_a_range():
+    """A plain ``type=int`` option takes -1 or 10**30 and fails deep inside (``profile --seed -1``
+    ended in an internal error): every integer option is a ranged ``params.Int`` or ``click.IntRange``."""
+    import click
+
+    from memtune.cli.params import Int
+
+    def walk(cmd, path):
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(None):
+                yield from walk(cmd.get_command(None, name), (*path, name))
+            return
+        for p in cmd.params:
+            ranged = isinstance(p.type, click.IntRange) and None not in (p.type.min, p.type.max)
+            if isinstance(p, click.Option) and isinstance(p.type, click.types.IntParamType) and not ranged:
+                yield " ".join(path), p.opts[-1]
+            elif isinstance(p, click.Option) and isinstance(p.type, Int):
+                assert p.type.minimum is not None, (path, p.opts)
+
+    assert list(walk(main_group, ())) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from memtune.cli.common import duration_option, echo_json
+from memtune.cli.params import SEED, Int
 from memtune.errors import UserError
 
 
@@ -22,16 +23,16 @@ def _unique_names(names: list[str]) -> list[str]:
 
 
 @click.command("profile")
-@click.option("--pid", "pids", type=int, multiple=True, metavar="PID",
+@click.option("--pid", "pids", type=Int(1), multiple=True, metavar="PID",
               help="Profile a live process (repeatable).")
 @click.option("--image", "images", multiple=True, metavar="FILE",
               help="Profile a raw memory image: concatenated 4 KiB pages (repeatable).")
 @click.option("--sample", type=float, default=1.0, show_default=True,
               help="Share of non-zero pages compressed to estimate compressibility (0 < f <= 1).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the sample.")
 @click.option("--wss", "wss_interval", metavar="DURATION",
               help="Measure each process's working set over this interval first (e.g. 10s).")
-@click.option("--wss-points", type=int, default=10, show_default=True,
+@click.option("--wss-points", type=Int(1, 10000), default=10, show_default=True,
               help="Points of the touched-memory curve over the --wss interval.")
 @click.option("--compressor", type=click.Choice(["lz4", "zstd"]), default="lz4", show_default=True,
               help="Compressor whose size classes go into the workload table.")

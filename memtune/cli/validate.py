@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from memtune.cli.common import duration_option, plugin_options, scenario_arg
+from memtune.cli.params import PORT, Int
 from memtune.errors import UserError
 from memtune.inputs import read_text
 
@@ -94,7 +95,7 @@ def _live_metrics(port: int | None, out: str | None) -> Iterator[object | None]:
 @click.option("--memory-scale", type=float, help="Divide memory by this (default: host about 512 MiB).")
 @click.option(
     "--max-vms",
-    type=int,
+    type=Int(1, 10000),
     default=16,
     show_default=True,
     help="Keep at most this many VMs (in turn from each group).",
@@ -128,7 +129,7 @@ def _live_metrics(port: int | None, out: str | None) -> Iterator[object | None]:
 )
 @click.option(
     "--metrics-port",
-    type=int,
+    type=PORT,
     metavar="PORT",
     help="Serve the real host's memtune_* metrics on http://127.0.0.1:PORT/metrics while it runs "
     "(0: any free port).",
