@@ -201,7 +201,7 @@ def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
 
 def table(paths: list[str]) -> str:
     """A markdown table of the summaries of one or more result files (their cells pooled)."""
-    cells = [c for p in paths for c in json.loads(Path(p).read_text())["cells"]]
+    cells = _cells(paths)
     summary = summarise(cells)
     lines = [
         "| scenario (seeds) | optimizer | equal evaluations: mean ± std, under threshold | "
@@ -225,13 +225,22 @@ def table(paths: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _cells(paths: list[str]) -> list[dict[str, Any]]:
+    """The cells of the result files, each (scenario, seed) once (from the first file holding it)."""
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for p in paths:
+        for c in json.loads(Path(p).read_text())["cells"]:
+            out.setdefault((c["scenario"], c["seed"]), c)
+    return list(out.values())
+
+
 BEGIN, END = "<!-- tuner-compare:begin -->", "<!-- tuner-compare:end -->"
 
 
 def margins(paths: list[str]) -> str:
     """Per scenario: how much lower memtune's mean ratio is than TPE with the presets' (the issue
     asks for at least 10 %), at equal evaluations and at equal CPU."""
-    cells = [c for p in paths for c in json.loads(Path(p).read_text())["cells"]]
+    cells = _cells(paths)
     lines = []
     for scenario, t in summarise(cells).items():
         cols = []
@@ -267,7 +276,7 @@ def provenance(paths: list[str]) -> str:
 def brief(paths: list[str]) -> str:
     """A few lines for the README: per scenario, memtune and TPE with the presets at equal
     evaluations (mean ± std, seeds under the threshold) and which seeds ran."""
-    cells = [c for p in paths for c in json.loads(Path(p).read_text())["cells"]]
+    cells = _cells(paths)
     parts = []
     for scenario, t in summarise(cells).items():
         m, ref, rnd = t["memtune@evals"], t["tpe+presets@evals"], t["random@evals"]
