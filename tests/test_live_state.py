@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from memtune.core.plugins import build_plugin_manager
+from memtune.core.registry import settings_registry
 from memtune.core.scenario import load_scenario
 from memtune.live.content import PAGE, canonical_classes, fill
 from memtune.live.lock import LockBusy, host_lock
@@ -109,6 +111,18 @@ def test_scaled_scenario_keeps_the_mix_and_compresses_the_schedule():
     assert s.settings["Mem.SamplePeriod"] == pytest.approx(2.0)
     assert s.settings["Mem.AllocGuestLargePage"] is False
     assert s.vms[0].overhead == pytest.approx(sc.vms[0].overhead / 128, rel=1e-3)
+
+
+def test_scaling_keeps_the_machines_own_times():
+    """ksmd's per-page costs and the kernel tick are real time on both sides: a 30 s run of a
+    30-minute schedule compressed them 60-fold, and the model's ksmd scanned 3x faster than the kernel."""
+    sc = load_scenario("small")
+    sc = sc.replace(settings={**sc.settings, "memtune.sharing": "ksm"})
+    s = scale_scenario(sc, 128, 30)
+    full = settings_registry(build_plugin_manager()).resolve(sc.settings, source="small")
+    for name in ("memtune.ksm_jiffy", "memtune.ksm_page_cost", "memtune.ksm_tree_cost"):
+        assert s.settings[name] == pytest.approx(full[name])
+    assert s.settings["ksmtuned.KSM_MONITOR_INTERVAL"] == pytest.approx(60 * 30 / 1800)   # a period
 
 
 def test_cleanup_command_without_root_or_state_says_so(tmp_path):

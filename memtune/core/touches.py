@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from memtune.core.contents import unique_content
+from memtune.core.contents import rewritten
 
 if TYPE_CHECKING:
     from memtune.core.host import Host
@@ -104,11 +104,12 @@ def write_contents(
     draws: np.ndarray,
     rng: np.random.Generator,
 ) -> None:
-    """Written pages hold new (unique) content. A write draw stands for the distinct 4 KiB pages
-    its writes hit, ``scale * (1 - exp(-lam * wf * pi / scale)) / (n * wf * pi)``; in simulated
-    pages that is the drawn one and the private pages among the next ranks (its resident
-    neighbours of similar heat). ``private`` is the table of states with a frame of their own;
-    ``wr`` says which draws wrote to a page that is mapped now."""
+    """Written pages hold new (unique) content, new again at each write (``contents.rewritten``).
+    A write draw stands for the distinct 4 KiB pages its writes hit,
+    ``scale * (1 - exp(-lam * wf * pi / scale)) / (n * wf * pi)``; in simulated pages that is the
+    drawn one and the private pages among the next ranks (its resident neighbours of similar heat).
+    ``private`` is the table of states with a frame of their own; ``wr`` says which draws wrote to
+    a page that is mapped now."""
     h = host
     pg = h.pages
     page, rank, vm, pi = r.page, r.rank, r.vm, r.pi
@@ -125,7 +126,7 @@ def write_contents(
     near, _ = rank_runs(pg.base[v], rank[wi] + 1, np.minimum(np.maximum(extra, 0), alloc - 1), alloc)
     near = near[private.take(pg.state[near])]
     for wp in (page[wi], near):
-        pg.content[wp] = unique_content(wp)
+        pg.content[wp] = rewritten(pg.content[wp], wp)
 
 
 def companions(

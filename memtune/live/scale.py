@@ -2,14 +2,14 @@
 
 Memory (host, VMs, reservations, limits, balloon caps and every setting of kind ``bytes``) is
 divided by ``memory_scale``; the workload's schedule (phase times, diurnal period, boot time, VM
-start times, warm-up) and every period setting (kind ``seconds``, latencies excepted) are
-compressed by ``duration / scenario duration``, and byte rates (balloon rates) grow by the same
-factor; touch rates stay per second, so a scaled page is touched more often, as a faster
-schedule asks; pages are 4 KiB (``page_scale`` 1)
-so that one simulated page is one real page. Touch rates stay per second. The live host backs
-VMs with 4 KiB pages (THP off in workers), so the scaled scenario sets
-``Mem.AllocGuestLargePage = false``. ``max_vms`` keeps that many VMs, taken in turn from each VM
-group (name without its ``-NN`` suffix), and shrinks the host in proportion to their memory.
+start times, warm-up) and every period setting (kind ``seconds``; latencies and the machine's
+own times ``MACHINE_TIMES`` excepted) are compressed by ``duration / scenario duration``, and
+byte rates (balloon rates) grow by the same factor; touch rates stay per second, so a scaled page
+is touched more often, as a faster schedule asks; pages are 4 KiB (``page_scale`` 1) so that one
+simulated page is one real page. The live host backs VMs with 4 KiB pages (THP off in workers),
+so the scaled scenario sets ``Mem.AllocGuestLargePage = false``. ``max_vms`` keeps that many VMs,
+taken in turn from each VM group (name without its ``-NN`` suffix), and shrinks the host in
+proportion to their memory.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ from memtune.core.workload import WorkloadSpec
 from memtune.errors import UserError
 
 PAGE = 4096
+# Times of the machine, not of the schedule: the kernel tick and ksmd's CPU per page are as long on
+# a scaled run as on a full one (ksmd sleeps ``ksm.sleep_millisecs`` of real time on both sides)
+MACHINE_TIMES = frozenset({"memtune.ksm_jiffy", "memtune.ksm_page_cost", "memtune.ksm_tree_cost"})
 
 
 def _group(name: str) -> str:
@@ -98,7 +101,7 @@ def scale_scenario(sc: Scenario, memory_scale: float, duration: float, *, tick: 
             continue
         if st.kind == "bytes":                   # sizes shrink with memory; rates also run faster
             value = int(math.ceil(value / (memory_scale * (f if "rate" in name else 1.0))))
-        elif st.kind == "seconds" and not name.startswith("latency."):
+        elif st.kind == "seconds" and not name.startswith("latency.") and name not in MACHINE_TIMES:
             value = value * f                     # periods and intervals follow the schedule
         else:
             continue
