@@ -202,3 +202,29 @@ def test_ksm_knobs_follow_the_sharing_mode():
         knobs["pages_to_scan"] == 777 and knobs["sleep_millisecs"] == 15 and knobs["max_page_sharing"] == 64
     )
     assert "merge_across_nodes" not in knobs and knobs["run"] == 1
+
+
+def test_ksmd_costs_fitted_to_a_runs_counters_are_the_costs_that_made_them():
+    """``memtune.live.ksm_rate``: counters recorded each tick (here the model's own, made with known
+    per-page costs) give those costs back; runs without the KSM mode give nothing."""
+    from benchmarks import ksm_convergence as kc
+    from memtune.live.compare import measured_latencies
+    from memtune.live.ksm_rate import fitted_costs
+    from memtune.plugins import ksm
+
+    knobs = {"pages_to_scan": 100, "sleep_millisecs": 20}
+    host, engine = kc.build(knobs=knobs, page_cost=(8e-6, 80e-6))
+    tl: dict = {"t": [], "ksm": []}
+    while host.now < 14.0 - 1e-9:
+        engine.step(kc.TICK)
+        if round(host.now / kc.TICK) % 10 == 0:
+            tl["t"].append(host.now)
+            tl["ksm"].append(ksm.counters(host))
+    settings = {k: v for k, v in host.settings.items() if "ksm" in k or k == "memtune.sharing"}
+    runs = [{"timeline": tl, "host": {"ksm_settings": settings}, "vms": []}]
+    got = fitted_costs(runs)
+    assert got["memtune.ksm_page_cost"] == pytest.approx(8e-6, rel=0.1)
+    assert got["memtune.ksm_tree_cost"] == pytest.approx(80e-6, rel=0.25)
+    assert measured_latencies(runs) == got
+    assert fitted_costs([{**runs[0], "host": {"ksm_settings": {**settings, "memtune.sharing": "tps"}}}]) == {}
+    assert fitted_costs([{"timeline": {"t": [], "ksm": []}, "host": {"ksm_settings": settings}}]) == {}

@@ -223,3 +223,56 @@ def test_a_page_written_between_visits_stays_volatile():
         engine.step(kc.TICK)
         assert not d.unstable[pages].any()
     assert (d.checksum[pages] >= 0).all()
+
+
+def _lru_host(victims: str):
+    from memtune.core.scenario import scenario_from_dict
+
+    settings = {"memtune.sharing": "ksm", "ksm.pages_to_scan": 1000, "ksm.sleep_millisecs": 10,
+                "memtune.compression": "zram", "memtune.host_victims": victims, "Mem.MemZipMaxPct": 50}
+    wl = {"allocated": 1.0, "wss": 0.2, "touch_rate": 0.0, "write_fraction": 0.0, "content": MIX,
+          "duplicate_copies": 4}
+    sc = scenario_from_dict({"name": "lru", "duration": "60s", "tick": f"{kc.TICK}s", "seed": 1,
+                             "host": {"memory": "2 GiB", "page_scale": 1}, "settings": settings,
+                             "workloads": {"w": wl},
+                             "vm": [{"name": f"vm{i}", "memory": "4 MiB", "workload": "w", "image": "linux"}
+                                    for i in range(2)]}, "<lru>")
+    host = build_host(sc, pm=build_plugin_manager(disable=["balloon", "swap", "audit"], entrypoints=False))
+    host.pages.set_state(np.flatnonzero(host.pages.state == FREE), RESIDENT)
+    engine = Engine(host)
+    while host.plugin_data["ksm"].full_scans < 2:
+        engine.step(kc.TICK)
+    return host, engine
+
+
+def test_a_linux_host_reclaims_ksm_pages_and_ksmd_merges_them_again():
+    """ksm.rst: merged pages "can be swapped out just like other user pages (but sharing is broken
+    when they are swapped back in: ksmd must rediscover their identity and merge again)". With LRU
+    victims (``memtune.host_victims = "cold"``) merged pages are victims; ESX's random victims
+    take resident pages only."""
+    from memtune.plugins import compression
+
+    for victims, takes_merged in (("random", False), ("cold", True)):
+        host, engine = _lru_host(victims)
+        d, pg = host.plugin_data["ksm"], host.pages
+        full = ksm.counters(host)
+        before = full["pages_sharing"]
+        assert before > 0
+        allowed = host.states.table(RESIDENT)
+        picked = host.pick_victims(host.rng("t"), pg.npages.copy(), allowed)
+        merged = picked[pg.state[picked] == d.code]
+        assert (merged.size > 0) == takes_merged
+        if not takes_merged:
+            continue
+        z = host.plugin_data["compression"].code
+        compression.take_pages(host, merged)
+        assert (pg.state[merged] == z).all()
+        engine.step(kc.TICK)
+        assert ksm.counters(host)["pages_sharing"] < before           # the trees follow
+        host.serve_fault(z, merged, np.zeros(merged.size, bool))       # swapped back in: private
+        assert (pg.state[merged] == RESIDENT).all()
+        scans = d.full_scans
+        while d.full_scans < scans + 3:      # a first visit (checksum), a second (merge)
+            engine.step(kc.TICK)
+        after = ksm.counters(host)
+        assert after["pages_sharing"] == before            # and merged again

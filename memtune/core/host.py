@@ -137,6 +137,8 @@ class Host:
         self.counters: dict[str, np.ndarray] = {}
         self._streams: dict[str, np.random.Generator] = {}
         self._private_mask = self.states.flag_table("private_frame").astype(np.int64)
+        # mapped copies of a shared page (KSM, TPS): on a Linux host's LRU like any anonymous page
+        self._lru_shared = self.states.flag_table("mapped") & ~self.states.flag_table("private_frame")
 
     # --- randomness ----------------------------------------------------------------------------
 
@@ -326,10 +328,14 @@ class Host:
         """Up to ``want[v]`` pages the hypervisor pages out of each VM, grouped by VM. ESX picks at
         random (it cannot see the guest's LRU; Waldspurger 2002 s.4.3). With ``memtune.host_victims
         = "cold"`` (a Linux host reclaiming a VM process by its LRU lists, mm/vmscan.c): guest-free
-        pages first, then pages outside the working set's hot window, then any, each at random."""
+        pages first, then pages outside the working set's hot window, then any, each at random; and
+        where resident pages are allowed, mapped copies of a shared page too (a KSM page is an
+        anonymous page on the LRU, unmapped from every process and swapped like one)."""
         pg = self.pages
         if self.settings.get("memtune.host_victims", "random") != "cold":
             return pg.pick_random(rng, want, allowed)
+        if allowed[RESIDENT]:
+            allowed = allowed | self._lru_shared
         wl = self.workload
         alloc = wl.allocated
         hot_end = np.minimum(wl.wss, alloc)

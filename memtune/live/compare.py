@@ -18,6 +18,7 @@ from memtune.core.memstate import STATE_NAMES
 from memtune.core.scenario import Scenario
 from memtune.live.driver import HostDriver, SimDriver
 from memtune.live.figures import FIGURES
+from memtune.live.ksm_rate import fitted_costs
 from memtune.live.scale import scale_scenario
 
 TARGETS = {"shared_saved": 0.05, "compressed": 0.05, "swapped": 0.25, "faults": 0.25}
@@ -113,11 +114,14 @@ def validate(sc: Scenario, cfg: ValidateConfig, real: HostDriver, progress: Any 
 
 
 def measured_latencies(real_runs: list[dict[str, Any]]) -> dict[str, float]:
-    """Latency settings as this host delivered them in the runs: ``latency.guest_swap_in`` is the
-    mean time a worker took to read a page back from its guest swap file (and copy it in)."""
+    """Latency and cost settings as this host delivered them in the runs: ``latency.guest_swap_in``
+    is the mean time a worker took to read a page back from its guest swap file (and copy it in);
+    ``memtune.ksm_page_cost`` / ``ksm_tree_cost`` give ksmd the scan rates the runs' ``pages_scanned``
+    showed (:mod:`memtune.live.ksm_rate`)."""
     secs = sum(v["extra_by_cause"].get("guest_swap_in", 0.0) for r in real_runs for v in r["vms"])
     n = sum(v["guest_swap_ins"] for r in real_runs for v in r["vms"])
-    return {"latency.guest_swap_in": secs / n} if n else {}
+    out = {"latency.guest_swap_in": secs / n} if n else {}
+    return {**out, **fitted_costs(real_runs)}
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:

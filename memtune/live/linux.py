@@ -280,6 +280,7 @@ class _Run:
             "state": [],
             "ballooned": [],
             "ksm_sharing": [],
+            "ksm": [],                  # every KSM counter (memtune.live.ksm_rate fits ksmd's costs)
             "zram_orig": [],
             "swap_used": [],
         }
@@ -311,6 +312,7 @@ class _Run:
             tl["state"].append(self.controller.state.label)
             tl["ballooned"].append(float(sum(x["ballooned"] for x in snap) * PAGE))
             tl["ksm_sharing"].append(s.ksm.get("pages_sharing", 0) * PAGE)
+            tl["ksm"].append(dict(s.ksm))
             tl["zram_orig"].append(s.zram.get("orig_data_size", 0))
             tl["swap_used"].append(s.swaps.get(str(self.swap_dir / "host.swap"), {}).get("used", 0))
             last = now
@@ -365,6 +367,8 @@ class _Run:
         host = {"ksm": s.ksm, "zram": s.zram, "swaps": s.swaps, "baseline": sum(self.baseline),
                 "capacity": self.controller.capacity, "min_free": self.controller.min_free,
                 "filled": self.filled, "counters": {"warm": warm, "end": end},
-                "limit_busy": self.limiter.busy}
+                "limit_busy": self.limiter.busy,
+                "ksm_settings": {k: v for k, v in self.model.settings.items()
+                                 if "ksm" in k or k == "memtune.sharing"}}
         return {"driver": "linux", "scenario": self.sc.name, "seed": self.seed, "figures": figures,
                 "vms": vms, "timeline": timeline, "host": host}
