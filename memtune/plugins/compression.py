@@ -13,7 +13,7 @@ Model:
   priority 10: the swap tier (90) sees only what it refused.
 - A page of compressed-size class 0 (<= 1 KiB) takes a 1 KiB slot, class 1 (<= 2 KiB) a 2 KiB slot;
   worse pages are refused (they go to swap). With ``memtune.compression = "zram"`` (a Linux host's
-  zram) every page is kept, in a slot of its class's upper size (1/2/3 KiB, 4 KiB for worse).
+  zram) every page is kept, in an object of its class's compressed size (``ZRAM_SLOT_BYTES``).
   Pages of encrypted VMs are ciphertext to the hypervisor
   and never compress (AMD Memory Encryption white paper, 2016).
 - The cache is machine memory the VM holds: a per-VM pool of ``cache_bytes / page_bytes`` pages
@@ -56,8 +56,10 @@ PRIORITY = 10
 # bytes a 4 KiB page of each compressed-size class takes in the cache (0: not kept)
 SLOT_BYTES = np.array([1024, 2048, 0, 0], dtype=np.int64)
 # Linux zram keeps every page it is given, one that does not compress as a whole page (zsmalloc
-# objects of the compressed size; Documentation/admin-guide/blockdev/zram.rst, huge pages)
-ZRAM_SLOT_BYTES = np.array([1024, 2048, 3072, 4096], dtype=np.int64)
+# objects of the compressed size in 16-byte size classes; Documentation/admin-guide/blockdev/zram.rst,
+# huge pages): lz4 blocks of a page of each class as the live workers write it (memtune.live.content:
+# 700 / 1700 / 2700 random bytes, then zeros), 731 / 1733 / 2735 bytes (lz4 -1 on this host)
+ZRAM_SLOT_BYTES = np.array([736, 1744, 2736, 4096], dtype=np.int64)
 
 SETTINGS = (
     Setting("Mem.MemZipEnable", "bool", True, "Compress pages chosen for swap-out (memory compression).",
