@@ -67,13 +67,15 @@ def _tuner_commit() -> str | None:
 
 def _cpu_per_eval(out: Path) -> list[float]:
     """CPU seconds of each evaluation, in ask order: its simulations plus an equal share of the
-    optimizer's CPU for its batch (from the journal)."""
+    optimizer's CPU for its batch (from the journal); the first also carries the seed probe's."""
     state = read_journal(out / JOURNAL)
     share: dict[int, float] = {}
     for rec in state.batches.values():
         n = len(rec["points"])
         for i in range(n):
             share[int(rec["first"]) + i] = float(rec.get("cpu", 0.0)) / n
+    if state.probe is not None:  # the seed probe before the first batch (memtune.tuner.seeds)
+        share[0] = share.get(0, 0.0) + float(state.probe.get("cpu", 0.0))
     return [float(state.evals[i].get("cpu", 0.0)) + share.get(i, 0.0) for i in sorted(state.evals)]
 
 

@@ -245,8 +245,9 @@ class Killed(Exception):
 
 
 class DiesAfter(SerialExecutor):
-    """Serial executor that raises ``Killed`` before handing over result ``n`` (0-based), as if the
-    run were killed mid-batch: what finished is journaled, what did not is lost."""
+    """Serial executor that raises ``Killed`` before handing over evaluation result ``n``
+    (0-based; the seed probe's results do not count), as if the run were killed mid-batch: what
+    finished is journaled, what did not is lost."""
 
     def __init__(self, n: int) -> None:
         super().__init__()
@@ -255,5 +256,7 @@ class DiesAfter(SerialExecutor):
     def next_result(self):
         if self.n == 0:
             raise Killed
-        self.n -= 1
-        return super().next_result()
+        res = super().next_result()
+        if not str(res["index"]).startswith("probe-"):
+            self.n -= 1
+        return res

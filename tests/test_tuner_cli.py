@@ -82,11 +82,11 @@ def test_bad_files_one_line_exit_2(tiny_path, tmp_path, done_run):
     cases.append(([str(tiny_path), "--out", str(afile)], "--out: cannot create output directory"))
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "journal.jsonl").write_text(
-        (out / "journal.jsonl").read_text().replace('"type":"batch"', "oops", 1)
-    )
+    journal = (out / "journal.jsonl").read_text()
+    line = next(n for n, rec in enumerate(journal.splitlines(), 1) if '"type":"batch"' in rec)
+    (broken / "journal.jsonl").write_text(journal.replace('"type":"batch"', "oops", 1))
     cases.append(
-        ([str(tiny_path), "--out", str(broken), "--resume"], "journal.jsonl: line 2: not a JSON record")
+        ([str(tiny_path), "--out", str(broken), "--resume"], f"journal.jsonl: line {line}: not a JSON record")
     )
     for args, msg in cases:
         flags = [a for a in FAST] if "--out" in args else ["--out", str(tmp_path / "o"), *FAST]

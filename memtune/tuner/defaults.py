@@ -132,6 +132,15 @@ TUNER_SETTINGS = {s.name: s for s in (
             "measured: on `small` (30 min) the stall fraction of one policy differs by ~5 % between "
             "seeds, far less than between policies, so one seed per point buys twice the points; "
             "the GP models the rest as noise", owner="tuner", minimum=1),
+    Setting("tuner.seed_probes", "int", 3,
+            "Seeds the baseline is simulated on before a model-guided search (gp, forest); the "
+            "points are evaluated on the tuner.repeats of them where it does worst (see "
+            "memtune.tuner.seeds). At most tuner.repeats: no probe.",
+            "measured on `vdi` (esxi-default at coarse resolution, evaluation seeds 0-3 of tuner "
+            "seeds 1-4): 0.0023, 0.0004, 0.0023, 0.0086 / 0.0004, 0.0061, 0.0023, 0.0023 / 0.0004, "
+            "0.0023, 0.0086, 0.0023 / 0.0023, 0.0061, 0.0061, 0.0023: the first seed alone held no "
+            "storm on tuner seeds 2 and 3, three seeds always one; `db`, `small` differ by 1-3 %",
+            owner="tuner", minimum=1),
     Setting("tuner.fidelity", "str", "coarse",
             "Resolution of the evaluations: `coarse` (simulated pages `tuner.coarse_factor` times "
             "as large) or `full` (the scenario's own). The report always compares the best point, "

@@ -7,6 +7,8 @@ Records (``"type"``):
 - ``batch``: the points asked for batch ``b`` (evaluation indices ``first`` ..), written before any
   of them runs, so a resumed run re-runs exactly the points that were in flight;
 - ``eval``: one finished evaluation: index, point, feasible, per-VM metrics, objective, seeds;
+- ``probe``: the seeds the baseline was probed on and those the evaluations use
+  (:mod:`memtune.tuner.seeds`), written before the first batch;
 - ``resume``: a resumed run started here; ``end``: the loop stopped (and why).
 
 A line cut short by a kill (the last one, not ending in a newline) is dropped on reading and cut
@@ -34,6 +36,7 @@ from typing import Any
 from memtune.errors import ConfigError, OutputError, UserError
 from memtune.inputs import read_bytes
 from memtune.tuner.outdir import DirLock
+from memtune.tuner.seeds import check_probe
 
 VERSION = 1
 
@@ -45,6 +48,7 @@ class JournalState:
     start: dict[str, Any] | None = None
     batches: dict[int, dict[str, Any]] = field(default_factory=dict)
     evals: dict[int, dict[str, Any]] = field(default_factory=dict)
+    probe: dict[str, Any] | None = None
     resumes: int = 0
     torn_bytes: int = 0
 
@@ -84,6 +88,8 @@ def read_journal(path: Path) -> JournalState:
             if idx in state.evals:
                 raise ConfigError(f"evaluation {idx} recorded twice", source=str(path), field=f"line {n}")
             state.evals[idx] = rec
+        elif kind == "probe":
+            state.probe = rec
         elif kind == "resume":
             state.resumes += 1
     if state.start is None:
@@ -114,6 +120,8 @@ def check_record(rec: dict[str, Any]) -> str | None:
             return "batch record: points must be a list of points"
     elif kind == "eval":
         return _check_eval(rec)
+    elif kind == "probe":
+        return check_probe(rec)
     return None
 
 

@@ -33,6 +33,7 @@ from memtune.tuner.history import Evaluation
 from memtune.tuner.journal import JournalState, open_journal
 from memtune.tuner.mapping import policy_point, policy_scenario, preset_points
 from memtune.tuner.proposer import Proposer
+from memtune.tuner.seeds import probe
 from memtune.tuner.space import build_space
 
 JOURNAL = "journal.jsonl"
@@ -90,6 +91,9 @@ class Tuner:
         # batches asked but not yet told, in ask order (at most LAG + 1); on resume, those the
         # journal holds unfinished
         self._inflight: list[_Batch] = []
+        # the seeds every evaluation uses (see memtune.tuner.seeds); probed at the start of run()
+        self.eval_seeds = eval_seeds(c.seed, 0, c.repeats)
+        self._probed = False
         self._prepare(resume)
 
     # --- set-up and resume ---------------------------------------------------------------------
@@ -161,6 +165,10 @@ class Tuner:
         """Rebuild the history from the journal: whole batches in order; the batches after the
         first one the kill cut short (at most ``LAG + 1`` were in flight) keep their finished
         evaluations and re-run the rest."""
+        if state.probe is not None:
+            self.eval_seeds = tuple(int(s) for s in state.probe["chosen"])
+        # a journal asked batches without a probe: its evaluations keep the seeds they had
+        self._probed = state.probe is not None or bool(state.batches)
         b = 0
         first = 0
         while b in state.batches:
@@ -252,6 +260,8 @@ class Tuner:
         behind ``b``'s, so the workers never wait for the optimizer. What batch ``b`` holds depends
         on the seed, the history of batches ``< b - LAG`` and the points of the batches in between,
         not on timing: a resumed run asks the same points."""
+        if not self._probed:
+            self._probe_seeds()
         for bt in self._inflight:  # resumed: re-run what had not finished
             self._start_batch(bt)
         asking = True
@@ -271,6 +281,24 @@ class Tuner:
         )
         return self.history
 
+    def _probe_seeds(self) -> None:
+        """Model-guided runs: choose the evaluation seeds where the baseline does worst among
+        ``tuner.seed_probes`` candidates (see :mod:`memtune.tuner.seeds`), and journal them."""
+        c = self.config
+        self._probed = True
+        base = self.proposer.baseline
+        if c.optimizer not in ("gp", "forest") or base is None or default("tuner.seed_probes") <= c.repeats:
+            return
+        _, scenario, _ = self.policy_scenario(self.space.assignment(base), "baseline")
+        if scenario is None:
+            return
+        rec, results = probe(self.executor, scenario, c.seed, c.repeats, default("tuner.seed_probes"),
+                             lambda m: c.objective.value(m, self.weights), tuple(c.disable), tuple(c.plugins))
+        self.eval_seeds = tuple(rec["chosen"])
+        self.sim_cpu_seconds += rec["cpu"]
+        self.sim_seconds += sum(float(r["elapsed"]) for r in results.values())
+        self.journal.write(rec)
+
     def _ask_batch(self) -> None:
         """Propose the next batch, journal its points before any runs, and submit them."""
         b = self._next_batch()
@@ -282,7 +310,7 @@ class Tuner:
         cpu = time.process_time() - c0
         self.optimizer_seconds += time.perf_counter() - t0
         self.optimizer_cpu_seconds += cpu
-        points = [[self.space.dimensions[i].native(v) for i, v in enumerate(p)] for p in points]
+        points = [self._native(p) for p in points]
         self.journal.write(
             {"type": "batch", "batch": b, "first": first, "points": points, "cpu": round(cpu, 4)}
         )
@@ -305,11 +333,14 @@ class Tuner:
                 bt.results[idx] = ev
                 self._notify(ev)
                 continue
-            ev.seeds = eval_seeds(c.seed, idx, c.repeats)
+            ev.seeds = self.eval_seeds
             bt.running[idx] = ev
             self.executor.submit(
                 EvalTask(idx, scenario, ev.seeds, tuple(c.disable), tuple(c.plugins), *self._stop_rule(bt.b))
             )
+
+    def _native(self, x: list[Any] | None) -> list[Any] | None:
+        return None if x is None else [self.space.dimensions[i].native(v) for i, v in enumerate(x)]
 
     def _stop_rule(self, b: int) -> tuple[float | None, tuple[float, ...] | None]:
         """Early stop of batch ``b``'s evaluations: ``tuner.stop_factor`` x the best value told
