@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from memtune.live.content import PAGE, fill
+from memtune.live.cpuwait import RunDelay
 
 MLOCK_ONFAULT = 1     # mlock2(2): lock pages as they are faulted in
 CHUNK = 64            # pages filled per numpy call (small: the temporaries count against the VM's limit)
@@ -48,6 +49,8 @@ class GuestMemory:
             self.direct_fd = os.open(swap_path, os.O_RDONLY)
         self._abuf = mmap.mmap(-1, PAGE)                # page-aligned buffer for O_DIRECT
         self.swap_ins = self.swap_outs = self.first_touches = 0
+        self.run_delay = RunDelay()
+        self.cpu_wait = 0.0                             # seconds waited for a CPU, kept out of latency
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._vec = (ctypes.c_ubyte * npages)()
         self._addr = ctypes.addressof(ctypes.c_char.from_buffer(self.region))
@@ -84,21 +87,27 @@ class GuestMemory:
         new = np.unique(ranks[~self.backed[ranks] & ~self.swapped[ranks]])
         if new.size == 0:
             return 0, 0.0
-        t0 = time.perf_counter()
+        d0, t0 = self.run_delay.ns(), time.perf_counter()
         self.write_content(new)
+        secs, wait = time.perf_counter() - t0, (self.run_delay.ns() - d0) * 1e-9
+        self.cpu_wait += min(wait, secs)
         self.first_touches += new.size
-        return int(new.size), time.perf_counter() - t0
+        return int(new.size), max(secs - wait, 0.0)
 
     # --- guest swap ------------------------------------------------------------------------------
     def swap_in(self, ranks: np.ndarray) -> np.ndarray:
-        """Read paged-out pages back from the guest swap file; latency of each (seconds)."""
+        """Read paged-out pages back from the guest swap file; latency of each (seconds), without
+        the time the thread then waited for a CPU (:mod:`memtune.live.cpuwait`)."""
         todo = np.unique(ranks[self.swapped[ranks]])
         lat = np.empty(todo.size)
+        rd = self.run_delay.ns
         for i, r in enumerate(todo.tolist()):
-            t0 = time.perf_counter()
+            d0, t0 = rd(), time.perf_counter()
             os.preadv(self.direct_fd, [self._abuf], r * PAGE)
             self.view[r * PAGE:(r + 1) * PAGE] = self._abuf
-            lat[i] = time.perf_counter() - t0
+            secs, wait = time.perf_counter() - t0, (rd() - d0) * 1e-9
+            self.cpu_wait += min(wait, secs)
+            lat[i] = max(secs - wait, 0.0)
         self.swapped[todo] = False
         self.backed[todo] = True
         self.swap_ins += todo.size

@@ -85,6 +85,7 @@ class Worker:
         self.extra = 0.0
         self.touches = 0.0
         self.timed = self.dropped = 0
+        self.waited = 0.0
         self.parts = {"guest_swap_in": 0.0, "first_touch": 0.0, "other": 0.0}   # extra seconds by cause
         self.baseline = 0.0
         self.vm = int(cfg.get("vm_index", 0))
@@ -109,7 +110,8 @@ class Worker:
 
     def _timed(self, offs: list[int], stamps: list[int]) -> np.ndarray:
         """Time touches one by one (a write stores its stamp, a read loads a byte); drop those the
-        scheduler preempted."""
+        scheduler preempted, and take from the others the time they then waited for a CPU (a touch
+        that slept on a swap-in waits on the run queue once the I/O is done: :mod:`memtune.live.cpuwait`)."""
         view, words, perf, getru, thread = (
             self.mem.view,
             self.words,
@@ -117,8 +119,9 @@ class Worker:
             resource.getrusage,
             resource.RUSAGE_THREAD,
         )
-        out = []
-        last = getru(thread).ru_nivcsw
+        out, waits = [], []
+        rd = self.mem.run_delay.ns
+        last, d0 = getru(thread).ru_nivcsw, rd()
         for off, s in zip(offs, stamps, strict=True):
             t0 = perf()
             if s:
@@ -126,13 +129,15 @@ class Worker:
             else:
                 view[off]
             t1 = perf()
-            now = getru(thread).ru_nivcsw
+            now, d1 = getru(thread).ru_nivcsw, rd()
             if now == last:
                 out.append(t1 - t0)
+                waits.append(min(d1 - d0, t1 - t0))
             else:
                 self.dropped += 1
-            last = now
-        return np.array(out, dtype=np.float64) * 1e-9
+            last, d0 = now, d1
+        self.waited = sum(waits) * 1e-9       # of these samples, seconds on the run queue
+        return (np.array(out, dtype=np.float64) - np.array(waits, dtype=np.float64)) * 1e-9
 
     def calibrate(self) -> None:
         hot = np.flatnonzero(self.mem.backed)
@@ -173,6 +178,7 @@ class Worker:
             if t.size:
                 self.timed += t.size
                 self._add(t - self.baseline, rest / t.size)
+                self.mem.cpu_wait += self.waited * rest / t.size
                 self.parts["other"] += float(np.maximum(t - self.baseline, 0).sum()) * rest / t.size
             self.touches += rest
             bulk = np.ones(k, dtype=bool)
@@ -246,6 +252,7 @@ class Worker:
         self.hist[:] = 0
         self.extra = self.touches = 0.0
         self.timed = self.dropped = 0
+        self.mem.cpu_wait = 0.0
         self.parts = dict.fromkeys(self.parts, 0.0)
 
     def write_stats(self, elapsed: float) -> None:
@@ -262,6 +269,7 @@ class Worker:
             "first_touches": self.mem.first_touches,
             "balloon": self.mem.balloon,
             "extra_by_cause": self.parts,
+            "cpu_wait": self.mem.cpu_wait,        # seconds on the run queue kept out of the latencies
         }
         tmp = Path(self.cfg["stats"] + ".tmp")
         tmp.write_text(json.dumps(stats))
