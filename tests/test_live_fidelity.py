@@ -127,3 +127,25 @@ def test_writes_make_pages_unique(tmp_path):
     a.mem.pages.view(np.uint64)[ranks, 8] = sa
     b.mem.pages.view(np.uint64)[ranks, 8] = sb
     assert not (a.mem.pages[ranks] == b.mem.pages[ranks]).all(axis=1).any()
+
+
+def test_host_page_out_takes_free_then_cold_never_the_reservation(tmp_path):
+    """The hard state's page-out (ESX swaps a VM down to its target; cold victims as a Linux host's
+    LRU): resident guest-free pages first, then in-use pages coldest first, never locked ones, and
+    never a page the guest already gave up."""
+    from memtune.live.guest import GuestMemory
+
+    n, locked, allocated = 64, 8, 48
+    keys = np.arange(1, n + 1, dtype=np.int64)
+    mem = GuestMemory(n, keys, np.zeros(n, dtype=np.int64), False, str(tmp_path / "g.swap"), locked=locked)
+    mem.write_content(np.arange(n))
+    resident = np.ones(n, dtype=bool)
+    resident[[50, 60]] = False                       # already in the host's swap
+    mem.backed[[40, 41]] = False                     # given up by the guest (balloon)
+    coldness = np.arange(allocated)[::-1]            # rank 47 coldest ... rank 0 hottest
+    free = [r for r in range(allocated, n) if r not in (50, 60)]
+    got = mem.host_victims(len(free) + 5, allocated, coldness, resident)
+    assert got.tolist() == sorted(free + [47, 46, 45, 44, 43])
+    every = mem.host_victims(n, allocated, coldness, resident)
+    assert set(every.tolist()) == set(range(locked, n)) - {40, 41, 50, 60}
+    assert mem.host_victims(3, allocated, coldness, resident).tolist() == free[:3]

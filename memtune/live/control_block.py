@@ -1,6 +1,7 @@
 """The few numbers a driver and its worker exchange while a run goes: a file of int64 slots.
 
-The driver writes ``go``, ``t0_ns`` and ``balloon``; the worker writes the rest. One slot is one
+The driver writes ``go``, ``t0_ns``, ``balloon`` and ``reclaim``/``reclaim_seq``; the worker writes
+the rest. One slot is one
 aligned 8-byte store, so neither side ever reads a torn value.
 """
 
@@ -28,6 +29,9 @@ SLOTS = (
     "region",
     "free_taken",
     "resident",
+    "reclaim",          # driver: pages the host wants paged out of this VM (hard and low states)
+    "reclaim_seq",      # driver: one more per request
+    "host_paged",       # worker: pages it has paged out for the host (MADV_PAGEOUT), in all
 )
 # phase, written by the worker: 1 joined its cgroups, 2 filled its memory, 3 running, 4 done
 GO_FILL, GO_RUN, GO_STOP = 1, 2, 3

@@ -22,6 +22,7 @@ from memtune.live.content import PAGE, fill
 from memtune.live.cpuwait import RunDelay
 
 MLOCK_ONFAULT = 1     # mlock2(2): lock pages as they are faulted in
+MADV_PAGEOUT = 21     # madvise(2), Linux 5.4+: reclaim these pages now (to swap: zram, then the swap file)
 CHUNK = 64            # pages filled per numpy call (small: the temporaries count against the VM's limit)
 
 
@@ -49,6 +50,7 @@ class GuestMemory:
             self.direct_fd = os.open(swap_path, os.O_RDONLY)
         self._abuf = mmap.mmap(-1, PAGE)                # page-aligned buffer for O_DIRECT
         self.swap_ins = self.swap_outs = self.first_touches = 0
+        self.host_paged = 0                             # pages paged out for the host (hard/low state)
         self.run_delay = RunDelay()
         self.cpu_wait = 0.0                             # seconds waited for a CPU, kept out of latency
         self._libc = ctypes.CDLL(None, use_errno=True)
@@ -68,9 +70,46 @@ class GuestMemory:
 
     def resident(self) -> int:
         """Pages of the VM's memory in RAM now (``mincore(2)``; KSM-merged pages included)."""
+        mask = self.resident_mask()
+        return -1 if mask is None else int(mask.sum())
+
+    def resident_mask(self) -> np.ndarray | None:
         if self._libc.mincore(ctypes.c_void_p(self._addr), ctypes.c_size_t(self.n * PAGE), self._vec) != 0:
-            return -1
-        return int(np.frombuffer(self._vec, dtype=np.uint8).__and__(1).sum())
+            return None
+        return (np.frombuffer(self._vec, dtype=np.uint8) & 1).astype(bool)
+
+    # --- the host's page-out (ESX hard state) ----------------------------------------------------
+    def host_victims(self, need: int, allocated: int, coldness: np.ndarray,
+                     resident: np.ndarray) -> np.ndarray:
+        """Up to ``need`` ranks, sorted: resident guest-free pages, then resident in-use pages in
+        ``coldness`` order (coldest first); never a locked (reservation) page."""
+        ok = resident & self.backed
+        ok[:self.locked] = False
+        start = max(allocated, self.locked)
+        victims = start + np.flatnonzero(ok[start:])
+        if victims.size < need:
+            cold = coldness[ok[coldness]]
+            victims = np.concatenate([victims, cold[:need - victims.size]])
+        return np.sort(victims[:need])
+
+    def host_page_out(self, need: int, allocated: int, coldness: np.ndarray) -> int:
+        """The hypervisor pages ``need`` of this VM's resident pages out (the guest is not asked):
+        guest-free pages first, then the coldest in use (``memtune.host_victims = "cold"``, as a Linux
+        host's LRU would), never the reservation's locked pages. ``madvise(MADV_PAGEOUT)`` hands them
+        to the kernel's swap (zram first, then the swap file). Returns the pages asked for."""
+        mask = self.resident_mask()
+        if need <= 0 or mask is None:
+            return 0
+        victims = self.host_victims(need, allocated, coldness, mask)
+        if victims.size == 0:
+            return 0
+        # one madvise per run of consecutive pages
+        cuts = np.flatnonzero(np.diff(victims) != 1) + 1
+        for run in np.split(victims, cuts):
+            self._libc.madvise(ctypes.c_void_p(self._addr + int(run[0]) * PAGE),
+                               ctypes.c_size_t(run.size * PAGE), MADV_PAGEOUT)
+        self.host_paged += victims.size
+        return int(victims.size)
 
     # --- content ---------------------------------------------------------------------------------
     def write_content(self, ranks: np.ndarray) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from memtune.core.memstate import STATE_NAMES
+from memtune.core.memstate import STATE_NAMES, MemState
 from memtune.core.pages import CONTENT_BITS, FREE
 from memtune.core.scenario import Scenario
 from memtune.core.simulation import build_host
@@ -52,6 +52,7 @@ class LiveOptions:
     state_path: Path = STATE_FILE
     balloon: dict[str, int] = field(default_factory=dict)   # VM name -> balloon bytes, pinned
     observer: Any = None                   # memtune.live.observe.RunObserver (the metrics exporter)
+    host_reclaim: bool = True              # hard/low state: page each VM out down to its target
 
 
 def ksm_knobs(sc: Scenario, overrides: dict[str, int]) -> dict[str, int]:
@@ -306,6 +307,7 @@ class _Run:
                 c["balloon"] = (
                     int(self.opt.balloon[vm.name] // PAGE) if vm.name in self.opt.balloon else int(b)
                 )
+            self._host_reclaim(held, s)
             self._observe(now, s, snap)
             tl["t"].append(now)
             tl["free"].append(float(self.controller.capacity - s.used))
@@ -319,6 +321,33 @@ class _Run:
             if now >= sc.duration - 1e-9:
                 return tl
             nxt = min(nxt + tick, sc.duration)
+
+    def _host_reclaim(self, held: np.ndarray, s: Any) -> None:
+        """ESX's hard and low states swap and compress each VM down to its allocation target (the
+        model's ``memtune_reclaim``: every page above target, each tick; a VM holds its compressed
+        pages' cache too). The driver asks each such worker to page that many out with
+        ``MADV_PAGEOUT`` (kernel swap: zram, then the swap file), cold pages first; the parent's limit
+        stays as the kernel's backstop. Without it the kernel reclaimed at the parent's limit, across
+        all VMs by its LRU and only as far as the limit, and the host did not get back out of the low
+        state (small, esxi-default, seed 1: 26 s of 26 in low, no balloon)."""
+        c = self.controller
+        if not self.opt.host_reclaim or c.state < MemState.HARD or not (self.swapping or self.compression):
+            return
+        need = np.floor(held + self._zram_share(s) / PAGE - c.target)
+        for v in np.flatnonzero(need >= 1):
+            if v in self.killed:
+                continue
+            self.ctl[v]["reclaim"] = int(need[v])
+            self.ctl[v]["reclaim_seq"] = self.ctl[v]["reclaim_seq"] + 1
+
+    def _zram_share(self, s: Any) -> np.ndarray:
+        """zram's memory per VM (bytes): in proportion to the swap its cgroup uses (v1 ``swap`` counts
+        zram and the swap file alike; both devices' contents in the ratio of their use)."""
+        if not s.zram_used:
+            return np.zeros(len(self.groups))
+        vm_swap = np.array([g.stat().get("swap", 0) for g in self.groups], dtype=np.float64)
+        file_used = s.swaps.get(str(self.swap_dir / "host.swap"), {}).get("used", 0)
+        return vm_swap * s.zram_used / max(s.zram.get("orig_data_size", 0) + file_used, 1)
 
     def _observe(self, now: float, s: Any, snap: list[dict[str, int]]) -> None:
         """Hand the tick to the observer (the metrics exporter), if any; it only reads."""

@@ -54,6 +54,7 @@ def vm_row(name: str, stats: dict, snap: dict, a: dict, b: dict, gin: int, base:
         "guest_swapped": (snap["guest_swap_outs"] - snap["guest_swap_ins"]) * PAGE,
         "extra_by_cause": stats.get("extra_by_cause", {}),
         "cpu_wait": stats.get("cpu_wait", 0.0),     # run-queue seconds kept out of the latencies
+        "host_paged": snap.get("host_paged", 0) * PAGE,   # paged out for the host (hard/low state)
         "psi_some": (pb.get("some", 0) - pa.get("some", 0)) / el if pb else None,
         "psi_full": (pb.get("full", 0) - pa.get("full", 0)) / el if pb else None,
         "swap": b["swap"],

@@ -90,6 +90,7 @@ class Worker:
         self.baseline = 0.0
         self.vm = int(cfg.get("vm_index", 0))
         self.write_round = 0
+        self.reclaim_seq = 0                      # the driver's last page-out request done
         self.words = self.mem.view.cast("Q")      # the VM's memory as 8-byte words (writes' stamps)
         self._ru = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
 
@@ -188,6 +189,7 @@ class Worker:
             self.mem.pages.view(np.uint64)[r[w], 8] = stamps[bulk][w]
         est = self.sampler.update(now, ranks, allocated)
         self._balloon(allocated)
+        self._host_reclaim(allocated)
         self._publish(allocated, est, now)
 
     def _balloon(self, allocated: int) -> None:
@@ -197,9 +199,21 @@ class Worker:
         self.mem.balloon = target
         cold = None
         if self.mem.needs_coldness(allocated):
-            p = self.wl.probability(np.zeros(allocated, dtype=np.int64), np.arange(allocated))
-            cold = np.argsort(p, kind="stable")
+            cold = self._coldness(allocated)
         self.mem.set_balloon(target, allocated, cold)
+
+    def _coldness(self, allocated: int) -> np.ndarray:
+        """Ranks [0, allocated) coldest first, by the workload's touch law."""
+        p = self.wl.probability(np.zeros(allocated, dtype=np.int64), np.arange(allocated))
+        return np.argsort(p, kind="stable")
+
+    def _host_reclaim(self, allocated: int) -> None:
+        """A page-out the driver asked for (its ``reclaim_seq`` moved): done once per request."""
+        seq = self.ctl["reclaim_seq"]
+        if seq == self.reclaim_seq:
+            return
+        self.reclaim_seq = seq
+        self.mem.host_page_out(self.ctl["reclaim"], allocated, self._coldness(allocated))
 
     def _publish(self, allocated: int, est: float, now: float) -> None:
         c = self.ctl
@@ -214,6 +228,7 @@ class Worker:
         c["backed"] = int(self.mem.backed.sum())
         c["free_taken"] = self.mem.free_taken
         c["resident"] = self.mem.resident()
+        c["host_paged"] = self.mem.host_paged
         c["heartbeat_ns"] = int(now * 1e9)
         if self.lat is not None:
             self.lat.write(self.touches, self.extra, now - min(self.cfg["warmup"], now), self.hist)
@@ -269,6 +284,7 @@ class Worker:
             "first_touches": self.mem.first_touches,
             "balloon": self.mem.balloon,
             "extra_by_cause": self.parts,
+            "host_paged": self.mem.host_paged,
             "cpu_wait": self.mem.cpu_wait,        # seconds on the run queue kept out of the latencies
         }
         tmp = Path(self.cfg["stats"] + ".tmp")
