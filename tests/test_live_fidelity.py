@@ -149,3 +149,22 @@ def test_host_page_out_takes_free_then_cold_never_the_reservation(tmp_path):
     every = mem.host_victims(n, allocated, coldness, resident)
     assert set(every.tolist()) == set(range(locked, n)) - {40, 41, 50, 60}
     assert mem.host_victims(3, allocated, coldness, resident).tolist() == free[:3]
+
+
+def test_zram_share_follows_each_vms_swap():
+    """A VM holds zram's memory in proportion to its cgroup's swap (zram and the swap file share it
+    in the ratio of their contents), as the model counts a VM's compression cache as its own."""
+    from memtune.live.measure import Sample, zram_share
+
+    class G:
+        def __init__(self, swap: int) -> None:
+            self.swap = swap
+
+        def stat(self) -> dict[str, int]:
+            return {"swap": self.swap}
+
+    s = Sample(t=0.0, used=0, other=0, zram_used=30, held=[0, 0], ksm={}, zram={"orig_data_size": 60},
+               swaps={"/x/host.swap": {"used": 40}})
+    share = zram_share([G(80), G(20)], s, "/x/host.swap")
+    assert share.tolist() == [24.0, 6.0]              # 100 swapped, 60 % in zram at half size
+    assert zram_share([G(80)], Sample(0.0, 0, 0, 0, [0], {}, {}, {}), "/x/host.swap").tolist() == [0.0]

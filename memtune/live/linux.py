@@ -30,7 +30,7 @@ from memtune.live.control_block import GO_FILL, GO_RUN, GO_STOP, ControlBlock, L
 from memtune.live.figures import live_figures
 from memtune.live.limiter import LimitWriter
 from memtune.live.lock import host_lock
-from memtune.live.measure import host_sample, vm_counters
+from memtune.live.measure import host_sample, vm_counters, zram_share
 from memtune.live.outcome import final_amounts, read_stats, vm_rows
 from memtune.live.safety import preflight
 from memtune.live.spawn import start_worker, worker_config
@@ -333,21 +333,12 @@ class _Run:
         c = self.controller
         if not self.opt.host_reclaim or c.state < MemState.HARD or not (self.swapping or self.compression):
             return
-        need = np.floor(held + self._zram_share(s) / PAGE - c.target)
+        need = np.floor(held + zram_share(self.groups, s, str(self.swap_dir / "host.swap")) / PAGE - c.target)
         for v in np.flatnonzero(need >= 1):
             if v in self.killed:
                 continue
             self.ctl[v]["reclaim"] = int(need[v])
             self.ctl[v]["reclaim_seq"] = self.ctl[v]["reclaim_seq"] + 1
-
-    def _zram_share(self, s: Any) -> np.ndarray:
-        """zram's memory per VM (bytes): in proportion to the swap its cgroup uses (v1 ``swap`` counts
-        zram and the swap file alike; both devices' contents in the ratio of their use)."""
-        if not s.zram_used:
-            return np.zeros(len(self.groups))
-        vm_swap = np.array([g.stat().get("swap", 0) for g in self.groups], dtype=np.float64)
-        file_used = s.swaps.get(str(self.swap_dir / "host.swap"), {}).get("used", 0)
-        return vm_swap * s.zram_used / max(s.zram.get("orig_data_size", 0) + file_used, 1)
 
     def _observe(self, now: float, s: Any, snap: list[dict[str, int]]) -> None:
         """Hand the tick to the observer (the metrics exporter), if any; it only reads."""

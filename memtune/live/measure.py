@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from memtune.live import ksm, swap
 from memtune.live.cgroup import Group
 
@@ -61,3 +63,13 @@ def host_sample(t: float, parent: Group, resident: list[tuple[int, int]], zram_d
         zram=z,
         swaps=swap.swaps(),
     )
+
+
+def zram_share(groups: list[Group], s: Sample, host_swap: str) -> np.ndarray:
+    """zram's memory per VM (bytes): in proportion to the swap its cgroup uses (v1 ``swap`` counts
+    zram and the swap file alike; both devices' contents taken in the ratio of their use)."""
+    if not s.zram_used:
+        return np.zeros(len(groups))
+    vm_swap = np.array([g.stat().get("swap", 0) for g in groups], dtype=np.float64)
+    file_used = s.swaps.get(host_swap, {}).get("used", 0)
+    return vm_swap * s.zram_used / max(s.zram.get("orig_data_size", 0) + file_used, 1)
