@@ -43,6 +43,35 @@ def test_compression_rule(mode, kept):
     assert (d.slot[worse] == 4096 * pg.scale).all()
 
 
+def test_zram_is_one_device_for_the_host_and_a_full_one_refuses():
+    """zram's cap is the device's (original bytes of every VM together, ``zram_disksize``, which the
+    Linux driver gives its device): one VM may fill it; a full device takes nothing more and keeps
+    its old pages (the kernel then swaps to the next device). ESX caps each VM's cache and evicts its
+    oldest pages. On scaled ``db`` the kernel's zram was full (86 MiB in both seeds) where the
+    model's per-VM caches held 58-87 MiB."""
+    from memtune.plugins.compression import zram_disksize
+
+    wl = {"allocated": 1.0, "wss": 0.3, "touch_rate": 100,
+          "content": {"zero": 0.0, "template": 0.0, "duplicate": 0.0, "unique": 1.0},
+          "compressibility": {"le_1k": 0.5, "le_2k": 0.5, "le_3k": 0.0, "worse": 0.0}}
+    data = {"name": "zram-device", "duration": "60s", "tick": "5s", "seed": 3,
+            "host": {"memory": "256 MiB", "page_scale": 1},
+            "settings": {"memtune.compression": "zram", "Mem.MemZipMaxPct": 10, "memtune.warm_start": True},
+            "workloads": {"w": wl}, "vm": [{"name": n, "memory": "32 MiB", "workload": "w"} for n in "ab"]}
+    host = build_host(scenario_from_dict(data, "<test>"), seed=3)
+    host.pm.hook.memtune_configure(host=host)
+    pg, d = host.pages, host.plugin_data["compression"]
+    disk = zram_disksize(host)
+    assert d.disksize == disk and 2 * 3.2 * 2**20 * 4096 / 1744 < disk < 2 * 3.2 * 2**20 * 4096 / 736
+    a = np.flatnonzero((pg.vm == 0) & (pg.state == host.states.code("resident")))
+    taken = take_pages(host, a)
+    held = pg.counts[:, d.code].copy()
+    assert held[1] == 0 and held[0] == int(disk // 4096) == taken.sum()    # VM a alone fills it
+    assert d.cache_bytes[0] > d.cap_bytes[0]                                # beyond a's own cap
+    b = np.flatnonzero((pg.vm == 1) & (pg.state == host.states.code("resident")))[:100]
+    assert not take_pages(host, b).any() and pg.counts[0, d.code] == held[0]   # full: refused, no eviction
+
+
 def test_zram_objects_are_the_workers_pages_compressed():
     """The model's zram object per class (``ZRAM_SLOT_BYTES``) is what lz4 makes of a page of that
     class as the live workers write it (``memtune.live.content.fill``), in zsmalloc's 16-byte size

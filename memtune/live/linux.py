@@ -160,14 +160,12 @@ class _Run:
         VM's memory, is the cache's own memory: with ``memtune.compression = "zram"`` that many
         bytes hold cap x 4 KiB / (the VM's mean slot) of pages; with the ESX rule (pages of 2 KiB
         or less), at least twice the cap."""
-        s, pg = self.model.settings, self.model.pages
+        s = self.model.settings
         caps = np.array([v.memory for v in self.sc.vms], dtype=np.float64) * s["Mem.MemZipMaxPct"] / 100
         if s.get("memtune.compression", "esx") == "zram":
-            from memtune.plugins.compression import ZRAM_SLOT_BYTES
+            from memtune.plugins.compression import zram_disksize
 
-            slot = ZRAM_SLOT_BYTES[np.minimum(pg.zclass, 3)].astype(np.float64)
-            mean = np.bincount(pg.vm, weights=slot, minlength=self.model.nvm) / np.maximum(pg.npages, 1)
-            orig = float((caps * PAGE / np.maximum(mean, 1.0)).sum())
+            orig = zram_disksize(self.model)         # the model's zram device, the same size
         else:
             orig = 2 * float(caps.sum())
         return max(int(orig), 1 << 20) // PAGE * PAGE

@@ -13,7 +13,9 @@ Model:
   priority 10: the swap tier (90) sees only what it refused.
 - A page of compressed-size class 0 (<= 1 KiB) takes a 1 KiB slot, class 1 (<= 2 KiB) a 2 KiB slot;
   worse pages are refused (they go to swap). With ``memtune.compression = "zram"`` (a Linux host's
-  zram) every page is kept, in an object of its class's compressed size (``ZRAM_SLOT_BYTES``).
+  zram) every page is kept, in an object of its class's compressed size (``ZRAM_SLOT_BYTES``), and
+  the cap is the one device's: original bytes of all VMs together up to ``zram_disksize``; when it
+  is full, new pages go to the next tier and old ones stay (no eviction).
   Pages of encrypted VMs are ciphertext to the hypervisor
   and never compress (AMD Memory Encryption white paper, 2016).
 - The cache is machine memory the VM holds: a per-VM pool of ``cache_bytes / page_bytes`` pages
@@ -96,6 +98,7 @@ class ZipData:
     head: np.ndarray              # per VM: entries consumed (ring position = head % npages)
     tail: np.ndarray              # per VM: entries written
     seq: int = 0
+    disksize: float = np.inf      # zram: the device's cap on original bytes, for all VMs together
 
 
 def _data(host: Any) -> ZipData | None:
@@ -123,7 +126,8 @@ memtune_register_knobs = knobs_hook((
 def memtune_configure(host: Any) -> None:
     s = host.settings
     pg = host.pages
-    table = ZRAM_SLOT_BYTES if s.get("memtune.compression", "esx") == "zram" else SLOT_BYTES
+    zram = s.get("memtune.compression", "esx") == "zram"
+    table = ZRAM_SLOT_BYTES if zram else SLOT_BYTES
     slot = table[np.minimum(pg.zclass, 3)] * pg.scale
     slot[np.repeat(host.encrypted, host.vm_pages)] = 0
     memory = np.array([v.memory for v in host.vms], dtype=np.float64)
@@ -139,8 +143,37 @@ def memtune_configure(host: Any) -> None:
         ring_seq=np.full(pg.total, -2, dtype=np.int64),
         head=np.zeros(host.nvm, dtype=np.int64),
         tail=np.zeros(host.nvm, dtype=np.int64),
+        disksize=zram_disksize(host) if zram else np.inf,
     )
     host.set_vm_pool(NAME, np.zeros(host.nvm))
+
+
+def zram_disksize(host: Any) -> float:
+    """Original bytes one zram device holds for the host (its ``disksize``): ``Mem.MemZipMaxPct`` of
+    each VM's memory is cache memory, which holds cap x 4 KiB / (the VM's mean object) of pages.
+    The Linux driver sizes its device with this; ``mem_limit`` is not used (zram then fails writes
+    instead of spilling to the next swap device)."""
+    pg = host.pages
+    caps = np.array([v.memory for v in host.vms], dtype=np.float64) * host.settings["Mem.MemZipMaxPct"] / 100
+    obj = ZRAM_SLOT_BYTES[np.minimum(pg.zclass, 3)].astype(np.float64)
+    mean = np.bincount(pg.vm, weights=obj, minlength=host.nvm) / np.maximum(pg.npages, 1)
+    return float((caps * 4096 / np.maximum(mean, 1.0)).sum())
+
+
+def _take_zram(d: ZipData, host: Any, pages: np.ndarray, cand: np.ndarray, taken: np.ndarray) -> np.ndarray:
+    """zram is one swap device for the host, capped in original bytes (``disksize``): it keeps
+    offered pages while it has room, a random share of them when it has room for fewer; a full
+    device takes nothing and the kernel swaps to the next device (no writeback of old pages on
+    this kernel: ``backing_dev`` absent, Documentation/admin-guide/blockdev/zram.rst)."""
+    held = float(host.pages.counts[:, d.code].sum()) * host.page_bytes
+    k = int(max(d.disksize - held, 0.0) // host.page_bytes)
+    if k < cand.size:
+        cand = np.sort(host.rng(NAME).permutation(cand)[:k])
+    if cand.size:
+        _insert(d, host, pages[cand])
+        taken[cand] = True
+    _publish(d, host)
+    return taken
 
 
 # --- the cache ---------------------------------------------------------------------------------
@@ -253,6 +286,8 @@ def take_pages(host: Any, pages: np.ndarray) -> np.ndarray:
     if not ok.any():
         return taken
     cand = np.flatnonzero(ok)
+    if np.isfinite(d.disksize):
+        return _take_zram(d, host, pages, cand, taken)
     vm = pg.vm[pages[cand]].astype(np.int64)
     size = d.slot[pages[cand]].astype(np.float64)
     want = np.bincount(vm, weights=size, minlength=nvm)
@@ -296,7 +331,10 @@ def memtune_reclaim(host: Any, state: int, need: np.ndarray) -> None:
     d = _data(host)
     if d is None or not d.enabled or state < MemState.HARD:
         return
-    want = np.where(host.powered & (d.cache_bytes < d.cap_bytes), np.floor(need + 1e-9), 0).astype(np.int64)
+    room = d.cache_bytes < d.cap_bytes
+    if np.isfinite(d.disksize):
+        room[:] = host.pages.counts[:, d.code].sum() * host.page_bytes < d.disksize
+    want = np.where(host.powered & room, np.floor(need + 1e-9), 0).astype(np.int64)
     if not (want > 0).any():
         return
     victims = host.pick_victims(host.rng(NAME), np.maximum(want, 0), d.resident_only)
