@@ -95,7 +95,7 @@ def run_scenario(name: str, cfg: ValidateConfig, budget: int, live: LinuxDriver,
     first = real_runs(name, "esxi-default", scen["esxi-default"], cfg.seeds, live)
     # no guest swap-in in those runs: the guest swap file is on the device calibrate timed
     read = calibration.get("latency.swap_in_ssd")
-    measured = measured_latencies(first) or ({"latency.guest_swap_in": read} if read else {})
+    measured = {**({"latency.guest_swap_in": read} if read else {}), **measured_latencies(first)}
     scen = {p: with_settings(s, measured) for p, s in scen.items()}
     best, _ = tuned_policy(scen["esxi-default"], budget)
     scen["tuned"] = apply_policy(best, scen["esxi-default"])
