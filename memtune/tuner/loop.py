@@ -44,6 +44,15 @@ LAG = 1
 __all__ = ["BASELINE", "JOURNAL", "LAG", "Evaluation", "TuneConfig", "Tuner"]
 
 
+def _admits(space: Any, scenario: Scenario) -> Callable[[list[Any]], bool]:
+    """Whether a point passes validation and admission control on ``scenario`` (no simulation;
+    a function of its own, so the proposer holds no reference back to the tuner)."""
+    def ok(x: list[Any]) -> bool:
+        native = [space.dimensions[i].native(v) for i, v in enumerate(x)]
+        return policy_scenario(space, scenario, space.assignment(native), "candidate")[1] is not None
+    return ok
+
+
 @dataclass
 class _Batch:
     """A batch asked and not yet told: its points, finished results and running evaluations."""
@@ -77,7 +86,8 @@ class Tuner:
         self.eval_base = coarse_scenario(self.base) if c.fidelity == "coarse" else self.base
         self.space = build_space(self.base, self.pm, group=c.group, knobs=c.knobs, fix=c.fix)
         self.weights = c.objective.vm_weights(self.base, self.space.groups)
-        self.proposer = Proposer(c, self.space, self.baseline_point(), preset_points(self.space, self.base))
+        self.proposer = Proposer(c, self.space, self.baseline_point(), preset_points(self.space, self.base),
+                                 _admits(self.space, self.eval_base))
         self.comparison = Comparison(c, self.space, self.base, self.weights, self.executor)
         self.compare_early = compare_early
         self.history: list[Evaluation] = []

@@ -10,7 +10,7 @@ asks the same points as one that ran in one go.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from memtune.tuner.candidates import (
@@ -35,11 +35,13 @@ class Proposer:
     """Proposes the points of each batch for one run.
 
     ``baseline`` is the ``esxi-default`` policy as a point (None when the space cannot express
-    it), ``presets`` the other shipped presets as points (see :mod:`memtune.tuner.mapping`)."""
+    it), ``presets`` the other shipped presets as points (see :mod:`memtune.tuner.mapping`);
+    ``feasible`` says whether a point passes validation and admission control."""
 
     def __init__(self, config: TuneConfig, space: SearchSpace, baseline: list[Any] | None,
-                 presets: list[list[Any]]) -> None:
+                 presets: list[list[Any]], feasible: Callable[[list[Any]], bool] | None = None) -> None:
         self.config = config
+        self.feasible = feasible    # model-guided points it refuses are not asked (not simulated)
         self.space = space
         self.baseline = baseline
         self.presets = presets
@@ -180,4 +182,5 @@ class Proposer:
         with known_optimizer_warnings(), threadpool_limits(1):
             before(0)
             opt.tell(xs, ys)
-            return constant_liar(opt, n, min(ys), before, pending)
+            bad = max(ys) + default("tuner.penalty_margin") * (max(ys) - min(ys))
+            return constant_liar(opt, n, min(ys), before, pending, self.feasible, bad)
