@@ -31,7 +31,7 @@ from memtune.tuner.evaluate import EvalTask, eval_seeds
 from memtune.tuner.executors import Executor, SerialExecutor
 from memtune.tuner.history import Evaluation
 from memtune.tuner.journal import JournalState, open_journal
-from memtune.tuner.mapping import policy_point, policy_scenario, preset_points
+from memtune.tuner.mapping import admits, policy_point, policy_scenario, preset_points
 from memtune.tuner.proposer import Proposer
 from memtune.tuner.seeds import probe
 from memtune.tuner.space import build_space
@@ -42,15 +42,6 @@ JOURNAL = "journal.jsonl"
 LAG = 1
 
 __all__ = ["BASELINE", "JOURNAL", "LAG", "Evaluation", "TuneConfig", "Tuner"]
-
-
-def _admits(space: Any, scenario: Scenario) -> Callable[[list[Any]], bool]:
-    """Whether a point passes validation and admission control on ``scenario`` (no simulation;
-    a function of its own, so the proposer holds no reference back to the tuner)."""
-    def ok(x: list[Any]) -> bool:
-        native = [space.dimensions[i].native(v) for i, v in enumerate(x)]
-        return policy_scenario(space, scenario, space.assignment(native), "candidate")[1] is not None
-    return ok
 
 
 @dataclass
@@ -87,7 +78,7 @@ class Tuner:
         self.space = build_space(self.base, self.pm, group=c.group, knobs=c.knobs, fix=c.fix)
         self.weights = c.objective.vm_weights(self.base, self.space.groups)
         self.proposer = Proposer(c, self.space, self.baseline_point(), preset_points(self.space, self.base),
-                                 _admits(self.space, self.eval_base))
+                                 admits(self.space, self.eval_base))
         self.comparison = Comparison(c, self.space, self.base, self.weights, self.executor)
         self.compare_early = compare_early
         self.history: list[Evaluation] = []

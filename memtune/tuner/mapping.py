@@ -1,6 +1,7 @@
 """The space's two mappings: a point to the policy it stands for, and a policy to its point.
 
 ``assignment_to_policy`` (point -> policy) writes host settings and one rule per VM group;
+``admits`` checks a point against validation and admission control without simulating;
 ``policy_point`` (policy -> point) reads a preset applied to the scenario back into the space's
 dimensions, so the initial design can start from the shipped presets. Both honour the same
 conventions (see :mod:`memtune.tuner.space`): reservation, limit and maxmemctl as shares of
@@ -10,6 +11,7 @@ configured memory, a reservation relative to the limit when both are dimensions,
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -61,6 +63,15 @@ def policy_scenario(space: SearchSpace, scenario: Scenario, assignment: dict[str
         return policy, apply_policy(policy, scenario, registry=space.registry), None
     except UserError as exc:
         return policy, None, exc.message
+
+
+def admits(space: Any, scenario: Scenario) -> Callable[[list[Any]], bool]:
+    """Whether a point passes validation and admission control on ``scenario`` (no simulation;
+    a function of its own, so the proposer holds no reference back to the tuner)."""
+    def ok(x: list[Any]) -> bool:
+        native = [space.dimensions[i].native(v) for i, v in enumerate(x)]
+        return policy_scenario(space, scenario, space.assignment(native), "candidate")[1] is not None
+    return ok
 
 
 def _vm_share(space: SearchSpace, d: Dimension, vm: VMSpec, settings: dict[str, Any]) -> float:
