@@ -39,7 +39,6 @@ from memtune.live.state import STATE_DIR, STATE_FILE, HostError, HostState, open
 PAGE = 4096
 RECLAIM_AT = 0.24          # of minFree: inside the hard state (16-32 %), where ESX swaps
 LIMIT_STEP = 0.05          # of the capacity: the most the parent's limit is posted below the usage
-LIMIT_SLACK = 0.125        # of a VM's memory: its cgroup's limit above the limit the worker keeps
 
 
 @dataclass
@@ -217,16 +216,11 @@ class _Run:
             )
 
     def _limits(self) -> None:
-        """Limits once each worker's own baseline (what it holds before the VM's memory) is known.
-        The worker holds its VM to the limit itself (``spawn.worker_config``: pages out its coldest
-        pages, as ESX's hypervisor swap does for a VM at its limit); the cgroup's limit, ``LIMIT_SLACK``
-        of the VM's memory above it, is the kernel's backstop. At the limit itself the kernel's
-        OOM killer took any VM whose hot set did not fit (small, tuned policy: vdi at 30 %, 1-4 of 4
-        vdi workers killed per run), and a killed VM's stall left the figures."""
+        """Limits once each worker's own baseline (what it holds before the VM's memory) is known."""
         self.baseline = [g.usage() for g in self.groups]
         for vm, g, b in zip(self.sc.vms, self.groups, self.baseline, strict=True):
             if vm.limit is not None and vm.limit < vm.memory:
-                g.set_limit(self.st, min(vm.limit + int(LIMIT_SLACK * vm.memory), vm.memory) + b)
+                g.set_limit(self.st, vm.limit + b)
         c = self.controller
         first = int(c.capacity - RECLAIM_AT * c.min_free + sum(self.baseline)) // PAGE * PAGE
         self.limiter = LimitWriter(self.st, self.parent, first)

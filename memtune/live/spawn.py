@@ -40,7 +40,6 @@ def worker_config(sc: Scenario, v: int, group: Group, paths: dict[str, Path], ru
         "pages": vm.memory // PAGE,
         "mergeable": run["mergeable"],
         "locked": vm.reservation // PAGE,     # the reservation, enforced with mlock2 (guest.py)
-        "limit": vm.limit // PAGE if vm.limit is not None and vm.limit < vm.memory else 0,   # pages
         "guest_swap": str(paths["guest_swap"]),
         "workload": workload_dict(vm.workload),
         "start": vm.start,

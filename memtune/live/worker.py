@@ -190,7 +190,6 @@ class Worker:
         est = self.sampler.update(now, ranks, allocated)
         self._balloon(allocated)
         self._host_reclaim(allocated)
-        self._hold_limit(allocated)
         self._publish(allocated, est, now)
 
     def _balloon(self, allocated: int) -> None:
@@ -215,16 +214,6 @@ class Worker:
             return
         self.reclaim_seq = seq
         self.mem.host_page_out(self.ctl["reclaim"], allocated, self._coldness(allocated))
-
-    def _hold_limit(self, allocated: int) -> None:
-        """A VM at its limit (``sched.mem.max``) gives pages back before it holds more: the host
-        pages its coldest out (the model's ``_admit_allocations``), checked each quantum."""
-        limit = int(self.cfg.get("limit", 0))
-        if limit <= 0:
-            return
-        over = self.mem.resident() - limit
-        if over > 0:
-            self.mem.host_page_out(over, allocated, self._coldness(allocated))
 
     def _publish(self, allocated: int, est: float, now: float) -> None:
         c = self.ctl
