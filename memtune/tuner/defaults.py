@@ -136,10 +136,9 @@ TUNER_SETTINGS = {s.name: s for s in (
             "Seeds the baseline is simulated on before a model-guided search (gp, forest); the "
             "points are evaluated on the tuner.repeats of them where it does worst (see "
             "memtune.tuner.seeds). At most tuner.repeats: no probe.",
-            "measured on `vdi` (esxi-default at coarse resolution, evaluation seeds 0-3 of tuner "
-            "seeds 1-4): 0.0023, 0.0004, 0.0023, 0.0086 / 0.0004, 0.0061, 0.0023, 0.0023 / 0.0004, "
-            "0.0023, 0.0086, 0.0023 / 0.0023, 0.0061, 0.0061, 0.0023: the first seed alone held no "
-            "storm on tuner seeds 2 and 3, three seeds always one; `db`, `small` differ by 1-3 %",
+            "measured on `vdi` (esxi-default, evaluation seeds 0-3 of tuner seeds 1-4): the first "
+            "seed alone held no boot storm on 2 of 4 tuner seeds, any three held one; `db` and `small` "
+            "seeds differ by 1-3 % (docs/tuner.md)",
             owner="tuner", minimum=1),
     Setting("tuner.fidelity", "str", "coarse",
             "Resolution of the evaluations: `coarse` (simulated pages `tuner.coarse_factor` times "

@@ -1,14 +1,12 @@
 """Which workload seeds a model-guided run evaluates its points on: the baseline's hardest.
 
 Every evaluation of a run uses the same seeds (common random numbers, see
-:func:`memtune.tuner.evaluate.eval_seeds`). Where one seed's workload holds no stress the policies
-can act on, every point scores alike there and the search picks noise: on `vdi` tuner seed 2 the
-evaluation seed's boot storm never reached the low state (esxi-default 0.00036, every point within
-1 % of it) while the held-out seeds' did (0.0023), and the pick was no better than the default there.
-The report's held-out ratio is a ratio of means, which the stressed seeds dominate. So before the
-search the baseline is simulated on ``tuner.seed_probes`` candidate seeds and the run evaluates on
-the ``repeats`` of them where it does worst. The choice is journaled (a ``probe`` record), so a
-resumed run keeps it.
+:func:`memtune.tuner.evaluate.eval_seeds`). A seed whose workload holds no stress the policies can
+act on (on `vdi`, a boot storm that never reaches the low state) scores every point alike, and the
+search picks noise; the held-out ratio is a ratio of means, which the stressed seeds dominate. So
+before a model-guided search the baseline is simulated on ``tuner.seed_probes`` candidate seeds and
+the run evaluates on the ``repeats`` of them where it does worst. The choice is journaled (a
+``probe`` record), so a resumed run keeps it.
 """
 
 from __future__ import annotations
