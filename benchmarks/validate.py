@@ -79,6 +79,7 @@ def row(s: Scenario, seeds: tuple[int, ...], real: list[dict]) -> dict[str, Any]
     return {
         "figures": compare_figures(model, [r["figures"] for r in real]),
         "oom_killed": [r["figures"]["oom_killed"] for r in real],
+        "limit_waits": [r["figures"].get("limit_waits", {}) for r in real],
         "load": [r["load"] for r in real],
         "cpu_wait": [sum(v.get("cpu_wait", 0.0) for v in r["vms"]) for r in real],
         "scaled": s.description,

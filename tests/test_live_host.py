@@ -132,6 +132,21 @@ def test_limit_below_working_set_swaps_stalls_and_balloon_target_is_honoured(hos
     assert free["held"] - balloon["held"] > 0.8 * target
 
 
+def test_a_vm_whose_hot_set_exceeds_its_limit_waits_and_is_not_killed(host):
+    # reservation 80 % (locked) and limit 87.5 % of a VM whose guest touches all of it, no balloon:
+    # the kernel's reclaim at the limit makes no progress and its OOM killer took this VM in 2 of 2
+    # runs without memtune.live.oomguard; ESX swaps it and it waits
+    vms = [{"name": "tight", "reservation": "820 MiB", "limit": "896 MiB", "maxmemctl": 0}, {"name": "free"}]
+    sc = _scenario(vms, "8 GiB", 15, allocated=1.0, wss=0.97, hot_share=0.99, touch_rate=40000,
+                   write_fraction=0.2)
+    r = _run(sc)
+    rows = {row["name"]: row for row in r["vms"]}
+    assert r["figures"]["oom_killed"] == []
+    assert r["figures"]["limit_waits"]["tight"] > 0       # it did wait at its limit
+    assert rows["tight"]["swap"] > 0 and rows["tight"]["major_faults"] > 100
+    assert rows["tight"]["mean_latency"] > rows["free"]["mean_latency"]
+
+
 def test_sigkill_then_cleanup_restores_everything(host, tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sc_code = "\n".join(

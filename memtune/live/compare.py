@@ -108,6 +108,7 @@ def validate(sc: Scenario, cfg: ValidateConfig, real: HostDriver, progress: Any 
         "seeds": list(cfg.seeds),
         "figures": compare_figures([r["figures"] for r in model_runs], [r["figures"] for r in real_runs]),
         "oom_killed": [r["figures"].get("oom_killed", []) for r in real_runs],
+        "limit_waits": [r["figures"].get("limit_waits", {}) for r in real_runs],
         "model_runs": [{k: r[k] for k in ("seed", "figures", "timeline", "vms")} for r in model_runs],
         "real_runs": [{k: r[k] for k in ("seed", "figures", "timeline", "vms", "host")} for r in real_runs],
     }

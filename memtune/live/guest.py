@@ -12,6 +12,7 @@ guest writes its data.
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 import time
@@ -23,6 +24,7 @@ from memtune.live.cpuwait import RunDelay
 
 MLOCK_ONFAULT = 1     # mlock2(2): lock pages as they are faulted in
 MADV_PAGEOUT = 21     # madvise(2), Linux 5.4+: reclaim these pages now (to swap: zram, then the swap file)
+WRITE_TRIES = 200     # a guest swap write retried while the VM's cgroup is at its limit
 CHUNK = 64            # pages filled per numpy call (small: the temporaries count against the VM's limit)
 
 
@@ -46,8 +48,10 @@ class GuestMemory:
         self.swap_fd = os.open(swap_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             self.direct_fd = os.open(swap_path, os.O_RDONLY | os.O_DIRECT)
+            self.write_fd = os.open(swap_path, os.O_WRONLY | os.O_DIRECT)
         except OSError:
             self.direct_fd = os.open(swap_path, os.O_RDONLY)
+            self.write_fd = self.swap_fd
         self._abuf = mmap.mmap(-1, PAGE)                # page-aligned buffer for O_DIRECT
         self.swap_ins = self.swap_outs = self.first_touches = 0
         self.host_paged = 0                             # pages paged out for the host (hard/low state)
@@ -153,13 +157,31 @@ class GuestMemory:
         return lat
 
     def _swap_out(self, ranks: np.ndarray) -> None:
+        """The guest writes the pages to its swap file with ``O_DIRECT`` from its own memory, as a
+        guest's disk write goes from guest memory to the virtual disk: no page cache is charged to
+        the VM's cgroup (buffered writes were, and at a limit the VM was OOM-killed in ``pwrite``)."""
         for r in ranks.tolist():
-            os.pwrite(self.swap_fd, self.view[r * PAGE:(r + 1) * PAGE], r * PAGE)
+            self._write_page(r)
         os.fdatasync(self.swap_fd)
         os.posix_fadvise(self.swap_fd, 0, 0, os.POSIX_FADV_DONTNEED)
         self._release(ranks)
         self.swapped[ranks] = True
         self.swap_outs += ranks.size
+
+    def _write_page(self, r: int) -> None:
+        """One page to the swap file. The page is read first (a user fault, which at the VM's limit
+        waits for the host's page-out: :mod:`memtune.live.oomguard`); a write whose page was
+        reclaimed again meanwhile fails to pin it (``EFAULT``/``ENOMEM`` at the limit) and is retried."""
+        page = self.view[r * PAGE:(r + 1) * PAGE]
+        for attempt in range(WRITE_TRIES):
+            self.flat[r * PAGE]                          # fault the page in (user fault)
+            try:
+                os.pwrite(self.write_fd, page, r * PAGE)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EFAULT, errno.ENOMEM) or attempt == WRITE_TRIES - 1:
+                    raise
+                time.sleep(0.001)
 
     def _release(self, ranks: np.ndarray) -> None:
         for r in ranks.tolist():

@@ -31,6 +31,7 @@ from memtune.live.figures import live_figures
 from memtune.live.limiter import LimitWriter
 from memtune.live.lock import host_lock
 from memtune.live.measure import host_sample, vm_counters, zram_share
+from memtune.live.oomguard import guard_limited
 from memtune.live.outcome import final_amounts, read_stats, vm_rows
 from memtune.live.safety import preflight
 from memtune.live.spawn import start_worker, worker_config
@@ -221,6 +222,7 @@ class _Run:
         for vm, g, b in zip(self.sc.vms, self.groups, self.baseline, strict=True):
             if vm.limit is not None and vm.limit < vm.memory:
                 g.set_limit(self.st, vm.limit + b)
+        self.guard = guard_limited(self.groups, self.procs, self.ctl, self.sc.vms)   # wait, not killed
         c = self.controller
         first = int(c.capacity - RECLAIM_AT * c.min_free + sum(self.baseline)) // PAGE * PAGE
         self.limiter = LimitWriter(self.st, self.parent, first)
@@ -245,6 +247,10 @@ class _Run:
         finally:
             if hasattr(self, "limiter"):       # no write of this run's limit after it ends
                 self.limiter.close(timeout=5.0)
+            if getattr(self, "guard", None) is not None:
+                self.guard.close()
+            if self.sharing and hasattr(self, "ksm_run"):   # max_page_sharing is restored only unmerged
+                ksm.stop_and_unmerge(self.st)
 
     def _execute(self) -> dict[str, Any]:
         self._dirs()
@@ -382,6 +388,8 @@ class _Run:
         tis = {STATE_NAMES[i]: float(t) for i, t in enumerate(self.controller.time_in_state)}
         figures = live_figures(final, stats, faults, tis)
         figures["oom_killed"] = sorted(self.sc.vms[v].name for v in self.killed)
+        waits = self.guard.rescues if self.guard is not None else {}
+        figures["limit_waits"] = {self.sc.vms[v].name: n for v, n in waits.items()}   # oomguard
         host = {"ksm": s.ksm, "zram": s.zram, "swaps": s.swaps, "baseline": sum(self.baseline),
                 "capacity": self.controller.capacity, "min_free": self.controller.min_free,
                 "filled": self.filled, "counters": {"warm": warm, "end": end},
