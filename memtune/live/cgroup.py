@@ -89,6 +89,12 @@ class Group:
     def procs(self) -> list[int]:
         return [int(x) for x in (self.v1 / "cgroup.procs").read_text().split()]
 
+    def oom_control(self) -> dict[str, int]:
+        """``memory.oom_control``'s counters: ``oom_kill_disable``, ``under_oom``, ``oom_kill``
+        (cgroup-v1/memory.rst, section 10)."""
+        f = (self.v1 / "memory.oom_control").read_text().split()
+        return {k: int(v) for k, v in zip(f[::2], f[1::2], strict=False)}
+
 
 def create_parent(st: HostState, limit: int) -> Group:
     """The host's cgroup, limited to ``limit`` bytes (the scaled host memory)."""

@@ -204,10 +204,7 @@ class _Run:
         for v, p in enumerate(self.procs):
             if p.poll() is None or self.ctl[v]["phase"] >= 4 or v in self.killed:
                 continue
-            oom = dict(
-                zip(*[iter((self.groups[v].v1 / "memory.oom_control").read_text().split())] * 2, strict=False)
-            )
-            if int(oom.get("oom_kill", 0)) > 0:
+            if self.groups[v].oom_control().get("oom_kill", 0) > 0:
                 self.killed.add(v)
                 continue
             tail = (self.run_dir / f"vm{v}.log").read_text(errors="replace").strip().splitlines()[-1:]

@@ -34,8 +34,7 @@ class _IoVec(ctypes.Structure):
 
 
 def under_oom(group: Group) -> bool:
-    f = (group.v1 / "memory.oom_control").read_text().split()
-    return dict(zip(f[::2], f[1::2], strict=False)).get("under_oom") == "1"
+    return group.oom_control().get("under_oom") == 1
 
 
 class OomGuard:
