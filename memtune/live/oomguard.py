@@ -20,9 +20,9 @@ import threading
 from pathlib import Path
 
 from memtune.live.cgroup import Group
+from memtune.live.content import PAGE
+from memtune.live.guest import MADV_PAGEOUT
 
-PAGE = 4096
-MADV_PAGEOUT = 21
 SYS_PROCESS_MADVISE = 440        # x86_64 (include/uapi/asm-generic/unistd.h: 440 on all arches)
 POLL = 0.005                     # seconds between looks at ``under_oom``
 CHUNK = 64                       # pages paged out per step, coldest (highest rank) first
