@@ -159,7 +159,7 @@ class GuestMemory:
     def _swap_out(self, ranks: np.ndarray) -> None:
         """The guest writes the pages to its swap file with ``O_DIRECT`` from its own memory, as a
         guest's disk write goes from guest memory to the virtual disk: no page cache is charged to
-        the VM's cgroup (buffered writes were, and at a limit the VM was OOM-killed in ``pwrite``)."""
+        the VM's cgroup, whose limit is the VM's."""
         for r in ranks.tolist():
             self._write_page(r)
         os.fdatasync(self.swap_fd)

@@ -4,8 +4,7 @@ ESX never kills a VM for its limit: above it the VMkernel swaps the VM's pages t
 file while the VM waits (vSphere Resource Management, "Memory Limit" and "Swap Space"). Linux's
 memory cgroup instead calls its OOM killer when reclaim at ``memory.limit_in_bytes`` makes no
 progress in ``MAX_RECLAIM_RETRIES`` rounds, which it does for a VM whose memory is mostly locked
-(the reservation) and the rest hot: small, tuned policy, vdi at reservation 27 %, limit 30 %,
-killed in its guest's swap-file write or a swap-in with ``inactive_anon 0`` (dmesg). So each limited
+(the reservation) and the rest hot (``inactive_anon`` 0). So each limited
 VM's cgroup gets ``oom_kill_disable 1`` (cgroup-v1/memory.rst, section 10: a task at the limit then
 sleeps in the cgroup's OOM wait queue) and this thread, watching ``under_oom``, pages the VM's
 coldest unlocked pages out with ``process_madvise(MADV_PAGEOUT)`` (the hypervisor swapping the
